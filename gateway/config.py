@@ -1,0 +1,311 @@
+"""Settings: one frozen object built from a TOML file plus ``GATEWAY_*`` environment variables.
+
+This module owns every setting the gateway reads. Each is declared once in ``FIELDS`` with its
+type, default and one line of documentation; ``docs/configuration.md`` must describe every one
+of them (a test checks). Precedence, lowest first: built-in default, TOML file, environment.
+
+- TOML: ``[section] key = value`` (e.g. ``[entra] client_id = "..."``).
+- Environment: ``GATEWAY_<SECTION>_<KEY>`` in capitals (``GATEWAY_ENTRA_CLIENT_ID``).
+- Secrets may come from a file: ``<key>_file`` in TOML or ``GATEWAY_<SECTION>_<KEY>_FILE``;
+  the file's content, stripped of surrounding whitespace, is the value.
+
+Errors are ``ConfigError``: the message names the key and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "GATEWAY_"
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Field:
+    section: str
+    name: str
+    kind: str  # str | int | bool | float | list
+    default: Any
+    doc: str
+    secret: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env(self) -> str:
+        return f"{ENV_PREFIX}{self.section.upper()}_{self.name.upper()}"
+
+
+def _f(section: str, name: str, kind: str, default: Any, doc: str, secret: bool = False) -> Field:
+    return Field(section, name, kind, default, doc, secret)
+
+
+FIELDS: tuple[Field, ...] = (
+    # -- general
+    _f("general", "environment", "str", "development",
+       "`development` or `production`; the demo and dev shortcuts refuse to run in production."),
+    _f("general", "log_level", "str", "info", "Log level: debug, info, warning or error."),
+    _f("general", "timezone", "str", "Europe/London", "Time zone for dates shown to members."),
+    # -- server
+    _f("server", "host", "str", "127.0.0.1", "Address uvicorn listens on."),
+    _f("server", "port", "int", 8443, "Port uvicorn listens on."),
+    _f("server", "public_url", "str", "https://localhost:8443",
+       "The https:// URL members use; its origin is the only one CSRF accepts and the sign-in "
+       "redirect URI is built from it."),
+    _f("server", "tls_cert", "str", "", "Path to the PEM certificate chain; empty = plain HTTP "
+       "(only behind a TLS-terminating proxy)."),
+    _f("server", "tls_key", "str", "", "Path to the PEM private key for `tls_cert`."),
+    _f("server", "trusted_proxies", "list", [],
+       "Addresses or networks whose X-Forwarded-For/-Proto headers are believed; empty = none."),
+    _f("server", "max_body_bytes", "int", 26_214_400,
+       "Largest request body accepted (uploads included), in bytes."),
+    # -- entra
+    _f("entra", "authority", "str", "",
+       "Entra ID authority, e.g. https://login.microsoftonline.com/<tenant-id>."),
+    _f("entra", "client_id", "str", "", "Application (client) id of the gateway's app registration."),
+    _f("entra", "client_secret", "str", "", "Client secret of the app registration.", secret=True),
+    _f("entra", "ca_file", "str", "",
+       "CA bundle for talking to Entra ID and Graph; empty = the system store."),
+    _f("entra", "imap_scope", "str", "https://outlook.office.com/IMAP.AccessAsUser.All",
+       "Delegated scope for IMAP."),
+    _f("entra", "smtp_scope", "str", "https://outlook.office.com/SMTP.Send",
+       "Delegated scope for SMTP submission."),
+    _f("entra", "graph_scope", "str", "https://graph.microsoft.com/Calendars.ReadWrite",
+       "Delegated scope for the calendar (obtained silently when first needed)."),
+    _f("entra", "post_logout_url", "str", "",
+       "Where Entra sends the browser after sign-out; empty = the gateway's signed-out page."),
+    # -- access
+    _f("access", "member_roles", "list", ["Gateway.Member"], "App roles that make a member."),
+    _f("access", "admin_roles", "list", ["Gateway.Admin"], "App roles that make an ICT admin."),
+    _f("access", "member_groups", "list", [], "Entra group object ids that make a member."),
+    _f("access", "admin_groups", "list", [], "Entra group object ids that make an ICT admin."),
+    # -- session
+    _f("session", "idle_minutes", "int", 30, "A session unused this long ends."),
+    _f("session", "absolute_hours", "int", 12, "A session ends this long after sign-in, used or not."),
+    # -- crypto
+    _f("crypto", "keys", "list", [],
+       "AES-256-GCM keys (base64, 32 bytes each) for token caches and the outbox. The first "
+       "encrypts; all decrypt, so a new key goes first and old ones stay until re-encrypted.",
+       secret=True),
+    # -- store
+    _f("store", "backend", "str", "sqlite", "`sqlite` (one instance) or `postgres`."),
+    _f("store", "sqlite_path", "str", "var/gateway.db", "SQLite database file."),
+    _f("store", "postgres_dsn", "str", "", "PostgreSQL DSN when backend = postgres.", secret=True),
+    # -- imap
+    _f("imap", "host", "str", "outlook.office365.com", "IMAP server (implicit TLS)."),
+    _f("imap", "port", "int", 993, "IMAP port."),
+    _f("imap", "ca_file", "str", "", "CA bundle for the IMAP server; empty = the system store."),
+    _f("imap", "timeout_seconds", "float", 20.0, "Timeout for one IMAP command."),
+    # -- smtp
+    _f("smtp", "host", "str", "smtp.office365.com", "SMTP submission server (STARTTLS)."),
+    _f("smtp", "port", "int", 587, "SMTP submission port."),
+    _f("smtp", "ca_file", "str", "", "CA bundle for the SMTP server; empty = the system store."),
+    _f("smtp", "timeout_seconds", "float", 30.0, "Timeout for one SMTP exchange."),
+    # -- graph
+    _f("graph", "base_url", "str", "https://graph.microsoft.com/v1.0", "Microsoft Graph base URL."),
+)
+
+_BY_KEY = {f.key: f for f in FIELDS}
+_SECTIONS = sorted({f.section for f in FIELDS})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. Read values with ``settings.get("section.key")`` or the
+    typed attributes below."""
+
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        return self.values[key]
+
+    # Typed shortcuts for what the code reads most.
+    @property
+    def production(self) -> bool:
+        return bool(self.values["general.environment"] == "production")
+
+    @property
+    def public_url(self) -> str:
+        return str(self.values["server.public_url"]).rstrip("/")
+
+    @property
+    def redirect_uri(self) -> str:
+        return self.public_url + "/auth/callback"
+
+    @property
+    def crypto_keys(self) -> list[bytes]:
+        return [base64.b64decode(k) for k in self.values["crypto.keys"]]
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective settings with every secret replaced, fit to print."""
+        out: dict[str, Any] = {}
+        for f in FIELDS:
+            v = self.values[f.key]
+            if f.secret and v:
+                v = "<redacted>" if not isinstance(v, list) else [f"<redacted {len(v)}>"]
+            out[f.key] = v
+        return out
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``section__name=value`` changes (tests and the dev stack)."""
+        values = dict(self.values)
+        for k, v in changes.items():
+            key = k.replace("__", ".", 1)
+            if key not in _BY_KEY:
+                raise ConfigError(f"unknown setting {key!r}")
+            values[key] = _coerce(_BY_KEY[key], v, source="replace()")
+        return _validated(values)
+
+
+def _coerce(f: Field, raw: Any, source: str) -> Any:
+    where = f"{f.key} (from {source})"
+    try:
+        if f.kind == "str":
+            if not isinstance(raw, str):
+                raise TypeError
+            return raw
+        if f.kind == "int":
+            if isinstance(raw, bool):
+                raise TypeError
+            return int(raw)
+        if f.kind == "float":
+            if isinstance(raw, bool):
+                raise TypeError
+            return float(raw)
+        if f.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.lower() in ("1", "true", "yes", "on", "0", "false",
+                                                         "no", "off"):
+                return raw.lower() in ("1", "true", "yes", "on")
+            raise TypeError
+        if f.kind == "list":
+            if isinstance(raw, str):
+                return [p.strip() for p in raw.split(",") if p.strip()]
+            if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+                return list(raw)
+            raise TypeError
+    except (TypeError, ValueError):
+        pass
+    fix = {"list": "a list of strings (in the environment: comma-separated)",
+           "int": "a whole number", "float": "a number", "bool": "true or false",
+           "str": "a string"}[f.kind]
+    raise ConfigError(f"{where}: expected {fix}, got {type(raw).__name__}. Set {f.key} to {fix}.")
+
+
+def _read_secret_file(key: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read secret file {path!r} ({exc.strerror}). "
+                          "Fix the path or the file's permissions.") from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from defaults, the TOML file at ``path`` (or ``GATEWAY_CONFIG``), and
+    the environment. Raises ConfigError naming the key on any problem."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {f.key: f.default for f in FIELDS}
+    path = path or env.get("GATEWAY_CONFIG") or None
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {str(path)!r}: {exc.strerror}. Check GATEWAY_CONFIG "
+                              "or --config.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+        for section, body in data.items():
+            if not isinstance(body, dict) or section not in _SECTIONS:
+                raise ConfigError(f"[{section}] in {path}: unknown section. Known sections: "
+                                  f"{', '.join(_SECTIONS)}.")
+            for name, raw in body.items():
+                is_file = name.endswith("_file") and f"{section}.{name[:-5]}" in _BY_KEY \
+                    and _BY_KEY[f"{section}.{name[:-5]}"].secret
+                key = f"{section}.{name[:-5]}" if is_file else f"{section}.{name}"
+                if key not in _BY_KEY:
+                    raise ConfigError(f"{section}.{name} in {path}: unknown setting. See "
+                                      "docs/configuration.md for the settings there are.")
+                if is_file:
+                    raw = _read_secret_file(key, str(raw))
+                values[key] = _coerce(_BY_KEY[key], raw, source=str(path))
+    known_env = {f.env: f for f in FIELDS}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name == "GATEWAY_CONFIG":
+            continue
+        if name in known_env:
+            values[known_env[name].key] = _coerce(known_env[name], raw, source=name)
+        elif name.endswith("_FILE") and name[:-5] in known_env and known_env[name[:-5]].secret:
+            f = known_env[name[:-5]]
+            values[f.key] = _coerce(f, _read_secret_file(f.key, raw), source=name)
+    return _validated(values)
+
+
+def _validated(values: dict[str, Any]) -> Settings:
+    def bad(key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{key}: {msg}")
+
+    if values["general.environment"] not in ("development", "production"):
+        raise bad("general.environment", "must be `development` or `production`.")
+    if values["general.log_level"] not in ("debug", "info", "warning", "error"):
+        raise bad("general.log_level", "must be debug, info, warning or error.")
+    try:
+        import zoneinfo
+        zoneinfo.ZoneInfo(values["general.timezone"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise bad("general.timezone", "unknown time zone; use an IANA name such as "
+                  "Europe/London.") from None
+    if not 0 < values["server.port"] < 65536:
+        raise bad("server.port", "must be between 1 and 65535.")
+    pub = values["server.public_url"]
+    if not pub.startswith("https://"):
+        raise bad("server.public_url", "must start with https:// (members' sessions use "
+                  "Secure cookies).")
+    if bool(values["server.tls_cert"]) != bool(values["server.tls_key"]):
+        raise bad("server.tls_key" if values["server.tls_cert"] else "server.tls_cert",
+                  "tls_cert and tls_key must be set together.")
+    for net in values["server.trusted_proxies"]:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise bad("server.trusted_proxies", f"{net!r} is not an address or network.") from None
+    if values["server.max_body_bytes"] < 1024:
+        raise bad("server.max_body_bytes", "must be at least 1024.")
+    auth = values["entra.authority"]
+    if auth and not auth.startswith("https://"):
+        raise bad("entra.authority", "must start with https:// (msal refuses anything else).")
+    if values["session.idle_minutes"] < 1 or values["session.absolute_hours"] < 1:
+        raise bad("session.idle_minutes", "session lifetimes must be positive.")
+    for i, k in enumerate(values["crypto.keys"]):
+        try:
+            raw = base64.b64decode(k, validate=True)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise bad("crypto.keys", f"key number {i + 1} is not 32 bytes of base64. Make one "
+                      "with `gateway keygen`.")
+    if values["store.backend"] not in ("sqlite", "postgres"):
+        raise bad("store.backend", "must be sqlite or postgres.")
+    if values["store.backend"] == "postgres" and not values["store.postgres_dsn"]:
+        raise bad("store.postgres_dsn", "required when store.backend = postgres.")
+    if values["general.environment"] == "production":
+        for key in ("entra.authority", "entra.client_id", "entra.client_secret"):
+            if not values[key]:
+                raise bad(key, "required in production.")
+        if not values["crypto.keys"]:
+            raise bad("crypto.keys", "required in production (make one with `gateway keygen`).")
+    return Settings(values=values)

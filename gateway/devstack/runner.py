@@ -1,0 +1,71 @@
+"""Run an ASGI app under uvicorn on loopback, over TLS, inside the caller's event loop.
+
+Used by the dev stack for the Entra and Graph stand-ins, and by the tests and the demo for the
+gateway itself. Binding our own socket lets callers ask for port 0 and learn the real port."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import uvicorn
+
+from gateway.certs import DevCerts
+
+
+class TLSServer:
+    def __init__(self, app: Any, certs: DevCerts | None, host: str = "127.0.0.1",
+                 port: int = 0, log_level: str = "warning", **config: Any) -> None:
+        self.app = app
+        self.certs = certs
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self._log_level = log_level
+        self._extra = config
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.certs else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.requested_port))
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        tls: dict[str, Any] = {}
+        if self.certs:
+            tls = {"ssl_certfile": str(self.certs.server_cert),
+                   "ssl_keyfile": str(self.certs.server_key)}
+        config = uvicorn.Config(self.app, log_level=self._log_level, access_log=False,
+                                lifespan="auto", timeout_graceful_shutdown=3,
+                                **tls, **self._extra)
+        self._server = uvicorn.Server(config)
+        # uvicorn would otherwise take over SIGINT/SIGTERM; the owner of the loop handles them.
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises the start-up error
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(self._task, timeout=10)
+        except TimeoutError:
+            self._server.force_exit = True
+            self._task.cancel()
+        if self._sock is not None:
+            self._sock.close()
+        self._server = None
+        self._task = None

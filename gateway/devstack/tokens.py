@@ -1,0 +1,63 @@
+"""Entra-shaped RS256 tokens for the dev stack: the stand-in signs them, and Dovecot (through
+its local key directory) and the SMTP stand-in check them. The key pair is made at run time
+and never written anywhere but the stack's temporary directory."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from gateway.devstack.users import TENANT_ID
+
+OUTLOOK_AUDIENCE = "https://outlook.office.com"
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+# Entra issues v1-shaped access tokens for these resources, with this issuer.
+ACCESS_ISSUER = f"https://sts.windows.net/{TENANT_ID}/"
+
+
+def _b64url_uint(n: int) -> str:
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class TokenSigner:
+    """An RSA key pair with a key id; issues and checks RS256 JWTs."""
+
+    def __init__(self, kid: str | None = None) -> None:
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pub = self._key.public_key()
+        self.public_pem = pub.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.kid = kid or hashlib.sha256(self.public_pem).hexdigest()[:16]
+
+    def jwk(self) -> dict[str, Any]:
+        nums = self._key.public_key().public_numbers()
+        return {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid,
+                "n": _b64url_uint(nums.n), "e": _b64url_uint(nums.e)}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        return jwt.encode(claims, self._key, algorithm="RS256",
+                          headers={"kid": self.kid, "typ": "JWT"})
+
+    def verify(self, token: str, audience: str,
+               issuer: str | None = ACCESS_ISSUER) -> dict[str, Any]:
+        """Check signature, audience, issuer and expiry; raise jwt.InvalidTokenError."""
+        claims: dict[str, Any] = jwt.decode(
+            token, self._key.public_key(), algorithms=["RS256"], audience=audience,
+            issuer=issuer, options={"require": ["exp", "aud"]})
+        return claims
+
+    def write_dovecot_key(self, key_dir: Path, azp: str) -> None:
+        """Lay the public key out where Dovecot's oauth2 local validation looks for it:
+        ``<dir>/<azp>/RS256/<kid>`` (and under ``default`` for tokens with no azp)."""
+        for sub in (azp, "default"):
+            for kid in (self.kid, "default"):
+                d = key_dir / sub / "RS256"
+                d.mkdir(parents=True, exist_ok=True)
+                (d / kid).write_bytes(self.public_pem)

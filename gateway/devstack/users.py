@@ -1,0 +1,59 @@
+"""The dev stack's sample people: who can sign in to the Entra stand-in, whose mailboxes
+Dovecot holds, and what roles and groups each carries. One list, used by every stand-in, the
+seeder, the demo banner and the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TENANT_ID = "9a7b1c2d-0e1f-4a5b-8c6d-7e8f9a0b1c2d"
+CLIENT_ID = "3f2e1d0c-b9a8-4765-8432-10fedcba9876"
+# Not a secret: the dev stand-in accepts it and nothing else does.
+DEV_CLIENT_SECRET = "dev-stack-client-secret"  # noqa: S105
+DOMAIN = "council.example"
+PILOT_GROUP = "6c1f0a2e-2b3c-4d5e-8f90-a1b2c3d4e5f6"
+DRILL_GROUP = "7d2e1b3f-3c4d-4e5f-9a01-b2c3d4e5f6a7"
+
+
+@dataclass(frozen=True)
+class SampleUser:
+    key: str            # short handle used in tests: "member", "admin", "norole", ...
+    oid: str            # Entra object id
+    name: str
+    email: str
+    roles: tuple[str, ...] = ()
+    groups: tuple[str, ...] = field(default=())
+
+    @property
+    def upn(self) -> str:
+        return self.email
+
+
+USERS: tuple[SampleUser, ...] = (
+    SampleUser("member", "11111111-1111-4111-8111-111111111111", "Cllr Alex Morgan",
+               f"alex.morgan@{DOMAIN}", roles=("Gateway.Member",)),
+    SampleUser("admin", "22222222-2222-4222-8222-222222222222", "Priya Shah (ICT)",
+               f"priya.shah@{DOMAIN}", roles=("Gateway.Admin", "Gateway.Member"),
+               groups=(PILOT_GROUP,)),
+    SampleUser("norole", "33333333-3333-4333-8333-333333333333", "Sam Taylor",
+               f"sam.taylor@{DOMAIN}"),
+    SampleUser("member2", "44444444-4444-4444-8444-444444444444", "Cllr Jo Evans",
+               f"jo.evans@{DOMAIN}", roles=("Gateway.Member",), groups=(DRILL_GROUP,)),
+    SampleUser("canary", "55555555-5555-4555-8555-555555555555", "Gateway Canary",
+               f"gateway.canary@{DOMAIN}"),
+)
+
+
+def user(key: str) -> SampleUser:
+    for u in USERS:
+        if u.key == key:
+            return u
+    raise KeyError(key)
+
+
+def by_oid(oid: str) -> SampleUser | None:
+    return next((u for u in USERS if u.oid == oid), None)
+
+
+def by_email(email: str) -> SampleUser | None:
+    return next((u for u in USERS if u.email.lower() == email.lower()), None)

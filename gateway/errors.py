@@ -1,0 +1,125 @@
+"""The gateway's one error tree. Services raise these; one handler in ``gateway.web`` renders
+them as a page or JSON. Each carries the HTTP status and a message fit to show a member
+(never a stack trace, a token or mail content).
+
+    GatewayError (500)
+    ├── BadRequest (400)
+    │   └── PayloadTooLarge (413)
+    ├── NotSignedIn (401)            -> the web layer sends the browser to sign-in
+    │   └── ReauthRequired (401)     token can no longer be refreshed
+    ├── Forbidden (403)
+    │   ├── CsrfFailed (403)
+    │   └── NotEntitled (403)        signed in, but no role or group lets them in
+    ├── NotFound (404)
+    ├── Conflict (409)
+    ├── SignInFailed (400)           the Entra round trip failed (state, code, consent)
+    └── UpstreamError (502)
+        ├── UpstreamUnavailable (503) server down, timed out, throttled
+        ├── MailError (502)           IMAP said NO/BAD
+        ├── SendRefused (502)         SMTP refused the message
+        └── StoreUnavailable (503)
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    status = 500
+    title = "Something went wrong"
+    default_message = "The gateway could not complete that. Please try again."
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
+        self.message = message or self.default_message
+        self.retry_after = retry_after
+        super().__init__(self.message)
+
+
+class BadRequest(GatewayError):
+    status = 400
+    title = "That request could not be understood"
+    default_message = "The request was not valid."
+
+
+class PayloadTooLarge(BadRequest):
+    status = 413
+    title = "Too large"
+    default_message = "That is larger than the gateway accepts."
+
+
+class NotSignedIn(GatewayError):
+    status = 401
+    title = "Please sign in"
+    default_message = "Your session has ended. Please sign in again."
+
+
+class ReauthRequired(NotSignedIn):
+    default_message = "Your sign-in has expired. Please sign in again."
+
+
+class Forbidden(GatewayError):
+    status = 403
+    title = "Not allowed"
+    default_message = "You are not allowed to do that."
+
+
+class CsrfFailed(Forbidden):
+    title = "Please try again"
+    default_message = ("This form had expired or did not come from the gateway. "
+                       "Go back, reload the page and try again.")
+
+
+class NotEntitled(Forbidden):
+    title = "No access"
+    default_message = ("Your account is not set up to use the mail gateway. "
+                       "Contact ICT if you think it should be.")
+
+
+class NotFound(GatewayError):
+    status = 404
+    title = "Not found"
+    default_message = "There is nothing here."
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    title = "Not allowed"
+    default_message = "That action is not available here."
+
+
+class Conflict(GatewayError):
+    status = 409
+    title = "Changed meanwhile"
+    default_message = "Something changed meanwhile. Reload and try again."
+
+
+class SignInFailed(GatewayError):
+    status = 400
+    title = "Sign-in did not complete"
+    default_message = "Sign-in did not complete. Please start again."
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    title = "Exchange did not answer as expected"
+    default_message = "The mail service did not answer as expected. Please try again."
+
+
+class UpstreamUnavailable(UpstreamError):
+    status = 503
+    title = "Service unavailable"
+    default_message = "The mail service cannot be reached just now. Please try again shortly."
+
+
+class MailError(UpstreamError):
+    default_message = "The mailbox refused that request."
+
+
+class SendRefused(UpstreamError):
+    title = "Not sent"
+    default_message = "The mail server refused the message. It has been kept; please try again."
+
+
+class StoreUnavailable(UpstreamError):
+    status = 503
+    title = "Service unavailable"
+    default_message = "The gateway's store is unavailable. Please try again shortly."
