@@ -74,7 +74,8 @@ FIELDS: tuple[Field, ...] = (
     # -- entra
     _f("entra", "authority", "str", "",
        "Entra ID authority, e.g. https://login.microsoftonline.com/<tenant-id>."),
-    _f("entra", "client_id", "str", "", "Application (client) id of the gateway's app registration."),
+    _f("entra", "client_id", "str", "",
+       "Application (client) id of the gateway's app registration."),
     _f("entra", "client_secret", "str", "", "Client secret of the app registration.", secret=True),
     _f("entra", "ca_file", "str", "",
        "CA bundle for talking to Entra ID and Graph; empty = the system store."),
@@ -93,7 +94,8 @@ FIELDS: tuple[Field, ...] = (
     _f("access", "admin_groups", "list", [], "Entra group object ids that make an ICT admin."),
     # -- session
     _f("session", "idle_minutes", "int", 30, "A session unused this long ends."),
-    _f("session", "absolute_hours", "int", 12, "A session ends this long after sign-in, used or not."),
+    _f("session", "absolute_hours", "int", 12,
+       "A session ends this long after sign-in, used or not."),
     # -- crypto
     _f("crypto", "keys", "list", [],
        "AES-256-GCM keys (base64, 32 bytes each) for token caches and the outbox. The first "

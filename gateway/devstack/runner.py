@@ -6,12 +6,23 @@ gateway itself. Binding our own socket lets callers ask for port 0 and learn the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import Generator
 from typing import Any
 
 import uvicorn
 
 from gateway.certs import DevCerts
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn would take over SIGINT/SIGTERM; here the owner of the event loop handles
+    them, and several servers share one loop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
 
 
 class TLSServer:
@@ -46,9 +57,7 @@ class TLSServer:
         config = uvicorn.Config(self.app, log_level=self._log_level, access_log=False,
                                 lifespan="auto", timeout_graceful_shutdown=3,
                                 **tls, **self._extra)
-        self._server = uvicorn.Server(config)
-        # uvicorn would otherwise take over SIGINT/SIGTERM; the owner of the loop handles them.
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():

@@ -1,0 +1,260 @@
+"""Sign-in and delegated tokens through Entra ID, with msal.
+
+Owns: the auth-code flow with PKCE, state and nonce (``response_mode=form_post``); each
+member's msal token cache, encrypted with the key ring and kept in the store, written back
+only when it changed; silent token acquisition per resource (IMAP/SMTP at sign-in, Graph on
+first use from the same refresh token); and the end-session URL for sign-out.
+
+msal is synchronous: every call runs in a worker thread. msal builds its authority by
+fetching the discovery document; ``CachingHttpClient`` keeps that document so that building
+an app per call (one token cache per member) costs no network round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import msal
+import requests
+
+from gateway.config import Settings
+from gateway.crypto import DecryptError, KeyRing
+from gateway.errors import ReauthRequired, SignInFailed, UpstreamUnavailable
+from gateway.store.base import Store
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_TTL = 3600.0
+HTTP_TIMEOUT = 15.0
+
+
+class CachingHttpClient:
+    """A requests-like client for msal: no proxy or CA settings from the environment (they
+    would override ours), a timeout on every call, and the OpenID discovery document cached."""
+
+    def __init__(self, verify: str | bool = True, session: Any = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if session is None:
+            session = requests.Session()
+            session.trust_env = False
+            session.verify = verify
+        self._session = session
+        self._clock = clock
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        cacheable = url.endswith("/.well-known/openid-configuration") and not kwargs.get("params")
+        if cacheable:
+            with self._lock:
+                hit = self._cache.get(url)
+            if hit and self._clock() - hit[0] < DISCOVERY_TTL:
+                return hit[1]
+        resp = self._session.get(url, **kwargs)
+        if cacheable and resp.status_code == 200:
+            with self._lock:
+                self._cache[url] = (self._clock(), resp)
+        return resp
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        return self._session.post(url, **kwargs)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    oid: str
+    name: str
+    email: str
+    roles: list[str]
+    groups: list[str]
+    account_id: str
+
+
+@dataclass(frozen=True)
+class StartedFlow:
+    auth_uri: str
+    flow_json: bytes
+
+
+class Entra:
+    def __init__(self, settings: Settings, store: Store, keyring: KeyRing,
+                 http_client: Any | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.store = store
+        self.keyring = keyring
+        self.clock = clock
+        self.authority = settings.get("entra.authority")
+        self.client_id = settings.get("entra.client_id")
+        self._secret = settings.get("entra.client_secret")
+        self.signin_scopes = [settings.get("entra.imap_scope"), settings.get("entra.smtp_scope")]
+        self.graph_scopes = [settings.get("entra.graph_scope")]
+        self.http = http_client or CachingHttpClient(verify=settings.get("entra.ca_file") or True)
+        # One refresh at a time per account, so two tabs do not both spend a refresh token.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- msal plumbing
+    def _app(self, cache: msal.SerializableTokenCache | None = None) -> Any:
+        try:
+            return msal.ConfidentialClientApplication(
+                self.client_id, client_credential=self._secret, authority=self.authority,
+                http_client=self.http, token_cache=cache, instance_discovery=False)
+        except (ValueError, requests.RequestException) as exc:
+            log.warning("entra unreachable while building the msal app: %s", type(exc).__name__)
+            raise UpstreamUnavailable("The sign-in service cannot be reached just now. "
+                                      "Please try again shortly.") from None
+
+    async def start_sign_in(self, login_hint: str | None = None) -> StartedFlow:
+        def start() -> dict[str, Any]:
+            flow: dict[str, Any] = self._app().initiate_auth_code_flow(
+                scopes=self.signin_scopes, redirect_uri=self.settings.redirect_uri,
+                response_mode="form_post", login_hint=login_hint)
+            return flow
+        flow = await asyncio.to_thread(start)
+        blob = self.keyring.encrypt(json.dumps(flow).encode(), b"auth-flow")
+        return StartedFlow(auth_uri=flow["auth_uri"], flow_json=blob)
+
+    async def complete_sign_in(self, flow_blob: bytes, form: dict[str, str]) -> SignedIn:
+        """Redeem the callback's code; raises SignInFailed with a member-fit message."""
+        try:
+            flow = json.loads(self.keyring.decrypt(flow_blob, b"auth-flow"))
+        except (DecryptError, ValueError):
+            raise SignInFailed() from None
+        if form.get("error"):
+            # The member declined consent, or Entra refused; the description may carry an
+            # AADSTS code worth showing ICT, but never a token.
+            code = form.get("error", "")
+            msg = ("You did not give the gateway permission to reach your mailbox, so sign-in "
+                   "stopped." if code in ("access_denied", "consent_required")
+                   else "Entra ID did not complete the sign-in.")
+            raise SignInFailed(f"{msg} (Entra said: {code[:60]})")
+        cache = msal.SerializableTokenCache()
+
+        def redeem() -> dict[str, Any]:
+            result: dict[str, Any] = self._app(cache).acquire_token_by_auth_code_flow(
+                flow, form, scopes=self.signin_scopes)
+            return result
+        try:
+            result = await asyncio.to_thread(redeem)
+        except ValueError:
+            # msal's own checks: state mismatch, nonce mismatch, missing code.
+            raise SignInFailed("This sign-in link was out of date or had been altered. "
+                               "Please start again.") from None
+        except requests.RequestException:
+            raise UpstreamUnavailable("The sign-in service cannot be reached just now.") from None
+        if "error" in result:
+            log.info("sign-in refused by entra: %s %s", result.get("error"),
+                     (result.get("error_codes") or [""])[0])
+            raise SignInFailed()
+        claims = result.get("id_token_claims") or {}
+        account_id = self._account_id(claims, cache)
+        if not claims.get("oid") or not account_id:
+            raise SignInFailed()
+        await self._save_cache(account_id, cache, force=True)
+        return SignedIn(
+            oid=str(claims["oid"]), name=str(claims.get("name") or ""),
+            email=str(claims.get("email") or claims.get("preferred_username") or ""),
+            roles=[str(r) for r in claims.get("roles", [])],
+            groups=[str(g) for g in claims.get("groups", [])], account_id=account_id)
+
+    @staticmethod
+    def _account_id(claims: dict[str, Any], cache: msal.SerializableTokenCache) -> str:
+        for acc in cache.find(cache.CredentialType.ACCOUNT):
+            if acc.get("local_account_id") == claims.get("oid"):
+                return str(acc["home_account_id"])
+        return ""
+
+    # -- token cache at rest
+    def _context(self, account_id: str) -> bytes:
+        return b"token-cache:" + account_id.encode()
+
+    async def _load_cache(self, account_id: str) -> msal.SerializableTokenCache:
+        cache = msal.SerializableTokenCache()
+        blob = await self.store.get_token_cache(account_id)
+        if blob:
+            try:
+                cache.deserialize(self.keyring.decrypt(blob, self._context(account_id)).decode())
+            except DecryptError:
+                # Made by a key no longer in the ring: treat as signed out.
+                log.warning("token cache could not be decrypted; member must sign in again")
+        return cache
+
+    async def _save_cache(self, account_id: str, cache: msal.SerializableTokenCache,
+                          force: bool = False) -> None:
+        if force or cache.has_state_changed:
+            blob = self.keyring.encrypt(cache.serialize().encode(), self._context(account_id))
+            await self.store.put_token_cache(account_id, blob, self.clock())
+
+    async def access_token(self, account_id: str, scopes: list[str]) -> str:
+        """A delegated access token for one resource, from cache or by refresh. Raises
+        ReauthRequired when the refresh token is gone, expired or revoked."""
+        lock = self._locks.setdefault(account_id, asyncio.Lock())
+        async with lock:
+            cache = await self._load_cache(account_id)
+
+            def silent() -> dict[str, Any] | None:
+                app = self._app(cache)
+                accounts = app.get_accounts()
+                account = next((a for a in accounts if a["home_account_id"] == account_id), None)
+                if account is None:
+                    return None
+                result: dict[str, Any] | None = app.acquire_token_silent_with_error(
+                    scopes, account=account)
+                return result
+            try:
+                result = await asyncio.to_thread(silent)
+            except requests.RequestException:
+                raise UpstreamUnavailable("The sign-in service cannot be reached just "
+                                          "now.") from None
+            await self._save_cache(account_id, cache)
+        if not result or "access_token" not in result:
+            if result and result.get("error") not in ("invalid_grant", "interaction_required"):
+                log.warning("token refresh failed: %s", result.get("error"))
+            raise ReauthRequired()
+        return str(result["access_token"])
+
+    async def imap_token(self, account_id: str) -> str:
+        return await self.access_token(account_id, [self.settings.get("entra.imap_scope")])
+
+    async def smtp_token(self, account_id: str) -> str:
+        return await self.access_token(account_id, [self.settings.get("entra.smtp_scope")])
+
+    async def graph_token(self, account_id: str) -> str:
+        return await self.access_token(account_id, self.graph_scopes)
+
+    async def forget(self, account_id: str) -> None:
+        await self.store.delete_token_cache(account_id)
+
+    async def end_session_url(self, post_logout: str) -> str:
+        """Entra's end-session URL from the discovery document (cached)."""
+        def discover() -> str:
+            url = f"{self.authority.rstrip('/')}/v2.0/.well-known/openid-configuration"
+            resp = self.http.get(url)
+            return str(resp.json().get("end_session_endpoint") or "")
+        try:
+            endpoint = await asyncio.to_thread(discover)
+        except (requests.RequestException, ValueError):
+            endpoint = ""
+        if not endpoint.startswith("https://"):
+            return post_logout
+        return endpoint + "?" + urlencode({"post_logout_redirect_uri": post_logout})
+
+    async def discovery_ok(self) -> None:
+        """Fetch the discovery document now (uncached): used by readiness and health."""
+        def fetch() -> None:
+            url = f"{self.authority.rstrip('/')}/v2.0/.well-known/openid-configuration"
+            resp = self.http._session.get(url, timeout=HTTP_TIMEOUT)
+            resp.raise_for_status()
+        await asyncio.to_thread(fetch)

@@ -1,0 +1,98 @@
+"""Server-side sessions. The cookie holds only a random id (``__Host-`` prefixed, Secure,
+HttpOnly, SameSite=Lax); everything else lives in the store as a typed ``SessionRecord``.
+
+A session ends when idle for ``session.idle_minutes`` or ``session.absolute_hours`` after
+sign-in, whichever comes first. Sign-in always makes a new id, so an id planted before
+sign-in is worthless (no fixation)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+
+from gateway.config import Settings
+from gateway.store.base import SessionRecord, Store
+
+SESSION_COOKIE = "__Host-gw_session"
+FLOW_COOKIE = "__Host-gw_flow"
+# Writing last_seen on every request would make every page view a store write; a minute's
+# precision is plenty for a 30-minute idle timeout.
+TOUCH_INTERVAL = 60.0
+MAX_COOKIE_ID = 128
+
+
+def new_id() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def read_cookie(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+    """The named cookie from raw ASGI headers, or None. Oversized or malformed cookie
+    headers are treated as absent rather than failing the request."""
+    for key, value in headers:
+        if key != b"cookie" or len(value) > 8192:
+            continue
+        jar: SimpleCookie = SimpleCookie()
+        try:
+            jar.load(value.decode("latin-1"))
+        except Exception:  # noqa: BLE001, S112 - http.cookies raises assorted errors on junk
+            continue
+        morsel = jar.get(name)
+        if morsel is not None and 0 < len(morsel.value) <= MAX_COOKIE_ID:
+            return morsel.value
+    return None
+
+
+def cookie_header(name: str, value: str, *, max_age: int | None, same_site: str = "Lax") -> str:
+    parts = [f"{name}={value}", "Path=/", "Secure", "HttpOnly", f"SameSite={same_site}"]
+    if max_age is not None:
+        parts.append(f"Max-Age={max_age}")
+    return "; ".join(parts)
+
+
+def clear_cookie_header(name: str, same_site: str = "Lax") -> str:
+    return cookie_header(name, "", max_age=0, same_site=same_site)
+
+
+class SessionManager:
+    def __init__(self, store: Store, settings: Settings, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.clock = clock
+        self.idle = settings.get("session.idle_minutes") * 60.0
+        self.absolute = settings.get("session.absolute_hours") * 3600.0
+
+    async def load(self, session_id: str | None) -> SessionRecord | None:
+        """The live session for a cookie value, or None (unknown, idle or too old: deleted)."""
+        if not session_id:
+            return None
+        rec = await self.store.get_session(session_id)
+        if rec is None:
+            return None
+        now = self.clock()
+        if now - rec.last_seen > self.idle or now - rec.created_at > self.absolute:
+            await self.store.delete_session(session_id)
+            return None
+        if now - rec.last_seen > TOUCH_INTERVAL:
+            rec.last_seen = now
+            await self.store.touch_session(session_id, now)
+        return rec
+
+    async def create(self, *, user_oid: str, user_name: str, email: str, roles: tuple[str, ...],
+                     groups: tuple[str, ...], account_id: str, is_admin: bool) -> SessionRecord:
+        now = self.clock()
+        rec = SessionRecord(
+            id=new_id(), user_oid=user_oid, user_name=user_name, email=email, roles=roles,
+            groups=groups, account_id=account_id, csrf_token=secrets.token_urlsafe(32),
+            created_at=now, last_seen=now, auth_time=now, is_admin=is_admin)
+        await self.store.create_session(rec)
+        return rec
+
+    def cookie(self, rec: SessionRecord) -> str:
+        return cookie_header(SESSION_COOKIE, rec.id, max_age=int(self.absolute))
+
+    async def end(self, rec: SessionRecord) -> None:
+        await self.store.delete_session(rec.id)
+
+    async def purge(self) -> int:
+        now = self.clock()
+        return await self.store.purge_sessions(now - self.idle, now - self.absolute)

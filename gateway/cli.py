@@ -1,0 +1,165 @@
+"""The ``gateway`` command: serve | check-config | certs dev | keygen | demo.
+
+Every command reads the same settings (``--config FILE`` or ``GATEWAY_CONFIG``, plus
+``GATEWAY_*`` variables). A bad setting exits 1 with a message naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import ConfigError, Settings, load_settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    print(json.dumps(settings.redacted(), indent=2, sort_keys=True))
+    problems = []
+    for key in ("server.tls_cert", "server.tls_key", "entra.ca_file", "imap.ca_file"):
+        path = settings.get(key)
+        if path and not Path(path).is_file():
+            problems.append(f"{key}: file {path!r} does not exist. Fix the path.")
+    if not settings.get("entra.authority"):
+        problems.append("entra.authority: not set; members cannot sign in. Set it to "
+                        "https://login.microsoftonline.com/<tenant-id>.")
+    for p in problems:
+        print(f"problem: {p}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+
+    settings = _settings(args)
+    _setup_logging(settings.get("general.log_level"))
+    cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
+    proxies = settings.get("server.trusted_proxies")
+    uvicorn.run(
+        create_app(settings), host=settings.get("server.host"), port=settings.get("server.port"),
+        ssl_certfile=cert or None, ssl_keyfile=key or None,
+        # Forwarded headers are believed only from the configured proxies.
+        proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
+        server_header=False, access_log=False, log_level=settings.get("general.log_level"))
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from gateway.certs import make_dev_certs
+
+    out = make_dev_certs(Path(args.dir), hostnames=tuple(args.hostname or ["localhost"]),
+                         reuse=not args.force)
+    print(f"CA certificate:     {out.ca_cert}\nServer certificate: {out.server_cert}\n"
+          f"Server key:         {out.server_key} (mode 0600; never commit it)")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from gateway.crypto import new_key
+
+    print(new_key())
+    return 0
+
+
+async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
+    from gateway.app import create_app
+    from gateway.devstack.runner import TLSServer
+    from gateway.devstack.stack import DevStack
+    from gateway.devstack.users import USERS
+
+    stack = DevStack(workdir, exchange_capabilities=exchange)
+    print("Starting the dev stack (Entra ID stand-in, Dovecot, SMTP) ...", flush=True)
+    await stack.start()
+    server = None
+    try:
+        settings = stack.gateway_settings(port)
+        assert stack.certs is not None
+        server = TLSServer(create_app(settings), stack.certs, port=port, log_level="info")
+        await server.start()
+        print(f"\nThe gateway is running: {settings.public_url}/\n"
+              f"Its certificate is signed by the dev CA at {stack.certs.ca_cert}\n"
+              "(trust that CA, or accept the browser's warning for this demo).\n\n"
+              "Sample sign-ins (pick one on the stand-in's sign-in page; no password):")
+        for u in USERS:
+            roles = ", ".join(u.roles) or "no role: will be refused"
+            print(f"  {u.name:<22} {u.email:<34} {roles}")
+        print("\nPress Ctrl-C to stop.", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("\nStopping ...", flush=True)
+    finally:
+        if server is not None:
+            await server.stop()
+        await stack.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if settings.production:
+        print("gateway demo: refusing to run: general.environment is production. The demo "
+              "starts stand-ins for Entra ID and sample mailboxes; run it on a dev machine.",
+              file=sys.stderr)
+        return 1
+    _setup_logging("warning")
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    try:
+        asyncio.run(_run_demo(workdir, args.port, args.exchange))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("Stopped; nothing left running.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description="Failover mail gateway")
+    p.add_argument("--version", action="version", version=f"gateway {__version__}")
+    p.add_argument("--config", help="TOML settings file (default: $GATEWAY_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the gateway").set_defaults(fn=cmd_serve)
+    sub.add_parser("check-config", help="validate and print the effective settings"
+                   ).set_defaults(fn=cmd_check_config)
+    certs = sub.add_parser("certs", help="development certificates")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    dev = certs_sub.add_parser("dev", help="make a dev CA and a localhost certificate")
+    dev.add_argument("--dir", default="certs")
+    dev.add_argument("--hostname", action="append")
+    dev.add_argument("--force", action="store_true", help="replace existing certificates")
+    dev.set_defaults(fn=cmd_certs)
+    sub.add_parser("keygen", help="print a new crypto.keys entry").set_defaults(fn=cmd_keygen)
+    demo = sub.add_parser("demo", help="run the gateway against the dev stack")
+    demo.add_argument("--port", type=int, default=8443)
+    demo.add_argument("--exchange", action="store_true",
+                      help="Dovecot advertises only what Exchange Online does")
+    demo.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,871 @@
+"""The dev stack's real mail servers: a private Dovecot (IMAP over implicit TLS, XOAUTH2 checked
+against the dev token signer's key) and an aiosmtpd submission server (STARTTLS + XOAUTH2) that
+behaves like Exchange Online's ``smtp.office365.com:587`` where it matters to the gateway.
+
+Design notes (see also /work/shared/FIELD-NOTES.md):
+
+* Dovecot runs as its own private instance from a config generated in ``workdir``: own
+  ``base_dir``, ``state_dir`` and log, loopback only, implicit TLS only (no plain listener).
+  It is started with ``dovecot -F`` in a new session (process group) so ``stop`` can end it
+  and every child, and nothing is left behind.
+* When we are root, Dovecot is dropped to ``nobody`` with ``setpriv`` before it starts, so no
+  part of it ever runs as root. Mail, state and the TLS key copy are owned by ``nobody``.
+  Dovecot tests its mail directories with access(2), which ignores capabilities, so every
+  directory above ``workdir`` must be searchable by ``nobody``: the ones we own that are not
+  (pytest's ``/tmp/pytest-of-root`` is mode 0700) are given o+x -- search only, never read.
+  When we are not root, Dovecot simply runs as the current user.
+* Mailbox format: Maildir (Maildir++ layout). Messages can be written straight into the store
+  (``tmp/`` then ``rename`` into ``cur/``), which is how ``deliver`` stays fast enough to seed
+  thousands of messages in a second or two, and Dovecot picks them up on its next sync (and
+  from inotify while a client IDLEs). Flags live in the file name (``:2,FS``) and INTERNALDATE
+  is the file's mtime. sdbox would need ``doveadm``/LDA for every message.
+  The list index is off (``mailbox_list_index = no``) so folders created on disk behind
+  Dovecot's back always show up in LIST.
+* Exchange's shape: one namespace, prefix "", separator "/" (``NAMESPACE (("" "/")) NIL NIL``),
+  Exchange's folder names with special-use flags, all created on first login, and the non-mail
+  folders Calendar, Contacts and Tasks that Exchange lists.
+* Auth: ``passdb oauth2`` with local JWT validation against the signer's public key; the
+  userdb is a passwd-file that knows only the sample users (a valid token for anyone else is
+  refused, as Exchange would). Loopback is a "trusted network" so that tests which fail to log
+  in many times are not slowed down by Dovecot's auth penalty (the same setting a webmail uses).
+
+Nothing here logs mail content, tokens or keys; aiosmtpd's own logger (``mail.log``), which
+logs every command line (AUTH included) at INFO, is capped at WARNING while SMTP runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import shutil
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import jwt
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from gateway.certs import DevCerts
+from gateway.devstack.tokens import ACCESS_ISSUER, OUTLOOK_AUDIENCE, TokenSigner
+from gateway.devstack.users import CLIENT_ID, DOMAIN, TENANT_ID, USERS, SampleUser
+
+log = logging.getLogger(__name__)
+
+# What Exchange Online advertises (FIELD-NOTES, from a public protocol log).
+EXCHANGE_IMAP_CAPABILITIES: tuple[str, ...] = (
+    "IMAP4", "IMAP4rev1", "SASL-IR", "UIDPLUS", "MOVE", "ID", "UNSELECT", "CHILDREN", "IDLE",
+    "NAMESPACE", "LITERAL+")
+EXCHANGE_GREETING = "The Microsoft Exchange IMAP4 service is ready."
+
+# Exchange's well-known folders, as Exchange names them, with their RFC 6154 attribute.
+SPECIAL_FOLDERS: dict[str, str] = {
+    "Drafts": "\\Drafts",
+    "Sent Items": "\\Sent",
+    "Deleted Items": "\\Trash",
+    "Junk Email": "\\Junk",
+    "Archive": "\\Archive",
+}
+# Exchange lists these (they hold no mail over IMAP).
+NON_MAIL_FOLDERS: tuple[str, ...] = ("Calendar", "Contacts", "Tasks")
+HIERARCHY_SEPARATOR = "/"
+
+SMTP_MAX_MESSAGE_SIZE = 35 * 1024 * 1024  # Exchange Online's default
+SMTP_AUTH_FAILED = "535 5.7.3 Authentication unsuccessful"
+SMTP_SEND_AS_DENIED = "550 5.7.60 SMTP; Client does not have permissions to send as this sender"
+SMTP_NOT_AUTHENTICATED = "530 5.7.57 Client not authenticated to send mail"
+SMTP_USER_UNKNOWN = "550 5.1.1 User unknown"
+SMTP_SEND_SCOPE = "SMTP.Send"
+
+_MAILDIR_FLAGS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S",
+                  "\\deleted": "T"}
+_START_TIMEOUT = 10.0
+_STOP_TIMEOUT = 5.0
+
+
+class MailServerError(RuntimeError):
+    """The dev mail servers could not be started or used."""
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message the SMTP server accepted for recipients outside the local domain(s)."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...]  # only the external envelope recipients
+    data: bytes                # as received (CRLF line ends)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modified UTF-7 (RFC 3501 5.1.3): IMAP's mailbox-name encoding, also Maildir++'s on-disk one.
+
+def imap_utf7_encode(name: str) -> str:
+    """Encode a mailbox name in IMAP modified UTF-7."""
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            raw = "".join(pending).encode("utf-16-be")
+            b64 = base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",")
+            out.append(f"&{b64}-")
+            pending.clear()
+
+    for ch in name:
+        if 0x20 <= ord(ch) <= 0x7E:
+            flush()
+            out.append("&-" if ch == "&" else ch)
+        else:
+            pending.append(ch)
+    flush()
+    return "".join(out)
+
+
+def imap_utf7_decode(name: str) -> str:
+    """Decode an IMAP modified UTF-7 mailbox name."""
+    out: list[str] = []
+    i = 0
+    while i < len(name):
+        ch = name[i]
+        if ch != "&":
+            out.append(ch)
+            i += 1
+            continue
+        end = name.index("-", i + 1)
+        chunk = name[i + 1:end]
+        if not chunk:
+            out.append("&")
+        else:
+            b64 = chunk.replace(",", "/")
+            b64 += "=" * (-len(b64) % 4)
+            out.append(base64.b64decode(b64).decode("utf-16-be"))
+        i = end + 1
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+def outlook_access_token(signer: TokenSigner, user: SampleUser, *, lifetime: int = 3600,
+                         now: float | None = None, **overrides: Any) -> str:
+    """An access token shaped like the ones Entra issues for ``https://outlook.office.com``
+    (IMAP and SMTP), signed by ``signer``. ``overrides`` replace or add claims (a value of
+    None removes the claim). For tests; the Entra stand-in issues the real ones."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "aud": OUTLOOK_AUDIENCE, "iss": ACCESS_ISSUER, "iat": issued, "nbf": issued,
+        "exp": issued + lifetime, "tid": TENANT_ID, "oid": user.oid, "sub": user.oid,
+        "upn": user.email, "email": user.email, "name": user.name,
+        "scp": "IMAP.AccessAsUser.All SMTP.Send", "azp": CLIENT_ID, "appid": CLIENT_ID,
+        "ver": "1.0",
+    }
+    for key, value in overrides.items():
+        if value is None:
+            claims.pop(key, None)
+        else:
+            claims[key] = value
+    return signer.sign(claims)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _searchable_by(directory: Path, uid: int, gid: int) -> bool:
+    """May ``uid``/``gid`` (no supplementary groups) search ``directory``?"""
+    st = directory.stat()
+    if uid == st.st_uid:
+        return bool(st.st_mode & 0o100)
+    if gid == st.st_gid:
+        return bool(st.st_mode & 0o010)
+    return bool(st.st_mode & 0o001)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes in process group ``pgid``."""
+    found: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(int(entry))
+    return found
+
+
+def _maildir_info(flags: Sequence[str]) -> str:
+    letters: set[str] = set()
+    for flag in flags:
+        letter = _MAILDIR_FLAGS.get(flag.lower())
+        if letter is None:
+            # Exchange's PERMANENTFLAGS hold only the system flags: no keywords.
+            raise ValueError(f"unsupported flag {flag!r}: only {sorted(_MAILDIR_FLAGS)}")
+        letters.add(letter)
+    return "2," + "".join(sorted(letters))
+
+
+def _utc_timestamp(when: datetime) -> float:
+    if when.tzinfo is None:  # naive datetimes are taken as UTC
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+# ---------------------------------------------------------------------------------------------
+# SMTP (aiosmtpd)
+
+class _ExchangeSMTP(SMTP):
+    """aiosmtpd's SMTP with room for Entra-sized XOAUTH2 lines and Exchange's wording."""
+
+    # The stream limit must hold a whole "AUTH XOAUTH2 <base64 token>" line; DATA lines are
+    # still held to RFC 5321's 1000 octets (set per instance below).
+    line_length_limit = 64 * 1024
+    _AUTH_LINE_LIMIT = 64 * 1024
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.line_length_limit = 1001
+        limits: collections.defaultdict[str, int] = collections.defaultdict(
+            lambda: SMTP.command_size_limit)
+        limits["AUTH"] = self._AUTH_LINE_LIMIT
+        self.command_size_limits = limits
+
+    async def check_auth_needed(self, caller_method: str) -> bool:
+        assert self.session is not None
+        if not self.session.authenticated:
+            await self.push(SMTP_NOT_AUTHENTICATED)
+            return True
+        return False
+
+
+class _SMTPController(Controller):
+    def factory(self) -> SMTP:
+        return _ExchangeSMTP(self.handler, **self.SMTP_kwargs)
+
+
+class _SMTPHandler:
+    """Exchange Online submission rules: XOAUTH2 only, send as yourself, 35 MB, local
+    recipients delivered to their INBOX, a copy in the sender's Sent Items."""
+
+    def __init__(self, server: MailServer) -> None:
+        self.server = server
+
+    async def auth_XOAUTH2(self, smtp: SMTP, args: list[str]) -> AuthResult:
+        if len(args) >= 2 and args[1] != "=":
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                return AuthResult(success=False, handled=False, message=SMTP_AUTH_FAILED)
+        else:
+            answer = await smtp.challenge_auth("", encode_to_b64=False)
+            if not isinstance(answer, bytes):
+                return AuthResult(success=False, handled=True)  # aborted, already answered
+            blob = answer
+        email = self.server._check_xoauth2(blob)
+        if email is None:
+            return AuthResult(success=False, handled=False, message=SMTP_AUTH_FAILED)
+        return AuthResult(success=True, auth_data=email)
+
+    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, mail_options: list[str]) -> str:
+        user = session.auth_data if isinstance(session.auth_data, str) else ""
+        if address.lower() != user.lower():
+            return SMTP_SEND_AS_DENIED
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Sender OK"
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        if self.server._is_local_domain(address) and not self.server._is_local_user(address):
+            return SMTP_USER_UNKNOWN
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Recipient OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session,
+                          envelope: Envelope) -> str:
+        refusal = self.server._take_refusal()
+        if refusal is not None:
+            return refusal
+        data = envelope.original_content or b""
+        mail_from = envelope.mail_from or ""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else "127.0.0.1"
+        return self.server._accept(mail_from, list(envelope.rcpt_tos), data, peer)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class MailServer:
+    """A private Dovecot (IMAP, implicit TLS, XOAUTH2) plus an aiosmtpd submission server.
+
+    ``start``/``stop`` (and the per-server variants for fault tests) are async and run in the
+    caller's loop; the SMTP server itself runs on its own thread and loop (aiosmtpd's
+    ``Controller``), so a busy or blocked caller cannot stall it. ``deliver`` writes straight
+    into the Maildir store and is synchronous and thread-safe.
+    """
+
+    def __init__(self, workdir: Path, certs: DevCerts, signer: TokenSigner, *,
+                 users: Sequence[SampleUser] = USERS, exchange_capabilities: bool = False,
+                 imap_port: int = 0, smtp_port: int = 0, host: str = "127.0.0.1",
+                 save_sent: bool = True) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.certs = certs
+        self.signer = signer
+        self.users = tuple(users)
+        self.exchange_capabilities = exchange_capabilities
+        self.imap_port = imap_port
+        self.smtp_port = smtp_port
+        self.host = host
+        self.save_sent = save_sent
+        self.outbound: list[SentMessage] = []
+
+        self._emails = {u.email.lower() for u in self.users}
+        self._local_domains = {DOMAIN.lower()} | {e.rpartition("@")[2] for e in self._emails}
+        self._lock = threading.Lock()
+        self._refusals: list[str] = []
+        self._last_usec = 0
+        self._seq = 0
+        self._pid = os.getpid()
+        self._dovecot: subprocess.Popen[bytes] | None = None
+        self._smtp: _SMTPController | None = None
+        self._prepared = False
+
+        # Who owns the mail and runs Dovecot.
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("nobody")
+            self.mail_uid, self.mail_gid = pw.pw_uid, pw.pw_gid
+        else:
+            self.mail_uid, self.mail_gid = os.getuid(), os.getgid()
+        self._mail_user = pwd.getpwuid(self.mail_uid).pw_name
+        self._mail_group = grp.getgrgid(self.mail_gid).gr_name
+
+        d = self.workdir / "dovecot"
+        self.conf_path = d / "dovecot.conf"
+        self.log_path = d / "dovecot.log"
+        self._stderr_path = d / "dovecot.stderr"
+        self._base_dir = d / "run"
+        self._state_dir = d / "state"
+        self._tls_dir = d / "tls"
+        self._keys_dir = d / "oauth2-keys"
+        self._oauth2_conf = d / "oauth2.conf.ext"
+        self._passwd = d / "users"
+        self.mail_root = self.workdir / "mail"
+
+    # ----------------------------------------------------------------------------- paths
+
+    def home(self, email: str) -> Path:
+        return self.mail_root / email.lower()
+
+    def maildir(self, email: str) -> Path:
+        """The user's Maildir root (the INBOX)."""
+        return self.home(email) / "Maildir"
+
+    def folder_path(self, email: str, folder: str) -> Path:
+        """The on-disk Maildir++ directory for ``folder`` ("Committees/Planning" ->
+        ``Maildir/.Committees.Planning``, names in modified UTF-7)."""
+        parts = self._folder_parts(folder)
+        if not parts:
+            return self.maildir(email)
+        return self.maildir(email) / ("." + ".".join(imap_utf7_encode(p) for p in parts))
+
+    @staticmethod
+    def _folder_parts(folder: str) -> list[str]:
+        if folder.upper() == "INBOX":
+            return []
+        parts = folder.split(HIERARCHY_SEPARATOR)
+        for p in parts:
+            if not p.strip():
+                raise ValueError(f"empty component in folder name {folder!r}")
+            if "." in p or "\x00" in p or "\n" in p or "\r" in p or p.startswith("~"):
+                # Maildir++ uses "." as its on-disk separator.
+                raise ValueError(f"folder name {folder!r} cannot hold '.' here")
+        return parts
+
+    def _check_user(self, email: str) -> None:
+        if email.lower() not in self._emails:
+            raise KeyError(f"no such mailbox: {email}")
+
+    # ----------------------------------------------------------------------------- store
+
+    def _mkdir_owned(self, path: Path, mode: int = 0o700) -> None:
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            return
+        if os.geteuid() == 0:
+            os.chown(path, self.mail_uid, self.mail_gid)
+
+    def _make_maildir(self, path: Path, subfolder: bool) -> None:
+        if (path / "cur").is_dir():
+            return
+        self._mkdir_owned(path)
+        for sub in ("cur", "new", "tmp"):
+            self._mkdir_owned(path / sub)
+        if subfolder:
+            marker = path / "maildirfolder"
+            if not marker.exists():
+                marker.touch(mode=0o600)
+                if os.geteuid() == 0:
+                    os.chown(marker, self.mail_uid, self.mail_gid)
+
+    def _ensure_user_dirs(self, email: str) -> None:
+        self._mkdir_owned(self.mail_root, 0o711)
+        self._mkdir_owned(self.home(email))
+        self._make_maildir(self.maildir(email), subfolder=False)
+
+    def ensure_folder(self, email: str, folder: str) -> None:
+        """Create ``folder`` (and its parents) in ``email``'s mailbox if missing."""
+        self._folder_dir(email, folder)
+
+    def _folder_dir(self, email: str, folder: str) -> Path:
+        self._check_user(email)
+        parts = self._folder_parts(folder)
+        self._ensure_user_dirs(email)
+        for i in range(1, len(parts) + 1):
+            self._make_maildir(self.folder_path(email, HIERARCHY_SEPARATOR.join(parts[:i])),
+                               subfolder=True)
+        return self.folder_path(email, folder)
+
+    def _unique_name(self) -> str:
+        # Dovecot gives new files UIDs in file-name order (seconds, then .M<usecs>), so
+        # strictly increasing stamps keep UID order = delivery order.
+        with self._lock:
+            usec = time.time_ns() // 1000
+            if usec <= self._last_usec:
+                usec = self._last_usec + 1
+            self._last_usec = usec
+            self._seq += 1
+            seq = self._seq
+        return f"{usec // 1_000_000}.M{usec % 1_000_000}P{self._pid}Q{seq}.devstack"
+
+    def deliver(self, email: str, message: bytes, folder: str = "INBOX",
+                flags: Sequence[str] = (), internaldate: datetime | None = None) -> None:
+        """Put ``message`` into ``email``'s ``folder`` with ``flags`` (system flags only) and
+        ``internaldate`` (naive = UTC; default now). Synchronous; safe from any thread."""
+        directory = self._folder_dir(email, folder)
+        self._write_message(directory, message, _maildir_info(flags),
+                            _utc_timestamp(internaldate) if internaldate else time.time())
+
+    def _write_message(self, directory: Path, message: bytes, info: str, mtime: float) -> None:
+        data = message.replace(b"\r\n", b"\n")
+        base = self._unique_name()
+        size = len(data)
+        # S= lets Dovecot skip a stat for RFC822.SIZE; W= (CRLF size) only when exact.
+        vsize = size + data.count(b"\n")
+        sizes = f",S={size}" + ("" if b"\r" in data else f",W={vsize}")
+        tmp = directory / "tmp" / base
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if os.geteuid() == 0:
+                os.fchown(fd, self.mail_uid, self.mail_gid)
+        finally:
+            os.close(fd)
+        os.utime(tmp, (mtime, mtime))
+        os.rename(tmp, directory / "cur" / f"{base}{sizes}:{info}")
+
+    # ----------------------------------------------------------------------------- config
+
+    def _prepare(self) -> None:
+        if self._prepared:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._make_reachable()
+        d = self.conf_path.parent
+        d.mkdir(exist_ok=True)
+        d.chmod(0o755)
+        for sub in (self._base_dir, self._state_dir, self._tls_dir):
+            self._mkdir_owned(sub, 0o755 if sub == self._base_dir else 0o700)
+        # A copy of the server key that the unprivileged Dovecot can read.
+        key_copy, cert_copy = self._tls_dir / "server-key.pem", self._tls_dir / "server.pem"
+        shutil.copyfile(self.certs.server_cert, cert_copy)
+        fd = os.open(key_copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(self.certs.server_key.read_bytes())
+        if os.geteuid() == 0:
+            for p in (key_copy, cert_copy):
+                os.chown(p, self.mail_uid, self.mail_gid)
+        self.signer.write_dovecot_key(self._keys_dir, CLIENT_ID)
+        for sub in self._keys_dir.rglob("*"):
+            sub.chmod(0o755 if sub.is_dir() else 0o644)
+        self._keys_dir.chmod(0o755)
+        self._mkdir_owned(self.mail_root, 0o711)
+        for u in self.users:
+            self._ensure_user_dirs(u.email)
+        if not self.log_path.exists():
+            self.log_path.touch(mode=0o640)
+        if os.geteuid() == 0:
+            os.chown(self.log_path, self.mail_uid, self.mail_gid)
+        self._passwd.write_text("".join(
+            f"{u.email.lower()}::{self.mail_uid}:{self.mail_gid}::{self.home(u.email)}::\n"
+            for u in self.users))
+        self._oauth2_conf.write_text(
+            "introspection_mode = local\n"
+            f"local_validation_key_dict = fs:posix:prefix={self._keys_dir}/\n"
+            "username_attribute = email\n"
+            f"issuers = {ACCESS_ISSUER}\n"
+            # Checked against the token's aud. No "scope =": Debian's build would then demand
+            # a "scope" claim, which Entra tokens lack (they carry "scp").
+            f"client_id = {OUTLOOK_AUDIENCE}\n")
+        for p in (self._passwd, self._oauth2_conf):
+            p.chmod(0o644)
+        self._prepared = True
+
+    def _dovecot_config(self) -> str:
+        mailboxes = "\n".join(
+            f'  mailbox "{name}" {{\n    special_use = {use}\n    auto = subscribe\n  }}'
+            for name, use in SPECIAL_FOLDERS.items())
+        mailboxes += "\n" + "\n".join(
+            f'  mailbox "{name}" {{\n    auto = subscribe\n  }}' for name in NON_MAIL_FOLDERS)
+        exchange = ""
+        if self.exchange_capabilities:
+            exchange = (f"imap_capability = {' '.join(EXCHANGE_IMAP_CAPABILITIES)}\n"
+                        f"login_greeting = {EXCHANGE_GREETING}\n")
+        return f"""\
+# Generated by gateway.devstack.mailserver: a private, loopback-only Dovecot for the dev stack.
+base_dir = {self._base_dir}
+state_dir = {self._state_dir}
+log_path = {self.log_path}
+info_log_path = {self.log_path}
+instance_name = gateway-devstack-{self.imap_port}
+protocols = imap
+listen = {self.host}
+default_internal_user = {self._mail_user}
+default_internal_group = {self._mail_group}
+default_login_user = {self._mail_user}
+first_valid_uid = 1
+first_valid_gid = 1
+
+ssl = required
+ssl_cert = <{self._tls_dir / "server.pem"}
+ssl_key = <{self._tls_dir / "server-key.pem"}
+ssl_min_protocol = TLSv1.2
+
+disable_plaintext_auth = yes
+auth_mechanisms = xoauth2
+auth_failure_delay = 0
+auth_verbose = yes
+auth_verbose_passwords = no
+login_trusted_networks = 127.0.0.0/8
+passdb {{
+  driver = oauth2
+  args = {self._oauth2_conf}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%Lu {self._passwd}
+}}
+
+mail_location = maildir:~/Maildir
+mail_fsync = never
+mailbox_list_index = no
+namespace inbox {{
+  inbox = yes
+  prefix =
+  separator = {HIERARCHY_SEPARATOR}
+{mailboxes}
+}}
+{exchange}
+protocol imap {{
+  mail_max_userip_connections = 20
+}}
+
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    address = {self.host}
+    port = {self.imap_port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service auth-worker {{
+  user = $default_internal_user
+}}
+"""
+
+    def _dovecot_command(self) -> list[str]:
+        cmd = ["dovecot", "-F", "-c", str(self.conf_path)]
+        if os.geteuid() != 0:
+            return cmd
+        return ["setpriv", f"--reuid={self.mail_uid}", f"--regid={self.mail_gid}",
+                "--clear-groups", *cmd]
+
+    def _make_reachable(self) -> None:
+        """Let the unprivileged mail user traverse down to ``workdir``.
+
+        Dovecot checks its mail directories with access(2), which ignores capabilities, so
+        every ancestor must be searchable (o+x) by ``nobody``. Directories we own get o+x
+        (search only, never read); anything else is an error with advice."""
+        if os.geteuid() != 0:
+            return
+        changed: list[str] = []
+        for d in [*reversed(self.workdir.parents), self.workdir]:
+            if _searchable_by(d, self.mail_uid, self.mail_gid):
+                continue
+            st = d.stat()
+            if st.st_uid != os.geteuid():
+                raise MailServerError(
+                    f"{d} is not searchable by user {self._mail_user}, who runs Dovecot; "
+                    "use a work directory whose parents are mode o+x")
+            os.chmod(d, stat.S_IMODE(st.st_mode) | 0o001)
+            changed.append(str(d))
+        if changed:
+            log.info("made %s searchable (o+x) for the dev Dovecot", ", ".join(changed))
+
+    # ----------------------------------------------------------------------------- IMAP
+
+    @property
+    def imap_running(self) -> bool:
+        return self._dovecot is not None and self._dovecot.poll() is None
+
+    async def start_imap(self) -> None:
+        """Start Dovecot (on the same port as before, if it ran already)."""
+        if self.imap_running:
+            return
+        if not shutil.which("dovecot"):
+            raise MailServerError("dovecot is not installed (scripts/install-system-deps.sh)")
+        if self.imap_port == 0:
+            self.imap_port = free_port(self.host)
+        self._prepare()
+        self.conf_path.write_text(self._dovecot_config())
+        self.conf_path.chmod(0o644)
+        with contextlib.suppress(FileNotFoundError):
+            (self._base_dir / "master.pid").unlink()
+        stderr = open(self._stderr_path, "wb")
+        try:
+            self._dovecot = subprocess.Popen(
+                self._dovecot_command(), stdin=subprocess.DEVNULL, stdout=stderr,
+                stderr=stderr, start_new_session=True, close_fds=True)
+        finally:
+            stderr.close()
+        try:
+            await self._wait_imap_ready()
+        except BaseException:
+            await self.stop_imap()
+            raise
+
+    async def _wait_imap_ready(self) -> None:
+        ctx = self.client_ssl_context()
+        deadline = time.monotonic() + _START_TIMEOUT
+        last_error = "no answer"
+        while time.monotonic() < deadline:
+            assert self._dovecot is not None
+            if self._dovecot.poll() is not None:
+                raise MailServerError(
+                    f"Dovecot exited with status {self._dovecot.returncode} during start-up.\n"
+                    f"{self._diagnostics()}")
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.imap_port, ssl=ctx), 2)
+                try:
+                    greeting = await asyncio.wait_for(reader.readline(), 2)
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        await writer.wait_closed()
+                if greeting.startswith(b"* OK"):
+                    return
+                last_error = f"unexpected greeting {greeting[:80]!r}"
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                last_error = f"{type(exc).__name__}: {exc}"
+            await asyncio.sleep(0.02)
+        raise MailServerError(
+            f"Dovecot did not greet on {self.host}:{self.imap_port} within {_START_TIMEOUT:.0f}s "
+            f"({last_error}).\n{self._diagnostics()}")
+
+    def _diagnostics(self) -> str:
+        return (f"--- {self.log_path} (tail) ---\n{_tail(self.log_path)}\n"
+                f"--- {self._stderr_path} (tail) ---\n{_tail(self._stderr_path)}")
+
+    async def stop_imap(self) -> None:
+        """Stop Dovecot and every process it started. Idempotent."""
+        proc, self._dovecot = self._dovecot, None
+        if proc is None:
+            return
+        pgid = proc.pid  # start_new_session: the master leads its own process group
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            deadline = time.monotonic() + _STOP_TIMEOUT
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        # Whatever is left (a wedged master, or children it did not take down) is killed.
+        for _ in range(200):
+            if proc.poll() is not None and not _group_members(pgid):
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            await asyncio.sleep(0.01)
+        if proc.poll() is None:
+            proc.wait(timeout=1)
+
+    def client_ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context that trusts the dev CA (for tests and probes)."""
+        return ssl.create_default_context(cafile=str(self.certs.ca_cert))
+
+    # ----------------------------------------------------------------------------- SMTP
+
+    def _server_ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(str(self.certs.server_cert), str(self.certs.server_key))
+        return ctx
+
+    @property
+    def smtp_running(self) -> bool:
+        return self._smtp is not None
+
+    async def start_smtp(self) -> None:
+        """Start the SMTP submission server (on the same port as before, if it ran)."""
+        if self._smtp is not None:
+            return
+        if self.smtp_port == 0:
+            self.smtp_port = free_port(self.host)
+        # aiosmtpd logs every command line, AUTH included, at INFO: never let that out.
+        aiosmtpd_log = logging.getLogger("mail.log")
+        if aiosmtpd_log.getEffectiveLevel() < logging.WARNING:
+            aiosmtpd_log.setLevel(logging.WARNING)
+        controller = _SMTPController(
+            _SMTPHandler(self), hostname=self.host, port=self.smtp_port,
+            server_hostname=f"smtp.{DOMAIN}", ident="Microsoft ESMTP MAIL Service (dev stack)",
+            tls_context=self._server_ssl_context(), require_starttls=True,
+            auth_required=True, auth_require_tls=True,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
+            data_size_limit=SMTP_MAX_MESSAGE_SIZE, enable_SMTPUTF8=False,
+            ready_timeout=_START_TIMEOUT)
+        try:
+            await asyncio.to_thread(controller.start)
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(controller.stop, True)
+            raise MailServerError(
+                f"SMTP server failed to start on {self.host}:{self.smtp_port}: {exc}") from exc
+        self._smtp = controller
+
+    async def stop_smtp(self) -> None:
+        """Stop the SMTP server, dropping open sessions. Idempotent."""
+        controller, self._smtp = self._smtp, None
+        if controller is not None:
+            await asyncio.to_thread(controller.stop)
+
+    def refuse_next(self, code: int = 554, message: str = "5.7.1 Message rejected") -> None:
+        """Make the SMTP server refuse the next message at the end of DATA."""
+        with self._lock:
+            self._refusals.append(f"{code} {message}")
+
+    def _take_refusal(self) -> str | None:
+        with self._lock:
+            return self._refusals.pop(0) if self._refusals else None
+
+    def _is_local_domain(self, address: str) -> bool:
+        return address.rpartition("@")[2].lower() in self._local_domains
+
+    def _is_local_user(self, address: str) -> bool:
+        return address.lower() in self._emails
+
+    def _check_xoauth2(self, blob: bytes) -> str | None:
+        """The mailbox a SASL XOAUTH2 response authenticates, or None."""
+        try:
+            text = blob.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        fields = dict(part.split("=", 1) for part in text.split("\x01") if "=" in part)
+        user = fields.get("user", "")
+        auth = fields.get("auth", "")
+        if not user or not auth.startswith("Bearer "):
+            return None
+        try:
+            claims = self.signer.verify(auth[len("Bearer "):], OUTLOOK_AUDIENCE)
+        except jwt.InvalidTokenError:
+            return None
+        email = str(claims.get("email") or claims.get("upn") or "")
+        scopes = str(claims.get("scp", "")).split()
+        if email.lower() != user.lower() or SMTP_SEND_SCOPE not in scopes:
+            return None
+        if not self._is_local_user(user):
+            return None
+        return user
+
+    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes, peer: str) -> str:
+        local = [r for r in rcpt_tos if self._is_local_domain(r)]
+        external = tuple(r for r in rcpt_tos if not self._is_local_domain(r))
+        now = datetime.now(UTC)
+        if local:
+            received = (f"Received: from [{peer}] by smtp.{DOMAIN} with ESMTPSA;\r\n"
+                        f"\t{format_datetime(now)}\r\n").encode("ascii")
+            for rcpt in dict.fromkeys(r.lower() for r in local):
+                self.deliver(rcpt, received + data, internaldate=now)
+        if self.save_sent:
+            self.deliver(mail_from, data, folder="Sent Items", flags=("\\Seen",),
+                         internaldate=now)
+        if external:
+            with self._lock:
+                self.outbound.append(SentMessage(mail_from, external, data))
+        return "250 2.0.0 OK Queued"
+
+    # ----------------------------------------------------------------------------- both
+
+    async def start(self) -> None:
+        """Start Dovecot and the SMTP server (ports are chosen now when given as 0)."""
+        await self.start_imap()
+        try:
+            await self.start_smtp()
+        except BaseException:
+            await self.stop_imap()
+            raise
+
+    async def stop(self) -> None:
+        """Stop both servers; no process is left behind. Idempotent."""
+        try:
+            await self.stop_smtp()
+        finally:
+            await self.stop_imap()
+
+    async def __aenter__(self) -> MailServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,202 @@
+"""The embedded store: SQLite in WAL mode, reached from one worker thread so the event loop
+never blocks on disk and writes are serialised without extra locking.
+
+Tables: sessions, auth_flows, token_caches now; kv (failover state), audit and outbox are
+created here too so the schema has one home, and are filled by their own modules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway.errors import StoreUnavailable
+from gateway.store.base import AuthFlowRecord, SessionRecord, id_hash
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_oid TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    last_seen REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_oid);
+CREATE TABLE IF NOT EXISTS auth_flows (
+    id_hash TEXT PRIMARY KEY,
+    flow BLOB NOT NULL,
+    next_url TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS token_caches (
+    account_key TEXT PRIMARY KEY,
+    blob BLOB NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    body TEXT NOT NULL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id TEXT PRIMARY KEY,
+    user_oid TEXT NOT NULL,
+    blob BLOB NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+
+def _session_to_json(rec: SessionRecord) -> str:
+    return json.dumps({
+        "user_oid": rec.user_oid, "user_name": rec.user_name, "email": rec.email,
+        "roles": list(rec.roles), "groups": list(rec.groups), "account_id": rec.account_id,
+        "csrf_token": rec.csrf_token, "auth_time": rec.auth_time, "is_admin": rec.is_admin,
+        "data": rec.data,
+    })
+
+
+def _session_from_row(session_id: str, body: str, created: float, seen: float) -> SessionRecord:
+    d = json.loads(body)
+    return SessionRecord(
+        id=session_id, user_oid=d["user_oid"], user_name=d["user_name"], email=d["email"],
+        roles=tuple(d["roles"]), groups=tuple(d["groups"]), account_id=d["account_id"],
+        csrf_token=d["csrf_token"], created_at=created, last_seen=seen,
+        auth_time=d["auth_time"], is_admin=d.get("is_admin", False), data=d.get("data", {}))
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db: sqlite3.Connection | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise StoreUnavailable()
+
+        def call() -> T:
+            if self._db is None:
+                raise StoreUnavailable()
+            with self._db:  # one transaction per call
+                return fn(self._db)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                       (str(SCHEMA_VERSION),))
+            return db
+        try:
+            self._db = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable() from exc
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
+        self._pool.shutdown(wait=False)
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    # -- sessions
+    async def create_session(self, rec: SessionRecord) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT INTO sessions VALUES (?,?,?,?,?)",
+            (id_hash(rec.id), rec.user_oid, _session_to_json(rec), rec.created_at,
+             rec.last_seen)))
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT body, created_at, last_seen FROM sessions WHERE id_hash=?",
+            (id_hash(session_id),)).fetchone())
+        return _session_from_row(session_id, *row) if row else None
+
+    async def touch_session(self, session_id: str, last_seen: float) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE sessions SET last_seen=? WHERE id_hash=?", (last_seen, id_hash(session_id))))
+
+    async def delete_session(self, session_id: str) -> None:
+        await self._run(lambda db: db.execute(
+            "DELETE FROM sessions WHERE id_hash=?", (id_hash(session_id),)))
+
+    async def delete_sessions_of(self, user_oid: str) -> int:
+        return await self._run(lambda db: db.execute(
+            "DELETE FROM sessions WHERE user_oid=?", (user_oid,)).rowcount)
+
+    async def purge_sessions(self, idle_before: float, created_before: float) -> int:
+        return await self._run(lambda db: db.execute(
+            "DELETE FROM sessions WHERE last_seen < ? OR created_at < ?",
+            (idle_before, created_before)).rowcount)
+
+    async def list_sessions(self) -> list[SessionRecord]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT id_hash, body, created_at, last_seen FROM sessions "
+            "ORDER BY last_seen DESC").fetchall())
+        # The raw id is not stored; listed records carry the hash in its place.
+        return [_session_from_row(r[0], r[1], r[2], r[3]) for r in rows]
+
+    # -- sign-in flows
+    async def put_flow(self, rec: AuthFlowRecord) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT INTO auth_flows VALUES (?,?,?,?)",
+            (id_hash(rec.id), rec.flow_json, rec.next_url, rec.created_at)))
+
+    async def take_flow(self, flow_id: str) -> AuthFlowRecord | None:
+        def take(db: sqlite3.Connection) -> Any:
+            key = id_hash(flow_id)
+            row = db.execute("SELECT flow, next_url, created_at FROM auth_flows WHERE id_hash=?",
+                             (key,)).fetchone()
+            db.execute("DELETE FROM auth_flows WHERE id_hash=?", (key,))
+            return row
+        row = await self._run(take)
+        return AuthFlowRecord(flow_id, bytes(row[0]), row[1], row[2]) if row else None
+
+    async def purge_flows(self, created_before: float) -> int:
+        return await self._run(lambda db: db.execute(
+            "DELETE FROM auth_flows WHERE created_at < ?", (created_before,)).rowcount)
+
+    # -- token caches
+    async def get_token_cache(self, account_key: str) -> bytes | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT blob FROM token_caches WHERE account_key=?", (account_key,)).fetchone())
+        return bytes(row[0]) if row else None
+
+    async def put_token_cache(self, account_key: str, blob: bytes, updated_at: float) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT INTO token_caches VALUES (?,?,?) ON CONFLICT(account_key) DO UPDATE SET "
+            "blob=excluded.blob, updated_at=excluded.updated_at",
+            (account_key, blob, updated_at)))
+
+    async def delete_token_cache(self, account_key: str) -> None:
+        await self._run(lambda db: db.execute(
+            "DELETE FROM token_caches WHERE account_key=?", (account_key,)))

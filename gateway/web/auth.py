@@ -1,0 +1,137 @@
+"""Sign-in, its callback, and sign-out.
+
+The sign-in flow's state lives server-side; the browser carries only a random flow id in a
+``__Host-`` cookie that is ``SameSite=None``, because Entra returns the member by a
+cross-site form POST (``response_mode=form_post``) and a Lax cookie would not come with it.
+The flow is single-use and lives ten minutes. The session cookie proper is made only after
+the callback, with a new id, and is ``SameSite=Lax``.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway.auth.access import entitlement
+from gateway.auth.sessions import (
+    FLOW_COOKIE,
+    SESSION_COOKIE,
+    clear_cookie_header,
+    cookie_header,
+    new_id,
+    read_cookie,
+)
+from gateway.errors import BadRequest, SignInFailed
+from gateway.services import services
+from gateway.store.base import AuthFlowRecord
+from gateway.web.render import render
+
+log = logging.getLogger(__name__)
+FLOW_LIFETIME = 600.0
+MAX_CALLBACK_FIELD = 16_384
+
+
+def safe_next(value: str | None) -> str:
+    """A same-site path to return to after sign-in; anything else becomes ``/``. Refuses
+    scheme-relative (``//host``), backslash tricks, schemes and control characters."""
+    if not value or len(value) > 2000 or not value.startswith("/"):
+        return "/"
+    if value.startswith(("//", "/\\")) or "\\" in value:
+        return "/"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "/"
+    if value.startswith("/auth/"):
+        return "/"
+    return value
+
+
+async def sign_in_page(request: Request) -> Response:
+    nxt = safe_next(request.query_params.get("next"))
+    if request.scope["state"].get("session") is not None:
+        return RedirectResponse(nxt, status_code=303)
+    return render(request, "signin.html", {"next": nxt,
+                                           "start_url": "/auth/start?next=" + quote(nxt, "")})
+
+
+async def start(request: Request) -> Response:
+    svc = services(request)
+    nxt = safe_next(request.query_params.get("next"))
+    hint = request.query_params.get("login_hint")
+    if hint is not None and (len(hint) > 254 or "@" not in hint):
+        hint = None
+    flow = await svc.entra.start_sign_in(login_hint=hint)
+    flow_id = new_id()
+    await svc.store.put_flow(AuthFlowRecord(flow_id, flow.flow_json, nxt, svc.clock()))
+    response = RedirectResponse(flow.auth_uri, status_code=303)
+    response.headers.append("Set-Cookie", cookie_header(
+        FLOW_COOKIE, flow_id, max_age=int(FLOW_LIFETIME), same_site="None"))
+    return response
+
+
+async def callback(request: Request) -> Response:
+    svc = services(request)
+    form = await request.form(max_files=0, max_fields=20)
+    fields: dict[str, str] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str) or len(value) > MAX_CALLBACK_FIELD:
+            raise BadRequest("The sign-in response was malformed.")
+        fields[key] = value
+    if not fields.get("state") or not (fields.get("code") or fields.get("error")):
+        raise BadRequest("The sign-in response was incomplete. Please start again.")
+    flow_id = read_cookie(request.scope["headers"], FLOW_COOKIE)
+    record = await svc.store.take_flow(flow_id) if flow_id else None
+    if record is None or svc.clock() - record.created_at > FLOW_LIFETIME:
+        raise SignInFailed("This sign-in had expired or was already used. Please start again.")
+    who = await svc.entra.complete_sign_in(record.flow_json, fields)
+    ent = entitlement(svc.settings, who.roles, who.groups)
+    if not ent.any:
+        await svc.entra.forget(who.account_id)
+        log.info("sign-in refused: no role or group")
+        refusal = render(request, "refused.html", {
+            "message": "Your account is not set up to use the mail gateway. Contact ICT if "
+                       "you think it should be."}, status=403)
+        refusal.headers.append("Set-Cookie", clear_cookie_header(FLOW_COOKIE, "None"))
+        return refusal
+    old = request.scope["state"].get("session")
+    if old is not None:
+        await svc.sessions.end(old)
+    session = await svc.sessions.create(
+        user_oid=who.oid, user_name=who.name, email=who.email, roles=tuple(who.roles),
+        groups=tuple(who.groups), account_id=who.account_id, is_admin=ent.admin)
+    log.info("signed in (admin=%s)", ent.admin)
+    response = RedirectResponse(safe_next(record.next_url), status_code=303)
+    response.headers.append("Set-Cookie", svc.sessions.cookie(session))
+    response.headers.append("Set-Cookie", clear_cookie_header(FLOW_COOKIE, "None"))
+    return response
+
+
+async def sign_out(request: Request) -> Response:
+    svc = services(request)
+    session = request.scope["state"].get("session")
+    target = svc.settings.get("entra.post_logout_url") or svc.settings.public_url + \
+        "/auth/signed-out"
+    if session is not None:
+        await svc.sessions.end(session)
+        await svc.entra.forget(session.account_id)
+        log.info("signed out")
+    location = await svc.entra.end_session_url(target)
+    response = RedirectResponse(location, status_code=303)
+    response.headers.append("Set-Cookie", clear_cookie_header(SESSION_COOKIE))
+    return response
+
+
+async def signed_out(request: Request) -> Response:
+    return render(request, "signed_out.html")
+
+
+routes = [
+    Route("/auth/signin", sign_in_page, methods=["GET"]),
+    Route("/auth/start", start, methods=["GET"]),
+    Route("/auth/callback", callback, methods=["POST"]),
+    Route("/auth/signout", sign_out, methods=["POST"]),
+    Route("/auth/signed-out", signed_out, methods=["GET"]),
+]

@@ -1,0 +1,184 @@
+"""The gateway's request gates, as small pure-ASGI middlewares. ``create_app`` puts them in
+order; each answers the request itself when it refuses.
+
+- ``BodyLimitMiddleware``: refuses bodies over ``server.max_body_bytes`` (413).
+- ``SessionMiddleware``: loads the session named by the cookie into ``scope["state"]``.
+- ``CsrfMiddleware``: every unsafe method needs a same-origin Origin and the session's CSRF
+  token (form field, ``X-CSRF-Token`` header, or for multipart forms the query string).
+- ``AccessGateMiddleware``: anything not public needs a session, and the access policy
+  (failover mode) must admit it.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs, quote
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth.access import AccessPolicy, Admission
+from gateway.auth.sessions import SESSION_COOKIE, SessionManager, read_cookie
+from gateway.errors import CsrfFailed, GatewayError, NotSignedIn, PayloadTooLarge
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+# Paths anyone may reach without a session.
+PUBLIC_PREFIXES = ("/auth/", "/static/", "/livez", "/readyz", "/health", "/status",
+                   "/favicon.ico", "/robots.txt")
+# Unsafe requests exempt from the CSRF token: Entra's form_post callback (protected by the
+# flow cookie, state, nonce and PKCE instead), and bearer-authenticated API calls.
+CSRF_EXEMPT = ("/auth/callback",)
+
+ErrorRenderer = Callable[[Scope, GatewayError], Awaitable[Callable[[Receive, Send],
+                                                                   Awaitable[None]]]]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope.get("headers", []):
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int, render_error: ErrorRenderer) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.render_error = render_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            respond = await self.render_error(scope, PayloadTooLarge())
+            await respond(receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge()
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+class SessionMiddleware:
+    def __init__(self, app: ASGIApp, sessions: SessionManager) -> None:
+        self.app = app
+        self.sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            sid = read_cookie(scope.get("headers", []), SESSION_COOKIE)
+            state = scope.setdefault("state", {})
+            state["session"] = None
+            if sid and not scope["path"].startswith("/static/"):
+                state["session"] = await self.sessions.load(sid)
+        await self.app(scope, receive, send)
+
+
+class CsrfMiddleware:
+    def __init__(self, app: ASGIApp, public_origin: str, render_error: ErrorRenderer) -> None:
+        self.app = app
+        self.public_origin = public_origin
+        self.render_error = render_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] in SAFE_METHODS
+                or scope["path"] in CSRF_EXEMPT or self._bearer_api(scope)):
+            await self.app(scope, receive, send)
+            return
+        if not self._origin_ok(scope):
+            await (await self.render_error(scope, CsrfFailed()))(receive, send)
+            return
+        session = scope.get("state", {}).get("session")
+        expected = session.csrf_token if session is not None else None
+        ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+        supplied = _header(scope, b"x-csrf-token")
+        replay: list[Message] = []
+        if supplied is None and ctype == "application/x-www-form-urlencoded":
+            body = b""
+            while True:
+                message = await receive()
+                replay.append(message)
+                if message["type"] != "http.request":
+                    break
+                body += message.get("body", b"")
+                if not message.get("more_body", False):
+                    break
+            values = parse_qs(body.decode("latin-1"), max_num_fields=1000).get("csrf_token")
+            supplied = values[0] if values else None
+        elif supplied is None:
+            qs = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("csrf_token")
+            supplied = qs[0] if qs else None
+        if not expected or not supplied or not hmac.compare_digest(expected, supplied):
+            await (await self.render_error(scope, CsrfFailed()))(receive, send)
+            return
+
+        async def replaying_receive() -> Message:
+            if replay:
+                return replay.pop(0)
+            return await receive()
+
+        await self.app(scope, replaying_receive, send)
+
+    def _bearer_api(self, scope: Scope) -> bool:
+        auth = _header(scope, b"authorization") or ""
+        has_cookie = _header(scope, b"cookie") is not None
+        # A bearer API call carries no cookie, so a cross-site page cannot forge one.
+        return scope["path"].startswith("/api/") and auth.startswith("Bearer ") and not has_cookie
+
+    def _origin_ok(self, scope: Scope) -> bool:
+        origin = _header(scope, b"origin")
+        if origin is not None:
+            return origin == self.public_origin
+        # No Origin (older browsers on same-origin POST): Fetch Metadata must not say
+        # cross-site; the token check still applies.
+        site = _header(scope, b"sec-fetch-site")
+        return site in (None, "same-origin", "none")
+
+
+class AccessGateMiddleware:
+    def __init__(self, app: ASGIApp, policy_source: Callable[[], AccessPolicy],
+                 render_error: ErrorRenderer,
+                 render_refusal: Callable[[Scope, Admission], Awaitable[Callable[
+                     [Receive, Send], Awaitable[None]]]]) -> None:
+        self.app = app
+        self.policy_source = policy_source
+        self.render_error = render_error
+        self.render_refusal = render_refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        session = scope.get("state", {}).get("session")
+        if session is None:
+            await self._to_sign_in(scope, receive, send)
+            return
+        admission = await self.policy_source().admit(session, scope["path"])
+        if not admission.admitted:
+            respond = await self.render_refusal(scope, admission)
+            await respond(receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _to_sign_in(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] in ("GET", "HEAD") and not scope["path"].startswith("/api/"):
+            target = scope["path"]
+            if scope.get("query_string"):
+                target += "?" + scope["query_string"].decode("latin-1")
+            location = "/auth/signin?next=" + quote(target, safe="")
+            await send({"type": "http.response.start", "status": 303,
+                        "headers": [(b"location", location.encode("latin-1")),
+                                    (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await (await self.render_error(scope, NotSignedIn()))(receive, send)

@@ -1,0 +1,115 @@
+"""Rendering shared by every route: the Jinja2 environment, pages with their CSP nonce and
+CSRF token, and the one place where errors become a page or JSON. No stack trace, token or
+mail content ever reaches the browser from here."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth.access import Admission
+from gateway.errors import GatewayError
+
+log = logging.getLogger("gateway.web")
+
+TEMPLATES = Path(__file__).parent / "templates"
+env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                  trim_blocks=True, lstrip_blocks=True)
+
+
+def render(request: Request | Scope, template: str, context: dict[str, Any] | None = None,
+           status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+    scope = request.scope if isinstance(request, Request) else request
+    state = scope.get("state", {})
+    session = state.get("session")
+    ctx = {
+        "nonce": state.get("csp_nonce", ""),
+        "session": session,
+        "csrf_token": session.csrf_token if session is not None else "",
+        "path": scope.get("path", "/"),
+    }
+    ctx.update(context or {})
+    html = env.get_template(template).render(**ctx)
+    return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _wants_json(scope: Scope) -> bool:
+    if scope.get("path", "").startswith(("/api/", "/health", "/readyz")):
+        return True
+    for k, v in scope.get("headers", []):
+        if k == b"accept":
+            accept = v.decode("latin-1")
+            return "application/json" in accept and "text/html" not in accept
+    return False
+
+
+def error_response(scope: Scope, err: GatewayError) -> Response:
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after else None
+    if _wants_json(scope):
+        return JSONResponse({"error": type(err).__name__, "message": err.message},
+                            status_code=err.status, headers=headers)
+    return render(scope, "error.html", {"title": err.title, "message": err.message,
+                                        "status": err.status}, status=err.status, headers=headers)
+
+
+async def render_error(scope: Scope, err: GatewayError) -> Callable[[Receive, Send],
+                                                                     Awaitable[None]]:
+    response = error_response(scope, err)
+
+    async def respond(receive: Receive, send: Send) -> None:
+        await response(scope, receive, send)
+    return respond
+
+
+async def render_refusal(scope: Scope, admission: Admission) -> Callable[[Receive, Send],
+                                                                          Awaitable[None]]:
+    response = render(scope, admission.template or "refused.html",
+                      {"message": admission.message}, status=403)
+
+    async def respond(receive: Receive, send: Send) -> None:
+        await response(scope, receive, send)
+    return respond
+
+
+class ErrorBoundaryMiddleware:
+    """Catches whatever escaped the routes and the inner middlewares, inside the security
+    headers, so even a 500 page carries them. Logs the exception type and where, not its
+    arguments (which could hold mail content)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except GatewayError as err:
+            if started:
+                raise
+            await error_response(scope, err)(scope, receive, send)
+        except Exception as exc:
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+            log.error("unhandled %s at %s on %s %s", type(exc).__name__, where,
+                      scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await error_response(scope, GatewayError())(scope, receive, send)

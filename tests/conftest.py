@@ -1,0 +1,176 @@
+"""Shared fixtures: the real dev stack (Entra stand-in over TLS, Dovecot, SMTP) running in a
+background event loop for the whole session, and gateways served over HTTPS on loopback.
+
+Tests talk to everything over real sockets. The gateway gets an injected clock so that
+expiry tests move time instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from html import unescape
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from gateway.app import create_app
+from gateway.config import Settings
+from gateway.devstack.runner import TLSServer
+from gateway.devstack.stack import DevStack
+from gateway.devstack.users import user
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop in a daemon thread; sync tests hand it coroutines."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class FakeClock:
+    """Real time plus an offset the test can move forward."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.close()
+
+
+@pytest.fixture(scope="session")
+def stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    s = DevStack(tmp_path_factory.mktemp("stack"), seed_messages=40)
+    loop_thread.run(s.start())
+    yield s
+    loop_thread.run(s.stop())
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+    app: Any
+    clock: FakeClock
+    server: TLSServer
+    stack: DevStack
+    loop: LoopThread
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, **kw: Any) -> httpx.Client:
+        assert self.stack.certs is not None
+        c = httpx.Client(base_url=self.url, verify=str(self.stack.certs.ca_cert),
+                         follow_redirects=False, trust_env=False, timeout=30, **kw)
+        self.clients.append(c)
+        return c
+
+
+def start_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, **overrides: Any) -> Gateway:
+    assert stack.certs is not None
+    clock = FakeClock()
+    # Find a free port first: the settings' public URL must name it.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = stack.gateway_settings(port, store__sqlite_path=str(tmp_path / "gw.db"),
+                                      **overrides)
+    app = create_app(settings, clock=clock)
+    server = TLSServer(app, stack.certs, port=port)
+    loop.run(server.start())
+    return Gateway(server.url, settings, app, clock, server, stack, loop)
+
+
+@pytest.fixture
+def gateway(stack: DevStack, loop_thread: LoopThread, tmp_path: Any) -> Iterator[Gateway]:
+    gw = start_gateway(stack, loop_thread, tmp_path)
+    yield gw
+    for c in gw.clients:
+        c.close()
+    loop_thread.run(gw.server.stop())
+
+
+def form_fields(html: str) -> dict[str, str]:
+    """The hidden inputs of a page (the stand-in's form_post page, a gateway form)."""
+    fields = {}
+    for tag in re.findall(r"<input[^>]+>", html):
+        name = re.search(r'name="([^"]*)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name:
+            fields[unescape(name.group(1))] = unescape(value.group(1)) if value else ""
+    return fields
+
+
+def form_action(html: str) -> str:
+    m = re.search(r'<form[^>]+action="([^"]+)"', html)
+    assert m, "no form on the page"
+    return unescape(m.group(1))
+
+
+@dataclass
+class EntraReply:
+    """What the stand-in's form_post page would make the browser send to the gateway."""
+
+    action: str
+    fields: dict[str, str]
+
+
+def authorize(gw: Gateway, client: httpx.Client, who: str, next_path: str = "/",
+              extra: str = "") -> EntraReply:
+    """Start sign-in at the gateway and let the stand-in sign `who` in at once (dev_auto)."""
+    u = user(who)
+    r = client.get("/auth/start", params={"next": next_path, "login_hint": u.email})
+    assert r.status_code == 303, r.text
+    location = r.headers["location"] + "&dev_auto=1" + extra
+    assert gw.stack.certs is not None
+    with httpx.Client(verify=str(gw.stack.certs.ca_cert), trust_env=False) as entra_browser:
+        page = entra_browser.get(location)
+    assert page.status_code == 200, page.text
+    return EntraReply(form_action(page.text), form_fields(page.text))
+
+
+def post_callback(gw: Gateway, client: httpx.Client, reply: EntraReply) -> httpx.Response:
+    assert gw.stack.entra is not None
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(gw.stack.entra.base_url))
+    path = urlsplit(reply.action).path
+    return client.post(path, data=reply.fields, headers={"Origin": origin})
+
+
+def sign_in(gw: Gateway, who: str = "member", next_path: str = "/") -> httpx.Client:
+    """A client signed in as the sample user `who`."""
+    client = gw.client()
+    r = post_callback(gw, client, authorize(gw, client, who, next_path))
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == next_path
+    return client
+
+
+def csrf_of(client: httpx.Client, path: str = "/") -> str:
+    page = client.get(path)
+    return form_fields(page.text)["csrf_token"]

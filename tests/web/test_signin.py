@@ -1,0 +1,261 @@
+"""Sign-in end to end: the gateway's real msal client against the Entra stand-in over TLS,
+then the proof page reading the INBOX count through Dovecot with the member's own token."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from urllib.parse import parse_qs, urlsplit
+
+import aioimaplib
+
+from gateway.auth.sessions import FLOW_COOKIE, SESSION_COOKIE
+from gateway.devstack.tokens import OUTLOOK_AUDIENCE
+from gateway.devstack.users import user
+from tests.conftest import authorize, csrf_of, post_callback, sign_in
+
+
+def imap_count(gw, who: str) -> int:
+    """INBOX count read straight from Dovecot, bypassing the gateway."""
+    u = user(who)
+    assert gw.stack.entra is not None and gw.stack.mail is not None
+    token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["IMAP.AccessAsUser.All"])
+
+    async def count() -> int:
+        ctx = ssl.create_default_context(cafile=str(gw.stack.certs.ca_cert))
+        c = aioimaplib.IMAP4_SSL(gw.stack.mail.host, gw.stack.mail.imap_port, ssl_context=ctx)
+        await c.wait_hello_from_server()
+        assert (await c.xoauth2(u.email, token)).result == "OK"
+        resp = await c.examine("INBOX")
+        await c.logout()
+        return next(int(line.split()[0]) for line in resp.lines
+                    if isinstance(line, bytes) and line.endswith(b"EXISTS"))
+    return gw.loop.run(count())
+
+
+def proof_count(html: str) -> int:
+    m = re.search(r'id="inbox-count">Your Inbox holds <strong>(\d+)</strong>', html)
+    assert m, html
+    return int(m.group(1))
+
+
+def test_member_signs_in_and_sees_name_and_inbox_count(gateway):
+    """A member signs in through msal and the stand-in, and sees their INBOX count."""
+    client = sign_in(gateway, "member")
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Cllr Alex Morgan" in page.text
+    assert proof_count(page.text) == imap_count(gateway, "member") > 0
+
+
+def test_each_member_sees_only_their_own_mailbox(gateway):
+    """Two members' sessions each show their own name and their own count."""
+    gateway.stack.mail.deliver(user("member2").email,
+                               b"From: a@b.example\r\nSubject: only for Jo\r\n\r\nhi\r\n")
+    a, b = sign_in(gateway, "member"), sign_in(gateway, "member2")
+    pa, pb = a.get("/").text, b.get("/").text
+    assert "Cllr Alex Morgan" in pa and "Cllr Jo Evans" not in pa
+    assert "Cllr Jo Evans" in pb and "Cllr Alex Morgan" not in pb
+    assert proof_count(pa) == imap_count(gateway, "member")
+    assert proof_count(pb) == imap_count(gateway, "member2")
+
+
+def test_return_to_the_page_first_asked_for(gateway):
+    """An anonymous visit goes to sign-in and, after it, back to the page asked for."""
+    client = gateway.client()
+    r = client.get("/?folder=INBOX")
+    assert r.status_code == 303
+    nxt = parse_qs(urlsplit(r.headers["location"]).query)["next"][0]
+    assert nxt == "/?folder=INBOX"
+    reply = authorize(gateway, client, "member", next_path=nxt)
+    r = post_callback(gateway, client, reply)
+    assert r.status_code == 303 and r.headers["location"] == "/?folder=INBOX"
+
+
+def test_wrong_state_is_refused(gateway):
+    """A callback whose state does not match the flow is refused with a clear page."""
+    client = gateway.client()
+    reply = authorize(gateway, client, "member")
+    reply.fields["state"] = "not-the-state"
+    r = post_callback(gateway, client, reply)
+    assert r.status_code == 400
+    assert "out of date or had been altered" in r.text
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_callback_without_flow_cookie_is_refused(gateway):
+    """A callback from another browser (no flow cookie) cannot complete a sign-in."""
+    reply = authorize(gateway, gateway.client(), "member")
+    r = post_callback(gateway, gateway.client(), reply)
+    assert r.status_code == 400 and "expired or was already used" in r.text
+
+
+def test_replayed_code_is_refused(gateway):
+    """An authorization code redeemed once cannot be redeemed again."""
+    client = gateway.client()
+    first = authorize(gateway, client, "member")
+    assert post_callback(gateway, client, first).status_code == 303
+    attacker = gateway.client()
+    second = authorize(gateway, attacker, "member")
+    second.fields["code"] = first.fields["code"]
+    r = post_callback(gateway, attacker, second)
+    assert r.status_code == 400
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_nonce_mismatch_is_refused(gateway):
+    """An id_token whose nonce is not the one sent is refused (msal's nonce check)."""
+    entra = gateway.stack.entra
+    client = gateway.client()
+    entra.tamper_next_nonce()
+    reply = authorize(gateway, client, "member")
+    r = post_callback(gateway, client, reply)
+    assert r.status_code == 400
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_consent_denied_gives_a_plain_message(gateway):
+    """A member who declines consent gets a plain explanation, no session."""
+    u = user("member2")
+    gateway.stack.entra.deny_consent(u.oid)
+    try:
+        client = gateway.client()
+        reply = authorize(gateway, client, "member2")
+        r = post_callback(gateway, client, reply)
+    finally:
+        gateway.stack.entra.deny_consent(None)
+    assert r.status_code == 400
+    assert "permission" in r.text
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_user_without_role_is_refused(gateway):
+    """Someone with no gateway role or group is refused and gets no session."""
+    client = gateway.client()
+    r = post_callback(gateway, client, authorize(gateway, client, "norole"))
+    assert r.status_code == 403
+    assert "not set up to use the mail gateway" in r.text
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    assert client.get("/").status_code == 303
+
+
+def test_group_membership_admits_when_configured(stack, loop_thread, tmp_path):
+    """A group id from settings admits a user with no app role."""
+    from tests.conftest import start_gateway
+    norole = user("norole")
+    stack.entra.set_groups(norole.oid, ["aaaaaaaa-0000-4000-8000-000000000001"])
+    gw = start_gateway(stack, loop_thread, tmp_path,
+                       access__member_groups=["aaaaaaaa-0000-4000-8000-000000000001"])
+    try:
+        client = sign_in(gw, "norole")
+        assert client.get("/").status_code == 200
+    finally:
+        stack.entra.set_groups(norole.oid, None)
+        loop_thread.run(gw.server.stop())
+
+
+def _expire_access_tokens(gateway):
+    """Make every cached access token look expired so the next page must refresh."""
+    gateway.stack.entra.access_token_lifetime = 60  # msal treats < 5 min as expired
+
+
+def test_revoked_refresh_token_leads_back_to_sign_in(gateway):
+    """When the refresh token is revoked, the member is sent to sign-in, then back."""
+    entra = gateway.stack.entra
+    old = entra.access_token_lifetime
+    _expire_access_tokens(gateway)
+    try:
+        client = sign_in(gateway, "member2")
+        assert client.get("/").status_code == 200
+        entra.revoke_refresh_tokens(user("member2").oid)
+        r = client.get("/?x=1")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/auth/signin?next=%2F%3Fx%3D1"
+        assert client.get("/").status_code == 303  # the session is gone
+        entra.unrevoke_refresh_tokens(user("member2").oid)
+    finally:
+        entra.access_token_lifetime = old
+
+
+def test_expired_refresh_token_leads_back_to_sign_in(gateway):
+    """When the refresh token has expired, the member is sent to sign-in."""
+    entra = gateway.stack.entra
+    old = entra.access_token_lifetime
+    _expire_access_tokens(gateway)
+    try:
+        client = sign_in(gateway, "member")
+        entra.expire_refresh_tokens()
+        r = client.get("/")
+        assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
+    finally:
+        entra.access_token_lifetime = old
+
+
+def test_sign_out_ends_session_token_cache_and_entra_session(gateway):
+    """Sign-out deletes the session and token cache and goes to Entra's end-session URL."""
+    client = sign_in(gateway, "member")
+    svc = gateway.app.state.services
+    session_id = client.cookies.get(SESSION_COOKIE)
+    account = gateway.loop.run(svc.store.get_session(session_id)).account_id
+    assert gateway.loop.run(svc.store.get_token_cache(account)) is not None
+    r = client.post("/auth/signout", data={"csrf_token": csrf_of(client)},
+                    headers={"Origin": gateway.url})
+    assert r.status_code == 303
+    loc = urlsplit(r.headers["location"])
+    assert loc.path.endswith("/oauth2/v2.0/logout")
+    assert parse_qs(loc.query)["post_logout_redirect_uri"] == [gateway.url + "/auth/signed-out"]
+    assert gateway.loop.run(svc.store.get_session(session_id)) is None
+    assert gateway.loop.run(svc.store.get_token_cache(account)) is None
+    assert client.get("/").status_code == 303
+
+
+def test_token_cache_is_encrypted_at_rest(gateway):
+    """The stored token cache holds no token in the clear and decrypts with the ring."""
+    client = sign_in(gateway, "member")
+    svc = gateway.app.state.services
+    session = gateway.loop.run(svc.store.get_session(client.cookies.get(SESSION_COOKIE)))
+    blob = gateway.loop.run(svc.store.get_token_cache(session.account_id))
+    assert b"eyJ" not in blob and b"refresh_token" not in blob.lower()
+    plain = svc.keyring.decrypt(blob, b"token-cache:" + session.account_id.encode())
+    assert b"RefreshToken" in plain
+
+
+def test_flow_cookie_allows_the_cross_site_form_post(gateway):
+    """The flow cookie is SameSite=None (Entra posts back cross-site), Secure, HttpOnly."""
+    client = gateway.client()
+    r = client.get("/auth/start", params={"next": "/"})
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith(FLOW_COOKIE + "=")
+    for flag in ("Secure", "HttpOnly", "SameSite=None", "Path=/"):
+        assert flag in cookie
+
+
+def test_entra_down_gives_a_clear_page(gateway):
+    """If Entra ID answers errors, starting sign-in shows a plain 503 page."""
+    entra = gateway.stack.entra
+    # A fresh gateway has not cached discovery; the stand-in answers 503 to everything.
+    entra.set_fault("error")
+    try:
+        r = gateway.client().get("/auth/start")
+    finally:
+        entra.set_fault(None)
+    assert r.status_code == 503
+    assert "Traceback" not in r.text and "sign-in service" in r.text
+
+
+def test_forged_token_is_refused_by_dovecot_quickly(gateway):
+    """The gateway's IMAP adapter turns a refused token into ReauthRequired, promptly."""
+    from gateway.errors import ReauthRequired
+    from gateway.mail import imap
+
+    svc = gateway.app.state.services
+
+    async def try_login() -> str:
+        try:
+            async with imap.connect(svc.imap, user("member").email, "not-a-token"):
+                return "logged in"
+        except ReauthRequired:
+            return "refused"
+    result = gateway.loop.run(asyncio.wait_for(try_login(), 10))
+    assert result == "refused"
