@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -25,19 +26,34 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.auth.access import AccessPolicy, AdmitAll
+from gateway.audit import AuditLog
+from gateway.auth.access import AccessPolicy
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, clear_cookie_header
+from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, NotSignedIn
-from gateway.mail.imap import ImapTarget, ssl_context
+from gateway.failover import AuditTrail, FailoverPolicy, Mode, Switch
+from gateway.logging import RequestIdMiddleware
+from gateway.mail.imap import ImapPool, ImapTarget, ssl_context
+from gateway.mail.smtp import SmtpTarget
+from gateway.metrics import Metrics, MetricsMiddleware
+from gateway.notify import Notifier, NotifyConfig
+from gateway.probes import running_monitor
 from gateway.services import Services
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
+from gateway.web import admin as admin_routes
+from gateway.web import api as api_routes
 from gateway.web import auth as auth_routes
+from gateway.web import calendar as calendar_routes
 from gateway.web import health as health_routes
-from gateway.web import home as home_routes
+from gateway.web import compose as compose_routes
+from gateway.web import events as event_routes
+from gateway.web import mail as mail_routes
+from gateway.web import search as search_routes
+from gateway.web import status as status_routes
 from gateway.web.middleware import (
     AccessGateMiddleware,
     BodyLimitMiddleware,
@@ -65,7 +81,9 @@ def _keyring(settings: Settings) -> KeyRing:
 
 def create_app(settings: Settings, *, store: Store | None = None,
                clock: Callable[[], float] = time.time, entra_http: Any = None,
-               policy: AccessPolicy | None = None) -> Starlette:
+               policy: AccessPolicy | None = None,
+               failover_mode: Callable[[], str] | None = None,
+               graph_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     keyring = _keyring(settings)
     the_store: Store = store or SqliteStore(settings.get("store.sqlite_path"))
     sessions = SessionManager(the_store, settings, clock)
@@ -73,30 +91,78 @@ def create_app(settings: Settings, *, store: Store | None = None,
     imap = ImapTarget(settings.get("imap.host"), settings.get("imap.port"),
                       ssl_context(settings.get("imap.ca_file")),
                       settings.get("imap.timeout_seconds"))
+    smtp = SmtpTarget(settings.get("smtp.host"), settings.get("smtp.port"),
+                      ssl_context(settings.get("smtp.ca_file")),
+                      settings.get("smtp.timeout_seconds"))
+    imap_pool = ImapPool(imap, entra.imap_token)
+    # The failover switch: state machine + store, audit trail and notifications as listeners;
+    # its policy is what the access gate asks on every request (unless a test passes one).
+    audit_log = AuditLog(the_store, clock)
+    notifier = Notifier(NotifyConfig.from_settings(settings), clock)
+    switch = Switch(the_store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
+                    refresh_seconds=settings.get("failover.refresh_seconds"),
+                    listeners=[AuditTrail(audit_log), notifier])
+    policy = policy or FailoverPolicy(
+        switch, settings.get("failover.pilot_groups"),
+        on_refusal=lambda s, st: audit_log.try_record("access.refused", s.email,
+                                                      mode=str(st.mode)))
+    failover_mode = failover_mode or (lambda: str(switch.last_known().mode))
     svc = Services(settings=settings, store=the_store, sessions=sessions, entra=entra,
-                   keyring=keyring, imap=imap, clock=clock, policy=policy or AdmitAll())
+                   keyring=keyring, imap=imap, clock=clock, policy=policy,
+                   imap_pool=imap_pool, smtp=smtp, audit=audit_log, failover=switch,
+                   notifier=notifier)
+
+    metrics = Metrics()
+    metrics.imap_open.set_function(lambda: imap_pool.open_connections)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await the_store.open()
+        svc.graph = GraphHttp.from_settings(settings, transport=graph_transport)
         app.state.ready = True
+        # The probe loop behind /health (gateway.health); /metrics on its own port if set.
+        health_stack = contextlib.AsyncExitStack()
+        app.state.health = await health_stack.enter_async_context(running_monitor(
+            settings, the_store, metrics=metrics, clock=clock, failover_mode=failover_mode))
+        stop_metrics_port = metrics.serve_port(settings.get("metrics.host"),
+                                               settings.get("metrics.port"))
 
         async def purge_loop() -> None:
             while True:
                 await asyncio.sleep(PURGE_INTERVAL)
                 with contextlib.suppress(GatewayError):
+                    await imap_pool.reap()
                     await sessions.purge()
                     await the_store.purge_flows(clock() - auth_routes.FLOW_LIFETIME)
 
+        async def switch_loop() -> None:
+            # Re-reads the switch and settles an expired drill even when nobody is asking.
+            while True:
+                with contextlib.suppress(GatewayError):
+                    await switch.current()
+                await asyncio.sleep(settings.get("failover.refresh_seconds"))
+
         task = asyncio.create_task(purge_loop())
+        switch_task = asyncio.create_task(switch_loop())
         try:
             yield
         finally:
             app.state.ready = False
+            app.state.health = None
+            await health_stack.aclose()
+            stop_metrics_port()
             task.cancel()
+            switch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            with contextlib.suppress(asyncio.CancelledError):
+                await switch_task
+            await notifier.aclose()
+            await imap_pool.close_all()
+            entra.close()
             await the_store.close()
+            if svc.graph is not None:
+                await svc.graph.aclose()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -128,22 +194,36 @@ def create_app(settings: Settings, *, store: Store | None = None,
     routes = [
         *health_routes.routes,
         *auth_routes.routes,
-        *home_routes.routes,
+        *status_routes.routes,
+        *admin_routes.routes,
+        *api_routes.routes,
+        *mail_routes.routes,
+        *compose_routes.routes,
+        *search_routes.routes,
+        *event_routes.routes,
+        *calendar_routes.routes,
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         Route("/favicon.ico", lambda r: Response(status_code=204)),
     ]
     middleware = [
+        Middleware(RequestIdMiddleware),
         Middleware(SecurityHeadersMiddleware, entra_authority=settings.get("entra.authority")),
+        Middleware(MetricsMiddleware, metrics=metrics, routes=routes,
+                   serve_path=None if settings.get("metrics.port") else "/metrics",
+                   allow=lambda scope: health_routes.detail_allowed(settings, scope)),
         Middleware(ErrorBoundaryMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=settings.get("server.max_body_bytes"),
                    render_error=render_error),
         Middleware(SessionMiddleware, sessions=sessions),
         Middleware(CsrfMiddleware, public_origin=settings.public_url, render_error=render_error),
         Middleware(AccessGateMiddleware, policy_source=lambda: svc.policy,
-                   render_error=render_error, render_refusal=render_refusal),
+                   render_error=render_error, render_refusal=render_refusal,
+                   bearer_prefixes=api_routes.PREFIXES),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, GatewayError: gateway_error})
     app.state.services = svc
     app.state.ready = False
+    app.state.metrics = metrics
+    app.state.health = None
     return app

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import shutil
 import signal
 import sys
@@ -17,12 +16,16 @@ import tempfile
 from pathlib import Path
 
 from gateway import __version__
+from gateway.cli_failover import register as register_failover
+from gateway.cli_health import register as register_probe
 from gateway.config import ConfigError, Settings, load_settings
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Structured JSON lines with a request id; tokens and cookies redacted (gateway.logging).
+    from gateway.logging import setup_logging
+
+    setup_logging(level)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -59,7 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_certfile=cert or None, ssl_keyfile=key or None,
         # Forwarded headers are believed only from the configured proxies.
         proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
-        server_header=False, access_log=False, log_level=settings.get("general.log_level"))
+        server_header=False, access_log=False, log_level=settings.get("general.log_level"),
+        log_config=None)
     return 0
 
 
@@ -148,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--force", action="store_true", help="replace existing certificates")
     dev.set_defaults(fn=cmd_certs)
     sub.add_parser("keygen", help="print a new crypto.keys entry").set_defaults(fn=cmd_keygen)
+    register_probe(sub)
+    register_failover(sub)
     demo = sub.add_parser("demo", help="run the gateway against the dev stack")
     demo.add_argument("--port", type=int, default=8443)
     demo.add_argument("--exchange", action="store_true",

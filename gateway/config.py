@@ -115,8 +115,82 @@ FIELDS: tuple[Field, ...] = (
     _f("smtp", "port", "int", 587, "SMTP submission port."),
     _f("smtp", "ca_file", "str", "", "CA bundle for the SMTP server; empty = the system store."),
     _f("smtp", "timeout_seconds", "float", 30.0, "Timeout for one SMTP exchange."),
+    # -- health and monitoring (gateway/health.py, gateway/probes.py, gateway/metrics.py)
+    _f("health", "interval_seconds", "float", 30.0,
+       "How often the background probes check each upstream; /health serves the latest results."),
+    _f("health", "timeout_seconds", "float", 10.0,
+       "A probe that takes longer is cut off and its check reported as failing."),
+    _f("health", "warn_ms", "float", 2000.0,
+       "A responseTime check slower than this many milliseconds reports `warn`."),
+    _f("health", "access", "str", "network",
+       "Who may read the detailed /health document (and /metrics on the main port): `open`, "
+       "`token` (Authorization: Bearer health.token) or `network` (health.allow). Others get "
+       "the overall status only; /livez and /readyz are always open."),
+    _f("health", "token", "str", "", "Bearer token for health.access = token.", secret=True),
+    _f("health", "allow", "list", ["127.0.0.1/32", "::1/128"],
+       "Client networks allowed the detailed health when health.access = network."),
+    _f("health", "service_id", "str", "failover-mail-gateway",
+       "`serviceId` in the health document (name this instance)."),
+    _f("health", "release_id", "str", "",
+       "`releaseId` in the health document; empty = the gateway's version."),
+    _f("health", "canary_mailbox", "str", "",
+       "Mailbox the probes sign in to with an app-only (client credentials) token: IMAP login "
+       "and SELECT INBOX, a Graph call, and the mail-flow canary. Empty = no canary."),
+    _f("health", "mailflow_interval_seconds", "float", 0.0,
+       "How often the mail-flow canary sends a tagged message to the canary mailbox and "
+       "times its arrival over IMAP (`mailflow:latency`); 0 = never."),
+    _f("health", "mailflow_warn_seconds", "float", 60.0,
+       "Mail-flow latency above this reports `warn`."),
+    _f("health", "mailflow_fail_seconds", "float", 300.0,
+       "Mail-flow latency above this (or no arrival) reports `fail`."),
+    _f("metrics", "port", "int", 0,
+       "Serve Prometheus /metrics on this separate port (and not on the main one); 0 = serve "
+       "/metrics on the main port to callers health.access admits."),
+    _f("metrics", "host", "str", "127.0.0.1", "Address the separate metrics port listens on."),
+    # -- mail
+    _f("mail", "mark_read_on_open", "bool", True, "Opening a message marks it read."),
+    _f("mail", "max_upload_bytes", "int", 20_971_520,
+       "Largest total of attachments a member may upload to one message, in bytes."),
+    _f("mail", "autosave_seconds", "int", 30,
+       "How often a message being written is saved to Drafts (0 = only on request)."),
+    _f("mail", "idle_refresh_minutes", "int", 25,
+       "IMAP IDLE is re-issued this often (Exchange drops it at 30 minutes)."),
     # -- graph
     _f("graph", "base_url", "str", "https://graph.microsoft.com/v1.0", "Microsoft Graph base URL."),
+    _f("graph", "ca_file", "str", "",
+       "CA bundle for Microsoft Graph; empty = the same as `entra.ca_file`."),
+    _f("graph", "timeout_seconds", "float", 15.0, "Timeout for one Graph request."),
+    _f("graph", "retry_after_max_seconds", "float", 10.0,
+       "Longest total wait the gateway spends honouring Graph's Retry-After (429/503) before "
+       "it gives up and tells the member to try again later."),
+    _f("graph", "page_size", "int", 100,
+       "Events asked for per calendarView page (`$top`); further pages follow @odata.nextLink."),
+    # -- failover switch
+    _f("failover", "initial_mode", "str", "standby",
+       "Mode in force before anyone has flipped the switch: `standby` or `active`."),
+    _f("failover", "pilot_groups", "list", [],
+       "Entra group object ids admitted in every mode (besides ICT admins), e.g. a pilot group."),
+    _f("failover", "reauth_minutes", "int", 15,
+       "Flipping the switch from the admin page needs a sign-in this recent."),
+    _f("failover", "refresh_seconds", "float", 1.0,
+       "How often each instance re-reads the switch from the store."),
+    # -- notifications of switch changes
+    _f("notify", "webhooks", "list", [],
+       "Webhook URLs (Teams or Slack incoming webhooks) told of every switch change.",
+       secret=True),
+    _f("notify", "email_to", "list", [], "ICT addresses emailed on every switch change."),
+    _f("notify", "email_from", "str", "", "From address of those emails."),
+    _f("notify", "smtp_host", "str", "", "SMTP relay for those emails (not the members' route); "
+       "empty = no email."),
+    _f("notify", "smtp_port", "int", 25, "Port of that relay."),
+    _f("notify", "smtp_starttls", "bool", True, "Use STARTTLS with that relay."),
+    _f("notify", "smtp_username", "str", "", "User name for that relay; empty = no AUTH."),
+    _f("notify", "smtp_password", "str", "", "Password for that relay.", secret=True),
+    _f("notify", "smtp_ca_file", "str", "", "CA bundle for that relay; empty = the system store."),
+    _f("notify", "attempts", "int", 5, "Attempts per webhook or email before giving up."),
+    _f("notify", "backoff_seconds", "float", 2.0,
+       "Wait before the first retry; doubled for each further one."),
+    _f("notify", "timeout_seconds", "float", 10.0, "Timeout for one webhook call or email."),
 )
 
 _BY_KEY = {f.key: f for f in FIELDS}
@@ -300,10 +374,44 @@ def _validated(values: dict[str, Any]) -> Settings:
         if len(raw) != 32:
             raise bad("crypto.keys", f"key number {i + 1} is not 32 bytes of base64. Make one "
                       "with `gateway keygen`.")
+    if not 1 <= values["graph.page_size"] <= 1000:
+        raise bad("graph.page_size", "must be between 1 and 1000 (Graph's largest page).")
+    if values["graph.timeout_seconds"] <= 0 or values["graph.retry_after_max_seconds"] < 0:
+        raise bad("graph.timeout_seconds", "timeouts must be positive and the Retry-After "
+                  "bound (graph.retry_after_max_seconds) not negative.")
     if values["store.backend"] not in ("sqlite", "postgres"):
         raise bad("store.backend", "must be sqlite or postgres.")
     if values["store.backend"] == "postgres" and not values["store.postgres_dsn"]:
         raise bad("store.postgres_dsn", "required when store.backend = postgres.")
+    if values["health.access"] not in ("open", "token", "network"):
+        raise bad("health.access", "must be open, token or network.")
+    if values["health.access"] == "token" and len(values["health.token"]) < 16:
+        raise bad("health.token", "required (16 characters or more) when health.access = token.")
+    for net in values["health.allow"]:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise bad("health.allow", f"{net!r} is not an address or network.") from None
+    if values["health.interval_seconds"] <= 0 or values["health.timeout_seconds"] <= 0:
+        raise bad("health.interval_seconds", "interval_seconds and timeout_seconds must be "
+                  "positive.")
+    if values["health.mailflow_warn_seconds"] > values["health.mailflow_fail_seconds"]:
+        raise bad("health.mailflow_warn_seconds", "must not exceed mailflow_fail_seconds.")
+    if not 0 <= values["metrics.port"] < 65536:
+        raise bad("metrics.port", "must be between 0 and 65535.")
+    if values["failover.initial_mode"] not in ("standby", "active"):
+        raise bad("failover.initial_mode", "must be standby or active (a drill needs an end "
+                  "time; start one with `gateway failover drill`).")
+    if values["failover.reauth_minutes"] < 1 or values["failover.refresh_seconds"] <= 0:
+        raise bad("failover.reauth_minutes", "reauth_minutes and refresh_seconds must be "
+                  "positive.")
+    for url in values["notify.webhooks"]:
+        if not url.startswith(("https://", "http://")):
+            raise bad("notify.webhooks", "each webhook must be an http(s):// URL.")
+    if values["notify.email_to"] and not values["notify.smtp_host"]:
+        raise bad("notify.smtp_host", "required when notify.email_to is set.")
+    if values["notify.attempts"] < 1:
+        raise bad("notify.attempts", "must be at least 1.")
     if values["general.environment"] == "production":
         for key in ("entra.authority", "entra.client_id", "entra.client_secret"):
             if not values[key]:

@@ -7,15 +7,18 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
     │   └── PayloadTooLarge (413)
     ├── NotSignedIn (401)            -> the web layer sends the browser to sign-in
     │   └── ReauthRequired (401)     token can no longer be refreshed
+    ├── BadApiKey (401)              API bearer key missing, unknown or revoked
     ├── Forbidden (403)
     │   ├── CsrfFailed (403)
-    │   └── NotEntitled (403)        signed in, but no role or group lets them in
+    │   ├── NotEntitled (403)        signed in, but no role or group lets them in
+    │   └── StaleSignIn (403)        an admin action needs a more recent sign-in
     ├── NotFound (404)
     ├── Conflict (409)
     ├── SignInFailed (400)           the Entra round trip failed (state, code, consent)
     └── UpstreamError (502)
         ├── UpstreamUnavailable (503) server down, timed out, throttled
         ├── MailError (502)           IMAP said NO/BAD
+        ├── CalendarError (502)       Graph refused a calendar request (400 and the like)
         ├── SendRefused (502)         SMTP refused the message
         └── StoreUnavailable (503)
 """
@@ -56,6 +59,13 @@ class ReauthRequired(NotSignedIn):
     default_message = "Your sign-in has expired. Please sign in again."
 
 
+class BadApiKey(GatewayError):
+    # Not a NotSignedIn: a bad key must never end a browser session that came along.
+    status = 401
+    title = "API key refused"
+    default_message = "A valid API key is required: Authorization: Bearer <key>."
+
+
 class Forbidden(GatewayError):
     status = 403
     title = "Not allowed"
@@ -72,6 +82,11 @@ class NotEntitled(Forbidden):
     title = "No access"
     default_message = ("Your account is not set up to use the mail gateway. "
                        "Contact ICT if you think it should be.")
+
+
+class StaleSignIn(Forbidden):
+    title = "Please sign in again"
+    default_message = "Changing the failover switch needs a recent sign-in. Sign in again."
 
 
 class NotFound(GatewayError):
@@ -112,6 +127,11 @@ class UpstreamUnavailable(UpstreamError):
 
 class MailError(UpstreamError):
     default_message = "The mailbox refused that request."
+
+
+class CalendarError(UpstreamError):
+    title = "The calendar refused that"
+    default_message = "Exchange refused that calendar request."
 
 
 class SendRefused(UpstreamError):

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from gateway.audit import AuditLog
 from gateway.auth.access import AccessPolicy
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SessionManager
+from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
-from gateway.mail.imap import ImapTarget
+from gateway.failover import Switch
+from gateway.mail.imap import ImapPool, ImapTarget
+from gateway.mail.smtp import SmtpTarget
+from gateway.notify import Notifier
 from gateway.store.base import Store
 
 
@@ -27,6 +32,13 @@ class Services:
     imap: ImapTarget
     clock: Callable[[], float]
     policy: AccessPolicy
+    audit: AuditLog          # the audit trail: await svc.audit.record(kind, actor, **meta)
+    failover: Switch         # the failover switch (gateway.failover)
+    notifier: Notifier       # switch-change notifications (gateway.notify)
+    imap_pool: ImapPool
+    smtp: SmtpTarget
+    # The Graph calendar client: built in the lifespan (it owns an httpx connection pool).
+    graph: GraphHttp | None = None
 
 
 def services(request: Request) -> Services:

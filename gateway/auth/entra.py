@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import msal
+from msal.exceptions import MsalServiceError
 import requests
 
 from gateway.config import Settings
@@ -111,7 +112,7 @@ class Entra:
             return msal.ConfidentialClientApplication(
                 self.client_id, client_credential=self._secret, authority=self.authority,
                 http_client=self.http, token_cache=cache, instance_discovery=False)
-        except (ValueError, requests.RequestException) as exc:
+        except (ValueError, requests.RequestException, MsalServiceError) as exc:
             log.warning("entra unreachable while building the msal app: %s", type(exc).__name__)
             raise UpstreamUnavailable("The sign-in service cannot be reached just now. "
                                       "Please try again shortly.") from None
@@ -122,7 +123,11 @@ class Entra:
                 scopes=self.signin_scopes, redirect_uri=self.settings.redirect_uri,
                 response_mode="form_post", login_hint=login_hint)
             return flow
-        flow = await asyncio.to_thread(start)
+        try:
+            flow = await asyncio.to_thread(start)
+        except (requests.RequestException, MsalServiceError):
+            raise UpstreamUnavailable("The sign-in service cannot be reached just now. "
+                                      "Please try again shortly.") from None
         blob = self.keyring.encrypt(json.dumps(flow).encode(), b"auth-flow")
         return StartedFlow(auth_uri=flow["auth_uri"], flow_json=blob)
 
@@ -148,11 +153,11 @@ class Entra:
             return result
         try:
             result = await asyncio.to_thread(redeem)
-        except ValueError:
-            # msal's own checks: state mismatch, nonce mismatch, missing code.
+        except (ValueError, RuntimeError):
+            # msal's own checks: state mismatch (ValueError), nonce mismatch (RuntimeError).
             raise SignInFailed("This sign-in link was out of date or had been altered. "
                                "Please start again.") from None
-        except requests.RequestException:
+        except (requests.RequestException, MsalServiceError):
             raise UpstreamUnavailable("The sign-in service cannot be reached just now.") from None
         if "error" in result:
             log.info("sign-in refused by entra: %s %s", result.get("error"),
@@ -171,7 +176,7 @@ class Entra:
 
     @staticmethod
     def _account_id(claims: dict[str, Any], cache: msal.SerializableTokenCache) -> str:
-        for acc in cache.find(cache.CredentialType.ACCOUNT):
+        for acc in list(cache.search(cache.CredentialType.ACCOUNT)):
             if acc.get("local_account_id") == claims.get("oid"):
                 return str(acc["home_account_id"])
         return ""
@@ -215,7 +220,7 @@ class Entra:
                 return result
             try:
                 result = await asyncio.to_thread(silent)
-            except requests.RequestException:
+            except (requests.RequestException, MsalServiceError):
                 raise UpstreamUnavailable("The sign-in service cannot be reached just "
                                           "now.") from None
             await self._save_cache(account_id, cache)
@@ -233,6 +238,11 @@ class Entra:
 
     async def graph_token(self, account_id: str) -> str:
         return await self.access_token(account_id, self.graph_scopes)
+
+    def close(self) -> None:
+        closer = getattr(self.http, "close", None)
+        if closer is not None:
+            closer()
 
     async def forget(self, account_id: str) -> None:
         await self.store.delete_token_cache(account_id)

@@ -10,7 +10,8 @@ error shapes. Where it is deliberately stricter than Entra (PKCE S256 is require
 redirect URIs) the code says so.
 
 It also owns the controls tests and rehearsals use to make Entra misbehave: revoke or expire
-refresh tokens, deny consent, answer every request with a 503, or hang.
+refresh tokens, deny consent, change a user's groups, spoil an ID token's nonce, answer every
+request with a 503, or hang.
 
 Everything is in memory. No code, token or secret is logged."""
 
@@ -36,14 +37,15 @@ from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunspli
 
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.devstack import entra_pages
-from gateway.devstack.entra_pages import FormPost, read_form_post
+from gateway.devstack.entra_pages import FormPost, read_form_post, read_forms
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
     GRAPH_AUDIENCE,
@@ -60,6 +62,7 @@ __all__ = [
     "EntraStandIn",
     "FormPost",
     "read_form_post",
+    "read_forms",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +96,7 @@ _MAX_BODY = 64 * 1024
 _MAX_PARAMS = 50
 _MAX_PARAM_LEN = 8192
 _PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_NETLOC = re.compile(r"^(?:[A-Za-z0-9\-.]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$")
 _PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9_\-]{43}$")
 
 
@@ -201,6 +205,20 @@ def _one_resource(scopes: _ScopeSet, raw: str) -> str:
     return resources[0] if resources else GRAPH_AUDIENCE
 
 
+def _covers(authorized: _ScopeSet, requested: _ScopeSet) -> bool:
+    """Whether a code redemption asks only for what the authorize request asked for (a
+    resource's .default on either side stands for all of that resource's scopes)."""
+    granted = {(s.resource, s.name.lower()) for s in authorized.resource_scopes}
+    resources = {s.resource for s in authorized.resource_scopes}
+    whole = {s.resource for s in authorized.resource_scopes if s.name == ".default"}
+    for s in requested.resource_scopes:
+        if s.resource in whole or (s.name == ".default" and s.resource in resources):
+            continue
+        if (s.resource, s.name.lower()) not in granted:
+            return False
+    return True
+
+
 def _short_scope(scope: str) -> str:
     return scope.rpartition("/")[2] if "/" in scope else scope
 
@@ -257,14 +275,6 @@ class _AuthorizeRequest:
     dev_auto: bool = False
 
 
-class _PageError(Exception):
-    """An authorize error that cannot be trusted to the redirect URI: Entra shows its own page."""
-
-    def __init__(self, err: EntraError) -> None:
-        super().__init__(err.aadsts)
-        self.err = err
-
-
 # ------------------------------------------------------------------------------ middleware
 
 
@@ -302,7 +312,12 @@ class EntraStandIn:
     """A fake Entra ID tenant (TENANT_ID) with one confidential client (CLIENT_ID).
 
     Serve ``app`` (e.g. with ``TLSServer``), then set ``base_url`` to the server's URL; msal's
-    ``authority`` is then ``stand_in.authority``."""
+    ``authority`` is then ``stand_in.authority``.
+
+    Without a browser: take msal's ``auth_uri`` (built with ``login_hint``), add
+    ``dev_auto=1``, GET it, and ``read_form_post(page.text)`` gives the form_post hand-back:
+    ``.action`` is the redirect URI, ``.fields`` holds code, state, session_state and
+    client_info (or error, error_description and state)."""
 
     def __init__(self, signer: TokenSigner, *, users: Sequence[SampleUser] = USERS,
                  client_id: str = CLIENT_ID, client_secret: str = DEV_CLIENT_SECRET,
@@ -329,6 +344,8 @@ class EntraStandIn:
         # "TokensValidFrom", without the clock's one-second resolution problem).
         self._revoked_upto: dict[str, tuple[int, float]] = {}
         self._denied_oid: str | None = None
+        self._groups: dict[str, tuple[str, ...]] = {}
+        self._tamper_nonce = False
         self._fault: str | None = None
 
         tenant_routes = [
@@ -381,6 +398,11 @@ class EntraStandIn:
                 del self._sessions[key]
         log.info("entra stand-in: refresh tokens revoked for %s", oid)
 
+    def unrevoke_refresh_tokens(self, oid: str) -> None:
+        """Undo `revoke_refresh_tokens` (tests sharing one stand-in clean up with it)."""
+        with self._lock:
+            self._revoked_upto.pop(oid, None)
+
     def expire_refresh_tokens(self) -> None:
         """Every refresh token issued so far is now past its lifetime (AADSTS700082)."""
         with self._lock:
@@ -393,6 +415,20 @@ class EntraStandIn:
         """Sign-in by this user ends in consent_required (AADSTS65001); None stops denying."""
         with self._lock:
             self._denied_oid = oid
+
+    def set_groups(self, oid: str, groups: Sequence[str] | None) -> None:
+        """Give the user these group ids in later ID tokens; None restores the sample's."""
+        with self._lock:
+            if groups is None:
+                self._groups.pop(oid, None)
+            else:
+                self._groups[oid] = tuple(groups)
+
+    def tamper_next_nonce(self) -> None:
+        """The next ID token issued for an authorization code carries a wrong nonce, as a
+        replayed or substituted token would: msal must refuse it."""
+        with self._lock:
+            self._tamper_nonce = True
 
     def set_fault(self, fault: str | None) -> None:
         """None, "error" (every endpoint answers 503 with an Entra-shaped JSON error) or
@@ -478,11 +514,12 @@ class EntraStandIn:
             headers["WWW-Authenticate"] = 'Basic realm="token endpoint"'
         return JSONResponse(body, status_code=err.status, headers=headers)
 
-    def _html(self, render: Callable[[str], str], *, status: int = 200,
-              form_action: str = "'self'") -> HTMLResponse:
+    def _html(self, render: Callable[[str], str], *, status: int = 200) -> HTMLResponse:
         nonce = secrets.token_urlsafe(16)
+        # No form-action: browsers apply it to every redirect after a form submission, and the
+        # picker's POST may be answered with a 302 to the app, which may redirect on again.
         csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-               f"form-action {form_action}; frame-ancestors 'none'; base-uri 'none'")
+               "frame-ancestors 'none'; base-uri 'none'")
         return HTMLResponse(render(nonce), status_code=status,
                             headers={**_NO_STORE, **_PAGE_HEADERS,
                                      "Content-Security-Policy": csp})
@@ -509,7 +546,8 @@ class EntraStandIn:
         endpoint = request.query_params.get("authorization_endpoint", "")
         parts = urlsplit(endpoint)
         ours = urlsplit(base)
-        if parts.scheme != "https" or parts.netloc.lower() != ours.netloc.lower():
+        # msal drops the port when it names the authorize endpoint here: compare hosts only.
+        if parts.scheme != "https" or parts.hostname != ours.hostname:
             err = EntraError("invalid_instance", 50049, "Unknown or invalid instance.")
             return self._error_json(err, request)
         tenant = parts.path.strip("/").split("/")[0] or "common"
@@ -576,9 +614,8 @@ class EntraStandIn:
             params = await _request_params(request)
             req = self._trust_redirect(params)
         except EntraError as err:
+            # Nothing is trusted yet, so nothing goes to the redirect URI: Entra's own page.
             return self._error_page(err, request)
-        except _PageError as exc:
-            return self._error_page(exc.err, request)
         try:
             self._validate_authorize(req)
         except EntraError as err:
@@ -589,8 +626,8 @@ class EntraStandIn:
         if login is not None:
             chosen = self.user_by_login(login)
             if chosen is None:
-                return self._picker(req, session, notice=_unknown_account(login))
-            return self._complete(req, chosen, request)
+                return self._picker(req, request, session, notice=_unknown_account(login))
+            return self._complete(req, chosen)
 
         if req.prompt == "none":
             # Silent sign-in rides on the browser session; without one Entra says so.
@@ -599,40 +636,42 @@ class EntraStandIn:
                 return self._auth_error(req, EntraError(
                     "login_required", 50058,
                     "A silent sign-in request was sent but no user is signed in."))
-            return self._complete(req, user, request, session=session)
+            return self._complete(req, user, session=session)
 
         if req.dev_auto and req.login_hint:
             # Non-standard, dev only: sign the hinted user in without showing the picker, so
             # HTTP-level tests can run the flow without a browser.
             user = self.user_by_login(req.login_hint)
             if user is None:
-                return self._picker(req, session, notice=_unknown_account(req.login_hint))
-            return self._complete(req, user, request)
-        return self._picker(req, session)
+                return self._picker(req, request, session, notice=_unknown_account(req.login_hint))
+            return self._complete(req, user)
+        return self._picker(req, request, session)
 
     def _trust_redirect(self, params: dict[str, str]) -> _AuthorizeRequest:
-        """Checks that must pass before anything may be sent to the redirect URI."""
+        """Checks that must pass before anything may be sent to the redirect URI; their
+        errors are shown on Entra's own error page."""
         client_id = params.get("client_id")
         if not client_id:
-            raise _PageError(_missing("client_id"))
+            raise _missing("client_id")
         if client_id != self.client_id:
-            raise _PageError(EntraError(
+            raise EntraError(
                 "unauthorized_client", 700016,
                 f"Application with identifier '{client_id}' was not found in the directory "
                 f"'{TENANT_ID}'. This can happen if the application has not been installed by "
-                "the administrator of the tenant or consented to by any user in the tenant."))
+                "the administrator of the tenant or consented to by any user in the tenant.")
         redirect_uri = params.get("redirect_uri")
         if not redirect_uri:
-            raise _PageError(_missing("redirect_uri"))
-        # Stricter than a real registration list, looser than an exact match: any https URI
-        # with a host and no fragment is "registered" in the dev stand-in.
+            raise _missing("redirect_uri")
+        # Entra matches the app registration's list exactly. The stand-in has no list: any
+        # well-formed https:// URI is taken as registered (never http://). The URI ends up in a
+        # Location header, so: printable ASCII only, no userinfo, no fragment.
         parts = urlsplit(redirect_uri)
-        if parts.scheme != "https" or not parts.hostname or parts.fragment or \
-                parts.username or parts.password:
-            raise _PageError(EntraError(
+        if parts.scheme != "https" or not _NETLOC.match(parts.netloc) or parts.fragment or \
+                any(not 0x21 <= ord(c) <= 0x7e or c in '"<>\\^`{|}' for c in redirect_uri):
+            raise EntraError(
                 "invalid_request", 50011,
                 f"The redirect URI '{redirect_uri}' specified in the request does not match "
-                f"the redirect URIs configured for the application '{client_id}'."))
+                f"the redirect URIs configured for the application '{client_id}'.")
         mode = params.get("response_mode") or "query"
         return _AuthorizeRequest(params=params, client_id=client_id, redirect_uri=redirect_uri,
                                  response_mode=mode if mode == "form_post" else "query",
@@ -672,23 +711,18 @@ class EntraStandIn:
         req.login_hint = p.get("login_hint") or None
         req.dev_auto = p.get("dev_auto") == "1"
 
-    def _picker(self, req: _AuthorizeRequest, session: _SsoSession | None,
+    def _picker(self, req: _AuthorizeRequest, request: Request, session: _SsoSession | None,
                 notice: str | None = None) -> Response:
         hinted = self.user_by_login(req.login_hint) if req.login_hint else None
         carried = [(k, v) for k, v in req.params.items() if k not in ("login", "dev_auto")]
         permissions = [s.raw for s in req.scope.resource_scopes]
-        action = self._base_from_params(req) + "/oauth2/v2.0/authorize"
+        action = request.url.path  # post back where the app sent us (keeps its tenant segment)
         return self._html(lambda nonce: entra_pages.sign_in_page(
             action=action, params=carried, users=self.users, permissions=permissions,
             nonce=nonce, hinted_oid=hinted.oid if hinted else None,
             session_oid=session.oid if session else None, notice=notice))
 
-    def _base_from_params(self, req: _AuthorizeRequest) -> str:
-        # The picker posts back to the path it was served from (a relative URL keeps the
-        # tenant segment the app used).
-        return "."  # resolved against .../oauth2/v2.0/authorize -> see _picker
-
-    def _complete(self, req: _AuthorizeRequest, user: SampleUser, request: Request,
+    def _complete(self, req: _AuthorizeRequest, user: SampleUser,
                   session: _SsoSession | None = None) -> Response:
         """The user is chosen: issue a code (or refuse consent) and hand it back."""
         with self._lock:
@@ -738,11 +772,8 @@ class EntraStandIn:
 
     def _hand_back(self, req: _AuthorizeRequest, fields: Mapping[str, str]) -> Response:
         if req.response_mode == "form_post":
-            target = urlsplit(req.redirect_uri)
-            origin = f"{target.scheme}://{target.netloc}"
             return self._html(lambda nonce: entra_pages.form_post_page(
-                redirect_uri=req.redirect_uri, fields=fields, nonce=nonce),
-                form_action=origin)
+                redirect_uri=req.redirect_uri, fields=fields, nonce=nonce))
         return RedirectResponse(_add_query(req.redirect_uri, fields), status_code=302,
                                 headers={**_NO_STORE, "Referrer-Policy": "no-referrer"})
 
@@ -759,6 +790,9 @@ class EntraStandIn:
             del self._codes[code]
         for rt in [t for t, g in self._refresh.items() if g.expires_at + 86400 < now]:
             del self._refresh[rt]
+        horizon = now - self.refresh_token_lifetime
+        for key in [k for k, v in self._sessions.items() if v.auth_time < horizon]:
+            del self._sessions[key]
 
     # -------------------------------------------------------------------------- token
 
@@ -785,8 +819,6 @@ class EntraStandIn:
                 raise EntraError("unsupported_grant_type", 70003,
                                  f"The app requested an unsupported grant type "
                                  f"'{grant_type}'.")
-        except _PageError as exc:
-            return self._error_json(exc.err, request)
         except EntraError as err:
             if err.error in ("invalid_grant", "invalid_client"):
                 log.info("entra stand-in: token request refused: AADSTS%s", err.code)
@@ -887,13 +919,23 @@ class EntraStandIn:
             raise EntraError("invalid_grant", 501481,
                              "The Code_Verifier does not match the code_challenge supplied in "
                              "the authorization request.")
+        if not _covers(rec.scope, scopes):
+            raise EntraError("invalid_grant", 70000,
+                             "The request was denied because one or more scopes requested are "
+                             "unauthorized or expired. The user must first sign in and grant "
+                             "the client application access to the requested scope.")
         user = self._user_by_oid(rec.oid)
         if user is None:
             raise _bad_grant("The user no longer exists.")
+        nonce = rec.nonce
+        with self._lock:
+            if self._tamper_nonce and nonce is not None:
+                self._tamper_nonce = False
+                nonce = hashlib.sha256(secrets.token_bytes(16)).hexdigest()
         return self._user_token_response(
             user, resource, scopes, client_info=form.get("client_info") == "1",
             id_token=rec.scope.has("openid"), refresh=rec.scope.has("offline_access"),
-            nonce=rec.nonce, sid=rec.sid, auth_time=rec.auth_time)
+            nonce=nonce, sid=rec.sid, auth_time=rec.auth_time)
 
     def _redeem_refresh(self, form: Mapping[str, str], client_id: str) -> dict[str, Any]:
         token = form.get("refresh_token")
@@ -1021,8 +1063,10 @@ class EntraStandIn:
         }
         if user.roles:
             claims["roles"] = list(user.roles)
-        if user.groups:
-            claims["groups"] = list(user.groups)
+        with self._lock:
+            groups = self._groups.get(user.oid, user.groups)
+        if groups:
+            claims["groups"] = list(groups)
         if nonce is not None:
             # msal sent sha256-hex(its secret nonce) and compares this claim to that: echo it.
             claims["nonce"] = nonce
@@ -1075,7 +1119,12 @@ async def _request_params(request: Request) -> dict[str, str]:
     """Query (GET) or form body (POST) as single-valued strings. Repeated parameters are
     refused (RFC 6749 3.1), as are file parts and oversized input."""
     if request.method == "POST":
-        form = await request.form(max_files=0, max_fields=_MAX_PARAMS)
+        try:
+            form = await request.form(max_files=0, max_fields=_MAX_PARAMS)
+        except HTTPException as exc:  # too large, too many fields, a file part, bad multipart
+            err = _malformed(str(exc.detail))
+            err.status = 413 if exc.status_code == 413 else 400
+            raise err from exc
         items: Iterable[tuple[str, Any]] = form.multi_items()
     else:
         items = request.query_params.multi_items()

@@ -1,6 +1,6 @@
 """The HTML the Entra ID stand-in shows a browser: the account picker, the form_post hand-back,
-the error page and the signed-out page. Plus `read_form_post`, which lets a test without a
-browser read the hand-back page the way a browser would.
+the error page and the signed-out page. Plus `read_forms` / `read_form_post`, which let a test
+without a browser read these pages' forms the way a browser would submit them.
 
 Pages are small inline templates. Every value that reaches a page goes through `html.escape`;
 the only script (auto-submitting the form_post hand-back) carries a per-response CSP nonce, and
@@ -128,7 +128,7 @@ def signed_out_page(*, return_to: str | None, nonce: str, notice: str | None = N
 
 @dataclass
 class FormPost:
-    """A page's first form, as a browser would submit it."""
+    """One form of a page, as a browser would submit it."""
 
     action: str
     method: str
@@ -138,28 +138,36 @@ class FormPost:
 class _FormReader(HTMLParser):
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.form: FormPost | None = None
-        self._in_first = False
+        self.forms: list[FormPost] = []
+        self._current: FormPost | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
-        if tag == "form" and self.form is None:
-            self.form = FormPost(a.get("action", ""), a.get("method", "get").lower())
-            self._in_first = True
-        elif tag == "input" and self._in_first and self.form is not None and "name" in a:
-            self.form.fields[a["name"]] = a.get("value", "")
+        if tag == "form":
+            self._current = FormPost(a.get("action", ""), a.get("method", "get").lower())
+            self.forms.append(self._current)
+        elif tag == "input" and self._current is not None and "name" in a:
+            self._current.fields[a["name"]] = a.get("value", "")
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "form":
-            self._in_first = False
+            self._current = None
 
 
-def read_form_post(page: str) -> FormPost:
-    """Read the first form of a page (e.g. the form_post hand-back: action = redirect_uri,
-    fields = code/state/... or error/error_description/state). Raises ValueError if none."""
+def read_forms(page: str) -> list[FormPost]:
+    """Every form of a page, as a browser would submit it (e.g. the account picker: one form
+    per sample user, told apart by their ``login`` field)."""
     reader = _FormReader()
     reader.feed(page)
     reader.close()
-    if reader.form is None:
+    return reader.forms
+
+
+def read_form_post(page: str) -> FormPost:
+    """Read the first form of a page: for the form_post hand-back, action = redirect_uri and
+    fields = code/state/session_state/client_info, or error/error_description/state.
+    Raises ValueError if the page has no form."""
+    forms = read_forms(page)
+    if not forms:
         raise ValueError("no form on the page")
-    return reader.form
+    return forms[0]

@@ -10,10 +10,14 @@ Design notes (see also /work/shared/FIELD-NOTES.md):
   and every child, and nothing is left behind.
 * When we are root, Dovecot is dropped to ``nobody`` with ``setpriv`` before it starts, so no
   part of it ever runs as root. Mail, state and the TLS key copy are owned by ``nobody``.
-  Dovecot tests its mail directories with access(2), which ignores capabilities, so every
-  directory above ``workdir`` must be searchable by ``nobody``: the ones we own that are not
-  (pytest's ``/tmp/pytest-of-root`` is mode 0700) are given o+x -- search only, never read.
+  Dovecot checks its mail directories with access(2), which ignores capabilities, so every
+  directory above them must be searchable by ``nobody``; when ``workdir`` is not (pytest's
+  ``/tmp/pytest-of-root`` is 0700), the files live in a private temporary directory instead,
+  with ``workdir/mail`` and ``workdir/dovecot`` symlinked to it (see ``_choose_root``).
   When we are not root, Dovecot simply runs as the current user.
+* Dovecot gets the parent-death signal (``setpriv --pdeathsig``): if the thread that ran
+  ``start``/``start_imap`` (the event loop's thread) ends without ``stop``, Dovecot stops too,
+  so a killed test run leaves no orphan server holding ports.
 * Mailbox format: Maildir (Maildir++ layout). Messages can be written straight into the store
   (``tmp/`` then ``rename`` into ``cur/``), which is how ``deliver`` stays fast enough to seed
   thousands of messages in a second or two, and Dovecot picks them up on its next sync (and
@@ -36,6 +40,7 @@ logs every command line (AUTH included) at INFO, is capped at WARNING while SMTP
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
 import collections
@@ -48,11 +53,11 @@ import shutil
 import signal
 import socket
 import ssl
-import stat
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -200,6 +205,12 @@ def _tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """May ``uid``/``gid`` search every directory from / down to ``path``?"""
+    p = path.resolve()
+    return all(_searchable_by(d, uid, gid) for d in [*p.parents, p])
+
+
 def _searchable_by(directory: Path, uid: int, gid: int) -> bool:
     """May ``uid``/``gid`` (no supplementary groups) search ``directory``?"""
     st = directory.stat()
@@ -269,6 +280,13 @@ class _ExchangeSMTP(SMTP):
             await self.push(SMTP_NOT_AUTHENTICATED)
             return True
         return False
+
+
+class _QuietAiosmtpd(logging.Filter):
+    """Drop aiosmtpd's own deprecation noise, logged on every successful AUTH."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in str(record.msg)
 
 
 class _SMTPController(Controller):
@@ -363,6 +381,8 @@ class MailServer:
         self._dovecot: subprocess.Popen[bytes] | None = None
         self._smtp: _SMTPController | None = None
         self._prepared = False
+        self._dirs: dict[tuple[str, str], str] = {}
+        self._chown = os.geteuid() == 0
 
         # Who owns the mail and runs Dovecot.
         if os.geteuid() == 0:
@@ -373,7 +393,8 @@ class MailServer:
         self._mail_user = pwd.getpwuid(self.mail_uid).pw_name
         self._mail_group = grp.getgrgid(self.mail_gid).gr_name
 
-        d = self.workdir / "dovecot"
+        self.root = self._choose_root()
+        d = self.root / "dovecot"
         self.conf_path = d / "dovecot.conf"
         self.log_path = d / "dovecot.log"
         self._stderr_path = d / "dovecot.stderr"
@@ -383,9 +404,41 @@ class MailServer:
         self._keys_dir = d / "oauth2-keys"
         self._oauth2_conf = d / "oauth2.conf.ext"
         self._passwd = d / "users"
-        self.mail_root = self.workdir / "mail"
+        self.mail_root = self.root / "mail"
 
     # ----------------------------------------------------------------------------- paths
+
+    def _choose_root(self) -> Path:
+        """Where Dovecot's config, state and mail live: ``workdir`` itself, unless the
+        unprivileged mail user cannot reach it.
+
+        Dovecot checks its mail directories with access(2), which ignores capabilities, so
+        every directory above its files must be searchable by ``nobody``. pytest's
+        ``/tmp/pytest-of-root`` is mode 0700 (and pytest resets it to that whenever a session
+        starts), so under it we keep the files in a private temporary directory of our own
+        (mode 0711, removed at exit) and leave ``workdir/mail`` and ``workdir/dovecot`` as
+        symlinks to them."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() != 0 or _reachable_by(self.workdir, self.mail_uid, self.mail_gid):
+            return self.workdir
+        existing = self.workdir / "mail"
+        if existing.is_symlink() and existing.resolve().parent.is_dir():
+            return existing.resolve().parent  # a second MailServer on the same workdir
+        root = Path(tempfile.mkdtemp(prefix="gateway-devstack-mail-"))
+        root.chmod(0o711)
+        if not _reachable_by(root, self.mail_uid, self.mail_gid):
+            raise MailServerError(
+                f"neither {self.workdir} nor {root} is reachable by {self._mail_user}, who runs "
+                "Dovecot; set TMPDIR to a world-searchable directory")
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        for name in ("mail", "dovecot"):
+            (root / name).mkdir(mode=0o711 if name == "mail" else 0o755)
+            link = self.workdir / name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(root / name, target_is_directory=True)
+        log.info("dev mail store for %s kept in %s (workdir not reachable by %s)",
+                 self.workdir, root, self._mail_user)
+        return root
 
     def home(self, email: str) -> Path:
         return self.mail_root / email.lower()
@@ -451,14 +504,20 @@ class MailServer:
         """Create ``folder`` (and its parents) in ``email``'s mailbox if missing."""
         self._folder_dir(email, folder)
 
-    def _folder_dir(self, email: str, folder: str) -> Path:
+    def _folder_dir(self, email: str, folder: str) -> str:
+        key = (email.lower(), folder)
+        cached = self._dirs.get(key)
+        if cached is not None:
+            return cached
         self._check_user(email)
         parts = self._folder_parts(folder)
         self._ensure_user_dirs(email)
         for i in range(1, len(parts) + 1):
             self._make_maildir(self.folder_path(email, HIERARCHY_SEPARATOR.join(parts[:i])),
                                subfolder=True)
-        return self.folder_path(email, folder)
+        path = str(self.folder_path(email, folder))
+        self._dirs[key] = path
+        return path
 
     def _unique_name(self) -> str:
         # Dovecot gives new files UIDs in file-name order (seconds, then .M<usecs>), so
@@ -476,37 +535,57 @@ class MailServer:
                 flags: Sequence[str] = (), internaldate: datetime | None = None) -> None:
         """Put ``message`` into ``email``'s ``folder`` with ``flags`` (system flags only) and
         ``internaldate`` (naive = UTC; default now). Synchronous; safe from any thread."""
-        directory = self._folder_dir(email, folder)
-        self._write_message(directory, message, _maildir_info(flags),
-                            _utc_timestamp(internaldate) if internaldate else time.time())
+        info = _maildir_info(flags)
+        mtime = _utc_timestamp(internaldate) if internaldate else time.time()
+        try:
+            self._write_message(self._folder_dir(email, folder), message, info, mtime)
+        except FileNotFoundError:  # the folder was deleted (over IMAP) since we saw it
+            self._dirs.pop((email.lower(), folder), None)
+            self._write_message(self._folder_dir(email, folder), message, info, mtime)
 
-    def _write_message(self, directory: Path, message: bytes, info: str, mtime: float) -> None:
+    def _write_message(self, directory: str, message: bytes, info: str, mtime: float,
+                       staged: bool = True) -> None:
+        """Write one Maildir file: into ``tmp/`` and renamed into ``cur/`` (atomic for a
+        running Dovecot), or straight into ``cur/`` when ``staged`` is False (bulk loads of
+        a folder nobody has open)."""
         data = message.replace(b"\r\n", b"\n")
         base = self._unique_name()
         size = len(data)
         # S= lets Dovecot skip a stat for RFC822.SIZE; W= (CRLF size) only when exact.
         vsize = size + data.count(b"\n")
         sizes = f",S={size}" + ("" if b"\r" in data else f",W={vsize}")
-        tmp = directory / "tmp" / base
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        final = f"{directory}/cur/{base}{sizes}:{info}"
+        path = f"{directory}/tmp/{base}" if staged else final  # noqa: S108 - Maildir tmp/
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
-            if os.geteuid() == 0:
+            if self._chown:
                 os.fchown(fd, self.mail_uid, self.mail_gid)
+            os.utime(fd, (mtime, mtime))
         finally:
             os.close(fd)
-        os.utime(tmp, (mtime, mtime))
-        os.rename(tmp, directory / "cur" / f"{base}{sizes}:{info}")
+        if staged:
+            os.rename(path, final)
+
+    def deliver_bulk(self, email: str, folder: str,
+                     messages: Iterable[tuple[bytes, Sequence[str], datetime | None]]) -> int:
+        """Write many messages into one folder quickly (no staging through ``tmp/``): for
+        benchmarks and big fixtures, into a folder no client has open. Returns the count."""
+        directory = self._folder_dir(email, folder)
+        count = 0
+        for message, flags, internaldate in messages:
+            mtime = _utc_timestamp(internaldate) if internaldate else time.time()
+            self._write_message(directory, message, _maildir_info(flags), mtime, staged=False)
+            count += 1
+        return count
 
     # ----------------------------------------------------------------------------- config
 
     def _prepare(self) -> None:
         if self._prepared:
             return
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self._make_reachable()
         d = self.conf_path.parent
         d.mkdir(exist_ok=True)
         d.chmod(0o755)
@@ -533,7 +612,8 @@ class MailServer:
         if os.geteuid() == 0:
             os.chown(self.log_path, self.mail_uid, self.mail_gid)
         self._passwd.write_text("".join(
-            f"{u.email.lower()}::{self.mail_uid}:{self.mail_gid}::{self.home(u.email)}::\n"
+            f"{u.email.lower()}::{self.mail_uid}:{self.mail_gid}::{self.home(u.email)}::"
+            "nopassword\n"
             for u in self.users))
         self._oauth2_conf.write_text(
             "introspection_mode = local\n"
@@ -583,6 +663,14 @@ auth_failure_delay = 0
 auth_verbose = yes
 auth_verbose_passwords = no
 login_trusted_networks = 127.0.0.0/8
+# Only the sample users have mailboxes: anyone else fails here, before the token is checked.
+passdb {{
+  driver = passwd-file
+  args = username_format=%Lu {self._passwd}
+  result_success = continue
+  result_failure = return-fail
+  result_internalfail = return-fail
+}}
 passdb {{
   driver = oauth2
   args = {self._oauth2_conf}
@@ -628,31 +716,9 @@ service auth-worker {{
     def _dovecot_command(self) -> list[str]:
         cmd = ["dovecot", "-F", "-c", str(self.conf_path)]
         if os.geteuid() != 0:
-            return cmd
+            return ["setpriv", "--pdeathsig=TERM", *cmd]
         return ["setpriv", f"--reuid={self.mail_uid}", f"--regid={self.mail_gid}",
-                "--clear-groups", *cmd]
-
-    def _make_reachable(self) -> None:
-        """Let the unprivileged mail user traverse down to ``workdir``.
-
-        Dovecot checks its mail directories with access(2), which ignores capabilities, so
-        every ancestor must be searchable (o+x) by ``nobody``. Directories we own get o+x
-        (search only, never read); anything else is an error with advice."""
-        if os.geteuid() != 0:
-            return
-        changed: list[str] = []
-        for d in [*reversed(self.workdir.parents), self.workdir]:
-            if _searchable_by(d, self.mail_uid, self.mail_gid):
-                continue
-            st = d.stat()
-            if st.st_uid != os.geteuid():
-                raise MailServerError(
-                    f"{d} is not searchable by user {self._mail_user}, who runs Dovecot; "
-                    "use a work directory whose parents are mode o+x")
-            os.chmod(d, stat.S_IMODE(st.st_mode) | 0o001)
-            changed.append(str(d))
-        if changed:
-            log.info("made %s searchable (o+x) for the dev Dovecot", ", ".join(changed))
+                "--clear-groups", "--pdeathsig=TERM", *cmd]
 
     # ----------------------------------------------------------------------------- IMAP
 
@@ -767,6 +833,8 @@ service auth-worker {{
         aiosmtpd_log = logging.getLogger("mail.log")
         if aiosmtpd_log.getEffectiveLevel() < logging.WARNING:
             aiosmtpd_log.setLevel(logging.WARNING)
+        if not any(isinstance(f, _QuietAiosmtpd) for f in aiosmtpd_log.filters):
+            aiosmtpd_log.addFilter(_QuietAiosmtpd())
         controller = _SMTPController(
             _SMTPHandler(self), hostname=self.host, port=self.smtp_port,
             server_hostname=f"smtp.{DOMAIN}", ident="Microsoft ESMTP MAIL Service (dev stack)",

@@ -16,6 +16,7 @@ from gateway.certs import DevCerts, make_dev_certs
 from gateway.config import Settings, load_settings
 from gateway.crypto import new_key
 from gateway.devstack.entra import EntraStandIn
+from gateway.devstack.graph import GraphStandIn
 from gateway.devstack.mailserver import MailServer
 from gateway.devstack.runner import TLSServer
 from gateway.devstack.seed import SeedSummary, seed
@@ -36,6 +37,8 @@ class DevStack:
     mail: MailServer | None = None
     summary: SeedSummary | None = None
     _entra_server: TLSServer | None = None
+    graph: GraphStandIn | None = None
+    _graph_server: TLSServer | None = None
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -44,6 +47,10 @@ class DevStack:
         self._entra_server = TLSServer(self.entra.app, self.certs)
         await self._entra_server.start()
         self.entra.base_url = self._entra_server.url
+        self.graph = GraphStandIn(self.signer)
+        self._graph_server = TLSServer(self.graph.app, self.certs)
+        await self._graph_server.start()
+        self.graph.base_url = self._graph_server.url
         self.mail = MailServer(self.workdir / "mail", self.certs, self.signer,
                                exchange_capabilities=self.exchange_capabilities)
         try:
@@ -60,6 +67,9 @@ class DevStack:
         if self._entra_server is not None:
             await self._entra_server.stop()
             self._entra_server = None
+        if self._graph_server is not None:
+            await self._graph_server.stop()
+            self._graph_server = None
 
     def gateway_settings(self, port: int, host: str = "127.0.0.1",
                          **overrides: Any) -> Settings:
@@ -77,6 +87,8 @@ class DevStack:
             "GATEWAY_ENTRA_CLIENT_ID": CLIENT_ID,
             "GATEWAY_ENTRA_CLIENT_SECRET": DEV_CLIENT_SECRET,
             "GATEWAY_ENTRA_CA_FILE": ca,
+            "GATEWAY_GRAPH_BASE_URL": f"{self.graph.base_url}/v1.0" if self.graph else "",
+            "GATEWAY_GRAPH_CA_FILE": ca,
             "GATEWAY_CRYPTO_KEYS": new_key(),
             "GATEWAY_STORE_SQLITE_PATH": str(self.workdir / "gateway.db"),
             "GATEWAY_IMAP_HOST": self.mail.host,

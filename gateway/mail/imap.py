@@ -1,9 +1,14 @@
 """IMAP to Exchange Online (or the dev stack's Dovecot) with the member's own XOAUTH2 token.
 
-Owns connecting over implicit TLS, XOAUTH2 login, and turning protocol failures into the
-error tree: a refused token is ``ReauthRequired``; a server that is down or slow is
-``UpstreamUnavailable``; a NO/BAD is ``MailError``. Views never see a connection: they call
-small functions that take one (see STYLE.md).
+Owns the connection: implicit TLS, XOAUTH2 login, capabilities (asked again after login, as
+aioimaplib does not), the selected folder, and turning protocol failures into the error tree:
+a refused token is ``ReauthRequired``; a server that is down, slow or drops the connection
+is ``UpstreamUnavailable``; a NO/BAD is ``MailError``.
+
+``ImapPool`` keeps one connection per session behind a lock, reuses it across requests,
+reconnects once when it was dropped, and closes connections left idle. Views never see a
+connection: they call the small functions in ``gateway.mail.mailbox`` through
+``pool.run(session, fn)``.
 """
 
 from __future__ import annotations
@@ -11,16 +16,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import ssl
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aioimaplib
 
 from gateway.errors import MailError, ReauthRequired, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+# The errors that mean "the connection is gone or useless", as opposed to a NO from the server.
+DROPPED = (OSError, TimeoutError, asyncio.TimeoutError, aioimaplib.AioImapException,
+           asyncio.IncompleteReadError, ConnectionError)
 
 
 @dataclass(frozen=True)
@@ -54,45 +64,171 @@ def _answer_auth_challenge(client: aioimaplib.IMAP4_SSL) -> None:
     protocol._continuation = continuation
 
 
-@contextlib.asynccontextmanager
-async def connect(target: ImapTarget, user: str, token: str) -> AsyncIterator[aioimaplib.IMAP4_SSL]:
-    """An authenticated connection, logged out (best effort) on exit."""
+class ImapConn:
+    """One authenticated connection and what we know about its state."""
+
+    def __init__(self, client: aioimaplib.IMAP4_SSL, timeout: float) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.caps: frozenset[str] = frozenset()
+        self.selected: str | None = None
+        self.exists = 0
+        self.uidvalidity = 0
+        self.broken = False
+
+    def has(self, capability: str) -> bool:
+        return capability.upper() in self.caps
+
+    async def call(self, coro: Awaitable[Any]) -> Any:
+        """Run one aioimaplib call; a dropped or stuck connection becomes UpstreamUnavailable
+        and marks this connection broken so the pool replaces it."""
+        try:
+            return await asyncio.wait_for(coro, self.timeout)
+        except DROPPED:
+            self.broken = True
+            raise UpstreamUnavailable("The connection to the mail server was lost. "
+                                      "Please try again.") from None
+
+    async def ok(self, coro: Awaitable[Any], what: str) -> Any:
+        resp = await self.call(coro)
+        if resp.result != "OK":
+            raise MailError(f"The mail server refused to {what}.")
+        return resp
+
+    async def select(self, raw_name: str, readonly: bool = False) -> None:
+        """SELECT a folder unless it is already selected. Always SELECT, never EXAMINE:
+        aioimaplib only enters its SELECTED state (and allows FETCH) after SELECT; reads use
+        BODY.PEEK so that selecting read-write changes nothing by itself."""
+        if self.selected == raw_name:
+            return
+        resp = await self.call(self.client.select(raw_name))
+        if resp.result != "OK":
+            self.selected = None
+            raise MailError("That folder could not be opened. It may have been moved or "
+                            "deleted.")
+        self.selected = raw_name
+        self.exists, self.uidvalidity = 0, 0
+        for line in resp.lines:
+            if not isinstance(line, (bytes, bytearray)):
+                continue
+            text = bytes(line).strip()
+            if text.endswith(b" EXISTS") and text.split()[0].isdigit():
+                self.exists = int(text.split()[0])
+            elif b"UIDVALIDITY" in text:
+                with contextlib.suppress(ValueError, IndexError):
+                    self.uidvalidity = int(text.split(b"UIDVALIDITY")[1].split(b"]")[0])
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.client.logout(), 2)
+
+
+async def open_connection(target: ImapTarget, user: str, token: str) -> ImapConn:
     client = aioimaplib.IMAP4_SSL(host=target.host, port=target.port,
                                   ssl_context=target.ssl_context, timeout=target.timeout)
     try:
-        try:
-            await asyncio.wait_for(client.wait_hello_from_server(), target.timeout)
-        except (OSError, TimeoutError, aioimaplib.AioImapException):
-            raise UpstreamUnavailable("The mail server cannot be reached just now. "
-                                      "Please try again shortly.") from None
-        _answer_auth_challenge(client)
-        try:
-            resp = await asyncio.wait_for(client.xoauth2(user, token), target.timeout)
-        except (TimeoutError, aioimaplib.AioImapException, OSError):
-            # A refused XOAUTH2 leaves the server waiting on its challenge; treat as refused.
-            raise ReauthRequired() from None
-        if resp.result != "OK":
-            raise ReauthRequired()
-        yield client
-    finally:
+        await asyncio.wait_for(client.wait_hello_from_server(), target.timeout)
+    except DROPPED:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.logout(), 2)
-
-
-_EXISTS = re.compile(rb"^(\d+) EXISTS$")
-
-
-async def select_count(client: aioimaplib.IMAP4_SSL, folder: str = "INBOX") -> int:
-    """SELECT (read-only) a folder and return its message count."""
+            client.protocol.transport.close()
+        raise UpstreamUnavailable("The mail server cannot be reached just now. "
+                                  "Please try again shortly.") from None
+    _answer_auth_challenge(client)
+    conn = ImapConn(client, target.timeout)
     try:
-        resp = await client.examine(folder)
-    except (TimeoutError, aioimaplib.AioImapException, OSError):
-        raise UpstreamUnavailable() from None
+        resp = await asyncio.wait_for(client.xoauth2(user, token), target.timeout)
+    except DROPPED:
+        await conn.close()
+        raise UpstreamUnavailable("The mail server did not answer the sign-in.") from None
     if resp.result != "OK":
-        raise MailError(f"The folder {folder!r} could not be opened.")
-    for line in resp.lines:
-        if isinstance(line, (bytes, bytearray)):
-            m = _EXISTS.match(bytes(line).strip())
-            if m:
-                return int(m.group(1))
-    raise MailError("The mail server did not say how many messages there are.")
+        await conn.close()
+        raise ReauthRequired()
+    # aioimaplib keeps the pre-login capabilities; ask again (MOVE, UIDPLUS, IDLE ...).
+    await conn.call(client.protocol.capability())
+    conn.caps = frozenset(c.upper() for c in client.protocol.capabilities)
+    return conn
+
+
+@contextlib.asynccontextmanager
+async def connect(target: ImapTarget, user: str, token: str) -> AsyncIterator[ImapConn]:
+    """A one-off authenticated connection, logged out on exit (probes, tools)."""
+    conn = await open_connection(target, user, token)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def select_count(conn: ImapConn, folder: str = "INBOX") -> int:
+    """EXAMINE a folder and return its message count."""
+    await conn.select(folder, readonly=True)
+    return conn.exists
+
+
+@dataclass
+class _Slot:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    conn: ImapConn | None = None
+    last_used: float = 0.0
+
+
+class ImapPool:
+    """One IMAP connection per session, behind a lock, reused and reconnected."""
+
+    def __init__(self, target: ImapTarget, token_for: Callable[[str], Awaitable[str]],
+                 idle_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.target = target
+        self.token_for = token_for
+        self.idle_seconds = idle_seconds
+        self.clock = clock
+        self._slots: dict[str, _Slot] = {}
+
+    @property
+    def open_connections(self) -> int:
+        return sum(1 for s in self._slots.values() if s.conn is not None)
+
+    async def run(self, key: str, user: str, account_id: str,
+                  fn: Callable[[ImapConn], Awaitable[T]], *, retry: bool = True) -> T:
+        """Run ``fn`` on this session's connection. If the connection turns out to have been
+        dropped (server restart, idle cut), reconnect and run ``fn`` once more."""
+        slot = self._slots.setdefault(key, _Slot())
+        async with slot.lock:
+            for attempt in (1, 2):
+                if slot.conn is None or slot.conn.broken:
+                    if slot.conn is not None:
+                        await slot.conn.close()
+                        slot.conn = None
+                    token = await self.token_for(account_id)
+                    slot.conn = await open_connection(self.target, user, token)
+                conn = slot.conn
+                slot.last_used = self.clock()
+                try:
+                    return await fn(conn)
+                except UpstreamUnavailable:
+                    if not conn.broken or not retry or attempt == 2:
+                        raise
+                    log.info("imap connection dropped; reconnecting")
+            raise AssertionError("unreachable")
+
+    async def drop(self, key: str) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is not None and slot.conn is not None:
+            await slot.conn.close()
+
+    async def reap(self) -> int:
+        """Close connections idle longer than idle_seconds; returns how many."""
+        now = self.clock()
+        closed = 0
+        for key, slot in list(self._slots.items()):
+            if slot.lock.locked() or now - slot.last_used < self.idle_seconds:
+                continue
+            self._slots.pop(key, None)
+            if slot.conn is not None:
+                await slot.conn.close()
+                closed += 1
+        return closed
+
+    async def close_all(self) -> None:
+        for key in list(self._slots):
+            await self.drop(key)

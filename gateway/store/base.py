@@ -8,6 +8,7 @@ caches arrive here already encrypted (``gateway.crypto``)."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,6 +48,51 @@ class AuthFlowRecord:
     created_at: float
 
 
+@dataclass(frozen=True)
+class KvRecord:
+    """A value under optimistic concurrency: a write names the version it was based on."""
+
+    key: str
+    value: str
+    version: int
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One link of the hash chain (``gateway.audit`` makes and checks them)."""
+
+    seq: int
+    at: float
+    body: str            # canonical JSON of the event
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    """A named bearer key for the HTTP API; only the SHA-256 of the secret is kept."""
+
+    name: str
+    key_hash: str
+    created_at: float
+    created_by: str
+    revoked_at: float | None = None
+    last_used: float | None = None
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """A message being written or sent, kept (encrypted by the caller) until it is sent, so
+    that a refused send, a dropped connection or a bad address loses nothing."""
+
+    id: str
+    user_oid: str
+    blob: bytes
+    state: str            # compose | failed
+    created_at: float
+    updated_at: float
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
@@ -70,3 +116,31 @@ class Store(Protocol):
     async def get_token_cache(self, account_key: str) -> bytes | None: ...
     async def put_token_cache(self, account_key: str, blob: bytes, updated_at: float) -> None: ...
     async def delete_token_cache(self, account_key: str) -> None: ...
+
+    # outbox (already encrypted)
+    async def put_outbox(self, rec: OutboxRecord) -> None: ...
+    async def get_outbox(self, outbox_id: str, user_oid: str) -> OutboxRecord | None: ...
+    async def delete_outbox(self, outbox_id: str, user_oid: str) -> None: ...
+    async def list_outbox(self, user_oid: str) -> list[OutboxRecord]: ...
+
+    # key/value with optimistic concurrency (the failover switch)
+    async def kv_get(self, key: str) -> KvRecord | None: ...
+    async def kv_put(self, key: str, value: str, expected_version: int) -> int:
+        """Write if the stored version is ``expected_version`` (0: absent); returns the new
+        version, or raises ``Conflict``."""
+        ...
+
+    # audit chain (append-only)
+    async def audit_append(self, make_row: Callable[[AuditRow | None], AuditRow]) -> AuditRow:
+        """In one transaction, exclusive of other writers: read the last row, build the next
+        with ``make_row(last)`` (pure: it links and hashes), append it and return it."""
+        ...
+    async def audit_rows(self, since: float | None = None,
+                         until: float | None = None) -> list[AuditRow]: ...
+
+    # API keys
+    async def create_api_key(self, rec: ApiKeyRecord) -> None: ...
+    async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None: ...
+    async def list_api_keys(self) -> list[ApiKeyRecord]: ...
+    async def revoke_api_key(self, name: str, at: float) -> bool: ...
+    async def touch_api_key(self, name: str, at: float) -> None: ...

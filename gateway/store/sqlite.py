@@ -1,8 +1,8 @@
 """The embedded store: SQLite in WAL mode, reached from one worker thread so the event loop
 never blocks on disk and writes are serialised without extra locking.
 
-Tables: sessions, auth_flows, token_caches now; kv (failover state), audit and outbox are
-created here too so the schema has one home, and are filled by their own modules."""
+Tables: sessions, auth_flows, token_caches, kv (failover state), audit, api_keys; outbox is
+created here too so the schema has one home; each is filled by its own module."""
 
 from __future__ import annotations
 
@@ -14,8 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from gateway.errors import StoreUnavailable
-from gateway.store.base import AuthFlowRecord, SessionRecord, id_hash
+from gateway.errors import Conflict, StoreUnavailable
+from gateway.store.base import (
+    ApiKeyRecord,
+    AuditRow,
+    AuthFlowRecord,
+    KvRecord,
+    OutboxRecord,
+    SessionRecord,
+    id_hash,
+)
 
 T = TypeVar("T")
 
@@ -52,6 +60,14 @@ CREATE TABLE IF NOT EXISTS audit (
     body TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    created_by TEXT NOT NULL,
+    revoked_at REAL,
+    last_used REAL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     id TEXT PRIMARY KEY,
@@ -185,6 +201,30 @@ class SqliteStore:
         return await self._run(lambda db: db.execute(
             "DELETE FROM auth_flows WHERE created_at < ?", (created_before,)).rowcount)
 
+    # -- outbox
+    async def put_outbox(self, rec: OutboxRecord) -> None:
+        await self._run(lambda db: db.execute(
+            "INSERT INTO outbox VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "blob=excluded.blob, state=excluded.state, updated_at=excluded.updated_at "
+            "WHERE outbox.user_oid=excluded.user_oid",
+            (rec.id, rec.user_oid, rec.blob, rec.state, rec.created_at, rec.updated_at)))
+
+    async def get_outbox(self, outbox_id: str, user_oid: str) -> OutboxRecord | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT id, user_oid, blob, state, created_at, updated_at FROM outbox "
+            "WHERE id=? AND user_oid=?", (outbox_id, user_oid)).fetchone())
+        return OutboxRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) if row else None
+
+    async def delete_outbox(self, outbox_id: str, user_oid: str) -> None:
+        await self._run(lambda db: db.execute(
+            "DELETE FROM outbox WHERE id=? AND user_oid=?", (outbox_id, user_oid)))
+
+    async def list_outbox(self, user_oid: str) -> list[OutboxRecord]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT id, user_oid, blob, state, created_at, updated_at FROM outbox "
+            "WHERE user_oid=? ORDER BY updated_at DESC", (user_oid,)).fetchall())
+        return [OutboxRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
+
     # -- token caches
     async def get_token_cache(self, account_key: str) -> bytes | None:
         row = await self._run(lambda db: db.execute(
@@ -200,3 +240,75 @@ class SqliteStore:
     async def delete_token_cache(self, account_key: str) -> None:
         await self._run(lambda db: db.execute(
             "DELETE FROM token_caches WHERE account_key=?", (account_key,)))
+
+    # -- key/value with optimistic concurrency
+    async def kv_get(self, key: str) -> KvRecord | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT value, version FROM kv WHERE key=?", (key,)).fetchone())
+        return KvRecord(key, row[0], row[1]) if row else None
+
+    async def kv_put(self, key: str, value: str, expected_version: int) -> int:
+        def put(db: sqlite3.Connection) -> int:
+            if expected_version == 0:
+                done = db.execute("INSERT OR IGNORE INTO kv VALUES (?,?,1)", (key, value))
+            else:
+                done = db.execute("UPDATE kv SET value=?, version=version+1 "
+                                  "WHERE key=? AND version=?", (value, key, expected_version))
+            return -1 if done.rowcount != 1 else expected_version + 1
+        version = await self._run(put)
+        if version < 0:
+            raise Conflict()
+        return version
+
+    # -- audit chain
+    async def audit_append(self, make_row: Callable[[AuditRow | None], AuditRow]) -> AuditRow:
+        def append(db: sqlite3.Connection) -> AuditRow:
+            # IMMEDIATE takes the write lock before reading the tail, so another process (the
+            # CLI beside the server) cannot append between the read and the insert.
+            db.execute("BEGIN IMMEDIATE")
+            last = db.execute("SELECT seq, at, body, prev_hash, hash FROM audit "
+                              "ORDER BY seq DESC LIMIT 1").fetchone()
+            row = make_row(AuditRow(*last) if last else None)
+            db.execute("INSERT INTO audit VALUES (?,?,?,?,?)",
+                       (row.seq, row.at, row.body, row.prev_hash, row.hash))
+            return row
+        return await self._run(append)
+
+    async def audit_rows(self, since: float | None = None,
+                         until: float | None = None) -> list[AuditRow]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT seq, at, body, prev_hash, hash FROM audit WHERE at >= ? AND at < ? "
+            "ORDER BY seq", (-1e300 if since is None else since,
+                             1e300 if until is None else until)).fetchall())
+        return [AuditRow(*r) for r in rows]
+
+    # -- API keys
+    async def create_api_key(self, rec: ApiKeyRecord) -> None:
+        def insert(db: sqlite3.Connection) -> bool:
+            done = db.execute("INSERT OR IGNORE INTO api_keys VALUES (?,?,?,?,?,?)",
+                              (rec.name, rec.key_hash, rec.created_at, rec.created_by,
+                               rec.revoked_at, rec.last_used))
+            return done.rowcount == 1
+        if not await self._run(insert):
+            raise Conflict(f"An API key named {rec.name!r} already exists.")
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKeyRecord | None:
+        row = await self._run(lambda db: db.execute(
+            "SELECT name, key_hash, created_at, created_by, revoked_at, last_used "
+            "FROM api_keys WHERE key_hash=?", (key_hash,)).fetchone())
+        return ApiKeyRecord(*row) if row else None
+
+    async def list_api_keys(self) -> list[ApiKeyRecord]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT name, key_hash, created_at, created_by, revoked_at, last_used "
+            "FROM api_keys ORDER BY name").fetchall())
+        return [ApiKeyRecord(*r) for r in rows]
+
+    async def revoke_api_key(self, name: str, at: float) -> bool:
+        return bool(await self._run(lambda db: db.execute(
+            "UPDATE api_keys SET revoked_at=? WHERE name=? AND revoked_at IS NULL",
+            (at, name)).rowcount))
+
+    async def touch_api_key(self, name: str, at: float) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE api_keys SET last_used=? WHERE name=?", (at, name)))

@@ -91,6 +91,7 @@ async def callback(request: Request) -> Response:
     if not ent.any:
         await svc.entra.forget(who.account_id)
         log.info("sign-in refused: no role or group")
+        await svc.audit.try_record("auth.refused", who.email, why="no role or group")
         refusal = render(request, "refused.html", {
             "message": "Your account is not set up to use the mail gateway. Contact ICT if "
                        "you think it should be."}, status=403)
@@ -103,6 +104,7 @@ async def callback(request: Request) -> Response:
         user_oid=who.oid, user_name=who.name, email=who.email, roles=tuple(who.roles),
         groups=tuple(who.groups), account_id=who.account_id, is_admin=ent.admin)
     log.info("signed in (admin=%s)", ent.admin)
+    await svc.audit.try_record("auth.signin", who.email, admin=ent.admin)
     response = RedirectResponse(safe_next(record.next_url), status_code=303)
     response.headers.append("Set-Cookie", svc.sessions.cookie(session))
     response.headers.append("Set-Cookie", clear_cookie_header(FLOW_COOKIE, "None"))
@@ -116,8 +118,10 @@ async def sign_out(request: Request) -> Response:
         "/auth/signed-out"
     if session is not None:
         await svc.sessions.end(session)
+        await svc.imap_pool.drop(session.id)
         await svc.entra.forget(session.account_id)
         log.info("signed out")
+        await svc.audit.try_record("auth.signout", session.email)
     location = await svc.entra.end_session_url(target)
     response = RedirectResponse(location, status_code=303)
     response.headers.append("Set-Cookie", clear_cookie_header(SESSION_COOKIE))

@@ -1,16 +1,28 @@
-"""Liveness and readiness for monitors and orchestrators. ``/livez`` makes no upstream call;
-``/readyz`` answers 200 only when the settings loaded and the store answers. Full health of
-every upstream is its own module (issue 5)."""
+"""Health endpoints for monitors and orchestrators.
+
+- ``/livez``: no upstream call; ``/readyz``: 200 only when the app serves and the store answers.
+- ``/health``: the ``application/health+json`` document built by ``gateway.health`` from the
+  background probes' latest results (no upstream call per request). Callers that
+  ``health.access`` admits (open, a bearer token, or a network allow-list) get every check;
+  others get the overall status only. The same predicate guards ``/metrics`` on the main port.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
+import json
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Scope
 
+from gateway import __version__
+from gateway.config import Settings
 from gateway.errors import GatewayError
+from gateway.health import MEDIA_TYPE, HealthMonitor
 from gateway.services import services
 
 READY_TIMEOUT = 2.0
@@ -30,7 +42,46 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "pass"})
 
 
+def detail_allowed(settings: Settings, scope: Scope) -> bool:
+    """May this caller read the detailed health (and /metrics on the main port)?"""
+    mode = settings.get("health.access")
+    if mode == "open":
+        return True
+    if mode == "token":
+        expected = settings.get("health.token")
+        for k, v in scope.get("headers", []):
+            if k == b"authorization":
+                supplied = v.decode("latin-1")
+                return bool(expected) and hmac.compare_digest(
+                    supplied.encode(), f"Bearer {expected}".encode())
+        return False
+    client = scope.get("client")
+    if not client:
+        return False
+    try:
+        addr = ipaddress.ip_address(client[0])
+    except ValueError:
+        return False
+    return any(addr in ipaddress.ip_network(n, strict=False)
+               for n in settings.get("health.allow"))
+
+
+async def health(request: Request) -> Response:
+    settings = services(request).settings
+    monitor: HealthMonitor | None = getattr(request.app.state, "health", None)
+    headers = {"Cache-Control": "no-store"}
+    if monitor is None:
+        body = {"status": "fail", "output": "starting or stopping"}
+        return Response(json.dumps(body), 503, media_type=MEDIA_TYPE, headers=headers)
+    doc, status = monitor.document(
+        version=__version__.split(".")[0], release_id=settings.get("health.release_id")
+        or __version__, service_id=settings.get("health.service_id"),
+        description="failover mail gateway", detailed=detail_allowed(settings, request.scope))
+    return Response(json.dumps(doc), status, media_type=MEDIA_TYPE, headers=headers)
+
+
 routes = [
     Route("/livez", livez, methods=["GET", "HEAD"]),
     Route("/readyz", readyz, methods=["GET", "HEAD"]),
+    Route("/health", health, methods=["GET", "HEAD"]),
 ]

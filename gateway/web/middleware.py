@@ -149,14 +149,22 @@ class AccessGateMiddleware:
     def __init__(self, app: ASGIApp, policy_source: Callable[[], AccessPolicy],
                  render_error: ErrorRenderer,
                  render_refusal: Callable[[Scope, Admission], Awaitable[Callable[
-                     [Receive, Send], Awaitable[None]]]]) -> None:
+                     [Receive, Send], Awaitable[None]]]],
+                 bearer_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
+        # Paths whose routes authenticate a bearer API key themselves (gateway.web.api).
+        self.bearer_prefixes = bearer_prefixes
         self.policy_source = policy_source
         self.render_error = render_error
         self.render_refusal = render_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        if self.bearer_prefixes and scope["path"].startswith(self.bearer_prefixes) \
+                and (_header(scope, b"authorization") or "").startswith("Bearer ") \
+                and _header(scope, b"cookie") is None:
             await self.app(scope, receive, send)
             return
         session = scope.get("state", {}).get("session")

@@ -35,6 +35,7 @@ def render(request: Request | Scope, template: str, context: dict[str, Any] | No
         "session": session,
         "csrf_token": session.csrf_token if session is not None else "",
         "path": scope.get("path", "/"),
+        "query": scope.get("query_string", b"").decode("latin-1"),
     }
     ctx.update(context or {})
     html = env.get_template(template).render(**ctx)

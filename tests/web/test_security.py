@@ -55,7 +55,7 @@ def test_session_cookie_flags(gateway):
 def test_session_fixation_planted_id_is_not_used(gateway):
     """A session id planted before sign-in is ignored, and sign-in issues a new one."""
     client = gateway.client()
-    client.cookies.set(SESSION_COOKIE, "planted-by-attacker")
+    client.cookies.set(SESSION_COOKIE, "planted-by-attacker", domain="127.0.0.1")
     from tests.conftest import authorize, post_callback
     post_callback(gateway, client, authorize(gateway, client, "member"))
     assert client.cookies.get(SESSION_COOKIE) not in (None, "planted-by-attacker")

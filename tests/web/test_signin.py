@@ -35,7 +35,7 @@ def imap_count(gw, who: str) -> int:
 
 
 def proof_count(html: str) -> int:
-    m = re.search(r'id="inbox-count">Your Inbox holds <strong>(\d+)</strong>', html)
+    m = re.search(r'id="folder-count" class="muted"><strong>(\d+)</strong>', html)
     assert m, html
     return int(m.group(1))
 
@@ -169,6 +169,8 @@ def test_revoked_refresh_token_leads_back_to_sign_in(gateway):
         client = sign_in(gateway, "member2")
         assert client.get("/").status_code == 200
         entra.revoke_refresh_tokens(user("member2").oid)
+        # The open IMAP connection ends (idle cut, server restart): a new one needs a token.
+        gateway.loop.run(gateway.app.state.services.imap_pool.close_all())
         r = client.get("/?x=1")
         assert r.status_code == 303
         assert r.headers["location"] == "/auth/signin?next=%2F%3Fx%3D1"

@@ -1,0 +1,145 @@
+"""The agenda page (today + 14 days) holding 200 events: request time through the gateway
+against the bare Graph calls it makes, and the page's compressed size.
+
+    .venv/bin/python bench/calendar_agenda.py [--events 200] [--runs 40]
+
+Starts the dev stack (Entra and Graph stand-ins over TLS, Dovecot with no seeded mail) and a
+gateway on loopback, signs the sample member in, fills their fortnight to ``--events``, then
+times ``GET /calendar`` and, separately, the same calendarView requests sent straight to the
+Graph stand-in with the same token (every page, JSON not parsed). Targets (issue 6): page at
+most 1.2 times the bare calls; at most 25 KB compressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.calendar.graph import LIST_FIELDS  # noqa: E402
+from gateway.calendar.zones import zone  # noqa: E402
+from gateway.devstack.graph_seed import Seed  # noqa: E402
+from gateway.devstack.stack import DevStack  # noqa: E402
+from gateway.devstack.users import user  # noqa: E402
+from tests.conftest import LoopThread, ca_context, sign_in, start_gateway  # noqa: E402
+
+SUBJECTS = ("Planning Committee", "Ward surgery", "Licensing hearing", "Budget briefing",
+            "Residents' association", "School governors", "Police liaison", "Site visit")
+
+
+def fill(stack: DevStack, count: int, today: Any) -> None:
+    """Top the member's fortnight up to ``count`` events (the seeded ones count)."""
+    assert stack.graph is not None
+    oid = user("member").oid
+    cal = stack.graph.calendar(oid)
+    tz = zone("Europe/London")
+    start = datetime.combine(today, datetime.min.time(), tz)
+    end = start + timedelta(days=15)
+    have = sum(1 for i in cal.instances(expand=True)
+               if i.start_utc < end and i.end_utc > start)
+    seeds = []
+    for n in range(max(0, count - have)):
+        day = today + timedelta(days=n % 15)
+        at = datetime.combine(day, datetime.min.time()) + timedelta(hours=8 + (n // 15) % 12,
+                                                                     minutes=15 * (n % 4))
+        seeds.append(Seed(f"{SUBJECTS[n % len(SUBJECTS)]} {n}", at, at + timedelta(minutes=45),
+                          location="Town Hall, Committee Room " + str(n % 5 + 1),
+                          body="<p>Papers to follow.</p>"))
+    stack.graph.add_events(oid, seeds)
+
+
+def timed(fn: Any, runs: int) -> tuple[float, Any]:
+    fn()                                   # warm: connections, caches
+    samples, last = [], None
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        last = fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples), last
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=40)
+    args = ap.parse_args()
+    loop = LoopThread()
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = DevStack(Path(tmp) / "stack", seed_messages=0)
+        loop.run(stack.start())
+        gw = start_gateway(stack, loop, Path(tmp), failover__initial_mode="active")
+        try:
+            today = datetime.fromtimestamp(gw.clock(), zone("Europe/London")).date()
+            fill(stack, args.events, today)
+            member = sign_in(gw, "member")
+            page = member.get("/calendar")
+            assert page.status_code == 200, page.status_code
+            rows = page.text.count('class="ev')
+
+            # The bare calls: what the adapter sends for this page, straight to Graph.
+            assert stack.graph is not None
+            tz = zone("Europe/London")
+            start = datetime.combine(today, datetime.min.time(), tz)
+            end = start + timedelta(days=15)
+            token = member_token(stack)
+            params = {"startDateTime": start.astimezone(zone("UTC")).isoformat(),
+                      "endDateTime": end.astimezone(zone("UTC")).isoformat(),
+                      "$select": ",".join(LIST_FIELDS), "$orderby": "start/dateTime",
+                      "$top": str(gw.settings.get("graph.page_size"))}
+            graph = httpx.Client(verify=ca_context(stack), trust_env=False, headers={
+                "Authorization": f"Bearer {token}",
+                "Prefer": 'outlook.timezone="Europe/London"'})
+
+            def bare() -> int:
+                url: str | None = stack.graph.base_url + "/v1.0/me/calendarView"
+                q: dict[str, str] | None = params
+                pages = 0
+                while url:
+                    r = graph.get(url, params=q)
+                    r.raise_for_status()
+                    url, q = r.json().get("@odata.nextLink"), None
+                    pages += 1
+                return pages
+
+            t_bare, pages = timed(bare, args.runs)
+            t_page, resp = timed(lambda: member.get("/calendar"), args.runs)
+            body = resp.content
+            packed = gzip.compress(body, 6)
+            print(f"events in the fortnight:   {args.events} ({rows} agenda rows; multi-day "
+                  "events appear once per day)")
+            print(f"graph pages per view:      {pages} (page size "
+                  f"{gw.settings.get('graph.page_size')})")
+            print(f"bare Graph calls (median): {t_bare * 1000:.1f} ms")
+            print(f"GET /calendar (median):    {t_page * 1000:.1f} ms")
+            print(f"ratio page / bare:         {t_page / t_bare:.2f} (target <= 1.2)")
+            print(f"page size:                 {len(body):,} bytes, gzip -6 "
+                  f"{len(packed):,} bytes ({len(packed) / 1024:.1f} KB; target <= 25 KB)")
+            graph.close()
+        finally:
+            loop.run(gw.server.stop())
+            loop.run(stack.stop())
+            loop.close()
+
+
+def member_token(stack: DevStack) -> str:
+    """A Graph token for the member, as the Entra stand-in would issue it."""
+    from gateway.devstack.tokens import ACCESS_ISSUER, GRAPH_AUDIENCE
+    u = user("member")
+    now = int(time.time())
+    return stack.signer.sign({"aud": GRAPH_AUDIENCE, "iss": ACCESS_ISSUER, "iat": now,
+                              "nbf": now, "exp": now + 3600, "oid": u.oid,
+                              "scp": "Calendars.ReadWrite", "upn": u.email})
+
+
+if __name__ == "__main__":
+    main()

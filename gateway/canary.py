@@ -1,0 +1,127 @@
+"""The mail-flow canary: send a tagged message through SMTP to the canary mailbox, with an
+app-only token, and measure how long it takes to appear over IMAP (``mailflow:latency``).
+
+Every canary message carries ``X-Gateway-Canary``; after each round every such message in the
+canary's INBOX and Sent Items is deleted, so a failed round is cleaned up by the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+
+import aioimaplib
+import aiosmtplib
+
+from gateway.config import Settings
+from gateway.errors import GatewayError, ReauthRequired
+from gateway.health import Observation, ProbeFailed
+from gateway.mail.imap import ImapTarget, connect
+from gateway.probes import AppTokens
+
+HEADER = "X-Gateway-Canary"
+POLL_SECONDS = 0.25
+FOLDERS = ("INBOX", '"Sent Items"')
+
+
+def _uids(resp: aioimaplib.Response) -> list[str]:
+    for line in resp.lines:
+        text = bytes(line).decode("ascii", "replace") if isinstance(line, (bytes, bytearray)) \
+            else str(line)
+        if text.startswith("SEARCH"):
+            return text.split()[1:]
+    return []
+
+
+class MailFlowCanary:
+    def __init__(self, settings: Settings, imap: ImapTarget, smtp_ctx: ssl.SSLContext,
+                 mailbox: str, tokens: AppTokens, resource: str,
+                 on_connect: Callable[[str], None],
+                 timer: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.imap = imap
+        self.smtp_ctx = smtp_ctx
+        self.mailbox = mailbox
+        self.tokens = tokens
+        self.resource = resource
+        self.on_connect = on_connect
+        self.timer = timer
+        self.warn_after = float(settings.get("health.mailflow_warn_seconds"))
+        self.fail_after = float(settings.get("health.mailflow_fail_seconds"))
+
+    def _message(self, tag: str) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = self.mailbox
+        msg["To"] = self.mailbox
+        msg["Subject"] = f"[gateway canary] {tag}"
+        msg[HEADER] = tag
+        msg.set_content("Mail-flow canary of the failover mail gateway. It is deleted "
+                        "automatically; please leave this mailbox alone.\n")
+        return msg
+
+    async def _send(self, token: str, tag: str) -> None:
+        smtp = aiosmtplib.SMTP(hostname=self.settings.get("smtp.host"),
+                               port=self.settings.get("smtp.port"), start_tls=True,
+                               tls_context=self.smtp_ctx, timeout=self.imap.timeout)
+        try:
+            self.on_connect("smtp")
+            await smtp.connect()
+            await smtp.auth_xoauth2(self.mailbox, token)
+            await smtp.send_message(self._message(tag))
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                await smtp.quit()
+        except aiosmtplib.SMTPAuthenticationError:
+            raise ProbeFailed("SMTP refused the canary's XOAUTH2 login") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise ProbeFailed(f"canary message not sent: {type(exc).__name__}") from None
+        finally:
+            smtp.close()
+
+    async def run(self) -> Observation:
+        token = await self.tokens.token(self.resource)
+        tag = secrets.token_hex(8)
+        self.on_connect("imap")
+        try:
+            async with connect(self.imap, self.mailbox, token) as conn:
+                started = self.timer()
+                try:
+                    await self._send(token, tag)
+                    latency = await self._wait_for(conn.client, tag, started)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(self._clean(conn.client), self.imap.timeout)
+        except ReauthRequired:
+            raise ProbeFailed("IMAP refused the canary's XOAUTH2 login") from None
+        except GatewayError:
+            raise ProbeFailed("IMAP server cannot be reached for the canary") from None
+        value = round(latency, 3)
+        if latency > self.warn_after:
+            return Observation(value, "s", "warn", f"canary took {value} s to arrive")
+        return Observation(value, "s")
+
+    async def _wait_for(self, client: aioimaplib.IMAP4_SSL, tag: str, started: float) -> float:
+        await client.select("INBOX")
+        while True:
+            await client.noop()
+            found = _uids(await client.uid_search("HEADER", HEADER, tag, charset=None))
+            if found:
+                return self.timer() - started
+            waited = self.timer() - started
+            if waited > self.fail_after:
+                raise ProbeFailed(f"canary message not seen after {waited:.0f} s")
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _clean(self, client: aioimaplib.IMAP4_SSL) -> None:
+        for folder in FOLDERS:
+            resp = await client.select(folder)
+            if resp.result != "OK":
+                continue
+            uids = _uids(await client.uid_search("HEADER", HEADER, '""', charset=None))
+            if uids:
+                await client.uid("store", ",".join(uids), "+FLAGS.SILENT", r"(\Deleted)")
+                await client.expunge()

@@ -1,0 +1,240 @@
+"""The ICT subcommands of ``gateway``: the failover switch, the audit trail and API keys.
+
+    gateway failover status [--json]
+    gateway failover activate --reason R [--until T] [--message M]
+    gateway failover standby  --reason R [--message M]
+    gateway failover drill    --group G --until T --reason R [--message M]
+    gateway failover timeline [--format csv|json]
+    gateway audit verify
+    gateway audit export [--since T] [--until T] [--format csv|json] [--output FILE]
+    gateway apikey create NAME | list | revoke NAME
+
+They work on the configured store directly (the running gateways see a change within
+``failover.refresh_seconds``), with the same rules as the admin page and the API, and send
+the same notifications, waiting for them before exiting. T is ISO 8601 (without an offset
+it is in ``general.timezone``) or a duration from now: ``90m``, ``2h``, ``1d``.
+Exit status: 0 done, 1 refused or failed (the reason on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gateway import apikeys, audit, timeline
+from gateway.audit import AuditLog, iso
+from gateway.config import Settings, load_settings
+from gateway.errors import GatewayError
+from gateway.failover import AuditTrail, Flip, Mode, Switch, local, parse_time
+from gateway.notify import Notifier, NotifyConfig
+from gateway.store.sqlite import SqliteStore
+
+T = TypeVar("T")
+NOTIFY_WAIT = 120.0
+
+
+@dataclass
+class Kit:
+    settings: Settings
+    store: SqliteStore
+    audit: AuditLog
+    switch: Switch
+    notifier: Notifier
+    clock: Callable[[], float]
+
+
+def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[T]]) -> T:
+    settings = load_settings(args.config)
+    clock = time.time
+
+    async def run() -> T:
+        store = SqliteStore(settings.get("store.sqlite_path"))
+        await store.open()
+        log = AuditLog(store, clock)
+        notifier = Notifier(NotifyConfig.from_settings(settings), clock)
+        switch = Switch(store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
+                        listeners=[AuditTrail(log), notifier])
+        try:
+            return await work(Kit(settings, store, log, switch, notifier, clock))
+        finally:
+            await notifier.drain(NOTIFY_WAIT)
+            for d in notifier.recent:
+                print(f"notification to {d.target}: "
+                      f"{'delivered' if d.ok else 'FAILED: ' + d.detail}", file=sys.stderr)
+            await notifier.aclose()
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _who(args: argparse.Namespace) -> str:
+    return args.by or f"cli:{getpass.getuser()}"
+
+
+def _print_state(kit: Kit, state: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({**state.public(), "store_ok": kit.switch.store_ok}, indent=1))
+        return
+    tz = kit.settings.get("general.timezone")
+    print(f"mode:    {state.mode}")
+    print(f"since:   {local(state.since, tz) if state.since else 'first start'}")
+    print(f"by:      {state.by}")
+    print(f"reason:  {state.reason}")
+    if state.until:
+        print(f"until:   {local(state.until, tz)} ({iso(state.until)})")
+    if state.group:
+        print(f"group:   {state.group}")
+    if state.message:
+        print(f"message: {state.message}")
+    print(f"version: {state.version}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def work(kit: Kit) -> int:
+        _print_state(kit, await kit.switch.current(), args.json)
+        return 0
+    return _kit_run(args, work)
+
+
+def cmd_flip(args: argparse.Namespace) -> int:
+    async def work(kit: Kit) -> int:
+        tz, now = kit.settings.get("general.timezone"), kit.clock()
+        until = parse_time(args.until, now, tz) if getattr(args, "until", None) else None
+        new = await kit.switch.flip(Flip(
+            mode=args.mode, reason=args.reason, by=_who(args), until=until,
+            group=getattr(args, "group", None) or "", message=args.message or "",
+            expected_version=args.expect_version))
+        _print_state(kit, new, False)
+        return 0
+    return _kit_run(args, work)
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    async def work(kit: Kit) -> int:
+        found = timeline.incidents(await kit.audit.entries())
+        now = kit.clock()
+        print(timeline.export_csv(found, now) if args.format == "csv" else
+              timeline.export_json(found, now, kit.settings.get("general.timezone")), end="")
+        return 0
+    return _kit_run(args, work)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    async def work(kit: Kit) -> int:
+        verdict = await kit.audit.verify()
+        print(verdict.text(), file=sys.stdout if verdict.ok else sys.stderr)
+        return 0 if verdict.ok else 1
+    return _kit_run(args, work)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    async def work(kit: Kit) -> int:
+        tz, now = kit.settings.get("general.timezone"), kit.clock()
+        since = parse_time(args.since, now, tz) if args.since else None
+        until = parse_time(args.until, now, tz) if args.until else None
+        entries = await kit.audit.entries(since, until)
+        await kit.audit.record("admin.audit.exported", _who(args), entries=len(entries),
+                               format=args.format)
+        text = audit.export_csv(entries) if args.format == "csv" else audit.export_json(entries)
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            print(text, end="")
+        return 0
+    return _kit_run(args, work)
+
+
+def cmd_apikey(args: argparse.Namespace) -> int:
+    async def work(kit: Kit) -> int:
+        now = kit.clock()
+        if args.apikey_command == "create":
+            secret = await apikeys.create(kit.store, args.name, _who(args), now)
+            await kit.audit.record("admin.apikey.created", _who(args), name=args.name)
+            print(secret)
+            print(f"API key {args.name!r} made. It is shown only now: keep it in your secret "
+                  "store. Use it as: Authorization: Bearer <key>", file=sys.stderr)
+            return 0
+        if args.apikey_command == "revoke":
+            if not await apikeys.revoke(kit.store, args.name, now):
+                print(f"gateway apikey: no live key named {args.name!r}", file=sys.stderr)
+                return 1
+            await kit.audit.record("admin.apikey.revoked", _who(args), name=args.name)
+            print(f"API key {args.name!r} revoked.")
+            return 0
+        for k in await kit.store.list_api_keys():
+            state = f"revoked {iso(k.revoked_at)}" if k.revoked_at else "live"
+            used = iso(k.last_used) if k.last_used else "never"
+            print(f"{k.name}\t{state}\tmade {iso(k.created_at)} by {k.created_by}\t"
+                  f"last used {used}")
+        return 0
+    return _kit_run(args, work)
+
+
+def _refusing(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return fn(args)
+        except GatewayError as err:
+            print(f"gateway {args.command}: refused: {err.message}", file=sys.stderr)
+            return 1
+    return run
+
+
+def register(sub: Any) -> None:
+    """Add ``failover``, ``audit`` and ``apikey`` to the ``gateway`` command's subparsers."""
+    fo = sub.add_parser("failover", help="the failover switch: status, activate, standby, drill")
+    fo_sub = fo.add_subparsers(dest="failover_command", required=True)
+    st = fo_sub.add_parser("status", help="show the switch")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=_refusing(cmd_status))
+    for name, mode, text in (("activate", Mode.ACTIVE, "open the gateway to every member"),
+                             ("standby", Mode.STANDBY, "back to admins and the pilot group"),
+                             ("drill", Mode.DRILL, "a rehearsal for one group, until a time")):
+        p = fo_sub.add_parser(name, help=text)
+        p.add_argument("--reason", required=True, help="why (recorded and notified)")
+        p.add_argument("--message", help="message to members on the status page")
+        p.add_argument("--by", help="who is flipping (default cli:<login name>)")
+        p.add_argument("--expect-version", type=int, default=None,
+                       help="refuse if the switch is no longer at this version")
+        if mode is not Mode.STANDBY:
+            p.add_argument("--until", required=mode is Mode.DRILL,
+                           help="when it returns to standby: ISO time or 90m, 2h, 1d")
+        if mode is Mode.DRILL:
+            p.add_argument("--group", required=True, help="Entra group object id taking part")
+        p.set_defaults(fn=_refusing(cmd_flip), mode=str(mode))
+    tl = fo_sub.add_parser("timeline", help="the incident timeline (periods in active mode)")
+    tl.add_argument("--format", choices=("csv", "json"), default="json")
+    tl.set_defaults(fn=_refusing(cmd_timeline))
+
+    au = sub.add_parser("audit", help="the audit trail: verify, export")
+    au_sub = au.add_subparsers(dest="audit_command", required=True)
+    au_sub.add_parser("verify", help="check the hash chain").set_defaults(
+        fn=_refusing(cmd_verify))
+    ex = au_sub.add_parser("export", help="export entries as CSV or JSON")
+    ex.add_argument("--since", help="from this time (ISO 8601, e.g. 2026-03-01)")
+    ex.add_argument("--until", help="up to this time (exclusive)")
+    ex.add_argument("--format", choices=("csv", "json"), default="json")
+    ex.add_argument("--output", help="write to this file instead of standard output")
+    ex.add_argument("--by", help="who is exporting (default cli:<login name>)")
+    ex.set_defaults(fn=_refusing(cmd_export))
+
+    ak = sub.add_parser("apikey", help="bearer keys for the HTTP API")
+    ak_sub = ak.add_subparsers(dest="apikey_command", required=True)
+    mk = ak_sub.add_parser("create", help="make a key (printed once)")
+    mk.add_argument("name")
+    mk.add_argument("--by", help="who is making it (default cli:<login name>)")
+    mk.set_defaults(fn=_refusing(cmd_apikey))
+    ak_sub.add_parser("list", help="list keys (never their secrets)").set_defaults(
+        fn=_refusing(cmd_apikey), by=None)
+    rv = ak_sub.add_parser("revoke", help="revoke a key")
+    rv.add_argument("name")
+    rv.add_argument("--by", help="who is revoking it (default cli:<login name>)")
+    rv.set_defaults(fn=_refusing(cmd_apikey))

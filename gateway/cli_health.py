@@ -1,0 +1,78 @@
+"""``gateway probe``: the health checks run once, for cron and Nagios-style monitors.
+
+Prints one line (status, what is not passing, then Nagios performance data after ``|``) and
+exits with the plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the checks could not
+be run at all: bad settings, an internal error)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.health import CheckResult
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+_CODES = {"pass": OK, "warn": WARNING, "fail": CRITICAL}
+_WORDS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL", UNKNOWN: "UNKNOWN"}
+
+
+def _perfdata(results: dict[str, CheckResult]) -> str:
+    parts = []
+    for key, r in results.items():
+        if isinstance(r.observed_value, (int, float)):
+            unit = r.observed_unit if r.observed_unit in ("ms", "s") else ""
+            parts.append(f"{key.replace(':', '_')}={r.observed_value}{unit}")
+    return " ".join(parts)
+
+
+def summary(results: dict[str, CheckResult]) -> tuple[int, str]:
+    """The exit code and the one line for these results."""
+    code = max((_CODES[r.status] for r in results.values()), default=UNKNOWN)
+    bad = [f"{k} {r.status}" + (f" ({r.output})" if r.output else "")
+           for k, r in results.items() if r.status != "pass"]
+    text = "; ".join(bad) if bad else f"{len(results)} checks pass"
+    return code, f"HEALTH {_WORDS[code]} - {text} | {_perfdata(results)}".rstrip(" |")
+
+
+async def run_checks(settings: Settings) -> dict[str, CheckResult]:
+    from gateway.probes import running_monitor
+    from gateway.store.sqlite import SqliteStore
+
+    store = SqliteStore(settings.get("store.sqlite_path"))
+    await store.open()
+    try:
+        async with running_monitor(settings, store, start=False) as monitor:
+            await monitor.run_once()
+            return monitor.results()
+    finally:
+        await store.close()
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        if args.timeout is not None:
+            settings = settings.replace(health__timeout_seconds=args.timeout)
+    except ConfigError as exc:
+        print(f"HEALTH UNKNOWN - configuration error: {exc}")
+        return UNKNOWN
+    try:
+        results = asyncio.run(run_checks(settings))
+    except Exception as exc:  # noqa: BLE001 - any failure to run the checks is UNKNOWN
+        print(f"HEALTH UNKNOWN - the checks could not run: {type(exc).__name__}")
+        return UNKNOWN
+    code, line = summary(results)
+    print(line)
+    sys.stdout.flush()
+    return code
+
+
+def register(subparsers: Any) -> None:
+    """Add ``probe`` to the ``gateway`` command's subparsers."""
+    p = subparsers.add_parser("probe", help="run the health checks once (Nagios exit codes)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per check (default: health.timeout_seconds)")
+    p.set_defaults(fn=cmd_probe)

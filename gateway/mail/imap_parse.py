@@ -1,0 +1,642 @@
+"""Parsing of IMAP server responses (RFC 3501) as aioimaplib hands them over.
+
+aioimaplib 2.0.3 does not parse: `Response.lines` is a list of lines with the leading "* "
+removed (for FETCH, LIST, STATUS, SEARCH it also drops the keyword, except FETCH's
+"n FETCH"), each literal as its own bytearray right after the line that announced it
+("{42}"), the rest of that line as the next item, and the tagged completion text last.
+`split_responses` puts literals back in line; `parse_values` tokenizes one response into
+atoms, strings, NIL and nested lists; the parse_* functions build typed results.
+
+Anything malformed raises ImapParseError and nothing else. Parsing is iterative, linear
+in the input and bounded in nesting depth, because the input is whatever the server (or
+someone between it and us) sends.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TypeAlias
+
+from gateway.mail.mime import (
+    Address,
+    clean_text,
+    decode_bytes,
+    decode_rfc2047,
+    decode_rfc2231_params,
+    parse_date,
+)
+from gateway.mail.utf7 import Utf7Error, decode_mailbox
+
+MAX_DEPTH = 100
+
+
+class ImapParseError(ValueError):
+    """The server's response could not be understood."""
+
+
+class Atom(str):
+    """An IMAP atom (number, flag, keyword, section spec) as distinct from a string."""
+
+
+Value: TypeAlias = bytes | Atom | list["Value"] | None
+Lines = Sequence[bytes | bytearray]
+
+_LITERAL_AT_END = re.compile(rb"~?\{(\d{1,12})\+?\}\Z")
+_LITERAL = re.compile(rb"~?\{(\d{1,12})\+?\}\r\n")
+_ATOM_RUN = re.compile(rb'[^\x00-\x20\x7f()"{\[]*')
+_QUOTED_RUN = re.compile(rb'[^"\\\r\n]*')
+_CTL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def split_responses(lines: Lines, *, tail: bool = True) -> list[bytes]:
+    """Rejoin aioimaplib's items into one bytes string per response, literals inline as
+    {n}CRLF<data>. With tail=True the last item (the tagged completion text) is dropped."""
+    items = list(lines)[:-1] if tail else list(lines)
+    responses: list[bytes] = []
+    current: bytearray | None = None
+    expect: int | None = None
+    after_literal = False
+    for item in items:
+        if not isinstance(item, bytes | bytearray):
+            raise ImapParseError("response item is not bytes")
+        if expect is not None:
+            if len(item) != expect or current is None:
+                raise ImapParseError("literal size does not match its announcement")
+            current += b"\r\n" + item
+            expect, after_literal = None, True
+            continue
+        # After a literal the line goes on (" FLAGS ...", ")"); aioimaplib drops an empty
+        # remainder, so anything else is the next response.
+        if current is not None and after_literal and item[:1] in (b" ", b")"):
+            current += item
+        else:
+            if current is not None:
+                responses.append(bytes(current))
+            current = bytearray(item)
+        after_literal = False
+        match = _LITERAL_AT_END.search(item)
+        expect = int(match.group(1)) if match else None
+    if expect is not None:
+        raise ImapParseError("response ends where a literal was announced")
+    if current is not None:
+        responses.append(bytes(current))
+    return responses
+
+
+def parse_values(data: bytes) -> list[Value]:
+    """Tokenize one response: atoms, quoted strings, literals, NIL and nested lists."""
+    stack: list[list[Value]] = [[]]
+    pos, end = 0, len(data)
+    while pos < end:
+        char = data[pos]
+        if char == 0x20:
+            pos += 1
+        elif char == 0x28:  # (
+            if len(stack) > MAX_DEPTH:
+                raise ImapParseError("lists nested too deeply")
+            inner: list[Value] = []
+            stack[-1].append(inner)
+            stack.append(inner)
+            pos += 1
+        elif char == 0x29:  # )
+            if len(stack) == 1:
+                raise ImapParseError("unbalanced ')'")
+            stack.pop()
+            pos += 1
+        elif char == 0x22:  # "
+            text, pos = _quoted(data, pos + 1)
+            stack[-1].append(text)
+        elif char == 0x7B or (char == 0x7E and data[pos + 1:pos + 2] == b"{"):
+            match = _LITERAL.match(data, pos)
+            if match is None:
+                raise ImapParseError("malformed literal")
+            start = match.end()
+            size = int(match.group(1))
+            if start + size > end:
+                raise ImapParseError("literal runs past the end of the response")
+            stack[-1].append(data[start:start + size])
+            pos = start + size
+        elif char < 0x20 or char == 0x7F:
+            raise ImapParseError("control character in response")
+        else:
+            atom, pos = _atom(data, pos)
+            stack[-1].append(None if atom.upper() == "NIL" else atom)
+    if len(stack) != 1:
+        raise ImapParseError("response ends inside a list")
+    return stack[0]
+
+
+def _run(pattern: re.Pattern[bytes], data: bytes, pos: int) -> int:
+    match = pattern.match(data, pos)   # the patterns match the empty string: never None
+    return match.end() if match else pos
+
+
+def _quoted(data: bytes, pos: int) -> tuple[bytes, int]:
+    out = bytearray()
+    while True:
+        start, pos = pos, _run(_QUOTED_RUN, data, pos)
+        out += data[start:pos]
+        if pos >= len(data) or data[pos] in (0x0D, 0x0A):
+            raise ImapParseError("unterminated quoted string")
+        if data[pos] == 0x22:
+            return bytes(out), pos + 1
+        if pos + 1 >= len(data) or data[pos + 1] in (0x0D, 0x0A):   # backslash
+            raise ImapParseError("bad escape in quoted string")
+        out.append(data[pos + 1])
+        pos += 2
+
+
+def _atom(data: bytes, pos: int) -> tuple[Atom, int]:
+    start = pos
+    while True:
+        pos = _run(_ATOM_RUN, data, pos)
+        if pos < len(data) and data[pos] == 0x5B:
+            # A section spec, BODY[HEADER.FIELDS (FROM TO)]<0>, holds spaces and parens.
+            close = data.find(b"]", pos)
+            if close < 0 or _CTL.search(data, pos, close):
+                raise ImapParseError("unterminated '[' in atom")
+            pos = close + 1
+            continue
+        break
+    if pos == start:
+        raise ImapParseError("empty atom")
+    return Atom(data[start:pos].decode("utf-8", errors="replace")), pos
+
+
+def _strip(values: list[Value], *keywords: str) -> list[Value]:
+    """Drop a leading "*" and keyword, present or not (aioimaplib removes some)."""
+    if values and values[0] == "*" and isinstance(values[0], Atom):
+        values = values[1:]
+    if values and isinstance(values[0], Atom) and values[0].upper() in keywords:
+        values = values[1:]
+    return values
+
+
+def _int(value: Value, what: str) -> int:
+    if isinstance(value, Atom) and value.isdigit() and value.isascii() and len(value) <= 20:
+        return int(value)
+    raise ImapParseError(f"{what} is not a number")
+
+
+def _opt_int(value: Value) -> int | None:
+    try:
+        return _int(value, "")
+    except ImapParseError:
+        return None
+
+
+def _text(value: Value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Atom):
+        return str(value)
+    if isinstance(value, bytes):
+        return decode_bytes(value, "utf-8")
+    raise ImapParseError("expected a string, found a list")
+
+
+def _list(value: Value, what: str) -> list[Value]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ImapParseError(f"{what} is not a list")
+    return value
+
+
+# ---- FETCH ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class FetchData:
+    seq: int
+    items: dict[str, Value]             # every item as tokenized, keyed by upper-case name
+    uid: int | None = None
+    flags: tuple[str, ...] | None = None
+    internaldate: datetime | None = None
+    size: int | None = None
+    envelope: Envelope | None = None
+    bodystructure: BodyPart | None = None
+    sections: dict[str, bytes | None] = field(default_factory=dict)   # BODY[...] and the like
+
+    def section(self, spec: str) -> bytes | None:
+        """Contents of e.g. "BODY.PEEK[HEADER.FIELDS (FROM)]" (servers answer without PEEK)."""
+        key = " ".join(spec.upper().replace(".PEEK[", "[").split())
+        return self.sections.get(key)
+
+
+_SECTION = re.compile(r"BODY\[|BINARY\[|RFC822(\.HEADER|\.TEXT)?\Z")
+_FETCH_START = re.compile(rb"(?:\* )?\d+ FETCH[ (]", re.IGNORECASE)
+_MONTHS = {m: i for i, m in enumerate(
+    "jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
+_INTERNALDATE = re.compile(
+    r" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
+
+
+def parse_fetch(lines: Lines, *, tail: bool = True) -> list[FetchData]:
+    """FETCH responses, in order. Other untagged responses in the lines are skipped."""
+    out = []
+    for response in split_responses(lines, tail=tail):
+        if _FETCH_START.match(response):
+            out.append(parse_fetch_response(response))
+    return out
+
+
+def parse_fetch_response(response: bytes) -> FetchData:
+    values = _strip(parse_values(response))
+    if (len(values) != 3 or not isinstance(values[1], Atom) or values[1].upper() != "FETCH"
+            or not isinstance(values[2], list)):
+        raise ImapParseError("FETCH response is not 'n FETCH (...)'")
+    pairs = values[2]
+    if len(pairs) % 2:
+        raise ImapParseError("FETCH items are not name/value pairs")
+    fetched = FetchData(seq=_int(values[0], "message number"), items={})
+    for name, value in zip(pairs[::2], pairs[1::2], strict=True):
+        if not isinstance(name, Atom):
+            raise ImapParseError("FETCH item name is not an atom")
+        key = " ".join(name.upper().split())
+        fetched.items[key] = value
+        if key == "UID":
+            fetched.uid = _int(value, "UID")
+        elif key == "FLAGS":
+            fetched.flags = tuple(_text(f) or "" for f in _list(value, "FLAGS"))
+        elif key == "RFC822.SIZE":
+            fetched.size = _int(value, "RFC822.SIZE")
+        elif key == "INTERNALDATE":
+            fetched.internaldate = _internaldate(_text(value) or "")
+        elif key == "ENVELOPE":
+            fetched.envelope = parse_envelope(value)
+        elif key in ("BODYSTRUCTURE", "BODY") and isinstance(value, list):
+            fetched.bodystructure = parse_bodystructure(value)
+        elif _SECTION.match(key):
+            if isinstance(value, list):
+                raise ImapParseError("message data is a list")
+            fetched.sections[key] = value.encode("utf-8") if isinstance(value, Atom) else value
+    return fetched
+
+
+def _internaldate(text: str) -> datetime | None:
+    match = _INTERNALDATE.fullmatch(text)
+    if match is None or match.group(2).lower() not in _MONTHS:
+        return None
+    day, _, year, hour, minute, second, sign, tzh, tzm = match.groups()
+    offset = timedelta(hours=int(tzh), minutes=int(tzm)) * (-1 if sign == "-" else 1)
+    try:   # both the date and the zone (+9999) can be out of range
+        return datetime(int(year), _MONTHS[match.group(2).lower()], int(day), int(hour),
+                        int(minute), int(second), tzinfo=timezone(offset))
+    except ValueError:
+        return None
+
+
+# ---- ENVELOPE and BODYSTRUCTURE ---------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    date: datetime | None
+    subject: str
+    from_: list[Address]
+    sender: list[Address]
+    reply_to: list[Address]
+    to: list[Address]
+    cc: list[Address]
+    bcc: list[Address]
+    in_reply_to: str | None
+    message_id: str | None
+
+
+def parse_envelope(value: Value) -> Envelope:
+    fields = _list(value, "ENVELOPE")
+    if len(fields) < 10:
+        raise ImapParseError("ENVELOPE has fewer than 10 fields")
+    addresses = [_addresses(f) for f in fields[2:8]]
+    return Envelope(date=parse_date(_text(fields[0])),
+                    subject=decode_rfc2047(_text(fields[1]) or ""),
+                    from_=addresses[0], sender=addresses[1], reply_to=addresses[2],
+                    to=addresses[3], cc=addresses[4], bcc=addresses[5],
+                    in_reply_to=_msgid(fields[8]), message_id=_msgid(fields[9]))
+
+
+def _msgid(value: Value) -> str | None:
+    return clean_text(_text(value) or "") or None
+
+
+def _addresses(value: Value) -> list[Address]:
+    out = []
+    for item in _list(value, "address list"):
+        parts = _list(item, "address")
+        if len(parts) < 4:
+            raise ImapParseError("address has fewer than 4 fields")
+        name, _adl, mailbox, host = (_text(p) for p in parts[:4])
+        if mailbox is None or host is None:   # RFC 3501 group syntax markers
+            continue
+        email = "".join(clean_text(f"{mailbox}@{host}").split())
+        out.append(Address(decode_rfc2047(name or ""), email))
+    return out
+
+
+@dataclass(slots=True)
+class BodyPart:
+    part_id: str          # "1", "1.2"; "" for a multipart message's root; "2.TEXT" inside
+    type: str             # lower-case: "text", "multipart", ...
+    subtype: str
+    params: dict[str, str] = field(default_factory=dict)
+    id: str | None = None
+    description: str | None = None
+    encoding: str | None = None
+    size: int = 0
+    lines: int | None = None
+    disposition: str | None = None
+    disposition_params: dict[str, str] = field(default_factory=dict)
+    filename: str | None = None          # decoded, not yet made safe: see mime.safe_filename
+    envelope: Envelope | None = None     # of an attached message/rfc822
+    children: list[BodyPart] = field(default_factory=list)
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.type}/{self.subtype}"
+
+    @property
+    def is_attachment(self) -> bool:
+        if self.type == "multipart":
+            return False
+        if self.disposition == "attachment" or self.type == "message":
+            return True
+        if self.filename:
+            return not (self.disposition == "inline" and self.id)   # a cid: inline image
+        return self.type in ("application", "audio", "video")
+
+    @property
+    def has_attachments(self) -> bool:
+        return any(part.is_attachment for part in self.walk())
+
+    def walk(self) -> Iterator[BodyPart]:
+        stack = [self]
+        while stack:
+            part = stack.pop()
+            yield part
+            stack.extend(reversed(part.children))
+
+    def find(self, part_id: str) -> BodyPart | None:
+        return next((p for p in self.walk() if p.part_id == part_id), None)
+
+
+def parse_bodystructure(value: Value) -> BodyPart:
+    parts = _list(value, "BODYSTRUCTURE")
+    top_id = "" if parts and isinstance(parts[0], list) else "1"
+    return _body(parts, top_id, top_id)
+
+
+def _body(parts: list[Value], part_id: str, prefix: str) -> BodyPart:
+    if not parts:
+        raise ImapParseError("empty body structure")
+    if isinstance(parts[0], list):
+        count = next((i for i, p in enumerate(parts) if not isinstance(p, list)), len(parts))
+        children = [_body(_list(child, "body part"), f"{prefix}.{n}" if prefix else str(n),
+                          f"{prefix}.{n}" if prefix else str(n))
+                    for n, child in enumerate(parts[:count], 1)]
+        ext = parts[count + 1:]
+        node = BodyPart(part_id, "multipart", (_text(parts[count]) or "mixed").lower()
+                        if count < len(parts) else "mixed", children=children)
+        node.params = _params(ext[0]) if ext else {}
+        _disposition(node, ext[1] if len(ext) > 1 else None)
+        return node
+    if len(parts) < 7:
+        raise ImapParseError("body part has fewer than 7 fields")
+    node = BodyPart(part_id, (_text(parts[0]) or "").lower(), (_text(parts[1]) or "").lower(),
+                    params=_params(parts[2]), id=_text(parts[3]), description=_text(parts[4]),
+                    encoding=(_text(parts[5]) or "").lower() or None,
+                    size=_opt_int(parts[6]) or 0)
+    index = 7
+    if node.type == "text":
+        node.lines, index = _opt_int(parts[7]) if len(parts) > 7 else None, 8
+    elif node.content_type in ("message/rfc822", "message/global") and len(parts) >= 10:
+        node.envelope = parse_envelope(parts[7])
+        inner = _list(parts[8], "encapsulated body")
+        multipart = bool(inner) and isinstance(inner[0], list)
+        node.children = [_body(inner, f"{part_id}.TEXT" if multipart else f"{part_id}.1",
+                               part_id)]
+        node.lines, index = _opt_int(parts[9]), 10
+    _disposition(node, parts[index + 1] if len(parts) > index + 1 else None)
+    return node
+
+
+def _params(value: Value) -> dict[str, str]:
+    items = _list(value, "body parameters")
+    if len(items) % 2:
+        raise ImapParseError("body parameters are not name/value pairs")
+    pairs = [(_text(k) or "", _text(v) or "") for k, v in zip(items[::2], items[1::2], strict=True)]
+    return decode_rfc2231_params(pairs)
+
+
+def _disposition(node: BodyPart, value: Value) -> None:
+    if isinstance(value, list) and value:
+        node.disposition = (_text(value[0]) or "").lower() or None
+        node.disposition_params = _params(value[1]) if len(value) > 1 else {}
+    elif isinstance(value, bytes | Atom):
+        node.disposition = (_text(value) or "").lower() or None
+    name = node.disposition_params.get("filename") or node.params.get("name")
+    node.filename = decode_rfc2047(name) if name else None
+
+
+# ---- LIST, STATUS, SEARCH, ESEARCH, CAPABILITY ------------------------------------------
+
+SPECIAL_USE = frozenset({"\\all", "\\archive", "\\drafts", "\\flagged", "\\junk", "\\sent",
+                         "\\trash", "\\important"})
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxInfo:
+    name: str                  # for display: modified UTF-7 decoded
+    raw_name: bytes            # as the server sent it: use this to address the mailbox
+    delimiter: str | None
+    flags: frozenset[str]      # lower-case: "\\noselect", "\\haschildren", "\\sent", ...
+
+    @property
+    def special_use(self) -> str | None:
+        return next((f for f in sorted(self.flags) if f in SPECIAL_USE), None)
+
+    @property
+    def selectable(self) -> bool:
+        return not self.flags & {"\\noselect", "\\nonexistent"}
+
+    @property
+    def has_children(self) -> bool:
+        return "\\haschildren" in self.flags
+
+
+def _mailbox_name(value: Value) -> tuple[str, bytes]:
+    if not isinstance(value, bytes | Atom):
+        raise ImapParseError("mailbox name is not a string")
+    raw = value.encode("utf-8") if isinstance(value, Atom) else value
+    try:
+        return decode_mailbox(raw), raw
+    except Utf7Error:   # some servers send UTF-8; show it rather than fail the folder list
+        return decode_bytes(raw, "utf-8"), raw
+
+
+def parse_list(lines: Lines, *, tail: bool = True) -> list[MailboxInfo]:
+    """LIST / LSUB / XLIST responses; responses of another shape are skipped."""
+    out = []
+    for response in split_responses(lines, tail=tail):
+        values = _strip(parse_values(response), "LIST", "LSUB", "XLIST")
+        if len(values) < 3 or not isinstance(values[0], list):
+            continue
+        flags = frozenset((_text(f) or "").lower() for f in values[0])
+        name, raw = _mailbox_name(values[2])
+        out.append(MailboxInfo(name, raw, _text(values[1]), flags))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxStatus:
+    name: str
+    raw_name: bytes
+    messages: int | None
+    unseen: int | None
+    uidnext: int | None
+    uidvalidity: int | None
+    recent: int | None
+
+
+def parse_status(lines: Lines, *, tail: bool = True) -> list[MailboxStatus]:
+    out = []
+    for response in split_responses(lines, tail=tail):
+        values = _strip(parse_values(response))
+        if len(values) == 3 and isinstance(values[0], Atom) and values[0].upper() == "STATUS":
+            values = values[1:]
+        if len(values) != 2 or not isinstance(values[1], list):
+            continue
+        items = values[1]
+        if len(items) % 2:
+            raise ImapParseError("STATUS items are not name/value pairs")
+        counts = {(_text(k) or "").upper(): _int(v, "STATUS count")
+                  for k, v in zip(items[::2], items[1::2], strict=True)}
+        name, raw = _mailbox_name(values[0])
+        out.append(MailboxStatus(name, raw, counts.get("MESSAGES"), counts.get("UNSEEN"),
+                                 counts.get("UIDNEXT"), counts.get("UIDVALIDITY"),
+                                 counts.get("RECENT")))
+    return out
+
+
+def parse_search(lines: Lines, *, tail: bool = True) -> list[int]:
+    """Numbers from SEARCH (or SORT) responses, in server order."""
+    out: list[int] = []
+    for response in split_responses(lines, tail=tail):
+        values = parse_values(response)
+        starred = bool(values) and values[0] == "*"
+        values = _strip(values, "SEARCH", "SORT")
+        if starred and len(values) == len(parse_values(response)) - 1:
+            continue   # "* 3 EXISTS" and the like: not a search result
+        if values and isinstance(values[-1], list):   # CONDSTORE's (MODSEQ n)
+            values = values[:-1]
+        out.extend(_int(v, "SEARCH result") for v in values)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class EsearchResult:
+    tag: str | None
+    uid: bool
+    count: int | None = None
+    min: int | None = None
+    max: int | None = None
+    all: tuple[tuple[int, int], ...] = ()    # inclusive ranges, as sent
+
+    def numbers(self, limit: int = 100_000) -> list[int]:
+        out: list[int] = []
+        for low, high in self.all:
+            out.extend(range(low, min(high, low + limit - len(out) - 1) + 1))
+            if len(out) >= limit:
+                break
+        return out
+
+
+def parse_esearch(lines: Lines, *, tail: bool = True) -> EsearchResult | None:
+    for response in split_responses(lines, tail=tail):
+        values = _strip(parse_values(response), "ESEARCH")
+        tag = None
+        correlator = values[0] if values else None
+        if isinstance(correlator, list):
+            values = values[1:]
+            if len(correlator) == 2 and isinstance(correlator[0], Atom):
+                tag = _text(correlator[1])
+        uid = bool(values) and isinstance(values[0], Atom) and values[0].upper() == "UID"
+        values = values[1:] if uid else values
+        if len(values) % 2:
+            raise ImapParseError("ESEARCH items are not name/value pairs")
+        data = {(_text(k) or "").upper(): v for k, v in zip(values[::2], values[1::2], strict=True)}
+        return EsearchResult(
+            tag, uid, count=_int(data["COUNT"], "COUNT") if "COUNT" in data else None,
+            min=_int(data["MIN"], "MIN") if "MIN" in data else None,
+            max=_int(data["MAX"], "MAX") if "MAX" in data else None,
+            all=_sequence_set(data["ALL"]) if "ALL" in data else ())
+    return None
+
+
+def _sequence_set(value: Value) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, Atom):
+        raise ImapParseError("sequence set is not an atom")
+    ranges = []
+    for piece in value.split(","):
+        low, _, high = piece.partition(":")
+        a, b = _int(Atom(low), "sequence number"), _int(Atom(high or low), "sequence number")
+        ranges.append((min(a, b), max(a, b)))
+    return tuple(ranges)
+
+
+_CAPABILITY = re.compile(rb"(?:^(?:\* )?|\[)CAPABILITY ([^\]\r\n]*)", re.IGNORECASE)
+_CAP_TOKEN = re.compile(r"[!#-'*-Z^-~]+")   # atom characters, upper-cased
+
+
+def parse_capability(lines: Lines, *, tail: bool = True) -> frozenset[str]:
+    """Capabilities from CAPABILITY responses (with or without the keyword, which aioimaplib
+    strips) and from [CAPABILITY ...] response codes, including the tagged text's, where a
+    login answer carries them."""
+    items = [bytes(item) for item in lines]
+    caps: set[str] = set()
+    for index, item in enumerate(items):
+        found = [m.group(1) for m in _CAPABILITY.finditer(item)]
+        if not found and not (tail and index == len(items) - 1) and b"[" not in item:
+            found = [item]
+        for text in found:
+            words = text.decode("ascii", errors="replace").upper().split()
+            caps.update(w for w in words if _CAP_TOKEN.fullmatch(w) and w not in ("*", "OK"))
+    return frozenset(caps)
+
+
+@dataclass(slots=True)
+class SelectInfo:
+    exists: int | None = None
+    recent: int | None = None
+    uidvalidity: int | None = None
+    uidnext: int | None = None
+    unseen: int | None = None        # the first unseen message's number, not a count
+    flags: tuple[str, ...] = ()
+    permanent_flags: tuple[str, ...] = ()
+    read_only: bool = False
+
+
+_SELECT_CODE = re.compile(rb"\[(UIDVALIDITY|UIDNEXT|UNSEEN) (\d{1,20})\]", re.IGNORECASE)
+_SELECT_COUNT = re.compile(rb"(?:\* )?(\d{1,20}) (EXISTS|RECENT)\Z", re.IGNORECASE)
+_SELECT_FLAGS = re.compile(rb"(?:\* )?(?:OK \[PERMANENT)?FLAGS (\([^()]*\))", re.IGNORECASE)
+
+
+def parse_select(lines: Lines) -> SelectInfo:
+    """What SELECT / EXAMINE said about the mailbox (all items, tagged text included)."""
+    info = SelectInfo()
+    for item in (bytes(i) for i in lines):
+        if count := _SELECT_COUNT.match(item):
+            setattr(info, count.group(2).decode().lower(), int(count.group(1)))
+        for code, number in _SELECT_CODE.findall(item):
+            setattr(info, code.decode().lower(), int(number))
+        if flags := _SELECT_FLAGS.match(item):
+            values = _list(parse_values(flags.group(1))[0], "FLAGS")
+            names = tuple(_text(v) or "" for v in values)
+            if b"PERMANENT" in item[:20].upper():
+                info.permanent_flags = names
+            else:
+                info.flags = names
+        if b"[READ-ONLY]" in item.upper():
+            info.read_only = True
+    return info

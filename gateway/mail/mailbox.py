@@ -1,0 +1,289 @@
+"""What the mail pages ask of a mailbox, as small functions that take a connection.
+
+Owns the policy of reading Exchange over plain IMAP4rev1: folders (Exchange's names and
+special uses, non-mail folders hidden), a page of a folder newest first by sequence number
+(so its cost does not grow with the folder, and no SORT is needed), one message, flags,
+moves, search and APPEND. Works with only what Exchange Online offers (no SORT, THREAD,
+CONDSTORE or ESEARCH) and uses MOVE and UIDPLUS when offered.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.errors import MailError, NotFound, PayloadTooLarge
+from gateway.mail.imap import ImapConn
+from gateway.mail.imap_parse import (
+    BodyPart,
+    FetchData,
+    ImapParseError,
+    parse_fetch,
+    parse_list,
+    parse_search,
+    parse_status,
+)
+from gateway.mail.mime import clean_text
+from gateway.mail.utf7 import quote_mailbox
+
+PER_PAGE = 50
+SUMMARY_ITEMS = "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"
+# Exchange lists its non-mail folders over IMAP; members have no use for them here.
+HIDDEN_TOP = {"calendar", "contacts", "tasks", "notes", "journal", "sync issues", "outbox",
+              "conversation history", "rss feeds", "rss subscriptions", "suggested contacts",
+              "yammer root", "files", "externalcontacts", "personmetadata", "social activity "
+              "notifications", "conversation action settings", "quick step settings"}
+SPECIAL_BY_FLAG = {"\\drafts": "drafts", "\\sent": "sent", "\\trash": "trash",
+                   "\\junk": "junk", "\\archive": "archive"}
+SPECIAL_BY_NAME = {"inbox": "inbox", "drafts": "drafts", "sent items": "sent",
+                   "deleted items": "trash", "junk email": "junk", "archive": "archive"}
+SPECIAL_ORDER = ["inbox", "drafts", "sent", "trash", "junk", "archive"]
+
+
+@dataclass(frozen=True)
+class Folder:
+    name: str            # full Unicode path, e.g. "Committees/Planning"
+    label: str           # last segment, for display
+    depth: int
+    special: str | None  # inbox | drafts | sent | trash | junk | archive
+    total: int
+    unseen: int
+    selectable: bool
+
+
+@dataclass(frozen=True)
+class MessageSummary:
+    uid: int
+    subject: str
+    sender: str
+    sender_email: str
+    date: datetime | None
+    unread: bool
+    flagged: bool
+    answered: bool
+    has_attachment: bool
+    size: int
+
+
+@dataclass(frozen=True)
+class Page:
+    folder: str
+    messages: list[MessageSummary]
+    total: int
+    page: int
+    pages: int
+
+
+def mailbox_arg(name: str) -> str:
+    return quote_mailbox(name)
+
+
+async def list_folders(conn: ImapConn, counts: bool = True) -> list[Folder]:
+    resp = await conn.ok(conn.client.list('""', '"*"'), "list your folders")
+    try:
+        infos = parse_list(resp.lines)
+    except ImapParseError:
+        raise MailError("The folder list from the mail server could not be read.") from None
+    folders: list[Folder] = []
+    for info in infos:
+        delim = info.delimiter or "/"
+        parts = info.name.split(delim)
+        if parts[0].lower() in HIDDEN_TOP:
+            continue
+        special = SPECIAL_BY_NAME.get(info.name.lower()) if len(parts) == 1 else None
+        special = next((v for k, v in SPECIAL_BY_FLAG.items() if k in info.flags), special)
+        if info.name.upper() == "INBOX":
+            special = "inbox"
+        total = unseen = 0
+        if counts and info.selectable:
+            st = await conn.call(conn.client.status(mailbox_arg(info.name), "(MESSAGES UNSEEN)"))
+            if st.result == "OK":
+                try:
+                    status = parse_status(st.lines)
+                except ImapParseError:
+                    status = []
+                if status:
+                    total, unseen = status[0].messages or 0, status[0].unseen or 0
+        folders.append(Folder(name="INBOX" if special == "inbox" else info.name,
+                              label="Inbox" if special == "inbox" else parts[-1],
+                              depth=len(parts) - 1, special=special, total=total,
+                              unseen=unseen, selectable=info.selectable))
+
+    def order(f: Folder) -> tuple[int, str]:
+        rank = SPECIAL_ORDER.index(f.special) if f.special in SPECIAL_ORDER else len(SPECIAL_ORDER)
+        return (rank if f.depth == 0 or f.special else len(SPECIAL_ORDER), f.name.lower())
+    return sorted(folders, key=order)
+
+
+def has_attachment(part: BodyPart | None) -> bool:
+    if part is None:
+        return False
+    if part.children:
+        return any(has_attachment(c) for c in part.children)
+    if (part.disposition or "").lower() == "attachment":
+        return True
+    if part.filename and part.type not in ("text",):
+        # Inline images referenced by cid: are not what members call attachments.
+        return not (part.type == "image" and part.id)
+    return part.type == "application" or (part.type, part.subtype) == ("message", "rfc822")
+
+
+def _summary(item: FetchData) -> MessageSummary:
+    env = item.envelope
+    flags = {f.lower() for f in (item.flags or ())}
+    sender = env.from_[0] if env and env.from_ else None
+    return MessageSummary(
+        uid=item.uid or 0,
+        subject=clean_text(env.subject) if env and env.subject else "(no subject)",
+        sender=(sender.name or sender.email) if sender else "(unknown sender)",
+        sender_email=sender.email if sender else "",
+        date=(env.date if env and env.date else item.internaldate),
+        unread="\\seen" not in flags, flagged="\\flagged" in flags,
+        answered="\\answered" in flags, has_attachment=has_attachment(item.bodystructure),
+        size=item.size or 0)
+
+
+async def _fetch_summaries(conn: ImapConn, message_set: str, by_uid: bool) -> list[FetchData]:
+    resp = await conn.ok(conn.client.protocol.fetch(message_set, SUMMARY_ITEMS, by_uid=by_uid,
+                                                    timeout=conn.timeout),
+                         "list the messages")
+    try:
+        return parse_fetch(resp.lines)
+    except ImapParseError:
+        raise MailError("The message list from the mail server could not be read.") from None
+
+
+async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
+                     per_page: int = PER_PAGE) -> Page:
+    """Page ``page`` of a folder, newest first. Sequence numbers follow arrival order, so
+    the newest are the highest: one FETCH of a fixed-size range, whatever the folder size."""
+    await conn.select(mailbox_arg(folder), readonly=True)
+    total = conn.exists
+    pages = max(1, math.ceil(total / per_page))
+    page = min(max(1, page), pages)
+    hi = total - (page - 1) * per_page
+    if hi < 1:
+        return Page(folder, [], total, page, pages)
+    lo = max(1, hi - per_page + 1)
+    items = await _fetch_summaries(conn, f"{lo}:{hi}", by_uid=False)
+    items.sort(key=lambda i: i.seq, reverse=True)
+    return Page(folder, [_summary(i) for i in items], total, page, pages)
+
+
+async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int]) -> list[MessageSummary]:
+    if not uids:
+        return []
+    await conn.select(mailbox_arg(folder), readonly=True)
+    items = await _fetch_summaries(conn, ",".join(str(u) for u in uids), by_uid=True)
+    order = {u: i for i, u in enumerate(uids)}
+    items.sort(key=lambda i: order.get(i.uid or 0, 0))
+    return [_summary(i) for i in items]
+
+
+async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,
+                    mark_read: bool = False) -> bytes:
+    """The whole message, as bytes. BODY.PEEK leaves \\Seen alone; with ``mark_read`` the
+    flag is set in the same round trip by fetching BODY[] instead."""
+    await conn.select(mailbox_arg(folder), readonly=not mark_read)
+    size_resp = await conn.ok(conn.client.protocol.fetch(str(uid), "(RFC822.SIZE)",
+                                                         by_uid=True, timeout=conn.timeout),
+                              "open the message")
+    try:
+        sized = parse_fetch(size_resp.lines)
+    except ImapParseError:
+        raise MailError("The mail server's answer could not be read.") from None
+    if not sized:
+        raise NotFound("That message is no longer there. It may have been moved or deleted.")
+    if (sized[0].size or 0) > max_bytes:
+        raise PayloadTooLarge("This message is too large to open here.")
+    section = "BODY[]" if mark_read else "BODY.PEEK[]"
+    resp = await conn.ok(conn.client.protocol.fetch(str(uid), f"({section})", by_uid=True,
+                                                    timeout=conn.timeout), "open the message")
+    try:
+        items = parse_fetch(resp.lines)
+    except ImapParseError:
+        raise MailError("The mail server's answer could not be read.") from None
+    for item in items:
+        for key, value in item.sections.items():
+            if key.startswith("BODY[]") and value is not None:
+                return value
+    raise NotFound("That message is no longer there. It may have been moved or deleted.")
+
+
+async def set_flags(conn: ImapConn, folder: str, uids: Sequence[int], flag: str,
+                    on: bool) -> None:
+    await conn.select(mailbox_arg(folder), readonly=False)
+    op = "+FLAGS.SILENT" if on else "-FLAGS.SILENT"
+    await conn.ok(conn.client.protocol.store(_uidset(uids), op, f"({flag})", by_uid=True),
+                  "change the message")
+
+
+async def move(conn: ImapConn, folder: str, uids: Sequence[int], target: str) -> None:
+    await conn.select(mailbox_arg(folder), readonly=False)
+    uidset, dest = _uidset(uids), mailbox_arg(target)
+    if conn.has("MOVE"):
+        await conn.ok(conn.client.protocol.move(uidset, dest, by_uid=True), "move the message")
+        return
+    await conn.ok(conn.client.protocol.copy(uidset, dest, by_uid=True), "move the message")
+    await conn.ok(conn.client.protocol.store(uidset, "+FLAGS.SILENT", "(\\Deleted)",
+                                             by_uid=True), "move the message")
+    await _expunge(conn, uidset)
+
+
+async def _expunge(conn: ImapConn, uidset: str) -> None:
+    if conn.has("UIDPLUS"):
+        await conn.ok(conn.client.protocol.expunge(uidset, by_uid=True), "tidy the folder")
+    else:
+        await conn.ok(conn.client.protocol.expunge(), "tidy the folder")
+
+
+async def delete_all(conn: ImapConn, folder: str) -> int:
+    """Permanently remove every message in a folder (empty Junk or Deleted Items)."""
+    await conn.select(mailbox_arg(folder), readonly=False)
+    count = conn.exists
+    if count:
+        await conn.ok(conn.client.protocol.store("1:*", "+FLAGS.SILENT", "(\\Deleted)"),
+                      "empty the folder")
+        await conn.ok(conn.client.protocol.expunge(), "empty the folder")
+        conn.exists = 0
+    return count
+
+
+async def append(conn: ImapConn, folder: str, message: bytes, flags: str = "",
+                 date: datetime | None = None) -> int | None:
+    """APPEND a message; returns its UID when the server says (UIDPLUS APPENDUID)."""
+    resp = await conn.call(conn.client.append(message, mailbox_arg(folder), flags or None,
+                                              date))
+    if resp.result != "OK":
+        raise MailError("The mail server would not save the message.")
+    conn.selected = None  # APPEND may change counts; re-select before the next read
+    for line in resp.lines:
+        text = bytes(line) if isinstance(line, (bytes, bytearray)) else b""
+        if b"APPENDUID" in text:
+            try:
+                return int(text.split(b"APPENDUID")[1].split()[1].rstrip(b"]"))
+            except (IndexError, ValueError):
+                return None
+    return None
+
+
+async def search_uids(conn: ImapConn, folder: str, criteria: Sequence[str]) -> list[int]:
+    """UIDs matching ``criteria`` (already-built IMAP search keys), newest first."""
+    await conn.select(mailbox_arg(folder), readonly=True)
+    resp = await conn.call(conn.client.protocol.search(*criteria, charset="UTF-8",
+                                                       by_uid=True))
+    if resp.result != "OK":
+        raise MailError("The mail server could not run that search.")
+    try:
+        uids = parse_search(resp.lines)
+    except ImapParseError:
+        raise MailError("The search results could not be read.") from None
+    return sorted(uids, reverse=True)
+
+
+def _uidset(uids: Sequence[int]) -> str:
+    if not uids or any(not isinstance(u, int) or u < 1 for u in uids):
+        raise MailError("No message chosen.")
+    return ",".join(str(u) for u in uids)

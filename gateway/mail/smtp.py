@@ -1,0 +1,65 @@
+"""SMTP submission to Exchange Online with the member's own XOAUTH2 token (STARTTLS, 587).
+
+Owns one send: connect, STARTTLS, AUTH XOAUTH2, MAIL/RCPT/DATA, and mapping every failure to
+the error tree — a refused token is ``ReauthRequired``, a server that cannot be reached is
+``UpstreamUnavailable``, a refused message is ``SendRefused`` carrying the server's words
+(never the message). The outbox (``gateway.mail.outbox``) keeps the message safe around it.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from gateway.errors import ReauthRequired, SendRefused, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext
+    timeout: float
+
+
+async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence[str],
+               message: bytes) -> None:
+    async def token_source() -> str:
+        return token
+
+    client = aiosmtplib.SMTP(hostname=target.host, port=target.port, start_tls=True,
+                             tls_context=target.ssl_context, timeout=target.timeout,
+                             oauth_token_generator=token_source, username=sender)
+    try:
+        async with client:
+            errors, _ = await client.sendmail(sender, list(recipients), message)
+    except aiosmtplib.SMTPAuthenticationError:
+        raise ReauthRequired() from None
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        refused = len(exc.recipients)
+        raise SendRefused(f"The mail server refused {refused} recipient"
+                          f"{'' if refused == 1 else 's'}. Check the addresses; your message "
+                          "has been kept.") from None
+    except aiosmtplib.SMTPResponseException as exc:
+        log.info("smtp refused the message: %s", exc.code)
+        text = _server_words(exc.message)
+        raise SendRefused(f"The mail server refused the message ({exc.code}{text}). "
+                          "Your message has been kept.") from None
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        raise UpstreamUnavailable("The mail server cannot be reached just now. Your message "
+                                  "has been kept and can be sent again.") from None
+    if errors:
+        raise SendRefused(f"The mail server refused {len(errors)} recipient(s). Your message "
+                          "was sent to the others.")
+
+
+def _server_words(message: str) -> str:
+    """The server's enhanced status text, cut short and stripped of anything odd."""
+    words = "".join(c for c in message if c.isprintable())[:120].strip()
+    return f": {words}" if words else ""

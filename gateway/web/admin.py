@@ -1,0 +1,241 @@
+"""The ICT admin page (role ``Gateway.Admin``): the switch as it stands (mode, since, by whom,
+why), the flip form with its confirmation step, who is signed in now, the incident timeline
+with its monthly summary, recent audit entries and notification deliveries, and exports.
+
+A flip needs a reason, a confirmation, and a sign-in within ``failover.reauth_minutes``
+(``SessionRecord.auth_time`` against the injected clock). The form carries the switch
+version it showed, so an admin who confirms after a colleague's change gets ``Conflict``
+with that change named, never a silent overwrite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway import audit, timeline
+from gateway.errors import BadRequest, Conflict, Forbidden, StaleSignIn
+from gateway.failover import (
+    Flip,
+    Mode,
+    SwitchState,
+    admits,
+    apply,
+    duration_text,
+    local,
+    parse_time,
+)
+from gateway.services import Services, services
+from gateway.store.base import SessionRecord
+from gateway.web.render import render
+
+AUDIT_ROWS = 25
+
+
+@dataclass(frozen=True)
+class StateView:
+    mode: str
+    since: str
+    by: str
+    reason: str
+    until: str
+    group: str
+    message: str
+    version: int
+
+
+@dataclass(frozen=True)
+class PersonView:
+    name: str
+    email: str
+    admin: bool
+    admitted: bool
+    last_seen: str
+
+
+@dataclass(frozen=True)
+class IncidentView:
+    start: str
+    end: str
+    duration: str
+    reasons: str
+    people: str
+
+
+@dataclass(frozen=True)
+class MonthView:
+    month: str
+    incidents: int
+    active: str
+
+
+@dataclass(frozen=True)
+class AuditView:
+    seq: int
+    at: str
+    kind: str
+    actor: str
+    details: str
+
+
+@dataclass(frozen=True)
+class FlipForm:
+    mode: str = ""
+    reason: str = ""
+    until: str = ""
+    group: str = ""
+    message: str = ""
+    version: str = ""
+
+
+def _admin(request: Request) -> SessionRecord:
+    session = request.scope["state"].get("session")
+    if session is None or not session.is_admin:
+        raise Forbidden("This page is for ICT administrators.")
+    return session
+
+
+def _fresh(svc: Services, session: SessionRecord) -> None:
+    limit = svc.settings.get("failover.reauth_minutes") * 60
+    if svc.clock() - session.auth_time > limit:
+        raise StaleSignIn()
+
+
+def state_view(s: SwitchState, tz: str) -> StateView:
+    return StateView(mode=str(s.mode), since=local(s.since, tz) if s.since else "first start",
+                     by=s.by, reason=s.reason, until=local(s.until, tz) if s.until else "",
+                     group=s.group, message=s.message, version=s.version)
+
+
+async def _people(svc: Services, state: SwitchState, tz: str) -> list[PersonView]:
+    now = svc.clock()
+    pilot = svc.settings.get("failover.pilot_groups")
+    out = []
+    for s in await svc.store.list_sessions():
+        if now - s.last_seen > svc.sessions.idle or now - s.created_at > svc.sessions.absolute:
+            continue
+        out.append(PersonView(s.user_name, s.email, s.is_admin,
+                              admits(state, is_admin=s.is_admin, groups=s.groups,
+                                     pilot_groups=pilot),
+                              local(s.last_seen, tz)))
+    return out
+
+
+def _details(e: audit.AuditEntry) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(e.data.items()) if v not in (None, ""))
+
+
+async def _page(request: Request, *, form: FlipForm | None = None, error: str = "",
+                status: int = 200) -> Response:
+    svc = services(request)
+    tz = svc.settings.get("general.timezone")
+    state = await svc.failover.current()
+    entries = await svc.audit.entries()
+    now = svc.clock()
+    found = timeline.incidents(entries)
+    people = await _people(svc, state, tz)
+    session = request.scope["state"]["session"]
+    return render(request, "admin.html", {
+        "state": state_view(state, tz),
+        "store_ok": svc.failover.store_ok,
+        "people": people,
+        "incidents": [IncidentView(local(i.start, tz), local(i.end, tz) if i.end else "ongoing",
+                                   duration_text(i.duration(now)), " | ".join(i.reasons),
+                                   ", ".join(i.people)) for i in reversed(found)],
+        "months": [MonthView(m.month, m.incidents, duration_text(m.active_seconds))
+                   for m in reversed(timeline.monthly(found, now, tz))],
+        "audit": [AuditView(e.seq, local(e.at, tz), e.kind, e.actor, _details(e))
+                  for e in reversed(entries[-AUDIT_ROWS:])],
+        "verdict": audit.verify_rows(await svc.store.audit_rows()),
+        "deliveries": list(reversed(svc.notifier.recent)),
+        "form": form or FlipForm(version=str(state.version)),
+        "error": error,
+        "fresh_minutes": svc.settings.get("failover.reauth_minutes"),
+        "fresh": now - session.auth_time <= svc.settings.get("failover.reauth_minutes") * 60,
+        "reauth_url": "/auth/start?next=" + quote("/admin", safe=""),
+        "changed": request.query_params.get("changed") == "1",
+        "modes": [str(m) for m in Mode],
+    }, status=status)
+
+
+async def admin_page(request: Request) -> Response:
+    _admin(request)
+    return await _page(request)
+
+
+def _flip_from(svc: Services, session: SessionRecord, form: FlipForm) -> Flip:
+    try:
+        version = int(form.version)
+    except ValueError:
+        raise BadRequest("The form is incomplete; reload the page.") from None
+    tz = svc.settings.get("general.timezone")
+    until = parse_time(form.until, svc.clock(), tz) if form.until.strip() else None
+    return Flip(mode=form.mode, reason=form.reason, by=f"{session.user_name} <{session.email}>",
+                until=until, group=form.group, message=form.message, expected_version=version)
+
+
+async def switch(request: Request) -> Response:
+    session = _admin(request)
+    svc = services(request)
+    data = await request.form(max_files=0, max_fields=20)
+    fields = {k: v if isinstance(v, str) else "" for k, v in data.items()}
+    form = FlipForm(**{k: fields.get(k, "") for k in FlipForm.__dataclass_fields__})
+    try:
+        _fresh(svc, session)
+        change = _flip_from(svc, session, form)
+        if fields.get("confirm") != "yes":
+            # Step one: check the change as the switch would, then ask to confirm it.
+            current = await svc.failover.current()
+            apply(current, change, svc.clock())
+            tz = svc.settings.get("general.timezone")
+            return render(request, "admin_confirm.html", {
+                "form": form, "state": state_view(current, tz),
+                "until": local(change.until, tz) if change.until else "",
+                "affected": len(await _people(svc, current, tz))})
+        await svc.failover.flip(change)
+    except StaleSignIn as err:
+        return render(request, "admin_reauth.html", {
+            "message": err.message, "minutes": svc.settings.get("failover.reauth_minutes"),
+            "reauth_url": "/auth/start?next=" + quote("/admin", safe="")}, status=err.status)
+    except (BadRequest, Conflict) as err:
+        return await _page(request, form=form, error=err.message, status=err.status)
+    return RedirectResponse("/admin?changed=1", status_code=303)
+
+
+async def _export(request: Request, what: str, fmt: str) -> Response:
+    session = _admin(request)
+    svc = services(request)
+    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    media = "text/csv" if fmt == "csv" else "application/json"
+    headers = {"Content-Disposition": f'attachment; filename="{what}.{fmt}"'}
+    if what == "incidents":
+        found = timeline.incidents(await svc.audit.entries())
+        body = timeline.export_csv(found, now) if fmt == "csv" else \
+            timeline.export_json(found, now, tz)
+        return Response(body, media_type=media, headers=headers)
+    q = request.query_params
+    since = parse_time(q["since"], now, tz) if q.get("since") else None
+    until = parse_time(q["until"], now, tz) if q.get("until") else None
+    entries = await svc.audit.entries(since, until)
+    await svc.audit.try_record("admin.audit.exported", session.email, entries=len(entries),
+                               format=fmt)
+    body = audit.export_csv(entries) if fmt == "csv" else audit.export_json(entries)
+    return Response(body, media_type=media, headers=headers)
+
+
+async def export(request: Request) -> Response:
+    what, fmt = request.path_params["what"], request.path_params["fmt"]
+    if what not in ("incidents", "audit") or fmt not in ("csv", "json"):
+        raise BadRequest("Export incidents or audit, as csv or json.")
+    return await _export(request, what, fmt)
+
+
+routes = [
+    Route("/admin", admin_page, methods=["GET"]),
+    Route("/admin/switch", switch, methods=["POST"]),
+    Route("/admin/{what}.{fmt}", export, methods=["GET"]),
+]

@@ -1,0 +1,140 @@
+"""The ICT automation API: the failover switch, the incident timeline and the audit trail
+over HTTP, JSON in and out, for runbooks and monitors. Authenticated by a named bearer API
+key (``gateway.apikeys``), never by a session; documented in ``docs/api.md``.
+
+These paths are exempt from the session gate and from CSRF only when the request carries a
+bearer header and no cookie (a cross-site page cannot forge that); the routes then check the
+key themselves. The rules of a flip are the switch's, the same as for the page and the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway import apikeys, audit, timeline
+from gateway.errors import BadApiKey, BadRequest
+from gateway.failover import Flip, parse_time
+from gateway.services import services
+from gateway.store.base import ApiKeyRecord
+
+PREFIXES = ("/api/failover", "/api/audit")
+MAX_JSON = 16_384
+
+
+async def _key(request: Request) -> ApiKeyRecord:
+    svc = services(request)
+    try:
+        return await apikeys.authenticate(svc.store, request.headers.get("authorization"),
+                                          svc.clock())
+    except BadApiKey:
+        await svc.audit.try_record("api.refused", "api", path=request.url.path)
+        raise
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise BadRequest("Send JSON (Content-Type: application/json).")
+    raw = await request.body()
+    if len(raw) > MAX_JSON:
+        raise BadRequest("The JSON body is too large.")
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise BadRequest("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string.")
+    return value
+
+
+def _range(request: Request) -> tuple[float | None, float | None]:
+    svc = services(request)
+    tz, now = svc.settings.get("general.timezone"), svc.clock()
+    q = request.query_params
+    since = parse_time(q["since"], now, tz) if q.get("since") else None
+    until = parse_time(q["until"], now, tz) if q.get("until") else None
+    return since, until
+
+
+def _format(request: Request) -> str:
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise BadRequest("format must be json or csv.")
+    return fmt
+
+
+async def state(request: Request) -> Response:
+    await _key(request)
+    svc = services(request)
+    current = await svc.failover.current()
+    return JSONResponse({**current.public(), "store_ok": svc.failover.store_ok})
+
+
+async def flip(request: Request) -> Response:
+    key = await _key(request)
+    svc = services(request)
+    body = await _json_body(request)
+    version = body.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        raise BadRequest("version must be an integer.")
+    until = _text(body, "until")
+    change = Flip(mode=_text(body, "mode"), reason=_text(body, "reason"), by=f"api:{key.name}",
+                  until=parse_time(until, svc.clock(), svc.settings.get("general.timezone"))
+                  if until else None,
+                  group=_text(body, "group"), message=_text(body, "message"),
+                  expected_version=version)
+    new = await svc.failover.flip(change)
+    return JSONResponse(new.public())
+
+
+async def incidents(request: Request) -> Response:
+    await _key(request)
+    svc = services(request)
+    found = timeline.incidents(await svc.audit.entries())
+    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    if _format(request) == "csv":
+        return Response(timeline.export_csv(found, now), media_type="text/csv")
+    return Response(timeline.export_json(found, now, tz), media_type="application/json")
+
+
+async def audit_export(request: Request) -> Response:
+    key = await _key(request)
+    svc = services(request)
+    since, until = _range(request)
+    fmt = _format(request)
+    entries = await svc.audit.entries(since, until)
+    await svc.audit.try_record("admin.audit.exported", f"api:{key.name}", entries=len(entries),
+                               format=fmt)
+    if fmt == "csv":
+        return Response(audit.export_csv(entries), media_type="text/csv")
+    return Response(audit.export_json(entries), media_type="application/json")
+
+
+async def audit_verify(request: Request) -> Response:
+    await _key(request)
+    verdict = await services(request).audit.verify()
+    return JSONResponse({"ok": verdict.ok, "entries": verdict.entries, "head": verdict.head,
+                         "broken_entry": verdict.broken_seq, "problem": verdict.problem},
+                        status_code=200 if verdict.ok else 409)
+
+
+routes = [
+    Route("/api/failover", state, methods=["GET"]),
+    Route("/api/failover", flip, methods=["POST"]),
+    Route("/api/failover/incidents", incidents, methods=["GET"]),
+    Route("/api/audit", audit_export, methods=["GET"]),
+    Route("/api/audit/verify", audit_verify, methods=["GET"]),
+]

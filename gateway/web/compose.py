@@ -1,0 +1,285 @@
+"""Writing mail: new message, reply, reply-all, forward, reopened draft; send; save to Drafts
+(on request and automatically while writing).
+
+Nothing a member writes is lost: every Send or Save first puts the whole form, uploads
+included, in the encrypted outbox (``gateway.mail.outbox``). A bad address, a refused send,
+a dropped connection or an expired sign-in shows the form again from there. Replies and
+forwards are built from validated values only (``gateway.mail.compose``), never from copied
+header objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway.errors import BadRequest, GatewayError, NotFound, ReauthRequired
+from gateway.mail import compose, mailbox
+from gateway.mail.imap import ImapConn
+from gateway.mail.mime import Address, attachment_bytes, parse_message
+from gateway.mail.outbox import Draft, HeldFile, Outbox
+from gateway.mail.smtp import send as smtp_send
+from gateway.services import services
+from gateway.web.mail import MAX_MESSAGE_BYTES, imap_run
+from gateway.web.mailviews import human_size
+from gateway.web.render import render
+
+log = logging.getLogger(__name__)
+OUTBOX_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+MODES = {"new", "reply", "replyall", "forward", "draft"}
+
+
+def _outbox(request: Request) -> Outbox:
+    svc = services(request)
+    return Outbox(svc.store, svc.keyring)
+
+
+def _me(request: Request) -> Any:
+    return request.scope["state"]["session"]
+
+
+async def _original(request: Request, folder: str, uid: int) -> tuple[bytes, Any]:
+    async def work(conn: ImapConn) -> bytes:
+        return await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES)
+    raw = await imap_run(request, work)
+    return raw, await asyncio.to_thread(parse_message, raw)
+
+
+async def _drafts_folder(conn: ImapConn) -> str:
+    folders = await mailbox.list_folders(conn, counts=False)
+    return next((f.name for f in folders if f.special == "drafts"), "Drafts")
+
+
+def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "",
+               notice: str = "", status: int = 200, kept: list[dict[str, str]] | None = None
+               ) -> Response:
+    svc = services(request)
+    session = _me(request)
+    return render(request, "compose.html", {
+        "d": draft, "outbox_id": outbox_id, "error": error, "notice": notice,
+        "action": "/mail/send?" + urlencode({"csrf_token": session.csrf_token}),
+        "held": [{"index": str(i), "name": f.name, "size": human_size(len(f.data))}
+                 for i, f in enumerate(draft.files)],
+        "kept": kept or [],
+        "max_upload": human_size(svc.settings.get("mail.max_upload_bytes")),
+        "autosave": svc.settings.get("mail.autosave_seconds"),
+    }, status=status)
+
+
+async def _kept_parts(request: Request, draft: Draft) -> list[dict[str, str]]:
+    """The original's attachments that travel with a forward or a reopened draft."""
+    if not draft.keep_parts or not draft.orig_uid:
+        return []
+    _, view = await _original(request, draft.orig_folder, draft.orig_uid)
+    return [{"part": a.part_id, "name": a.filename, "size": human_size(a.size)}
+            for a in view.attachments if a.part_id in draft.keep_parts]
+
+
+async def compose_page(request: Request) -> Response:
+    session = _me(request)
+    q = request.query_params
+    outbox_id = q.get("outbox", "")
+    if outbox_id:
+        if not OUTBOX_ID.fullmatch(outbox_id):
+            raise BadRequest("That draft reference is not valid.")
+        draft = await _outbox(request).load(outbox_id, session.user_oid)
+        if draft is None:
+            raise NotFound("That message is no longer being kept.")
+        return _form_page(request, draft, outbox_id, kept=await _kept_parts(request, draft))
+    mode = q.get("mode", "new")
+    if mode not in MODES:
+        raise BadRequest("That is not a way to write a message.")
+    draft = Draft(mode=mode, to=q.get("to", "")[:2000])
+    if mode != "new":
+        folder = q.get("f", "INBOX")
+        uid_text = q.get("uid", "")
+        if not uid_text.isdigit():
+            raise BadRequest("That message reference is not valid.")
+        draft.orig_folder, draft.orig_uid = folder, int(uid_text)
+        _, view = await _original(request, folder, draft.orig_uid)
+        if mode in ("reply", "replyall"):
+            r = compose.reply_fields(view, session.email, reply_all=mode == "replyall")
+            draft.to = ", ".join(str(a) for a in r.to)
+            draft.cc = ", ".join(str(a) for a in r.cc)
+            draft.subject, draft.body = r.subject, "\n\n" + r.quoted_text
+            draft.in_reply_to = r.in_reply_to or ""
+            draft.references = list(r.references)
+        elif mode == "forward":
+            fw = compose.forward_fields(view)
+            draft.subject, draft.body = fw.subject, "\n\n" + fw.quoted_text
+            draft.keep_parts = [a.part_id for a in view.attachments
+                                if not (a.inline and a.content_id)]
+        else:  # reopen a draft
+            draft.to = ", ".join(str(a) for a in view.to)
+            draft.cc = ", ".join(str(a) for a in view.cc)
+            draft.subject, draft.body = view.subject, view.text or ""
+            draft.in_reply_to = view.in_reply_to or ""
+            draft.references = list(view.references)
+            draft.draft_uid = draft.orig_uid
+            draft.keep_parts = [a.part_id for a in view.attachments]
+    return _form_page(request, draft, Outbox.new_id(), kept=await _kept_parts(request, draft))
+
+
+async def _read_form(request: Request) -> tuple[str, Draft, str, str]:
+    """Parse the compose form into a Draft merged with what the outbox already holds.
+    Returns (outbox id, draft, what to do, a problem with uploads or "")."""
+    svc = services(request)
+    session = _me(request)
+    limit = svc.settings.get("mail.max_upload_bytes")
+    form = await request.form(max_files=50, max_fields=200, max_part_size=8 * 1024 * 1024)
+    outbox_id = str(form.get("outbox_id", ""))
+    if not OUTBOX_ID.fullmatch(outbox_id):
+        raise BadRequest("The form was incomplete. Go back and try again.")
+    held = await _outbox(request).load(outbox_id, session.user_oid)
+
+    def text(name: str, cap: int = 100_000) -> str:
+        value = form.get(name, "")
+        return value[:cap] if isinstance(value, str) else ""
+
+    mode = text("mode") if text("mode") in MODES else "new"
+    uid_text = text("orig_uid")
+    draft = Draft(
+        to=text("to", 5000), cc=text("cc", 5000), bcc=text("bcc", 5000),
+        subject=text("subject", 1000), body=text("body", 2_000_000), mode=mode,
+        orig_folder=text("orig_folder", 500), orig_uid=int(uid_text) if uid_text.isdigit() else 0,
+        in_reply_to=text("in_reply_to", 1000),
+        references=text("references", 10_000).split(),
+        draft_uid=held.draft_uid if held else (int(text("draft_uid")) if text("draft_uid")
+                                                .isdigit() else 0),
+        files=list(held.files) if held else [],
+        keep_parts=[str(v) for v in form.getlist("keep_part") if isinstance(v, str)])
+    drop = {str(v) for v in form.getlist("drop_file")}
+    draft.files = [f for i, f in enumerate(draft.files) if str(i) not in drop]
+    problem = ""
+    for item in form.getlist("attach"):
+        if not isinstance(item, UploadFile) or not item.filename:
+            continue
+        data = await item.read()
+        if draft.total_bytes() + len(data) > limit:
+            problem = (f"Attachments can be at most {human_size(limit)} in all, so "
+                       f"{item.filename!s} was not added.")
+            continue
+        from gateway.mail.mime import safe_filename
+        draft.files.append(HeldFile(safe_filename(item.filename),
+                                    item.content_type or "application/octet-stream", data))
+    do = text("do") or "send"
+    await _outbox(request).save(outbox_id, session.user_oid, draft, "compose",
+                                svc.clock())
+    return outbox_id, draft, do, problem
+
+
+def _addresses(text: str) -> list[Address]:
+    return compose.parse_address_list(text) if text.strip() else []
+
+
+async def _build(request: Request, draft: Draft, strict: bool) -> compose.BuiltMessage:
+    session = _me(request)
+    to, cc, bcc = _addresses(draft.to), _addresses(draft.cc), _addresses(draft.bcc)
+    if strict and not (to or cc or bcc):
+        raise BadRequest("Add at least one recipient.")
+    attachments = [(f.name, f.content_type, f.data) for f in draft.files]
+    if draft.keep_parts and draft.orig_uid:
+        raw, _ = await _original(request, draft.orig_folder, draft.orig_uid)
+        for part in draft.keep_parts:
+            try:
+                info, data = await asyncio.to_thread(attachment_bytes, raw, part)
+            except (KeyError, ValueError):
+                continue
+            attachments.append((info.filename, info.content_type, data))
+    domain = session.email.rsplit("@", 1)[-1] or "gateway.invalid"
+    return compose.build_message(
+        from_addr=Address(session.user_name, session.email), to=to, cc=cc, bcc=bcc,
+        subject=draft.subject, text_body=draft.body, attachments=attachments,
+        in_reply_to=draft.in_reply_to or None, references=draft.references,
+        message_id_domain=domain, date=datetime.now(UTC), require_recipients=strict)
+
+
+async def _save_to_drafts(request: Request, draft: Draft) -> int:
+    built = await _build(request, draft, strict=False)
+
+    async def work(conn: ImapConn) -> int:
+        drafts = await _drafts_folder(conn)
+        uid = await mailbox.append(conn, drafts, built.data, "\\Draft \\Seen")
+        if draft.draft_uid:
+            await _remove(conn, drafts, draft.draft_uid)
+        return uid or 0
+    return await imap_run(request, work)
+
+
+async def _remove(conn: ImapConn, folder: str, uid: int) -> None:
+    try:
+        await mailbox.set_flags(conn, folder, [uid], "\\Deleted", True)
+        await mailbox._expunge(conn, str(uid))
+    except GatewayError:
+        log.info("old draft could not be removed")
+
+
+async def send_or_save(request: Request) -> Response:
+    svc = services(request)
+    session = _me(request)
+    wants_json = "application/json" in request.headers.get("accept", "")
+    outbox_id, draft, do, problem = await _read_form(request)
+    kept = await _kept_parts(request, draft)
+    try:
+        if do in ("draft", "autosave"):
+            draft.draft_uid = await _save_to_drafts(request, draft)
+            await _outbox(request).save(outbox_id, session.user_oid, draft, "compose",
+                                        svc.clock())
+            when = datetime.now(ZoneInfo(svc.settings.get("general.timezone")))
+            notice = f"Saved to Drafts at {when:%H:%M}."
+            if wants_json:
+                return JSONResponse({"saved": True, "at": f"{when:%H:%M}", "notice": notice})
+            return _form_page(request, draft, outbox_id, notice=notice, error=problem,
+                              kept=kept)
+        if problem:
+            return _form_page(request, draft, outbox_id, error=problem, status=400, kept=kept)
+        built = await _build(request, draft, strict=True)
+        token = await svc.entra.smtp_token(session.account_id)
+        await smtp_send(svc.smtp, session.email, token, built.recipients, built.data)
+    except ReauthRequired:
+        # Keep the message; after signing in again the member lands back on it.
+        await svc.sessions.end(session)
+        target = "/mail/compose?" + urlencode({"outbox": outbox_id})
+        return RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
+    except GatewayError as err:
+        if do == "send":
+            await _outbox(request).save(outbox_id, session.user_oid, draft, "failed",
+                                        svc.clock())
+        if wants_json:
+            return JSONResponse({"saved": False, "error": err.message}, err.status)
+        return _form_page(request, draft, outbox_id, error=err.message, status=err.status,
+                          kept=kept)
+    log.info("message sent (recipients=%d, bytes=%d)", len(built.recipients), len(built.data))
+    await _after_send(request, draft)
+    await _outbox(request).discard(outbox_id, session.user_oid)
+    return RedirectResponse("/mail?" + urlencode({"f": "INBOX", "sent": "1"}), 303)
+
+
+async def _after_send(request: Request, draft: Draft) -> None:
+    """Mark the original answered and remove the draft copy; neither may fail the send."""
+    async def work(conn: ImapConn) -> None:
+        if draft.mode in ("reply", "replyall") and draft.orig_uid:
+            await mailbox.set_flags(conn, draft.orig_folder, [draft.orig_uid], "\\Answered",
+                                    True)
+        if draft.draft_uid:
+            await _remove(conn, await _drafts_folder(conn), draft.draft_uid)
+    try:
+        await imap_run(request, work)
+    except GatewayError:
+        log.info("after-send tidy-up did not complete")
+
+
+routes = [
+    Route("/mail/compose", compose_page, methods=["GET"]),
+    Route("/mail/send", send_or_save, methods=["POST"]),
+]

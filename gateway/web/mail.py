@@ -1,0 +1,288 @@
+"""The mail pages: folder list and message list, a message, its sandboxed HTML body, its
+attachments and inline images, and the actions on messages (read/unread, flag, move,
+delete, archive, empty a folder). Every page works without JavaScript.
+
+Message bodies never render in the gateway's own page: HTML is sanitised with an allow-list
+(``gateway.mail.sanitize``) off the event loop, then served at its own URL with its own
+CSP and shown in an ``<iframe sandbox>`` without scripts or same-origin. Inline ``cid:``
+images are embedded as data URLs because an opaque-origin frame sends no cookies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+from urllib.parse import quote, urlencode
+from zoneinfo import ZoneInfo
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from gateway.errors import BadRequest, NotFound
+from gateway.mail import mailbox, sanitize
+from gateway.mail.imap import ImapConn
+from gateway.mail.mime import MessageView, attachment_bytes, parse_message
+from gateway.services import Services, services
+from gateway.store.base import SessionRecord
+from gateway.web import mailviews as mv
+from gateway.web.auth import safe_next
+from gateway.web.render import render
+
+MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+MAX_INLINE_IMAGES = 8 * 1024 * 1024
+SAFE_IMAGE = {"image/png", "image/jpeg", "image/gif", "image/webp"}
+T = TypeVar("T")
+ACTIONS = {"read", "unread", "flag", "unflag", "delete", "archive", "move", "junk"}
+
+
+def _tz(svc: Services) -> ZoneInfo:
+    return ZoneInfo(svc.settings.get("general.timezone"))
+
+
+def _session(request: Request) -> SessionRecord:
+    session: SessionRecord = request.scope["state"]["session"]
+    return session
+
+
+async def imap_run(request: Request, fn: Callable[[ImapConn], Awaitable[T]]) -> T:
+    svc = services(request)
+    s = _session(request)
+    return await svc.imap_pool.run(s.id, s.email, s.account_id, fn)
+
+
+def _folder_param(request: Request, default: str = "INBOX") -> str:
+    f = request.query_params.get("f", default)
+    if not f or len(f) > 500 or any(ord(c) < 0x20 for c in f):
+        raise BadRequest("That folder name is not valid.")
+    return f
+
+
+def _uid_param(value: str | None) -> int:
+    if not value or not value.isdigit() or len(value) > 10:
+        raise BadRequest("That message reference is not valid.")
+    return int(value)
+
+
+async def folder_page(request: Request) -> Response:
+    svc = services(request)
+    folder = _folder_param(request)
+    try:
+        page_no = max(1, int(request.query_params.get("page", "1")))
+    except ValueError:
+        page_no = 1
+
+    async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], mailbox.Page]:
+        folders = await mailbox.list_folders(conn)
+        return folders, await mailbox.fetch_page(conn, folder, page_no)
+
+    folders, page = await imap_run(request, work)
+    now = datetime.now(UTC)
+    current = next((f for f in folders if f.name == folder), None)
+    return render(request, "mail_list.html", {
+        "folders": mv.folder_links(folders, folder),
+        "folder": folder,
+        "folder_label": current.label if current else folder,
+        "special": current.special if current else None,
+        "rows": mv.rows(folder, page.messages, _tz(svc), now),
+        "page": page,
+        "prev_url": mv.folder_url(folder, page.page - 1) if page.page > 1 else None,
+        "next_url": mv.folder_url(folder, page.page + 1) if page.page < page.pages else None,
+        "move_targets": [f for f in mv.folder_links(folders, folder) if f.name != folder],
+    })
+
+
+async def _load(request: Request, folder: str, uid: int, mark_read: bool) -> bytes:
+    async def work(conn: ImapConn) -> bytes:
+        return await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES, mark_read=mark_read)
+    return await imap_run(request, work)
+
+
+async def read_message(request: Request) -> Response:
+    svc = services(request)
+    folder = _folder_param(request)
+    uid = _uid_param(request.query_params.get("uid"))
+    mark = svc.settings.get("mail.mark_read_on_open")
+    raw = await _load(request, folder, uid, mark_read=mark)
+    view = await asyncio.to_thread(parse_message, raw)
+    tz = _tz(svc)
+    images = request.query_params.get("images") == "1"
+    blocked = 0
+    frame_url = None
+    text_html = None
+    if view.html:
+        result = await _sanitized(view, folder, uid, allow_remote=images, raw=raw)
+        blocked = result.blocked_remote
+        q = {"f": folder, "uid": str(uid)}
+        if images:
+            q["images"] = "1"
+        frame_url = "/mail/frame?" + urlencode(q)
+    elif view.text is not None:
+        text_html = sanitize.text_to_html(view.text)
+    invite_when = ""
+    if view.calendar is not None and isinstance(view.calendar.start, datetime):
+        invite_when = mv.long_date(view.calendar.start, tz)
+    page = mv.MessagePage(
+        folder=folder, uid=uid, subject=view.subject or "(no subject)",
+        sender=", ".join(str(a) for a in view.from_) or "(unknown sender)",
+        to=", ".join(str(a) for a in view.to), cc=", ".join(str(a) for a in view.cc),
+        date=mv.long_date(view.date, tz), unread=not mark,
+        text_html=text_html, frame_url=frame_url, blocked_remote=blocked,
+        images_shown=images, show_images_url=mv.message_url(folder, uid, images="1"),
+        attachments=mv.attachment_links(folder, uid, view.attachments),
+        invite=view.calendar, invite_when=invite_when, notes=view.notes,
+        back_url=mv.folder_url(folder))
+    return render(request, "mail_read.html", {"m": page})
+
+
+async def _sanitized(view: MessageView, folder: str, uid: int, allow_remote: bool,
+                     raw: bytes) -> sanitize.SanitizedHtml:
+    inline: dict[str, str] = {}
+    budget = MAX_INLINE_IMAGES
+    for att in view.attachments:
+        if att.content_id and att.content_type in SAFE_IMAGE and att.size <= budget:
+            try:
+                _, data = attachment_bytes(raw, att.part_id)
+            except (KeyError, ValueError):
+                continue
+            budget -= len(data)
+            inline[att.content_id] = (f"data:{att.content_type};base64,"
+                                      + base64.b64encode(data).decode())
+
+    def cid_url(cid: str) -> str | None:
+        return inline.get(cid.strip("<>"))
+
+    html = view.html or ""
+    return await asyncio.to_thread(sanitize.sanitize_html, html,
+                                   allow_remote_images=allow_remote, cid_url=cid_url)
+
+
+async def message_frame(request: Request) -> Response:
+    """The sanitised HTML body as its own document, for the sandboxed iframe."""
+    folder = _folder_param(request)
+    uid = _uid_param(request.query_params.get("uid"))
+    images = request.query_params.get("images") == "1"
+    raw = await _load(request, folder, uid, mark_read=False)
+    view = await asyncio.to_thread(parse_message, raw)
+    if not view.html:
+        raise NotFound("This message has no formatted body.")
+    result = await _sanitized(view, folder, uid, allow_remote=images, raw=raw)
+    csp = sanitize.frame_csp(images)
+    doc = sanitize.frame_document(result.html, csp)
+    headers = {
+        # Its own policy, replacing the page policy: nothing runs, frames only by us.
+        "Content-Security-Policy": csp + "; frame-ancestors 'self'; sandbox allow-popups "
+                                         "allow-popups-to-escape-sandbox",
+        "X-Frame-Options": "SAMEORIGIN",
+        "Cache-Control": "private, no-store",
+    }
+    return Response(doc, media_type="text/html; charset=utf-8", headers=headers)
+
+
+_UNSAFE_NAME = re.compile(r'[\\"\r\n;]')
+
+
+async def attachment(request: Request) -> Response:
+    folder = _folder_param(request)
+    uid = _uid_param(request.query_params.get("uid"))
+    part = request.query_params.get("part", "")
+    if not re.fullmatch(r"\d{1,4}(\.\d{1,4}){0,20}", part):
+        raise BadRequest("That attachment reference is not valid.")
+    raw = await _load(request, folder, uid, mark_read=False)
+    try:
+        info, data = await asyncio.to_thread(attachment_bytes, raw, part)
+    except (KeyError, ValueError):
+        raise NotFound("That attachment is not in this message.") from None
+    ctype = info.content_type.lower()
+    inline = ctype in mv.INLINE_TYPES and request.query_params.get("download") != "1"
+    if not inline:
+        ctype = ctype if ctype in mv.OFFICE_TYPES else "application/octet-stream"
+    ascii_name = _UNSAFE_NAME.sub("_", info.filename.encode("ascii", "replace").decode())
+    disposition = (f"{'inline' if inline else 'attachment'}; filename=\"{ascii_name}\"; "
+                   f"filename*=UTF-8''{quote(info.filename)}")
+    headers = {
+        "Content-Disposition": disposition,
+        "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; "
+                                   "style-src 'unsafe-inline'; object-src 'self'; "
+                                   "frame-ancestors 'self'; sandbox",
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "private, no-store",
+    }
+    if ctype.startswith("text/"):
+        ctype += "; charset=utf-8"
+    return Response(data, media_type=ctype, headers=headers)
+
+
+async def message_action(request: Request) -> Response:
+    svc = services(request)
+    form = await request.form(max_files=0, max_fields=300)
+    folder = str(form.get("f", "INBOX"))
+    action = str(form.get("action", ""))
+    if action not in ACTIONS:
+        raise BadRequest("That action is not available.")
+    uids = [_uid_param(str(v)) for v in form.getlist("uid")][:200]
+    if not uids:
+        raise BadRequest("Choose at least one message first.")
+    target = str(form.get("target", ""))
+
+    async def work(conn: ImapConn) -> None:
+        if action in ("read", "unread"):
+            await mailbox.set_flags(conn, folder, uids, "\\Seen", action == "read")
+        elif action in ("flag", "unflag"):
+            await mailbox.set_flags(conn, folder, uids, "\\Flagged", action == "flag")
+        else:
+            folders = await mailbox.list_folders(conn, counts=False)
+            special = {"delete": "trash", "archive": "archive", "junk": "junk"}.get(action)
+            if special:
+                dest = next((f.name for f in folders if f.special == special), None)
+                if dest is None:
+                    raise BadRequest("Your mailbox has no folder for that.")
+            else:
+                dest = next((f.name for f in folders if f.name == target), None)
+                if dest is None:
+                    raise BadRequest("Choose a folder to move to.")
+            if dest == folder and action == "delete":
+                # Deleting from Deleted Items removes for good, like Outlook.
+                await mailbox.set_flags(conn, folder, uids, "\\Deleted", True)
+                await mailbox._expunge(conn, ",".join(map(str, uids)))
+            elif dest != folder:
+                await mailbox.move(conn, folder, uids, dest)
+
+    await imap_run(request, work)
+    back = str(form.get("back", "")) or mv.folder_url(folder)
+    del svc
+    if action in ("delete", "archive", "move", "junk") and "/mail/read" in back:
+        back = mv.folder_url(folder)
+    return RedirectResponse(safe_next(back), status_code=303)
+
+
+async def empty_folder(request: Request) -> Response:
+    form = await request.form(max_files=0, max_fields=10)
+    folder = str(form.get("f", ""))
+    if form.get("confirm") != "yes":
+        return render(request, "mail_confirm.html", {"folder": folder})
+
+    async def work(conn: ImapConn) -> int:
+        folders = await mailbox.list_folders(conn, counts=False)
+        target = next((f for f in folders if f.name == folder), None)
+        if target is None or target.special not in ("junk", "trash"):
+            raise BadRequest("Only Junk Email and Deleted Items can be emptied.")
+        return await mailbox.delete_all(conn, folder)
+
+    await imap_run(request, work)
+    return RedirectResponse(mv.folder_url(folder), status_code=303)
+
+
+routes = [
+    Route("/", folder_page, methods=["GET"]),
+    Route("/mail", folder_page, methods=["GET"]),
+    Route("/mail/read", read_message, methods=["GET"]),
+    Route("/mail/frame", message_frame, methods=["GET"]),
+    Route("/mail/part", attachment, methods=["GET"]),
+    Route("/mail/action", message_action, methods=["POST"]),
+    Route("/mail/empty", empty_folder, methods=["POST"]),
+]

@@ -1,0 +1,146 @@
+"""View models for the mail pages, and the formatting rules members see (dates in the
+council's time zone, sizes, sender names). Templates get these dataclasses, never IMAP data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from gateway.mail.mailbox import Folder, MessageSummary
+from gateway.mail.mime import AttachmentInfo, CalendarInvite
+
+# PDF and raster images open in Safari's own viewer; everything else downloads, so that
+# iPadOS offers Quick Look for Office documents. SVG is never inline: it can carry script.
+INLINE_TYPES = {"application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp"}
+OFFICE_TYPES = {
+    "application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    "text/csv", "text/plain", "application/zip", "text/calendar",
+}
+
+
+def human_size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def short_date(when: datetime | None, tz: ZoneInfo, now: datetime) -> str:
+    """'14:05' today, '27 Nov' this year, '27 Nov 2025' before."""
+    if when is None:
+        return ""
+    local = when.astimezone(tz) if when.tzinfo else when.replace(tzinfo=tz)
+    today = now.astimezone(tz)
+    if local.date() == today.date():
+        return local.strftime("%H:%M")
+    if local.year == today.year:
+        return f"{local.day} {local.strftime('%b')}"
+    return f"{local.day} {local.strftime('%b %Y')}"
+
+
+def long_date(when: datetime | None, tz: ZoneInfo) -> str:
+    if when is None:
+        return ""
+    local = when.astimezone(tz) if when.tzinfo else when.replace(tzinfo=tz)
+    return f"{local.strftime('%a')} {local.day} {local.strftime('%b %Y, %H:%M')}"
+
+
+def folder_url(folder: str, page: int = 1) -> str:
+    q = {"f": folder} if page == 1 else {"f": folder, "page": str(page)}
+    return "/mail?" + urlencode(q)
+
+
+def message_url(folder: str, uid: int, **extra: str) -> str:
+    return "/mail/read?" + urlencode({"f": folder, "uid": str(uid), **extra})
+
+
+@dataclass(frozen=True)
+class FolderLink:
+    name: str
+    label: str
+    depth: int
+    unseen: int
+    total: int
+    special: str | None
+    url: str
+    current: bool
+
+
+def folder_links(folders: list[Folder], current: str) -> list[FolderLink]:
+    return [FolderLink(f.name, f.label, f.depth, f.unseen, f.total, f.special,
+                       folder_url(f.name), f.name == current)
+            for f in folders if f.selectable]
+
+
+@dataclass(frozen=True)
+class Row:
+    uid: int
+    url: str
+    sender: str
+    subject: str
+    date: str
+    unread: bool
+    flagged: bool
+    answered: bool
+    has_attachment: bool
+    size: str
+
+
+def rows(folder: str, messages: list[MessageSummary], tz: ZoneInfo, now: datetime,
+         folder_of: dict[int, str] | None = None) -> list[Row]:
+    out = []
+    for m in messages:
+        f = folder_of.get(m.uid, folder) if folder_of else folder
+        out.append(Row(m.uid, message_url(f, m.uid), m.sender, m.subject,
+                       short_date(m.date, tz, now), m.unread, m.flagged, m.answered,
+                       m.has_attachment, human_size(m.size)))
+    return out
+
+
+@dataclass(frozen=True)
+class AttachmentLink:
+    name: str
+    content_type: str
+    size: str
+    url: str
+    opens_inline: bool
+
+
+def attachment_links(folder: str, uid: int, atts: list[AttachmentInfo]) -> list[AttachmentLink]:
+    links = []
+    for a in atts:
+        if a.inline and a.content_id and a.content_type.startswith("image/"):
+            continue  # shown in the message body
+        url = "/mail/part?" + urlencode({"f": folder, "uid": str(uid), "part": a.part_id})
+        links.append(AttachmentLink(a.filename, a.content_type, human_size(a.size), url,
+                                    a.content_type in INLINE_TYPES))
+    return links
+
+
+@dataclass
+class MessagePage:
+    folder: str
+    uid: int
+    subject: str
+    sender: str
+    to: str
+    cc: str
+    date: str
+    unread: bool
+    text_html: str | None          # plain text already escaped and linked
+    frame_url: str | None          # the sandboxed HTML body
+    blocked_remote: int
+    images_shown: bool
+    show_images_url: str
+    attachments: list[AttachmentLink]
+    invite: CalendarInvite | None
+    invite_when: str = ""
+    notes: list[str] = field(default_factory=list)
+    back_url: str = ""

@@ -1,0 +1,134 @@
+"""The command-line controls against a store file: failover status/activate/standby/drill,
+audit verify/export, apikey create/list/revoke; same rules as the page and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sqlite3
+
+import pytest
+
+from gateway.cli import main
+from gateway.failover import Mode, Switch
+from gateway.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    path = tmp_path / "cli.db"
+    monkeypatch.setenv("GATEWAY_STORE_SQLITE_PATH", str(path))
+    monkeypatch.setenv("GATEWAY_GENERAL_TIMEZONE", "UTC")
+    return path
+
+
+def stored_mode(path) -> Mode:
+    async def read() -> Mode:
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            return (await Switch(store, lambda: 0.0).current()).mode
+        finally:
+            await store.close()
+    return asyncio.run(read())
+
+
+def test_activate_standby_and_status(db, capsys):
+    """activate and standby change the stored switch; status prints it, also as JSON."""
+    assert main(["failover", "activate", "--reason", "MDM down", "--by", "ops"]) == 0
+    assert stored_mode(db) is Mode.ACTIVE
+    assert main(["failover", "status", "--json"]) == 0
+    out = capsys.readouterr().out
+    state = json.loads(out[out.index("{"):])
+    assert (state["mode"], state["by"], state["reason"], state["version"]) == (
+        "active", "ops", "MDM down", 1)
+    assert main(["failover", "standby", "--reason", "fixed"]) == 0
+    assert stored_mode(db) is Mode.STANDBY
+    assert main(["failover", "status"]) == 0
+    assert "mode:    standby" in capsys.readouterr().out
+
+
+def test_drill_needs_group_and_end_time(db, capsys):
+    """drill without --group or --until is a usage error; with both it starts."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["failover", "drill", "--reason", "r", "--until", "1h"])
+    assert exit_.value.code == 2
+    assert main(["failover", "drill", "--group", "g-1", "--until", "30m",
+                 "--reason", "rehearsal"]) == 0
+    assert "group:   g-1" in capsys.readouterr().out
+    assert stored_mode(db) is Mode.DRILL
+
+
+def test_missing_reason_is_a_usage_error(db):
+    """Every flip needs --reason."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["failover", "activate"])
+    assert exit_.value.code == 2
+
+
+def test_refusals_exit_1_with_the_reason(db, capsys):
+    """An end time in the past, a blank reason or a stale version exit 1 and say why."""
+    assert main(["failover", "activate", "--reason", "r", "--until", "2001-01-01T00:00Z"]) == 1
+    assert "already passed" in capsys.readouterr().err
+    assert main(["failover", "activate", "--reason", "  "]) == 1
+    assert "reason is required" in capsys.readouterr().err
+    assert main(["failover", "activate", "--reason", "first"]) == 0
+    assert main(["failover", "standby", "--reason", "late", "--expect-version", "0"]) == 1
+    assert "changed meanwhile" in capsys.readouterr().err
+    assert stored_mode(db) is Mode.ACTIVE
+
+
+def test_audit_verify_passes_then_names_a_tampered_entry(db, capsys):
+    """`audit verify` exits 0 on an intact chain and 1 naming the first broken entry."""
+    for reason in ("one", "two", "three"):
+        assert main(["failover", "activate", "--reason", reason]) == 0
+    assert main(["audit", "verify"]) == 0
+    assert "intact: 3 entries" in capsys.readouterr().out
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("UPDATE audit SET body=replace(body, 'two', 'TWO') WHERE seq=2")
+    con.close()
+    assert main(["audit", "verify"]) == 1
+    assert "BROKEN at entry 2" in capsys.readouterr().err
+
+
+def test_audit_export_csv_and_json_with_range(db, capsys, tmp_path):
+    """`audit export` writes CSV or JSON for a time range, to stdout or a file."""
+    assert main(["failover", "activate", "--reason", "exported"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "export", "--format", "csv", "--since", "2000-01-01"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0]["kind"] == "failover.changed" and "exported" in rows[0]["data"]
+    out = tmp_path / "audit.json"
+    assert main(["audit", "export", "--until", "2000-01-01", "--output", str(out)]) == 0
+    assert json.loads(out.read_text()) == []
+
+
+def test_timeline_lists_active_periods(db, capsys):
+    """`failover timeline` shows an incident per active period, with its reason."""
+    assert main(["failover", "activate", "--reason", "outage A"]) == 0
+    assert main(["failover", "standby", "--reason", "over"]) == 0
+    capsys.readouterr()
+    assert main(["failover", "timeline"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [i["reasons"] for i in data["incidents"]] == [["outage A"]]
+    assert data["incidents"][0]["end_reason"] == "over"
+
+
+def test_apikey_create_list_revoke(db, capsys):
+    """A key is printed once, listed by name only (never its secret), and revocable."""
+    assert main(["apikey", "create", "runbook"]) == 0
+    secret = capsys.readouterr().out.strip()
+    assert secret.startswith("gwk_") and len(secret) > 40
+    assert main(["apikey", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "runbook\tlive" in listing and secret not in listing
+    assert secret.encode() not in db.read_bytes()
+    assert main(["apikey", "create", "runbook"]) == 1
+    assert main(["apikey", "revoke", "runbook"]) == 0
+    assert main(["apikey", "revoke", "runbook"]) == 1
+    capsys.readouterr()
+    assert main(["apikey", "list"]) == 0
+    assert "runbook\trevoked" in capsys.readouterr().out
