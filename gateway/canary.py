@@ -30,11 +30,15 @@ FOLDERS = ("INBOX", '"Sent Items"')
 
 
 def _uids(resp: aioimaplib.Response) -> list[str]:
-    for line in resp.lines:
+    """The numbers of a SEARCH answer (aioimaplib strips the ``* SEARCH`` prefix)."""
+    if resp.result != "OK":
+        return []
+    for line in resp.lines[:-1]:
         text = bytes(line).decode("ascii", "replace") if isinstance(line, (bytes, bytearray)) \
             else str(line)
-        if text.startswith("SEARCH"):
-            return text.split()[1:]
+        words = text.removeprefix("SEARCH").split()
+        if words and all(w.isdigit() for w in words):
+            return words
     return []
 
 

@@ -4,6 +4,7 @@ model and the Graph stand-in, so both read a ``dateTimeTimeZone`` the same way."
 
 from __future__ import annotations
 
+import functools
 import zoneinfo
 from datetime import datetime
 
@@ -35,6 +36,7 @@ class UnknownZone(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=256)
 def zone(name: str) -> zoneinfo.ZoneInfo:
     """The zone for a Graph ``timeZone`` value; raises UnknownZone."""
     iana = WINDOWS_ZONES.get(name.strip(), name.strip())

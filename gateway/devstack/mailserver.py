@@ -512,12 +512,34 @@ class MailServer:
         self._check_user(email)
         parts = self._folder_parts(folder)
         self._ensure_user_dirs(email)
+        self._subscribe(email, [])
         for i in range(1, len(parts) + 1):
             self._make_maildir(self.folder_path(email, HIERARCHY_SEPARATOR.join(parts[:i])),
                                subfolder=True)
+            self._subscribe(email, parts[:i])
         path = str(self.folder_path(email, folder))
         self._dirs[key] = path
         return path
+
+    def _subscribe(self, email: str, parts: list[str]) -> None:
+        """Add the folder to Dovecot's subscriptions file, as Exchange has every folder
+        subscribed (LSUB lists them). Format of Dovecot 2.3: a "V\t2" header, then one name
+        per line, modified UTF-7, hierarchy levels separated by tabs."""
+        name = "\t".join(imap_utf7_encode(p) for p in parts) if parts else "INBOX"
+        path = self.maildir(email) / "subscriptions"
+        with self._lock:
+            try:
+                lines = path.read_text("ascii").split("\n")
+            except FileNotFoundError:
+                lines = ["V\t2", ""]
+            if name in lines[2:]:
+                return
+            body = [line for line in lines[2:] if line] + [name]
+            tmp = path.with_name(f"subscriptions.{os.getpid()}.tmp")
+            tmp.write_text("\n".join([*lines[:2], *body]) + "\n", "ascii")
+            if self._chown:
+                os.chown(tmp, self.mail_uid, self.mail_gid)
+            os.replace(tmp, path)
 
     def _unique_name(self) -> str:
         # Dovecot gives new files UIDs in file-name order (seconds, then .M<usecs>), so
@@ -730,6 +752,8 @@ service auth-worker {{
         """Start Dovecot (on the same port as before, if it ran already)."""
         if self.imap_running:
             return
+        if self._dovecot is not None:  # it died on its own: reap it and its group first
+            await self.stop_imap()
         if not shutil.which("dovecot"):
             raise MailServerError("dovecot is not installed (scripts/install-system-deps.sh)")
         if self.imap_port == 0:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from gateway.errors import MailError, ReauthRequired, UpstreamUnavailable
+from gateway.errors import MailError, NotFound, ReauthRequired, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,8 +104,8 @@ class ImapConn:
         resp = await self.call(self.client.select(raw_name))
         if resp.result != "OK":
             self.selected = None
-            raise MailError("That folder could not be opened. It may have been moved or "
-                            "deleted.")
+            raise NotFound("That folder could not be opened. It may have been moved or "
+                           "deleted.")
         self.selected = raw_name
         self.exists, self.uidvalidity = 0, 0
         for line in resp.lines:

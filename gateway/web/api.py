@@ -2,9 +2,10 @@
 over HTTP, JSON in and out, for runbooks and monitors. Authenticated by a named bearer API
 key (``gateway.apikeys``), never by a session; documented in ``docs/api.md``.
 
-These paths are exempt from the session gate and from CSRF only when the request carries a
-bearer header and no cookie (a cross-site page cannot forge that); the routes then check the
-key themselves. The rules of a flip are the switch's, the same as for the page and the CLI.
+A request here without a cookie skips the session gate, and with a bearer header and no
+cookie also the CSRF check (a cross-site page cannot forge that); the routes then check the
+key themselves. A request with a cookie is the browser's and gets no special treatment.
+The rules of a flip are the switch's, the same as for the page and the CLI.
 """
 
 from __future__ import annotations

@@ -381,7 +381,36 @@ async def answer(request: Request) -> Response:
     return RedirectResponse(event_url(event_id, done=done), 303)
 
 
+def _local_path(value: str) -> str:
+    """A same-site path to return to, or the agenda (never an open redirect)."""
+    if value.startswith("/") and not value.startswith(("//", "/\\")) and len(value) < 2000 \
+            and "\\" not in value and all(32 < ord(c) < 127 for c in value):
+        return value
+    return "/calendar"
+
+
+async def answer_invite(request: Request) -> Response:
+    """Answer a meeting request shown in mail, found in the calendar by its iCalendar UID.
+    Form fields: ``uid``, ``answer``, ``comment``, ``send_response``, ``back`` (the page to
+    return to on decline or failure)."""
+    svc = services(request)
+    form = await _form(request)
+    uid, choice = _str(form, "uid", 1024).strip(), _str(form, "answer", 20)
+    comment, send = _str(form, "comment", 2000), _str(form, "send_response") == "1"
+    back = _local_path(_str(form, "back", 2000))
+    if choice not in ANSWER_DONE or not uid:
+        raise BadRequest("Choose Accept, Tentative or Decline.")
+    found = await graph.respond(_graph(svc), _token(request), uid, choice, comment, send,
+                                by_ical_uid=True)
+    done = ANSWER_DONE[choice]
+    if choice == "decline" or found is None:
+        sep = "&" if "?" in back else "?"
+        return RedirectResponse(f"{back}{sep}done={done}", 303)
+    return RedirectResponse(event_url(found.id, done=done), 303)
+
+
 routes = [
+    Route("/calendar/invite/answer", answer_invite, methods=["POST"]),
     Route("/calendar", agenda, methods=["GET"]),
     Route("/calendar/day", day_view, methods=["GET"]),
     Route("/calendar/week", week_view, methods=["GET"]),

@@ -152,7 +152,9 @@ class AccessGateMiddleware:
                      [Receive, Send], Awaitable[None]]]],
                  bearer_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
-        # Paths whose routes authenticate a bearer API key themselves (gateway.web.api).
+        # Paths whose routes authenticate a bearer API key themselves (gateway.web.api):
+        # a request to them without a cookie carries no session to gate, so the route
+        # answers it (401 without a valid key).
         self.bearer_prefixes = bearer_prefixes
         self.policy_source = policy_source
         self.render_error = render_error
@@ -163,7 +165,6 @@ class AccessGateMiddleware:
             await self.app(scope, receive, send)
             return
         if self.bearer_prefixes and scope["path"].startswith(self.bearer_prefixes) \
-                and (_header(scope, b"authorization") or "").startswith("Bearer ") \
                 and _header(scope, b"cookie") is None:
             await self.app(scope, receive, send)
             return

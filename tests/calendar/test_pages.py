@@ -216,3 +216,24 @@ def test_signed_out_visitor_is_sent_to_sign_in(gw: Gateway):
     """Without a session the calendar redirects to sign-in."""
     r = gw.client().get("/calendar")
     assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
+
+
+def test_answer_invitation_from_mail_by_uid(member: httpx.Client,
+                                            fresh_calendar: GraphStandIn):
+    """A meeting request in mail is answered through its UID; decline returns to the message,
+    and only to a path on this site."""
+    member.get("/calendar")      # seeds the calendar
+    cal = fresh_calendar.calendar(user("member").oid)
+    uids = {e.seed.subject: e.ical_uid for e in cal.events.values()}
+    r = post(member, "/calendar/invite/answer", {
+        "uid": uids["Scrutiny Committee"], "answer": "tentative", "send_response": "1",
+        "back": "/mail/read?f=INBOX&uid=7"})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=tentative")
+    assert "You accepted tentatively." in member.get(r.headers["location"]).text
+    r = post(member, "/calendar/invite/answer", {
+        "uid": uids["Ward walkabout with the police"], "answer": "decline",
+        "back": "//evil.example/x"})
+    assert r.headers["location"] == "/calendar?done=declined"
+    assert [s["kind"] for s in fresh_calendar.sent] == ["tentativelyAccepted"]
+    r = post(member, "/calendar/invite/answer", {"uid": "gone", "answer": "accept"})
+    assert r.status_code == 404

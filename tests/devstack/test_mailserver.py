@@ -7,6 +7,7 @@ import asyncio
 import base64
 import os
 import re
+import signal
 import socket
 import ssl
 import time
@@ -162,7 +163,8 @@ async def test_raw_xoauth2_accepts_valid_token(mail: MailServer, signer: TokenSi
 
 async def test_list_shows_exchange_folders(mail: MailServer, signer: TokenSigner) -> None:
     """LIST shows Exchange's folder names with special-use attributes, "/" as separator, the
-    non-mail folders, nested and non-ASCII folders; NAMESPACE is Exchange's."""
+    non-mail folders, nested and non-ASCII folders; NAMESPACE is Exchange's; LSUB lists them
+    all (Exchange has every folder subscribed)."""
     mail.ensure_folder(MEMBER.email, "Committees/Planning")
     mail.ensure_folder(MEMBER.email, "Ward – Llanfair Café")
     imap = await imap_login(mail, MEMBER.email, outlook_access_token(signer, MEMBER))
@@ -183,6 +185,11 @@ async def test_list_shows_exchange_folders(mail: MailServer, signer: TokenSigner
     assert imap_utf7_encode("Ward – Llanfair Café") in entries
     namespace = await imap.namespace()
     assert namespace.lines[0] == b'(("" "/")) NIL NIL'
+    subscribed = await imap.lsub('""', "*")
+    text = b"\n".join(subscribed.lines)
+    for name in (b"INBOX", b'"Sent Items"', b"Committees", b"Committees/Planning",
+                 imap_utf7_encode("Ward – Llanfair Café").encode()):
+        assert name in text, name
     await imap.logout()
 
 
@@ -227,13 +234,19 @@ async def test_idle_sees_a_delivery(mail: MailServer, signer: TokenSigner) -> No
 
 async def test_stop_and_start_imap_on_same_port(mail: MailServer, signer: TokenSigner) -> None:
     """stop_imap() takes Dovecot down (connections refused) and start_imap() brings it back on
-    the same port with the mail intact."""
+    the same port with the mail intact, also after Dovecot was killed outright."""
     port = mail.imap_port
     await mail.stop_imap()
     with pytest.raises(OSError):
         socket.create_connection((mail.host, port), timeout=1).close()
     await mail.start_imap()
     assert mail.imap_port == port
+    # A Dovecot that dies on its own (killed) is also brought back by start_imap().
+    assert mail._dovecot is not None
+    os.killpg(mail._dovecot.pid, signal.SIGKILL)
+    await asyncio.sleep(0.1)
+    assert not mail.imap_running
+    await mail.start_imap()
     imap = await imap_login(mail, ADMIN.email, outlook_access_token(signer, ADMIN))
     response = await imap.select("INBOX")
     assert b"3 EXISTS" in response.lines

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import itertools
 import json
 import sqlite3
 
@@ -37,7 +38,7 @@ async def test_entries_chain_and_verify(filled, store):
     rows = await store.audit_rows()
     assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
     assert rows[0].prev_hash == GENESIS
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
     verdict = await filled.verify()
     assert verdict.ok and verdict.entries == 5 and verdict.head == rows[-1].hash
 

@@ -17,11 +17,7 @@ from gateway.mail.compose import (
     reply_fields,
 )
 from gateway.mail.mime import Address, MessageView, attachment_bytes, parse_message
-
-try:   # tests/mail is on sys.path under pytest's default import mode
-    from hostile_corpus import hostile_messages
-except ImportError:  # pragma: no cover - when tests/ is a package
-    from tests.mail.hostile_corpus import hostile_messages
+from tests.mail.hostile_corpus import hostile_messages
 
 ME = Address("Councillor Me", "me@council.example")
 CORPUS = hostile_messages()
@@ -146,6 +142,12 @@ def test_no_recipients_bad_sender_and_size_limit() -> None:
               max_bytes=5_000)
 
 
+def test_a_draft_may_have_no_recipients() -> None:
+    """With require_recipients=False (drafts) a message builds with an empty envelope."""
+    built = build(to=[], require_recipients=False)
+    assert built.recipients == [] and "to" not in header_names(built.data)
+
+
 # ---- replies and forwards ---------------------------------------------------------------
 
 ORIGINAL = MessageView(
@@ -200,8 +202,7 @@ def test_forward_fields() -> None:
 
 
 def test_forward_of_encoded_crlf_headers_injects_nothing() -> None:
-    """A forward of a message whose headers hide CR/LF (=?utf-8?q?x=0D=0ABcc:...?=) has no
-    injected header, and the attachment goes out byte for byte."""
+    """Forwarding/replying to headers hiding CR/LF (=?utf-8?q?x=0D=0ABcc:..?=) injects nothing."""
     raw = (b"From: =?utf-8?q?x=0D=0ABcc:_evil@evil.example?= <attacker@evil.example>\r\n"
            b"To: me@council.example\r\nSubject: =?utf-8?q?hi=0D=0ABcc:_evil2@evil.example?=\r\n"
            b"Message-ID: <a@evil.example>\r\n"

@@ -20,11 +20,7 @@ from gateway.mail.sanitize import (
     sanitize_html,
     text_to_html,
 )
-
-try:   # tests/mail is on sys.path under pytest's default import mode
-    from hostile_corpus import TRACKER, hostile_messages
-except ImportError:  # pragma: no cover - when tests/ is a package
-    from tests.mail.hostile_corpus import TRACKER, hostile_messages
+from tests.mail.hostile_corpus import TRACKER, hostile_messages
 
 FUZZ = settings(max_examples=300, deadline=None)
 CORPUS = hostile_messages()

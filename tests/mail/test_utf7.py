@@ -46,8 +46,7 @@ def test_round_trip_any_unicode(name: str) -> None:
 @FUZZ
 @given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E)))
 def test_decoding_printable_ascii_never_returns_garbage(text: str) -> None:
-    """Decoding either fails with Utf7Error or gives a name that encodes back to the input
-    (adjacent shifted runs aside, which the encoder merges)."""
+    """Decoding fails with Utf7Error or gives a name that re-encodes to the same input."""
     try:
         name = decode_mailbox(text)
     except Utf7Error:

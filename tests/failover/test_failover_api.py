@@ -1,0 +1,133 @@
+"""The HTTP API control: named bearer keys (hashed, revocable), JSON in and out, the same
+rules as the page and the CLI, the timeline and the audit trail."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateway import apikeys
+from gateway.devstack.users import DRILL_GROUP
+from tests.conftest import Gateway, sign_in, start_gateway
+
+
+@pytest.fixture
+def api(stack: Any, loop_thread: Any, tmp_path: Any) -> Iterator[tuple[Gateway, Any]]:
+    """A gateway in standby and a client holding a live API key named `runbook`."""
+    gw = start_gateway(stack, loop_thread, tmp_path, failover__initial_mode="standby")
+    key = loop_thread.run(apikeys.create(gw.app.state.services.store, "runbook", "test",
+                                         time.time()))
+    client = gw.client(headers={"Authorization": f"Bearer {key}"})
+    try:
+        yield gw, client
+    finally:
+        for c in gw.clients:
+            c.close()
+        loop_thread.run(gw.server.stop())
+
+
+def test_read_and_flip_with_a_key(api):
+    """GET shows the switch; POST flips it, recorded as made by api:<key name>."""
+    gw, client = api
+    state = client.get("/api/failover").json()
+    assert (state["mode"], state["version"], state["store_ok"]) == ("standby", 0, True)
+    r = client.post("/api/failover", json={"mode": "active", "reason": "INC-9 MDM outage",
+                                           "until": "2h", "message": "Use the gateway.",
+                                           "version": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["mode"], body["by"], body["version"]) == ("active", "api:runbook", 1)
+    assert body["until"].endswith("Z")
+    assert sign_in(gw, "member").get("/failover-probe").status_code == 404  # let in
+
+
+@pytest.mark.parametrize("auth", [None, "Bearer gwk_forged-key-that-was-never-made",
+                                  "Basic dXNlcjpwYXNz", "Bearer not-even-our-format"])
+def test_missing_or_forged_key_is_refused_and_audited(api, auth):
+    """No key, a forged key or another scheme: 401 JSON, recorded as api.refused."""
+    gw, _ = api
+    headers = {"Authorization": auth} if auth else {}
+    r = gw.client(headers=headers).get("/api/failover")
+    assert r.status_code == 401 and r.json()["error"] == "BadApiKey"
+    entries = gw.loop.run(gw.app.state.services.audit.entries())
+    assert entries[-1].kind == "api.refused"
+
+
+def test_forged_key_cannot_flip(api):
+    """A POST with a forged key is refused and changes nothing."""
+    gw, _ = api
+    r = gw.client(headers={"Authorization": "Bearer gwk_forged"}).post(
+        "/api/failover", json={"mode": "active", "reason": "r"})
+    assert r.status_code == 401
+    assert gw.loop.run(gw.app.state.services.failover.current()).version == 0
+
+
+def test_revoked_key_is_refused(api):
+    """A key works until revoked, then gets 401."""
+    gw, client = api
+    assert client.get("/api/failover").status_code == 200
+    assert gw.loop.run(apikeys.revoke(gw.app.state.services.store, "runbook", time.time()))
+    r = client.get("/api/failover")
+    assert r.status_code == 401 and "revoked" in r.json()["message"]
+
+
+@pytest.mark.parametrize("payload,status,words", [
+    ({"mode": "sideways", "reason": "r"}, 400, "Unknown mode"),
+    ({"mode": "active"}, 400, "reason is required"),
+    ({"mode": "drill", "reason": "r", "group": DRILL_GROUP}, 400, "time it ends"),
+    ({"mode": "drill", "reason": "r", "group": DRILL_GROUP, "until": "2001-01-01T00:00Z"},
+     400, "already passed"),
+    ({"mode": "active", "reason": "r", "version": "zero"}, 400, "integer"),
+    ({"mode": "active", "reason": 5}, 400, "string"),
+    ([1, 2], 400, "JSON object"),
+])
+def test_bad_requests_get_json_errors(api, payload, status, words):
+    """Bad input is refused with a JSON error that says what is wrong."""
+    _, client = api
+    r = client.post("/api/failover", json=payload)
+    assert r.status_code == status and words in r.json()["message"]
+
+
+def test_non_json_body_is_refused(api):
+    """A form-encoded body is refused: the API speaks JSON."""
+    _, client = api
+    r = client.post("/api/failover", data={"mode": "active", "reason": "r"})
+    assert r.status_code == 400 and "JSON" in r.json()["message"]
+
+
+def test_stale_version_is_a_conflict_naming_the_change(api):
+    """A flip based on an old version gets 409 naming who changed it meanwhile."""
+    _, client = api
+    assert client.post("/api/failover", json={"mode": "active", "reason": "first",
+                                              "version": 0}).status_code == 200
+    r = client.post("/api/failover", json={"mode": "standby", "reason": "late", "version": 0})
+    assert r.status_code == 409 and "api:runbook set it to active" in r.json()["message"]
+
+
+def test_timeline_and_audit_over_the_api(api):
+    """Incidents, audit export (JSON and CSV) and chain verification are available."""
+    _, client = api
+    client.post("/api/failover", json={"mode": "active", "reason": "outage"})
+    client.post("/api/failover", json={"mode": "standby", "reason": "over"})
+    inc = client.get("/api/failover/incidents").json()
+    assert inc["incidents"][0]["reasons"] == ["outage"] and inc["monthly"][0]["incidents"] == 1
+    assert client.get("/api/failover/incidents?format=csv").text.startswith("start,end")
+    entries = client.get("/api/audit", params={"since": "2000-01-01"}).json()
+    assert [e["kind"] for e in entries][:2] == ["failover.changed", "failover.changed"]
+    assert client.get("/api/audit?format=csv").text.startswith("seq,")
+    assert client.get("/api/audit?format=xml").status_code == 400
+    verdict = client.get("/api/audit/verify").json()
+    assert verdict["ok"] and verdict["entries"] >= 2
+
+
+def test_bearer_from_a_browser_session_is_not_an_api_call(api):
+    """A request carrying a session cookie is treated as the browser's, so CSRF applies."""
+    gw, _ = api
+    admin = sign_in(gw, "admin")
+    key = gw.loop.run(apikeys.create(gw.app.state.services.store, "second", "t", time.time()))
+    r = admin.post("/api/failover", json={"mode": "active", "reason": "r"},
+                   headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 403 and r.json()["error"] == "CsrfFailed"

@@ -1,0 +1,173 @@
+"""The probe loop and the health+json document, with in-process probes (no servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from gateway.cli_health import CRITICAL, OK, WARNING, summary
+from gateway.health import HealthMonitor, Observation, Probe, ProbeFailed, instant_check
+from gateway.logging import redact
+
+SCHEMA = json.loads((Path(__file__).parent / "health-schema.json").read_text())
+
+
+async def ok() -> None:
+    return None
+
+
+async def broken() -> None:
+    raise ProbeFailed("IMAP server cannot be reached")
+
+
+async def hangs() -> None:
+    await asyncio.sleep(3600)
+
+
+async def crashes() -> None:
+    raise RuntimeError("bug with a secret eyJhbGciOi.eyJzdWIiOi.sig in it")
+
+
+def monitor(*probes: Probe, **kw: object) -> HealthMonitor:
+    return HealthMonitor(probes, interval=0.05, **kw)  # type: ignore[arg-type]
+
+
+def doc_of(m: HealthMonitor, detailed: bool = True) -> tuple[dict, int]:
+    return m.document(version="0", release_id="0.1.0", service_id="gw", detailed=detailed)
+
+
+async def test_all_passing_is_200_and_validates():
+    """Passing probes give status pass, HTTP 200, and a document valid against the schema."""
+    m = monitor(Probe("imap:responseTime", ok, 1), Probe("store:responseTime", ok, 1),
+                instant={"failover:mode": instant_check("failover:mode",
+                                                        lambda: Observation("standby"))})
+    await m.run_once()
+    doc, status = doc_of(m)
+    jsonschema.validate(doc, SCHEMA)
+    assert (doc["status"], status) == ("pass", 200)
+    entry = doc["checks"]["imap:responseTime"][0]
+    assert entry["observedUnit"] == "ms" and entry["status"] == "pass"
+    assert doc["checks"]["failover:mode"][0]["observedValue"] == "standby"
+
+
+async def test_failing_probe_makes_503_with_output():
+    """One failing check makes the whole document fail with 503 and names the reason."""
+    m = monitor(Probe("imap:responseTime", broken, 1), Probe("smtp:responseTime", ok, 1))
+    await m.run_once()
+    doc, status = doc_of(m)
+    jsonschema.validate(doc, SCHEMA)
+    assert (doc["status"], status) == ("fail", 503)
+    assert doc["checks"]["imap:responseTime"][0]["output"] == "IMAP server cannot be reached"
+    assert "output" not in doc["checks"]["smtp:responseTime"][0]
+
+
+async def test_warn_is_200():
+    """A warning check gives status warn and HTTP 200, as the draft says."""
+    async def slowish() -> Observation:
+        return Observation(12.5, "s", "warn", "canary took 12.5 s")
+    m = monitor(Probe("mailflow:latency", slowish, 1), Probe("imap:responseTime", ok, 1))
+    await m.run_once()
+    doc, status = doc_of(m)
+    assert (doc["status"], status) == ("warn", 200)
+
+
+async def test_hanging_probe_is_cut_at_its_timeout():
+    """A probe that never returns is cut at its timeout and reported failing."""
+    m = monitor(Probe("entra:responseTime", hangs, 0.05), Probe("store:responseTime", ok, 1))
+    results = await asyncio.wait_for(m.run_once(), 5)
+    assert results["entra:responseTime"].status == "fail"
+    assert "no answer within" in results["entra:responseTime"].output
+    assert results["store:responseTime"].status == "pass"
+
+
+async def test_probe_crash_is_a_failure_without_details():
+    """An unexpected exception fails the check and shows only its type, never its text."""
+    m = monitor(Probe("graph:responseTime", crashes, 1))
+    r = (await m.run_once())["graph:responseTime"]
+    assert r.status == "fail" and r.output == "probe error: RuntimeError"
+
+
+async def test_background_loop_serves_cached_results_with_age():
+    """Reading the document runs no probe; results carry their age and change each round."""
+    calls = 0
+
+    async def counted() -> None:
+        nonlocal calls
+        calls += 1
+
+    m = monitor(Probe("imap:responseTime", counted, 1))
+    m.start()
+    try:
+        await m.wait_ready()
+        before = calls
+        for _ in range(1000):
+            doc, _ = doc_of(m)
+        assert calls - before <= 1  # at most the one background round running meanwhile
+        assert doc["checks"]["imap:responseTime"][0]["ageSeconds"] >= 0
+        first = m.results()["imap:responseTime"].seq
+        nxt = await asyncio.wait_for(m.next_result("imap:responseTime"), 5)
+        assert nxt.seq > first
+    finally:
+        await m.stop()
+
+
+async def test_stale_results_fail_and_unprobed_warn():
+    """Before the first round a check warns; a result far older than the interval fails."""
+    now = [1000.0]
+    m = monitor(Probe("imap:responseTime", ok, 1), clock=lambda: now[0])
+    assert m.results()["imap:responseTime"].status == "warn"
+    m.start()
+    try:
+        await m.wait_ready()
+        await m.stop()
+        m._tasks = [asyncio.create_task(asyncio.sleep(0))]  # the loop "runs" but is stuck
+        now[0] += 3600
+        r = m.results()["imap:responseTime"]
+        assert r.status == "fail" and r.output.startswith("no result for")
+    finally:
+        await m.stop()
+
+
+async def test_summary_document_hides_checks():
+    """Without access to the details only the overall status is given."""
+    m = monitor(Probe("imap:responseTime", broken, 1))
+    await m.run_once()
+    doc, status = doc_of(m, detailed=False)
+    jsonschema.validate(doc, SCHEMA)
+    assert "checks" not in doc and "output" not in doc and status == 503
+
+
+@pytest.mark.parametrize("statuses,code", [(["pass", "pass"], OK), (["pass", "warn"], WARNING),
+                                           (["warn", "fail"], CRITICAL)])
+async def test_probe_summary_exit_codes(statuses, code):
+    """`gateway probe` maps pass/warn/fail to Nagios 0/1/2 and prints one line."""
+    async def make(s: str) -> Observation:
+        if s == "fail":
+            raise ProbeFailed("down")
+        return Observation(status=s)  # type: ignore[arg-type]
+
+    probes = [Probe(f"c{i}:responseTime", lambda s=s: make(s), 1)
+              for i, s in enumerate(statuses)]
+    m = monitor(*probes)
+    got, line = summary(await m.run_once())
+    assert got == code and "\n" not in line and line.startswith("HEALTH ")
+
+
+@pytest.mark.parametrize("secret", [
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl",
+    "Bearer abc.def-ghi",
+    "Cookie: __Host-gw_session=0123456789abcdef",
+    "refresh_token=" + "A" * 20,
+    "x" * 12 + "Zq9_-" * 10,
+    "dXNlcj1hbGV4QGNvdW5jaWwuZXhhbXBsZQFhdXRoPUJlYXJlciB4",
+])
+def test_redact_removes_token_shapes(secret):
+    """The log filter removes JWTs, bearer values, cookies, named secrets and opaque tokens."""
+    out = redact(f"before {secret} after")
+    assert "before" in out and "after" in out
+    sensitive = secret.split("=", 1)[-1].split(": ", 1)[-1].split(" ", 1)[-1]
+    assert sensitive not in out

@@ -1,0 +1,99 @@
+"""Helpers for mail tests: build messages, deliver them to Dovecot, and look at a mailbox
+directly over IMAP (with a token from the stand-in), bypassing the gateway."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Any
+
+from gateway.devstack.tokens import OUTLOOK_AUDIENCE
+from gateway.devstack.users import user
+from gateway.mail import imap, mailbox
+
+PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]"
+       b"/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
+       b"trailer<</Root 1 0 R>>\n%%EOF\n")
+DOCX = b"PK\x03\x04" + bytes(range(256)) * 4
+
+
+def message(subject: str, *, sender: str = "Clerk <clerk@council.example>",
+            to: str = "alex.morgan@council.example", text: str = "Hello from the clerk.",
+            html: str | None = None, attachments: list[tuple[str, str, bytes]] | None = None,
+            extra_headers: dict[str, str] | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(__import__("datetime").datetime.now().astimezone())
+    msg["Message-ID"] = make_msgid(domain="council.example")
+    for k, v in (extra_headers or {}).items():
+        msg[k] = v
+    msg.set_content(text)
+    if html is not None:
+        msg.add_alternative(html, subtype="html")
+    for name, ctype, data in attachments or []:
+        main, sub = ctype.split("/")
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
+    return msg.as_bytes()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix} {uuid.uuid4().hex[:10]}"
+
+
+def direct(gw: Any, who: str, fn: Any) -> Any:
+    """Run ``fn(conn)`` on a fresh IMAP connection as ``who`` (not through the gateway)."""
+    u = user(who)
+    token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["IMAP.AccessAsUser.All"])
+    target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                             imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+
+    async def run() -> Any:
+        async with imap.connect(target, u.email, token) as conn:
+            return await fn(conn)
+    return gw.loop.run(run())
+
+
+def find_uid(gw: Any, who: str, subject: str, folder: str = "INBOX") -> int | None:
+    async def fn(conn: imap.ImapConn) -> int | None:
+        uids = await mailbox.search_uids(conn, folder, ["SUBJECT", f'"{subject}"'])
+        return uids[0] if uids else None
+    result: int | None = direct(gw, who, fn)
+    return result
+
+
+def flags_of(gw: Any, who: str, folder: str, uid: int) -> set[str]:
+    async def fn(conn: imap.ImapConn) -> set[str]:
+        items = await mailbox.fetch_uids(conn, folder, [uid])
+        if not items:
+            return set()
+        m = items[0]
+        out = set()
+        if not m.unread:
+            out.add("seen")
+        if m.flagged:
+            out.add("flagged")
+        if m.answered:
+            out.add("answered")
+        return out
+    result: set[str] = direct(gw, who, fn)
+    return result
+
+
+def raw_of(gw: Any, who: str, folder: str, uid: int) -> bytes:
+    async def fn(conn: imap.ImapConn) -> bytes:
+        return await mailbox.fetch_raw(conn, folder, uid, 50 * 1024 * 1024)
+    result: bytes = direct(gw, who, fn)
+    return result
+
+
+def deliver(gw: Any, who: str, data: bytes, folder: str = "INBOX") -> int:
+    gw.stack.mail.deliver(user(who).email, data, folder=folder)
+    subject = re.search(rb"^Subject: (.*)$", data, re.M)
+    assert subject
+    uid = find_uid(gw, who, subject.group(1).decode().strip(), folder)
+    assert uid is not None
+    return uid

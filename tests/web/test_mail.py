@@ -1,0 +1,488 @@
+"""The mail pages over HTTP against real Dovecot and SMTP: folders, lists, paging, reading,
+the sandboxed body, attachments, actions, search, writing and sending, faults."""
+
+from __future__ import annotations
+
+import re
+import time
+from html import unescape
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+from gateway.devstack.users import user
+from tests.conftest import csrf_of, form_fields, sign_in
+from tests.web.mailhelp import (
+    DOCX,
+    PDF,
+    deliver,
+    find_uid,
+    flags_of,
+    message,
+    raw_of,
+    unique,
+)
+
+
+def hrefs(html: str, prefix: str) -> list[str]:
+    return [unescape(h) for h in re.findall(r'href="([^"]+)"', html) if unescape(h)
+            .startswith(prefix)]
+
+
+def post(client, gw, path: str, data: dict, csrf_path: str = "/") -> object:
+    data = {**data, "csrf_token": csrf_of(client, csrf_path)}
+    return client.post(path, data=data, headers={"Origin": gw.url})
+
+
+def test_folder_list_shows_exchange_folders_and_hides_non_mail(gateway):
+    """Inbox, Drafts, Sent Items... are listed; Calendar, Contacts, Tasks are not."""
+    page = sign_in(gateway, "member").get("/mail").text
+    names = [unescape(n) for n in re.findall(r'<nav class="folders".*?</nav>', page, re.S)]
+    nav = names[0]
+    for name in ("Inbox", "Drafts", "Sent Items", "Deleted Items", "Junk Email", "Archive",
+                 "Planning", "Ward – Llanfair Café"):
+        assert name in nav, name
+    for hidden in (">Calendar<", ">Contacts<", ">Tasks<"):
+        assert hidden not in nav
+
+
+def test_non_ascii_folder_opens(gateway):
+    """A folder with a non-ASCII name (modified UTF-7 on the wire) opens by its name."""
+    client = sign_in(gateway, "member")
+    subject = unique("Ward note")
+    deliver(gateway, "member", message(subject), folder="Ward – Llanfair Café")
+    r = client.get("/mail", params={"f": "Ward – Llanfair Café"})
+    assert r.status_code == 200
+    assert subject in r.text
+
+
+def test_list_is_newest_first_and_pages_by_50(gateway):
+    """The newest message is first; a folder of more than 50 has an Older page."""
+    client = sign_in(gateway, "member2")
+    folder = "Committees/Licensing"
+    for i in range(53):
+        gateway.stack.mail.deliver(user("member2").email, message(f"Bulk {i:03d}"),
+                                   folder=folder)
+    newest = unique("Newest")
+    deliver(gateway, "member2", message(newest), folder=folder)
+    first = client.get("/mail", params={"f": folder})
+    subjects = re.findall(r'<span class="subject">(?:<span[^>]*>[^<]*</span> )*([^<]+)</span>',
+                          first.text)
+    assert subjects[0].strip() == newest
+    assert len(subjects) == 50
+    older = hrefs(first.text, "/mail?")
+    assert any("page=2" in h for h in older)
+    second = client.get(next(h for h in older if "page=2" in h))
+    assert "Bulk 000" in second.text and newest not in second.text
+
+
+def test_open_html_message_sandboxed_and_remote_images_blocked(gateway):
+    """HTML bodies are framed in a sandbox with their own CSP; remote images wait."""
+    client = sign_in(gateway, "member")
+    subject = unique("Newsletter")
+    html = ('<p>Hello <b>councillor</b></p><img src="https://tracker.example/p.gif">'
+            '<script>alert(1)</script><a href="javascript:alert(2)">x</a>')
+    uid = deliver(gateway, "member", message(subject, html=html))
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
+    assert page.status_code == 200
+    assert "Pictures from the internet were blocked" in page.text
+    frame_tag = re.search(r"<iframe[^>]+>", page.text).group(0)
+    assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in frame_tag
+    assert "allow-scripts" not in frame_tag and "allow-same-origin" not in frame_tag
+    frame_url = unescape(re.search(r'src="([^"]+)"', frame_tag).group(1))
+    frame = client.get(frame_url)
+    csp = frame.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "sandbox" in csp and "https:" not in csp
+    assert "<b>councillor</b>" in frame.text
+    for bad in ("<script", "javascript:", "tracker.example"):
+        assert bad not in frame.text
+    shown = client.get(unescape(hrefs(page.text, "/mail/read?")[0]))
+    frame2 = client.get(unescape(re.search(r'<iframe[^>]+src="([^"]+)"', shown.text).group(1)))
+    assert "img-src 'self' data: https:" in frame2.headers["content-security-policy"]
+    assert "https://tracker.example/p.gif" in frame2.text
+
+
+def test_opening_marks_read_unless_configured_not_to(gateway, stack, loop_thread, tmp_path):
+    """Opening a message sets \\Seen; with mail.mark_read_on_open off it does not."""
+    client = sign_in(gateway, "member")
+    subject = unique("Unread")
+    uid = deliver(gateway, "member", message(subject))
+    assert "seen" not in flags_of(gateway, "member", "INBOX", uid)
+    client.get("/mail/read", params={"f": "INBOX", "uid": uid})
+    assert "seen" in flags_of(gateway, "member", "INBOX", uid)
+
+    from tests.conftest import start_gateway
+    gw2 = start_gateway(stack, loop_thread, tmp_path, mail__mark_read_on_open=False)
+    try:
+        uid2 = deliver(gw2, "member", message(unique("Stays unread")))
+        sign_in(gw2, "member").get("/mail/read", params={"f": "INBOX", "uid": uid2})
+        assert "seen" not in flags_of(gw2, "member", "INBOX", uid2)
+    finally:
+        loop_thread.run(gw2.server.stop())
+
+
+def test_plain_text_is_escaped_and_links_made_clickable(gateway):
+    """Plain text is escaped; http(s) links become links."""
+    client = sign_in(gateway, "member")
+    text = "See https://council.example/agenda <script>alert(1)</script>"
+    uid = deliver(gateway, "member", message(unique("Plain"), text=text))
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid}).text
+    assert '<a href="https://council.example/agenda"' in page
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;" in page
+
+
+def test_pdf_opens_inline_and_docx_downloads_with_exact_bytes(gateway):
+    """PDF is served inline with a sandboxing CSP; Office files download; bytes intact."""
+    client = sign_in(gateway, "member")
+    subject = unique("Papers")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Agenda.pdf", "application/pdf", PDF),
+        ("Report.docx",
+         "application/vnd.openxmlformats-officedocument.wordprocessingml.document", DOCX)]))
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid}).text
+    links = hrefs(page, "/mail/part?")
+    assert len(links) == 2
+    pdf = client.get(links[0])
+    assert pdf.content == PDF
+    assert pdf.headers["content-type"] == "application/pdf"
+    assert pdf.headers["content-disposition"].startswith("inline;")
+    assert "sandbox" in pdf.headers["content-security-policy"]
+    assert pdf.headers["x-content-type-options"] == "nosniff"
+    docx = client.get(links[1])
+    assert docx.content == DOCX
+    assert docx.headers["content-disposition"].startswith('attachment; filename="Report.docx"')
+
+
+def test_svg_and_html_attachments_never_render_inline(gateway):
+    """An SVG or HTML attachment downloads as octet-stream: it cannot run in our origin."""
+    client = sign_in(gateway, "member")
+    svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
+    uid = deliver(gateway, "member", message(unique("Svg"), attachments=[
+        ("pic.svg", "image/svg+xml", svg), ("page.html", "text/html", b"<script>x</script>")]))
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid}).text
+    for link in hrefs(page, "/mail/part?"):
+        r = client.get(link)
+        assert r.headers["content-type"] == "application/octet-stream"
+        assert r.headers["content-disposition"].startswith("attachment;")
+
+
+def test_flag_unread_move_archive_delete(gateway):
+    """The message actions change the mailbox as asked."""
+    client = sign_in(gateway, "member")
+    subject = unique("Actions")
+    uid = deliver(gateway, "member", message(subject))
+    r = post(client, gateway, "/mail/action", {"f": "INBOX", "uid": uid, "action": "flag"})
+    assert r.status_code == 303
+    assert "flagged" in flags_of(gateway, "member", "INBOX", uid)
+    post(client, gateway, "/mail/action", {"f": "INBOX", "uid": uid, "action": "read"})
+    assert "seen" in flags_of(gateway, "member", "INBOX", uid)
+    post(client, gateway, "/mail/action", {"f": "INBOX", "uid": uid, "action": "move",
+                                           "target": "Committees/Planning"})
+    assert find_uid(gateway, "member", subject) is None
+    moved = find_uid(gateway, "member", subject, "Committees/Planning")
+    assert moved is not None
+    post(client, gateway, "/mail/action", {"f": "Committees/Planning", "uid": moved,
+                                           "action": "archive"})
+    archived = find_uid(gateway, "member", subject, "Archive")
+    assert archived is not None
+    post(client, gateway, "/mail/action", {"f": "Archive", "uid": archived,
+                                           "action": "delete"})
+    assert find_uid(gateway, "member", subject, "Deleted Items") is not None
+
+
+def test_empty_junk_needs_confirmation(gateway):
+    """Emptying Junk Email asks first, then removes everything in it."""
+    client = sign_in(gateway, "member2")
+    deliver(gateway, "member2", message(unique("Spam")), folder="Junk Email")
+    r = post(client, gateway, "/mail/empty", {"f": "Junk Email"})
+    assert r.status_code == 200 and "cannot be undone" in r.text
+    assert find_uid(gateway, "member2", "Spam", "Junk Email") is not None
+    r = post(client, gateway, "/mail/empty", {"f": "Junk Email", "confirm": "yes"})
+    assert r.status_code == 303
+    assert find_uid(gateway, "member2", "Spam", "Junk Email") is None
+
+
+def test_inbox_cannot_be_emptied(gateway):
+    """Only Junk Email and Deleted Items can be emptied."""
+    client = sign_in(gateway, "member")
+    r = post(client, gateway, "/mail/empty", {"f": "INBOX", "confirm": "yes"})
+    assert r.status_code == 400
+
+
+def test_search_in_folder_and_across_folders(gateway):
+    """Search finds by subject in the folder, and across folders when asked."""
+    client = sign_in(gateway, "member")
+    token = unique("Needle")
+    deliver(gateway, "member", message(token + " inbox"))
+    deliver(gateway, "member", message(token + " archived"), folder="Archive")
+    here = client.get("/mail/search", params={"f": "INBOX", "subject": token})
+    assert "1 result" in here.text and "inbox" in here.text
+    everywhere = client.get("/mail/search", params={"f": "INBOX", "q": token, "scope": "all"})
+    assert "2 results" in everywhere.text
+    assert "archived" in everywhere.text
+
+
+def test_search_by_sender_unread_and_dates(gateway):
+    """From, unread-only and date range narrow the results."""
+    client = sign_in(gateway, "member")
+    token = unique("Dated")
+    deliver(gateway, "member", message(token, sender="Planning <planning@council.example>"))
+    r = client.get("/mail/search", params={"from": "planning@council.example",
+                                           "subject": token, "unread": "1"})
+    assert "1 result" in r.text
+    r = client.get("/mail/search", params={"subject": token, "before": "2001-01-01"})
+    assert "0 results" in r.text
+    bad = client.get("/mail/search", params={"subject": token, "since": "yesterday"})
+    assert bad.status_code == 400
+
+
+def test_search_input_cannot_inject_imap(gateway):
+    """Quotes, backslashes and CRLF in search text are quoted or refused, never run."""
+    client = sign_in(gateway, "member")
+    r = client.get("/mail/search", params={"q": 'x" OR ALL "'})
+    assert r.status_code == 200 and "0 results" in r.text
+    r = client.get("/mail/search", params={"q": "x\r\nA1 LOGOUT"})
+    assert r.status_code == 400
+
+
+def compose_form(client, path: str) -> tuple[str, dict]:
+    page = client.get(path)
+    assert page.status_code == 200, page.text
+    form = re.search(r'<form method="post" action="([^"]+)"[^>]*id="compose-form".*?</form>',
+                     page.text, re.S)
+    action = unescape(form.group(1))
+    fields = form_fields(form.group(0))
+    fields.pop("attach", None)
+    fields.update({k: unescape(v) for k, v in re.findall(
+        r'<textarea id="body" name="(body)"[^>]*>(.*?)</textarea>', page.text, re.S)})
+    return action, fields
+
+
+def test_send_new_message_arrives(gateway):
+    """A new message is sent over SMTP with XOAUTH2 and arrives in the recipient's Inbox."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    subject = unique("Hello Jo")
+    fields.update(to="Cllr Jo Evans <jo.evans@council.example>", subject=subject,
+                  body="Meeting at 10?", do="send")
+    r = client.post(action, data=fields, files={"attach": ("notes.txt", b"notes", "text/plain")},
+                    headers={"Origin": gateway.url})
+    assert r.status_code == 303, r.text
+    assert find_uid(gateway, "member2", subject) is not None
+
+
+def test_bad_address_keeps_everything(gateway):
+    """A bad address gets a clear error and the form comes back whole, attachment held."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    fields.update(to="not an address", subject="Keep me", body="Precious words", do="send")
+    r = client.post(action, data=fields, files={"attach": ("a.txt", b"abc", "text/plain")},
+                    headers={"Origin": gateway.url})
+    assert r.status_code == 400
+    assert "not an address" in unescape(r.text) and "Precious words" in r.text
+    assert "a.txt" in r.text  # the upload is held
+    assert f'value="{fields["outbox_id"]}"' in r.text
+    again = client.get("/mail/compose", params={"outbox": fields["outbox_id"]})
+    assert "Precious words" in again.text and "a.txt" in again.text
+
+
+def test_smtp_refusal_keeps_the_message_and_retry_sends(gateway):
+    """When SMTP refuses, the member sees why, nothing is lost, and a retry sends."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    subject = unique("Refused once")
+    fields.update(to="jo.evans@council.example", subject=subject, body="Try again", do="send")
+    gateway.stack.mail.refuse_next(554, "5.7.1 Message rejected")
+    r = client.post(action, data=fields, headers={"Origin": gateway.url})
+    assert r.status_code == 502
+    assert "kept" in r.text and "Try again" in r.text and "Traceback" not in r.text
+    retry = dict(fields)
+    retry.update(to="jo.evans@council.example", subject=subject, body="Try again", do="send")
+    r = client.post(action, data=retry, headers={"Origin": gateway.url})
+    assert r.status_code == 303
+    assert find_uid(gateway, "member2", subject) is not None
+
+
+def test_reply_threads_and_marks_answered(gateway):
+    """A reply quotes the original, sets In-Reply-To, and marks the original answered."""
+    client = sign_in(gateway, "member")
+    subject = unique("Question")
+    original = message(subject, sender="Cllr Jo Evans <jo.evans@council.example>",
+                       text="Can you attend?")
+    uid = deliver(gateway, "member", original)
+    action, fields = compose_form(client, "/mail/compose?" + urlencode(
+        {"mode": "reply", "f": "INBOX", "uid": uid}))
+    assert fields["to"] == "Cllr Jo Evans <jo.evans@council.example>"
+    assert "> Can you attend?" in fields["body"]
+    fields["do"] = "send"
+    assert client.post(action, data=fields, headers={"Origin": gateway.url}).status_code == 303
+    reply_uid = find_uid(gateway, "member2", "Re: " + subject)
+    raw = raw_of(gateway, "member2", "INBOX", reply_uid)
+    msgid = re.search(rb"^Message-ID: (<[^>]+>)", original, re.M | re.I).group(1)
+    assert re.search(rb"^In-Reply-To: " + re.escape(msgid), raw, re.M | re.I)
+    assert "answered" in flags_of(gateway, "member", "INBOX", uid)
+
+
+def test_forward_carries_attachments_byte_for_byte(gateway):
+    """A forward carries the original attachments unchanged."""
+    client = sign_in(gateway, "member")
+    subject = unique("Papers to pass on")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Agenda.pdf", "application/pdf", PDF)]))
+    action, fields = compose_form(client, "/mail/compose?" + urlencode(
+        {"mode": "forward", "f": "INBOX", "uid": uid}))
+    page = client.get("/mail/compose?" + urlencode({"mode": "forward", "f": "INBOX",
+                                                     "uid": uid})).text
+    keep = re.findall(r'name="keep_part" value="([^"]+)"', page)
+    assert keep
+    fields.update(to="jo.evans@council.example", do="send")
+    data = {**fields, "keep_part": keep}
+    assert client.post(action, data=data, headers={"Origin": gateway.url}).status_code == 303
+    fwd_uid = find_uid(gateway, "member2", "Fw: " + subject)
+    import email
+    import email.policy
+    fwd = email.message_from_bytes(raw_of(gateway, "member2", "INBOX", fwd_uid),
+                                   policy=email.policy.default)
+    parts = [p for p in fwd.iter_attachments() if p.get_filename() == "Agenda.pdf"]
+    assert parts and parts[0].get_content() == PDF
+
+
+def test_draft_saved_and_reopened(gateway):
+    """Save draft APPENDs to Drafts; reopening it fills the form; sending removes it."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    subject = unique("Half written")
+    fields.update(to="jo.evans@council.example", subject=subject, body="Thinking...",
+                  do="draft")
+    r = client.post(action, data=fields, headers={"Origin": gateway.url})
+    assert r.status_code == 200 and "Saved to Drafts" in r.text
+    draft_uid = find_uid(gateway, "member", subject, "Drafts")
+    assert draft_uid is not None
+    action2, fields2 = compose_form(client, "/mail/compose?" + urlencode(
+        {"mode": "draft", "f": "Drafts", "uid": draft_uid}))
+    assert fields2["subject"] == subject and "Thinking..." in fields2["body"]
+    fields2["do"] = "send"
+    assert client.post(action2, data=fields2, headers={"Origin": gateway.url}).status_code == 303
+    assert find_uid(gateway, "member", subject, "Drafts") is None
+    assert find_uid(gateway, "member2", subject) is not None
+
+
+def test_autosave_answers_json(gateway):
+    """The autosave request saves to Drafts and answers JSON for the page script."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    subject = unique("Autosaved")
+    fields.update(subject=subject, body="typing", do="autosave")
+    r = client.post(action, data=fields, headers={"Origin": gateway.url,
+                                                  "Accept": "application/json"})
+    assert r.json()["saved"] is True
+    assert find_uid(gateway, "member", subject, "Drafts") is not None
+
+
+def test_upload_limit_has_a_clear_message(stack, loop_thread, tmp_path):
+    """Attachments over mail.max_upload_bytes are refused with a plain message."""
+    from tests.conftest import start_gateway
+    gw = start_gateway(stack, loop_thread, tmp_path, mail__max_upload_bytes=2048)
+    try:
+        client = sign_in(gw, "member")
+        action, fields = compose_form(client, "/mail/compose")
+        fields.update(to="jo.evans@council.example", subject="Big", body="b", do="send")
+        r = client.post(action, data=fields,
+                        files={"attach": ("big.bin", b"x" * 5000, "application/octet-stream")},
+                        headers={"Origin": gateway_origin(gw)})
+        assert r.status_code == 400
+        assert "was not added" in r.text
+    finally:
+        loop_thread.run(gw.server.stop())
+
+
+def gateway_origin(gw) -> str:
+    return gw.url
+
+
+def test_compose_post_needs_csrf(gateway):
+    """Sending without the CSRF token is refused."""
+    client = sign_in(gateway, "member")
+    r = client.post("/mail/send", data={"to": "x@y.example", "outbox_id": "a" * 22},
+                    headers={"Origin": gateway.url})
+    assert r.status_code == 403
+
+
+def test_other_members_messages_are_not_reachable(gateway):
+    """A uid from another member's mailbox shows nothing of theirs."""
+    subject = unique("Private to Jo")
+    uid = deliver(gateway, "member2", message(subject, to="jo.evans@council.example"))
+    client = sign_in(gateway, "member")
+    r = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
+    assert subject not in r.text
+
+
+def test_new_mail_event_stream(gateway):
+    """The events stream announces new mail in the open folder (IMAP IDLE)."""
+    client = sign_in(gateway, "member")
+    with client.stream("GET", "/mail/events", params={"f": "INBOX"}, timeout=30) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        assert next(lines).startswith("retry:")
+        time.sleep(0.3)
+        gateway.stack.mail.deliver(user("member").email, message(unique("Pushed")))
+        deadline = time.monotonic() + 20
+        seen = []
+        for line in lines:
+            seen.append(line)
+            if line == "event: mail" or time.monotonic() > deadline:
+                break
+        assert "event: mail" in seen
+
+
+def test_imap_down_gives_clear_page_then_reconnects(gateway):
+    """Dovecot stopped: a plain 503 page; started again: the same session works."""
+    client = sign_in(gateway, "member")
+    assert client.get("/mail").status_code == 200
+    gateway.loop.run(gateway.stack.mail.stop_imap())
+    try:
+        r = client.get("/mail")
+        assert r.status_code == 503 and "Traceback" not in r.text
+        assert "mail server" in r.text
+    finally:
+        gateway.loop.run(gateway.stack.mail.start_imap())
+    assert client.get("/mail").status_code == 200
+
+
+def test_smtp_down_keeps_the_message(gateway):
+    """SMTP unreachable: the message is kept and the member told so."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    fields.update(to="jo.evans@council.example", subject=unique("While down"),
+                  body="Do not lose me", do="send")
+    gateway.loop.run(gateway.stack.mail.stop_smtp())
+    try:
+        r = client.post(action, data=fields, headers={"Origin": gateway.url})
+    finally:
+        gateway.loop.run(gateway.stack.mail.start_smtp())
+    assert r.status_code == 503
+    assert "Do not lose me" in r.text and "kept" in r.text
+
+
+@pytest.mark.parametrize("params", [
+    {"f": "INBOX", "uid": "abc"}, {"f": "INBOX", "uid": "99999999"},
+    {"f": "No Such Folder", "uid": "1"}, {"f": "INBOX\r\nA LOGOUT", "uid": "1"},
+])
+def test_bad_message_references_get_clear_4xx(gateway, params):
+    """Nonsense uids and folders get a plain 4xx page, never a 500."""
+    client = sign_in(gateway, "member")
+    r = client.get("/mail/read", params=params)
+    assert 400 <= r.status_code < 500, r.text
+    assert "Traceback" not in r.text
+
+
+def test_sent_redirect_lands_on_inbox(gateway):
+    """After sending, the member lands on their Inbox."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    fields.update(to="jo.evans@council.example", subject=unique("Landing"), body="x",
+                  do="send")
+    r = client.post(action, data=fields, headers={"Origin": gateway.url})
+    loc = urlsplit(r.headers["location"])
+    assert loc.path == "/mail" and parse_qs(loc.query)["f"] == ["INBOX"]
