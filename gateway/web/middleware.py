@@ -137,10 +137,11 @@ class CsrfMiddleware:
 
     def _origin_ok(self, scope: Scope) -> bool:
         origin = _header(scope, b"origin")
-        if origin is not None:
+        if origin is not None and origin != "null":
             return origin == self.public_origin
-        # No Origin (older browsers on same-origin POST): Fetch Metadata must not say
-        # cross-site; the token check still applies.
+        # Browsers send "Origin: null" for form posts from our pages because of our
+        # Referrer-Policy: no-referrer, and some older ones send none. Then Fetch Metadata
+        # must not say cross-site; the token check applies either way.
         site = _header(scope, b"sec-fetch-site")
         return site in (None, "same-origin", "none")
 

@@ -111,7 +111,18 @@ def test_csrf_cross_origin_refused_even_with_token(gateway):
     r = client.post("/auth/signout", data={"csrf_token": token},
                     headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403
+    r = client.post("/auth/signout", data={"csrf_token": token},
+                    headers={"Origin": "null", "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
     assert client.get("/").status_code == 200
+
+
+def test_null_origin_same_site_form_post_accepted(gateway):
+    """Our no-referrer policy makes browsers send Origin: null; same-origin is accepted."""
+    client = sign_in(gateway, "member")
+    r = client.post("/auth/signout", data={"csrf_token": csrf_of(client)},
+                    headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303
 
 
 def test_csrf_header_token_accepted(gateway):

@@ -19,7 +19,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from tests.calendar.conftest import ANCHOR, GraphRig
+from tests.calendar.rig import ANCHOR, GraphRig
 
 LONDON = ZoneInfo("Europe/London")
 

@@ -1,0 +1,74 @@
+"""Headless Chromium (Debian's) driven by Playwright with an iPad profile, for page tests.
+Records every request so a test can assert nothing left for an outside host, and every
+console message, dialog and CSP violation."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import Page, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@dataclass
+class Recorder:
+    requests: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    def outside(self, allowed_hosts: set[str]) -> list[str]:
+        out = []
+        for url in self.requests:
+            parts = urlsplit(url)
+            if parts.scheme in ("data", "blob", "about", "chrome-error"):
+                continue
+            if parts.hostname not in allowed_hosts:
+                out.append(url)
+        return out
+
+
+@contextlib.contextmanager
+def ipad_page() -> Iterator[tuple[Page, Recorder]]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        device = dict(p.devices["iPad Pro 11"])
+        device.pop("default_browser_type", None)
+        context = browser.new_context(**device, ignore_https_errors=True,
+                                      java_script_enabled=True)
+        page = context.new_page()
+        rec = Recorder()
+        context.on("request", lambda r: rec.requests.append(r.url))
+        page.on("console", lambda m: rec.console.append(f"{m.type}: {m.text}"))
+
+        def on_dialog(d: Any) -> None:
+            rec.dialogs.append(d.message)
+            d.dismiss()
+        page.on("dialog", on_dialog)
+        try:
+            yield page, rec
+        finally:
+            context.close()
+            browser.close()
+
+
+def sign_in_in_browser(page: Page, base_url: str, name: str = "Cllr Alex Morgan") -> None:
+    page.goto(base_url + "/")
+    page.get_by_role("link", name=re.compile("Sign in with your council account")).click()
+    page.get_by_role("button", name=re.compile(name)).click()
+    page.wait_for_url(re.compile(re.escape(base_url) + r"/(\?.*)?$"))
+    page.wait_for_selector("#folder-count")
+
+
+def axe_violations(page: Page) -> list[str]:
+    result = Axe().run(page)
+    return [f"{v['id']}: {v['help']} ({len(v['nodes'])})"
+            for v in result.response["violations"]]
