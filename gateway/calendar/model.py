@@ -109,6 +109,12 @@ def _person(obj: Any) -> Person:
     return Person(str(addr.get("name") or ""), str(addr.get("address") or ""))
 
 
+def _https(value: Any) -> str:
+    # An invitation's sender chooses these links: only https:// ever becomes a link.
+    text = str(value or "").strip()
+    return text if text.lower().startswith("https://") and len(text) < 4096 else ""
+
+
 def parse_event(raw: dict[str, Any]) -> Event:
     """An event from Graph's JSON; raises ValueError when it is not event-shaped."""
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
@@ -131,7 +137,7 @@ def parse_event(raw: dict[str, Any]) -> Event:
         id=raw["id"], subject=str(raw.get("subject") or ""), start=start, end=end,
         all_day=all_day,
         location=str((raw.get("location") or {}).get("displayName") or ""),
-        join_url=str(online.get("joinUrl") or raw.get("onlineMeetingUrl") or ""),
+        join_url=_https(online.get("joinUrl") or raw.get("onlineMeetingUrl")),
         organizer=_person(raw.get("organizer")), attendees=attendees,
         response=str(status.get("response") or "none"),
         is_organizer=bool(raw.get("isOrganizer")), is_cancelled=bool(raw.get("isCancelled")),

@@ -37,7 +37,7 @@ from starlette.routing import Route
 from gateway.calendar.zones import UnknownZone, format_wall, parse_wall, zone
 from gateway.devstack.graph_seed import Seed, seeds
 from gateway.devstack.tokens import GRAPH_AUDIENCE, TokenSigner
-from gateway.devstack.users import by_oid
+from gateway.devstack.users import by_email, by_oid
 
 DEFAULT_PAGE = 10       # Graph's default page size for calendarView
 MAX_PAGE = 1000
@@ -210,6 +210,8 @@ class GraphStandIn:
             Route("/v1.0/me/events", self._events, methods=["GET", "POST"]),
             Route("/v1.0/me/events/{event_id}", self._event, methods=["GET", "PATCH", "DELETE"]),
             Route("/v1.0/me/events/{event_id}/{action}", self._action, methods=["POST"]),
+            Route("/v1.0/", self._root, methods=["GET"]),
+            Route("/v1.0/users/{user}/calendar", self._user_calendar, methods=["GET"]),
         ])
 
     # ------------------------------------------------------------------ controls
@@ -420,6 +422,47 @@ class GraphStandIn:
         return ""
 
     # ------------------------------------------------------------------ routes
+    async def _root(self, request: Request) -> Response:
+        with self._lock:
+            self.requests += 1
+        return JSONResponse({"@odata.context": f"{self.base_url}/v1.0/$metadata",
+                             "value": [{"name": "users", "kind": "EntitySet", "url": "users"}]})
+
+    async def _user_calendar(self, request: Request) -> Response:
+        """``/users/{id|upn}/calendar``: what the health canary reads with an app-only token
+        (application permission Calendars.Read, carried in ``roles``)."""
+        try:
+            with self._lock:
+                self.requests += 1
+                fault = self._faults.popleft() if self._faults else None
+            if fault is not None and fault.kind == "status":
+                raise GraphError(fault.status, "serviceNotAvailable", "Service unavailable.",
+                                 {"Retry-After": str(fault.retry_after)}
+                                 if fault.retry_after else {})
+            auth = request.headers.get("authorization", "")
+            try:
+                claims = self.signer.verify(auth.removeprefix("Bearer "), GRAPH_AUDIENCE)
+            except jwt.InvalidTokenError:
+                raise self._unauthorized("Access token has expired or is not yet valid.")\
+                    from None
+            roles = {r.lower() for r in claims.get("roles", [])}
+            if not roles & READ_SCOPES:
+                raise GraphError(403, "ErrorAccessDenied",
+                                 "Access is denied. Check credentials and try again.")
+            who = request.path_params["user"]
+            user = by_oid(who) or by_email(who)
+            if user is None:
+                raise GraphError(404, "ErrorInvalidUser",
+                                 f"The requested user '{who[:80]}' is invalid.")
+            return JSONResponse({
+                "@odata.context": f"{self.base_url}/v1.0/$metadata#users('{user.oid}')/calendar/"
+                                  "$entity",
+                "id": "AAMkAG" + base64.urlsafe_b64encode(user.oid.encode()).decode(),
+                "name": "Calendar", "canEdit": True, "isDefaultCalendar": True,
+                "owner": {"name": user.name, "address": user.email}})
+        except GraphError as err:
+            return self._error(err)
+
     async def _calendar_view(self, request: Request) -> Response:
         async def handle(cal: Calendar) -> Response:
             q = request.query_params

@@ -322,3 +322,36 @@ def test_next_link_to_another_origin_is_not_followed(rig: GraphRig):
     with pytest.raises(UpstreamError, match="will not follow"):
         rig.run(graph.calendar_view(g, rig.token(), *window(ANCHOR, 1)))
     assert len(seen) == 1 and seen[0].startswith("https://graph.microsoft.com/v1.0/")
+
+
+def test_only_https_join_links_survive(rig: GraphRig):
+    """A join link that is not https:// (javascript:, data:) is dropped by the model."""
+    from gateway.calendar.model import parse_event
+    base = {"id": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "UTC"},
+            "end": {"dateTime": "2026-12-01T11:00:00", "timeZone": "UTC"}}
+    assert parse_event({**base, "onlineMeeting": {"joinUrl": "javascript:alert(1)"}}).join_url \
+        == ""
+    assert parse_event({**base, "onlineMeetingUrl": "https://teams.example/j"}).join_url == \
+        "https://teams.example/j"
+
+
+def test_app_only_canary_reads_a_users_calendar(rig: GraphRig):
+    """The health canary's app-only call (roles Calendars.Read) reads /users/{upn}/calendar."""
+    import time as _time
+
+    from gateway.devstack.tokens import ACCESS_ISSUER, GRAPH_AUDIENCE
+    now = int(_time.time())
+    app_token = rig.signer.sign({"aud": GRAPH_AUDIENCE, "iss": ACCESS_ISSUER, "iat": now,
+                                 "nbf": now, "exp": now + 600, "roles": ["Calendars.Read"],
+                                 "oid": "app"})
+    g = rig.http()
+    ok = rig.run(g.client.get("users/gateway.canary@council.example/calendar",
+                              headers={"Authorization": f"Bearer {app_token}"}))
+    assert ok.status_code == 200 and ok.json()["owner"]["address"].startswith("gateway.canary")
+    user_token = rig.run(rig.token()(False))
+    denied = rig.run(g.client.get("users/gateway.canary@council.example/calendar",
+                                  headers={"Authorization": f"Bearer {user_token}"}))
+    assert denied.status_code == 403
+    missing = rig.run(g.client.get("users/nobody@council.example/calendar",
+                                   headers={"Authorization": f"Bearer {app_token}"}))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "ErrorInvalidUser"

@@ -227,3 +227,17 @@ def test_canary_login_graph_call_and_mail_flow(stack: DevStack, loop_thread: Loo
             break
         time.sleep(0.1)
     assert len(left) <= 2  # at most the round cut short when the gateway stopped
+
+
+def test_graph_probe_against_the_dev_stack_graph_stand_in(stack: DevStack,
+                                                          loop_thread: LoopThread,
+                                                          tmp_path: Path):
+    """Without a canary, the Graph probe passes against the dev stack's Graph stand-in."""
+    assert stack.graph is not None
+    g = start_gateway(stack, loop_thread, tmp_path, **FAST)
+    try:
+        wait_all(g)
+        r = monitor_of(g).results()["graph:responseTime"]
+        assert r.status == "pass", r
+    finally:
+        stop(g)
