@@ -48,9 +48,9 @@ from gateway.web import admin as admin_routes
 from gateway.web import api as api_routes
 from gateway.web import auth as auth_routes
 from gateway.web import calendar as calendar_routes
-from gateway.web import health as health_routes
 from gateway.web import compose as compose_routes
 from gateway.web import events as event_routes
+from gateway.web import health as health_routes
 from gateway.web import mail as mail_routes
 from gateway.web import search as search_routes
 from gateway.web import status as status_routes

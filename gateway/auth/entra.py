@@ -23,8 +23,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import msal
-from msal.exceptions import MsalServiceError
 import requests
+from msal.exceptions import MsalServiceError
 
 from gateway.config import Settings
 from gateway.crypto import DecryptError, KeyRing

@@ -85,8 +85,8 @@ def test_hostile_mail_runs_nothing_and_fetches_nothing_outside(gateway):
     corpus = hostile_messages()
     for _name, raw in corpus:
         gateway.stack.mail.deliver("alex.morgan@council.example", raw, folder=folder)
-    from tests.web.mailhelp import direct
     from gateway.mail import mailbox
+    from tests.web.mailhelp import direct
 
     async def all_uids(conn):
         return await mailbox.search_uids(conn, folder, ["ALL"])
