@@ -95,7 +95,9 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
     await stack.start()
     server = None
     try:
-        settings = stack.gateway_settings(port)
+        # The demo opens with the standby route switched on, so the sample member reaches
+        # their mailbox at once; the ICT sample user can switch it off and on again.
+        settings = stack.gateway_settings(port, failover__initial_mode="active")
         assert stack.certs is not None
         server = TLSServer(create_app(settings), stack.certs, port=port, log_level="info")
         await server.start()
@@ -106,6 +108,13 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
         for u in USERS:
             roles = ", ".join(u.roles) or "no role: will be refused"
             print(f"  {u.name:<22} {u.email:<34} {roles}")
+        db = settings.get("store.sqlite_path")
+        print(f"\nThe failover switch starts in 'active'. ICT can flip it at "
+              f"{settings.public_url}/admin (as Priya Shah), or from another terminal:\n"
+              f"  GATEWAY_STORE_SQLITE_PATH={db} gateway failover status\n"
+              f"  GATEWAY_STORE_SQLITE_PATH={db} gateway failover standby --reason 'drill over'\n"
+              f"Public status: {settings.public_url}/status   "
+              f"Health: {settings.public_url}/health")
         print("\nPress Ctrl-C to stop.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -128,6 +137,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     _setup_logging("warning")
     workdir = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    # Dovecot runs as an unprivileged user and must be able to reach its files in here.
+    workdir.chmod(0o711)
     try:
         asyncio.run(_run_demo(workdir, args.port, args.exchange))
     finally:

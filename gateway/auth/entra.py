@@ -202,7 +202,8 @@ class Entra:
             blob = self.keyring.encrypt(cache.serialize().encode(), self._context(account_id))
             await self.store.put_token_cache(account_id, blob, self.clock())
 
-    async def access_token(self, account_id: str, scopes: list[str]) -> str:
+    async def access_token(self, account_id: str, scopes: list[str],
+                           force_refresh: bool = False) -> str:
         """A delegated access token for one resource, from cache or by refresh. Raises
         ReauthRequired when the refresh token is gone, expired or revoked."""
         lock = self._locks.setdefault(account_id, asyncio.Lock())
@@ -216,7 +217,7 @@ class Entra:
                 if account is None:
                     return None
                 result: dict[str, Any] | None = app.acquire_token_silent_with_error(
-                    scopes, account=account)
+                    scopes, account=account, force_refresh=force_refresh)
                 return result
             try:
                 result = await asyncio.to_thread(silent)
@@ -236,8 +237,8 @@ class Entra:
     async def smtp_token(self, account_id: str) -> str:
         return await self.access_token(account_id, [self.settings.get("entra.smtp_scope")])
 
-    async def graph_token(self, account_id: str) -> str:
-        return await self.access_token(account_id, self.graph_scopes)
+    async def graph_token(self, account_id: str, force_refresh: bool = False) -> str:
+        return await self.access_token(account_id, self.graph_scopes, force_refresh)
 
     def close(self) -> None:
         closer = getattr(self.http, "close", None)

@@ -101,7 +101,7 @@ def static_token(token: str) -> TokenSource:
 def member_token(entra: Any, account_id: str) -> TokenSource:
     """The member's Graph token from msal's silent acquisition (``Entra.graph_token``)."""
     async def get(fresh: bool) -> str:
-        token: str = await entra.graph_token(account_id)
+        token: str = await entra.graph_token(account_id, force_refresh=fresh)
         return token
     return get
 

@@ -7,10 +7,13 @@ running or written elsewhere."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.certs import DevCerts, make_dev_certs
 from gateway.config import Settings, load_settings
@@ -19,9 +22,9 @@ from gateway.devstack.entra import EntraStandIn
 from gateway.devstack.graph import GraphStandIn
 from gateway.devstack.mailserver import MailServer
 from gateway.devstack.runner import TLSServer
-from gateway.devstack.seed import SeedSummary, seed
+from gateway.devstack.seed import SeedSummary, invitation_ics, make_message, seed
 from gateway.devstack.tokens import TokenSigner
-from gateway.devstack.users import CLIENT_ID, DEV_CLIENT_SECRET
+from gateway.devstack.users import CLIENT_ID, DEV_CLIENT_SECRET, PILOT_GROUP, USERS
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +59,38 @@ class DevStack:
         try:
             await self.mail.start()
             if self.seed_messages:
-                self.summary = seed(self.mail, messages_per_user=self.seed_messages)
+                self.summary = await asyncio.to_thread(
+                    seed, self.mail, messages_per_user=self.seed_messages)
+                self.mail_invitations()
         except BaseException:
             await self.stop()
             raise
+
+    def mail_invitations(self) -> int:
+        """Send each member the invitation email for every meeting in their Graph calendar
+        still awaiting an answer, with the same iCalendar UID, so that answering from the
+        Inbox acts on the calendar event (as Exchange does)."""
+        assert self.graph is not None and self.mail is not None
+        sent = 0
+        for u in USERS:
+            for stored in list(self.graph.calendar(u.oid).events.values()):
+                sd = stored.seed
+                if stored.is_organizer or sd.organizer is None or sd.response not in (
+                        "none", "notResponded"):
+                    continue
+                start = sd.start.replace(tzinfo=ZoneInfo(sd.tz))
+                end = sd.end.replace(tzinfo=ZoneInfo(sd.tz))
+                ics = invitation_ics(uid=stored.ical_uid, organizer=sd.organizer,
+                                     attendees=[(u.name, u.email)], summary=sd.subject,
+                                     location=sd.location, start=start, end=end,
+                                     stamp=datetime.now(UTC))
+                raw = make_message(sender=f"{sd.organizer[0]} <{sd.organizer[1]}>",
+                                   to=[f"{u.name} <{u.email}>"], subject=sd.subject,
+                                   date=datetime.now(UTC),
+                                   text=f"You are invited: {sd.subject}", calendar=ics)
+                self.mail.deliver(u.email, raw)
+                sent += 1
+        return sent
 
     async def stop(self) -> None:
         if self.mail is not None:
@@ -90,6 +121,7 @@ class DevStack:
             "GATEWAY_GRAPH_BASE_URL": f"{self.graph.base_url}/v1.0" if self.graph else "",
             "GATEWAY_GRAPH_CA_FILE": ca,
             "GATEWAY_CRYPTO_KEYS": new_key(),
+            "GATEWAY_FAILOVER_PILOT_GROUPS": PILOT_GROUP,
             "GATEWAY_STORE_SQLITE_PATH": str(self.workdir / "gateway.db"),
             "GATEWAY_IMAP_HOST": self.mail.host,
             "GATEWAY_IMAP_PORT": str(self.mail.imap_port),

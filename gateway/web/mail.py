@@ -37,6 +37,10 @@ MAX_MESSAGE_BYTES = 50 * 1024 * 1024
 MAX_INLINE_IMAGES = 8 * 1024 * 1024
 SAFE_IMAGE = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 T = TypeVar("T")
+# What the calendar's invitation route reports back (?done=...) after a decline.
+_ANSWERED = {"declined": "You declined this invitation.",
+             "accepted": "You accepted this invitation.",
+             "tentative": "You answered tentatively."}
 ACTIONS = {"read", "unread", "flag", "unflag", "delete", "archive", "move", "junk"}
 
 
@@ -135,7 +139,8 @@ async def read_message(request: Request) -> Response:
         images_shown=images, show_images_url=mv.message_url(folder, uid, images="1"),
         attachments=mv.attachment_links(folder, uid, view.attachments),
         invite=view.calendar, invite_when=invite_when, notes=view.notes,
-        back_url=mv.folder_url(folder))
+        back_url=mv.folder_url(folder), self_url=mv.message_url(folder, uid),
+        answered=_ANSWERED.get(request.query_params.get("done", ""), ""))
     return render(request, "mail_read.html", {"m": page})
 
 

@@ -144,3 +144,5 @@ class MessagePage:
     invite_when: str = ""
     notes: list[str] = field(default_factory=list)
     back_url: str = ""
+    self_url: str = ""
+    answered: str = ""

@@ -486,3 +486,29 @@ def test_sent_redirect_lands_on_inbox(gateway):
     r = client.post(action, data=fields, headers={"Origin": gateway.url})
     loc = urlsplit(r.headers["location"])
     assert loc.path == "/mail" and parse_qs(loc.query)["f"] == ["INBOX"]
+
+
+def test_invitation_in_mail_is_answered_through_graph(gateway):
+    """A meeting request in the Inbox shows Accept/Tentative/Decline; Accept acts on the
+    member's calendar event with the same iCalendar UID (through Graph)."""
+    u = user("member")
+    graph = gateway.stack.graph
+    pending = [st for st in graph.calendar(u.oid).events.values()
+               if not st.is_organizer and st.seed.response in ("none", "notResponded")]
+    assert pending, "the Graph stand-in should hold an invitation awaiting an answer"
+    target = pending[0]
+    uid = find_uid(gateway, "member", target.seed.subject)
+    assert uid is not None
+    client = sign_in(gateway, "member")
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid}).text
+    assert 'action="/calendar/invite/answer"' in page
+    form = re.search(r'<form[^>]+class="invite-answer".*?</form>', page, re.S).group(0)
+    ical = unescape(re.search(r'name="uid" value="([^"]+)"', form).group(1))
+    assert ical == target.ical_uid
+    sent_before = len(graph.sent)
+    r = client.post("/calendar/invite/answer", headers={"Origin": gateway.url}, data={
+        "csrf_token": csrf_of(client), "uid": ical, "answer": "accept", "send_response": "1",
+        "back": f"/mail/read?f=INBOX&uid={uid}"})
+    assert r.status_code == 303
+    assert r.headers["location"].startswith("/calendar/event/")
+    assert graph.sent[sent_before:] and graph.sent[-1]["kind"] == "accepted"

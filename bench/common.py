@@ -1,0 +1,409 @@
+"""Shared helpers for the mail benchmarks (issue 3): start the dev stack and a gateway in a
+background event loop, or the gateway as a separate ``python -m gateway serve`` process,
+sign members in without a browser, time things, and print figures.
+
+Nothing here asserts a timing: the benchmarks print figures for a person to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import signal
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from gateway.config import FIELDS, Settings  # noqa: E402
+from gateway.devstack.mailserver import imap_utf7_encode, outlook_access_token  # noqa: E402
+from gateway.devstack.stack import DevStack  # noqa: E402
+from gateway.devstack.users import user  # noqa: E402
+from gateway.mail.mailbox import SUMMARY_ITEMS  # noqa: E402
+from tests.conftest import Gateway, LoopThread, start_gateway  # noqa: E402
+
+# Sample users allowed into the gateway (Gateway.Member role); "norole" and "canary" are not.
+MEMBERS = ("member", "admin", "member2")
+
+
+# --------------------------------------------------------------------------- reporting
+
+def machine_line() -> str:
+    """Date, host, CPUs, load: printed at the top of every benchmark."""
+    load = os.getloadavg()
+    return (f"{datetime.now().isoformat(timespec='seconds')}  {platform.node()}  "
+            f"{os.cpu_count()} CPUs  Python {platform.python_version()}  "
+            f"load avg {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def other_load() -> str:
+    """Processes other than ours using CPU right now (other engineers' tests)."""
+    me = os.getpid()
+    busy = []
+    try:
+        out = subprocess.run(["ps", "-eo", "pid,ppid,pcpu,comm", "--sort=-pcpu"],
+                             capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    for line in out.splitlines()[1:]:
+        parts = line.split(None, 3)
+        if len(parts) < 4:
+            continue
+        pid, ppid, cpu = int(parts[0]), int(parts[1]), float(parts[2])
+        if cpu >= 5 and me not in (pid, ppid):
+            busy.append(f"{parts[3]}({pid}) {cpu:.0f}%")
+    return ", ".join(busy[:6]) or "none above 5 % CPU"
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f} ms"
+
+
+@dataclass
+class Stats:
+    name: str
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+    def pct(self, p: float) -> float:
+        s = sorted(self.samples)
+        return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+    def line(self) -> str:
+        return (f"{self.name:<46} median {ms(self.median)}   p10 {ms(self.pct(10))}   "
+                f"p90 {ms(self.pct(90))}   n={len(self.samples)}")
+
+
+def ratio_line(label: str, a: Stats, b: Stats, target: float) -> str:
+    r = a.median / b.median
+    verdict = "meets" if r <= target else "MISSES"
+    return f"{label:<46} {r:5.2f}x  (target <= {target}x: {verdict})"
+
+
+# --------------------------------------------------------------------------- stack
+
+def raise_dovecot_limits(stack: DevStack, connections: int) -> None:
+    """Patch the running stack's Dovecot config for many connections, then restart it.
+
+    ``MailServer._dovecot_config`` hard-codes ``mail_max_userip_connections = 20`` and keeps
+    Dovecot's default process limits (100 per service, and imap-login in its one-process-per-
+    connection mode); there is no override (yet), so the benchmark edits the generated text.
+    Benchmark-only: the gateway's own code is not touched."""
+    mail = stack.mail
+    assert mail is not None
+    original = mail._dovecot_config
+    n = connections + 100
+
+    def patched() -> str:
+        text = original()
+        text = text.replace("mail_max_userip_connections = 20",
+                            f"mail_max_userip_connections = {n}")
+        text = text.replace("service imap-login {\n  chroot =",
+                            "service imap-login {\n  chroot =\n  service_count = 0\n"
+                            "  process_min_avail = 2\n  client_limit = " + str(n))
+        return text + (f"default_process_limit = {n}\ndefault_client_limit = {4 * n}\n"
+                       f"service imap {{\n  process_limit = {n}\n}}\n")
+
+    mail._dovecot_config = patched  # type: ignore[method-assign]
+
+
+class Bench:
+    """The dev stack plus an in-process gateway, in a background loop thread."""
+
+    def __init__(self, seed_messages: int = 100, exchange: bool = False,
+                 max_connections: int = 0) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="gateway-bench-")
+        self.workdir = Path(self.tmp.name)
+        self.loop = LoopThread()
+        self.stack = DevStack(self.workdir / "stack", exchange_capabilities=exchange,
+                              seed_messages=seed_messages)
+        self.loop.run(self.stack.start(), timeout=180)
+        if max_connections:
+            raise_dovecot_limits(self.stack, max_connections)
+            self.run(self._restart_imap())
+        self.gateways: list[Gateway] = []
+
+    async def _restart_imap(self) -> None:
+        assert self.stack.mail is not None
+        await self.stack.mail.stop_imap()
+        await self.stack.mail.start_imap()
+
+    def run(self, coro: Awaitable[Any], timeout: float = 600) -> Any:
+        return self.loop.run(coro, timeout=timeout)  # type: ignore[arg-type]
+
+    def gateway(self, **overrides: Any) -> Gateway:
+        gw = start_gateway(self.stack, self.loop, self.workdir, **overrides)
+        self.gateways.append(gw)
+        return gw
+
+    def ssl(self) -> ssl.SSLContext:
+        assert self.stack.certs is not None
+        return ssl.create_default_context(cafile=str(self.stack.certs.ca_cert))
+
+    def close(self) -> None:
+        for gw in self.gateways:
+            for c in gw.clients:
+                c.close()
+            with contextlib.suppress(Exception):
+                self.loop.run(gw.server.stop())
+        with contextlib.suppress(Exception):
+            self.loop.run(self.stack.stop())
+        self.loop.close()
+        self.tmp.cleanup()
+
+    def __enter__(self) -> Bench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def bench(**kw: Any) -> Iterator[Bench]:
+    b = Bench(**kw)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+# --------------------------------------------------------------------------- gateway process
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``GATEWAY_*`` environment that reproduces ``settings`` in another process."""
+    env: dict[str, str] = {}
+    for f in FIELDS:
+        v = settings.get(f.key)
+        if f.kind == "list":
+            env[f.env] = ",".join(v)
+        elif f.kind == "bool":
+            env[f.env] = "true" if v else "false"
+        else:
+            env[f.env] = str(v)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class GatewayProcess:
+    """``python -m gateway serve`` in its own process (so its RSS and CPU are its own)."""
+
+    def __init__(self, stack: DevStack, workdir: Path, **overrides: Any) -> None:
+        self.port = free_port()
+        overrides.setdefault("failover__initial_mode", "active")
+        overrides.setdefault("store__sqlite_path", str(workdir / "gw-proc.db"))
+        self.settings = stack.gateway_settings(self.port, **overrides)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env.update(settings_env(self.settings))
+        env["GATEWAY_GENERAL_LOG_LEVEL"] = "warning"
+        self.log = open(workdir / "gateway-proc.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env,
+                                     cwd=str(ROOT), stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._wait_ready(ssl.create_default_context(cafile=str(stack.certs.ca_cert))
+                         if stack.certs else None)
+
+    def _wait_ready(self, ctx: ssl.SSLContext | None) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited {self.proc.returncode}; see {self.log.name}")
+            try:
+                r = httpx.get(self.url + "/auth/signin", verify=ctx or False, trust_env=False,
+                              timeout=2)
+                if r.status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("gateway process did not answer within 30 s")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+# --------------------------------------------------------------------------- signing in
+
+_INPUT = re.compile(r"<input[^>]+>")
+
+
+def _form(html: str) -> tuple[str, dict[str, str]]:
+    m = re.search(r'<form[^>]+action="([^"]+)"', html)
+    if not m:
+        raise RuntimeError("no form on the stand-in's page")
+    fields = {}
+    for tag in _INPUT.findall(html):
+        name = re.search(r'name="([^"]*)"', tag)
+        value = re.search(r'value="([^"]*)"', tag)
+        if name:
+            fields[unescape(name.group(1))] = unescape(value.group(1)) if value else ""
+    return unescape(m.group(1)), fields
+
+
+async def sign_in_async(client: httpx.AsyncClient, entra: httpx.AsyncClient, stack: DevStack,
+                        who: str) -> None:
+    """Sign ``client`` (base_url = the gateway) in as sample user ``who``, no browser: the
+    stand-in's ``dev_auto=1`` answers at once, as in tests/conftest.py."""
+    assert stack.entra is not None
+    r = await client.get("/auth/start", params={"next": "/", "login_hint": user(who).email})
+    if r.status_code != 303:
+        raise RuntimeError(f"/auth/start: {r.status_code}")
+    page = await entra.get(r.headers["location"] + "&dev_auto=1")
+    if page.status_code != 200:
+        raise RuntimeError(f"stand-in authorize: {page.status_code}")
+    action, fields = _form(page.text)
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(stack.entra.base_url))
+    r = await client.post(urlsplit(action).path, data=fields, headers={"Origin": origin})
+    if r.status_code != 303:
+        raise RuntimeError(f"/auth/callback: {r.status_code} {r.text[:200]}")
+
+
+def async_client(base_url: str, ctx: ssl.SSLContext, **kw: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base_url, verify=ctx, trust_env=False,
+                             follow_redirects=False, timeout=120, **kw)
+
+
+async def sign_in_many(base_url: str, stack: DevStack, ctx: ssl.SSLContext, count: int,
+                       concurrency: int = 16, open_inbox: bool = False,
+                       progress: Callable[[int], None] | None = None
+                       ) -> list[httpx.AsyncClient]:
+    """``count`` signed-in async clients, spread over the member sample users. With
+    ``open_inbox`` each also loads ``/`` once, so the gateway opens its IMAP connection."""
+    clients: list[httpx.AsyncClient] = []
+    sem = asyncio.Semaphore(concurrency)
+    done = 0
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with httpx.AsyncClient(verify=ctx, trust_env=False, timeout=120) as entra:
+        async def one(i: int) -> None:
+            nonlocal done
+            async with sem:
+                c = async_client(base_url, ctx, limits=limits)
+                await sign_in_async(c, entra, stack, MEMBERS[i % len(MEMBERS)])
+                if open_inbox:
+                    r = await c.get("/")
+                    if r.status_code != 200:
+                        raise RuntimeError(f"inbox for member {i}: {r.status_code}")
+                clients.append(c)
+                done += 1
+                if progress:
+                    progress(done)
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return clients
+
+
+# --------------------------------------------------------------------------- bare IMAP
+
+async def bare_connect(stack: DevStack, who: str = "member") -> Any:
+    """An aioimaplib connection, TLS + XOAUTH2 with a stand-in token, as the gateway makes."""
+    import aioimaplib
+
+    mail = stack.mail
+    assert mail is not None
+    u = user(who)
+    imap = aioimaplib.IMAP4_SSL(mail.host, mail.imap_port,
+                                ssl_context=mail.client_ssl_context(), timeout=60)
+    await imap.wait_hello_from_server()
+    resp = await imap.xoauth2(u.email, outlook_access_token(mail.signer, u))
+    if resp.result != "OK":
+        raise RuntimeError("bare XOAUTH2 refused")
+    return imap
+
+
+async def bare_page(imap: Any, folder: str = "INBOX", per_page: int = 50) -> int:
+    """SELECT + FETCH of the newest ``per_page`` messages by sequence range, with the same
+    items the gateway asks for (envelope, flags, date, size, bodystructure). Returns how
+    many FETCH lines came back (a sanity check)."""
+    name = "INBOX" if folder == "INBOX" else f'"{imap_utf7_encode(folder)}"'
+    resp = await imap.select(name)
+    exists = 0
+    for line in resp.lines:
+        text = bytes(line).strip() if isinstance(line, (bytes, bytearray)) else b""
+        if text.endswith(b" EXISTS"):
+            exists = int(text.split()[0])
+    if exists == 0:
+        return 0
+    lo = max(1, exists - per_page + 1)
+    resp = await imap.protocol.fetch(f"{lo}:{exists}", SUMMARY_ITEMS, by_uid=False, timeout=60)
+    if resp.result != "OK":
+        raise RuntimeError("bare FETCH failed")
+    return sum(1 for line in resp.lines
+               if isinstance(line, (bytes, bytearray)) and b" FETCH (" in bytes(line))
+
+
+async def bare_cold(stack: DevStack, folder: str = "INBOX", who: str = "member") -> float:
+    """Seconds for: connect (TLS), XOAUTH2, SELECT, FETCH newest 50. LOGOUT is not timed."""
+    t = time.perf_counter()
+    imap = await bare_connect(stack, who)
+    try:
+        if await bare_page(imap, folder) == 0:
+            raise RuntimeError("bare fetch returned nothing")
+        return time.perf_counter() - t
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(imap.logout(), 5)
+
+
+async def bare_warm(imap: Any, folder: str = "INBOX") -> float:
+    """Seconds for SELECT + FETCH newest 50 on an already open, logged-in connection."""
+    t = time.perf_counter()
+    if await bare_page(imap, folder) == 0:
+        raise RuntimeError("bare fetch returned nothing")
+    return time.perf_counter() - t
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def header(title: str, argv: Sequence[str]) -> None:
+    print(f"# {title}")
+    print(f"command: .venv/bin/python {' '.join(argv)}")
+    print(f"machine: {machine_line()}")
+    print(f"other CPU users at start: {other_load()}")
+    sys.stdout.flush()

@@ -1,0 +1,85 @@
+"""`gateway demo` as a new user runs it: one process starts the whole stack, the printed URL
+serves the sign-in, the sample member reaches their Inbox, and Ctrl-C leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import form_action, form_fields
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _dovecots() -> set[int]:
+    pids = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() == "dovecot":
+                    pids.add(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_demo_runs_signs_in_and_stops_cleanly():
+    """The demo prints its URL and sign-ins, serves the member's Inbox, and stops on Ctrl-C
+    with no stray process and its temporary directory gone."""
+    before = _dovecots()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    out: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "Press Ctrl-C to stop" in line:
+                break
+        text = "".join(out)
+        assert f"https://127.0.0.1:{port}/" in text, text
+        assert "alex.morgan@council.example" in text
+        ca = re.search(r"signed by the dev CA at (\S+)", text).group(1)
+        workdir = Path(ca).parents[1]
+        verify = ssl.create_default_context(cafile=ca)
+        base = f"https://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, verify=verify, trust_env=False) as browser:
+            r = browser.get("/auth/start", params={"next": "/",
+                                                   "login_hint": "alex.morgan@council.example"})
+            page = browser.get(r.headers["location"] + "&dev_auto=1")
+            reply = browser.post(form_action(page.text), data=form_fields(page.text))
+            assert reply.status_code == 303
+            inbox = browser.get("/")
+            assert inbox.status_code == 200
+            assert '<span class="who">Cllr Alex Morgan</span>' in inbox.text
+            assert re.search(r'id="folder-count" class="muted"><strong>\d+</strong>', inbox.text)
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, rest
+        assert "nothing left running" in rest
+        assert not workdir.exists()
+        assert _dovecots() <= before
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
