@@ -88,7 +88,7 @@ class Stats:
 
     def pct(self, p: float) -> float:
         s = sorted(self.samples)
-        return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+        return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
     def line(self) -> str:
         return (f"{self.name:<46} median {ms(self.median)}   p10 {ms(self.pct(10))}   "
@@ -222,7 +222,7 @@ class GatewayProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env.update(settings_env(self.settings))
         env["GATEWAY_GENERAL_LOG_LEVEL"] = "warning"
-        self.log = open(workdir / "gateway-proc.log", "wb")  # noqa: SIM115
+        self.log = open(workdir / "gateway-proc.log", "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve"], env=env,
                                      cwd=str(ROOT), stdout=self.log, stderr=self.log,
                                      start_new_session=True)

@@ -36,6 +36,7 @@ from common import Stats, bare_cold, bare_connect, bare_warm, bench, header, oth
 from gateway.devstack.users import user
 from gateway.mail import mailbox
 from gateway.mail.imap import open_connection
+from gateway.mail.imap_parse import parse_fetch
 from tests.conftest import sign_in
 
 
@@ -45,7 +46,9 @@ async def breakdown(svc: object, account_id: str, email: str, runs: int) -> dict
     entra = svc.entra  # type: ignore[attr-defined]
     out = {k: Stats(k, []) for k in ("token (entra.imap_token)", "open_connection",
                                      "list_folders (LIST + STATUS each)",
-                                     "fetch_page with SELECT", "fetch_page, already selected")}
+                                     "fetch_page with SELECT", "fetch_page, already selected",
+                                     "  of which FETCH round trip (aioimaplib)",
+                                     "  of which parse_fetch (50 items)")}
     for _ in range(runs):
         t = time.perf_counter()
         token = await entra.imap_token(account_id)
@@ -63,6 +66,15 @@ async def breakdown(svc: object, account_id: str, email: str, runs: int) -> dict
             t = time.perf_counter()
             await mailbox.fetch_page(conn, "INBOX")
             out["fetch_page, already selected"].samples.append(time.perf_counter() - t)
+            lo = max(1, conn.exists - mailbox.PER_PAGE + 1)
+            t = time.perf_counter()
+            resp = await conn.client.protocol.fetch(f"{lo}:{conn.exists}", mailbox.SUMMARY_ITEMS,
+                                                    by_uid=False, timeout=conn.timeout)
+            out["  of which FETCH round trip (aioimaplib)"].samples.append(
+                time.perf_counter() - t)
+            t = time.perf_counter()
+            parse_fetch(resp.lines)
+            out["  of which parse_fetch (50 items)"].samples.append(time.perf_counter() - t)
         finally:
             await conn.close()
     return out
@@ -82,7 +94,6 @@ def main() -> int:
         client = sign_in(gw, "member")
         svc = gw.app.state.services
         pool = svc.imap_pool
-        session_id = next(iter(pool._slots), None)  # filled by the first page below
         first = client.get("/")
         assert first.status_code == 200, first.status_code
         session_id = next(iter(pool._slots))
@@ -123,13 +134,7 @@ def main() -> int:
         print(ratio_line("steady: gateway / bare steady", vals[2], vals[3], 1.2))
         print(ratio_line("steady gateway / bare cold", vals[2], vals[1], 1.2))
 
-        session = b.run(svc.store.get_session(session_id)) if hasattr(
-            svc.store, "get_session") else None
-        account_id = getattr(session, "account_id", None)
-        if account_id is None:
-            # Fall back to the slot's owner: the signed-in member's account id lives on the
-            # session record; find it through the sessions table via the pool's token hook.
-            account_id = _account_id(b, svc, session_id)
+        account_id = b.run(svc.store.list_sessions())[0].account_id
         print("\nBreakdown of the gateway's IMAP work (its own functions, inside the loop):")
         for s in b.run(breakdown(svc, account_id, user("member").email, max(10, args.runs // 3)
                                  )).values():
@@ -154,17 +159,10 @@ def main() -> int:
     return 0
 
 
-def _account_id(b: object, svc: object, session_id: str) -> str:
-    async def find() -> str:
-        rec = await svc.sessions.store.get_session(session_id)  # type: ignore[attr-defined]
-        return str(rec.account_id)
-    return str(b.run(find()))  # type: ignore[attr-defined]
-
-
 async def _close(imap: object) -> None:
     try:
         await asyncio.wait_for(imap.logout(), 5)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001, S110
+    except Exception:  # noqa: S110
         pass
 
 

@@ -34,7 +34,7 @@ from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, NotSignedIn
-from gateway.failover import AuditTrail, FailoverPolicy, Mode, Switch
+from gateway.failover import STATE_KEY, AuditTrail, FailoverPolicy, Mode, Switch
 from gateway.logging import RequestIdMiddleware
 from gateway.mail.imap import ImapPool, ImapTarget, ssl_context
 from gateway.mail.smtp import SmtpTarget
@@ -43,7 +43,7 @@ from gateway.notify import Notifier, NotifyConfig
 from gateway.probes import running_monitor
 from gateway.services import Services
 from gateway.store.base import Store
-from gateway.store.sqlite import SqliteStore
+from gateway.store.factory import build_store, follow_switch
 from gateway.web import admin as admin_routes
 from gateway.web import api as api_routes
 from gateway.web import auth as auth_routes
@@ -85,7 +85,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
                failover_mode: Callable[[], str] | None = None,
                graph_transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
     keyring = _keyring(settings)
-    the_store: Store = store or SqliteStore(settings.get("store.sqlite_path"))
+    the_store: Store = store or build_store(settings)
     sessions = SessionManager(the_store, settings, clock)
     entra = Entra(settings, the_store, keyring, http_client=entra_http, clock=clock)
     imap = ImapTarget(settings.get("imap.host"), settings.get("imap.port"),
@@ -102,6 +102,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
     switch = Switch(the_store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
                     refresh_seconds=settings.get("failover.refresh_seconds"),
                     listeners=[AuditTrail(audit_log), notifier])
+    follow_switch(the_store, switch, STATE_KEY)
     policy = policy or FailoverPolicy(
         switch, settings.get("failover.pilot_groups"),
         on_refusal=lambda s, st: audit_log.try_record("access.refused", s.email,

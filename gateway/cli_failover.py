@@ -35,7 +35,8 @@ from gateway.config import Settings, load_settings
 from gateway.errors import GatewayError
 from gateway.failover import AuditTrail, Flip, Mode, Switch, local, parse_time
 from gateway.notify import Notifier, NotifyConfig
-from gateway.store.sqlite import SqliteStore
+from gateway.store.base import Store
+from gateway.store.factory import build_store
 
 T = TypeVar("T")
 NOTIFY_WAIT = 120.0
@@ -44,7 +45,7 @@ NOTIFY_WAIT = 120.0
 @dataclass
 class Kit:
     settings: Settings
-    store: SqliteStore
+    store: Store
     audit: AuditLog
     switch: Switch
     notifier: Notifier
@@ -56,7 +57,7 @@ def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[T]]) -> T
     clock = time.time
 
     async def run() -> T:
-        store = SqliteStore(settings.get("store.sqlite_path"))
+        store = build_store(settings, listen=False)
         await store.open()
         log = AuditLog(store, clock)
         notifier = Notifier(NotifyConfig.from_settings(settings), clock)

@@ -39,9 +39,9 @@ def summary(results: dict[str, CheckResult]) -> tuple[int, str]:
 
 async def run_checks(settings: Settings) -> dict[str, CheckResult]:
     from gateway.probes import running_monitor
-    from gateway.store.sqlite import SqliteStore
+    from gateway.store.factory import build_store
 
-    store = SqliteStore(settings.get("store.sqlite_path"))
+    store = build_store(settings, listen=False)
     await store.open()
     try:
         async with running_monitor(settings, store, start=False) as monitor:

@@ -105,6 +105,14 @@ FIELDS: tuple[Field, ...] = (
     _f("store", "backend", "str", "sqlite", "`sqlite` (one instance) or `postgres`."),
     _f("store", "sqlite_path", "str", "var/gateway.db", "SQLite database file."),
     _f("store", "postgres_dsn", "str", "", "PostgreSQL DSN when backend = postgres.", secret=True),
+    _f("store", "postgres_timeout_seconds", "float", 5.0,
+       "Longest wait for a PostgreSQL connection or one statement; past it the request fails "
+       "with 'store unavailable' instead of hanging."),
+    _f("store", "postgres_pool_size", "int", 10,
+       "Most PostgreSQL connections one instance holds (plus one for change notices)."),
+    _f("store", "migrate_on_start", "bool", True,
+       "Apply pending PostgreSQL schema migrations when the gateway starts; false = refuse to "
+       "start until `gateway migrate` has run (for a database role without DDL rights)."),
     # -- imap
     _f("imap", "host", "str", "outlook.office365.com", "IMAP server (implicit TLS)."),
     _f("imap", "port", "int", 993, "IMAP port."),
@@ -383,6 +391,9 @@ def _validated(values: dict[str, Any]) -> Settings:
         raise bad("store.backend", "must be sqlite or postgres.")
     if values["store.backend"] == "postgres" and not values["store.postgres_dsn"]:
         raise bad("store.postgres_dsn", "required when store.backend = postgres.")
+    if values["store.postgres_timeout_seconds"] <= 0 or values["store.postgres_pool_size"] < 1:
+        raise bad("store.postgres_timeout_seconds", "postgres_timeout_seconds must be positive "
+                  "and postgres_pool_size at least 1.")
     if values["health.access"] not in ("open", "token", "network"):
         raise bad("health.access", "must be open, token or network.")
     if values["health.access"] == "token" and len(values["health.token"]) < 16:

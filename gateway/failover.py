@@ -224,6 +224,11 @@ class Switch:
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
 
+    def invalidate(self) -> None:
+        """The stored state may have changed (a change notice from the store): the next
+        ``current()`` re-reads it, whatever ``refresh_seconds`` says."""
+        self._loaded_at = float("-inf")
+
     def last_known(self) -> SwitchState:
         """The state as last read, without I/O (metrics, health)."""
         return self._state or self.initial

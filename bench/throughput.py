@@ -1,0 +1,193 @@
+"""Throughput and memory (issue 3): inbox page views per second with 50 concurrent signed-in
+members on this machine, load generator included (target >= 500/s); and the gateway's
+resident memory with 1,000 signed-in members, each with an open IMAP connection (target
+< 1 GB).
+
+    .venv/bin/python bench/throughput.py [--members 50] [--seconds 20] [--memory-members 1000]
+                                         [--skip-memory]
+
+The dev stack (Entra stand-in, Dovecot, SMTP; 100 seeded messages per mailbox) runs in this
+process's background loop; the gateway runs as a separate ``python -m gateway serve`` process
+with the stack's settings in its environment, so its RSS and CPU are its own. The load
+generator is httpx (async, HTTP/1.1 keep-alive over TLS, one connection per member, closed
+loop: each member asks for ``/`` again as soon as the last page arrived) in this process's
+main thread. wrk is not installed here and nothing was installed for this.
+
+Members are spread over the three sample users allowed in (member, admin, member2), so each
+Dovecot user holds many connections at once: Dovecot's ``mail_max_userip_connections = 20``
+and its default process limits are raised for the benchmark by editing the generated config
+(see ``common.raise_dovecot_limits``; ``MailServer`` has no override for them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import GatewayProcess, bench, header, other_load, sign_in_many
+
+
+def established_to(port: int) -> int:
+    """ESTABLISHED TCP connections to 127.0.0.1:``port`` on this host (IPv4)."""
+    n = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        parts = line.split()
+        if parts[3] == "01" and int(parts[2].split(":")[1], 16) == port:
+            n += 1
+    return n
+
+
+def group_rss_mb(pgid: int) -> tuple[int, float]:
+    """(processes, summed RSS in MB) of a process group (Dovecot and its children)."""
+    count, kb = 0, 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rfind(")") + 2:].split()
+            if int(fields[2]) != pgid:
+                continue
+            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    kb += int(line.split()[1])
+                    count += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return count, kb / 1024
+
+
+def own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def load(clients: list, seconds: float) -> tuple[int, int, list[float]]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def member(c) -> None:  # type: ignore[no-untyped-def]
+        nonlocal errors
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            try:
+                r = await c.get("/")
+                ok = r.status_code == 200
+            except Exception:  # noqa: BLE001 - counted, not raised
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - t)
+            else:
+                errors += 1
+    await asyncio.gather(*(member(c) for c in clients))
+    return len(latencies), errors, latencies
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--members", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--memory-members", type=int, default=1000)
+    ap.add_argument("--skip-memory", action="store_true")
+    args = ap.parse_args()
+    header("Throughput and memory", sys.argv)
+    most = args.members if args.skip_memory else max(args.members, args.memory_members)
+
+    with bench(seed_messages=100, max_connections=most) as b:
+        gp = GatewayProcess(b.stack, b.workdir)
+        assert b.stack.mail is not None and b.stack.mail._dovecot is not None
+        imap_port, dovecot_pgid = b.stack.mail.imap_port, b.stack.mail._dovecot.pid
+        ctx = b.ssl()
+        try:
+            rss0 = gp.rss_mb()
+            print(f"\ngateway pid {gp.proc.pid}; RSS after start-up: {rss0:.1f} MB")
+
+            async def throughput() -> list:
+                t = time.perf_counter()
+                clients = await sign_in_many(gp.url, b.stack, ctx, args.members,
+                                             open_inbox=True)
+                print(f"signed in {len(clients)} members and opened their inboxes in "
+                      f"{time.perf_counter() - t:.1f} s; RSS {gp.rss_mb():.1f} MB; "
+                      f"IMAP connections open: {established_to(imap_port)}")
+                await load(clients, 3)  # warm-up
+                g0, l0, w0 = gp.cpu_seconds(), own_cpu(), time.perf_counter()
+                n, errors, lat = await load(clients, args.seconds)
+                wall = time.perf_counter() - w0
+                g1, l1 = gp.cpu_seconds(), own_cpu()
+                lat.sort()
+                print(f"\n{args.members} members, closed loop, {wall:.1f} s: {n} page views, "
+                      f"{errors} errors")
+                print(f"page views per second: {n / wall:.0f}   (target >= 500: "
+                      f"{'meets' if n / wall >= 500 else 'MISSES'})")
+                print(f"latency: median {statistics.median(lat) * 1000:.1f} ms, "
+                      f"p90 {lat[int(len(lat) * 0.9)] * 1000:.1f} ms, "
+                      f"p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms")
+                print(f"CPU during the window: gateway {100 * (g1 - g0) / wall:.0f} %, "
+                      f"load generator + stand-ins (this process) {100 * (l1 - l0) / wall:.0f} %"
+                      f" (of one core; 2 cores = 200 %); gateway CPU per page "
+                      f"{1000 * (g1 - g0) / max(1, n):.2f} ms")
+                print(f"load average now: {os.getloadavg()[0]:.2f}; "
+                      f"other CPU users: {other_load()}")
+                return clients
+
+            clients = asyncio.run(throughput())
+            rss50 = gp.rss_mb()
+
+            if not args.skip_memory:
+                extra = args.memory_members - len(clients)
+
+                async def memory() -> None:
+                    t = time.perf_counter()
+                    last = [0.0]
+
+                    def progress(done: int) -> None:
+                        if time.perf_counter() - last[0] > 10:
+                            last[0] = time.perf_counter()
+                            print(f"  ... {done + len(clients)} signed in, RSS "
+                                  f"{gp.rss_mb():.0f} MB", flush=True)
+                    more = await sign_in_many(gp.url, b.stack, ctx, extra, concurrency=24,
+                                              open_inbox=True, progress=progress)
+                    took = time.perf_counter() - t
+                    for c in [*clients, *more]:
+                        await c.aclose()
+                    print(f"\nsigned in {extra} more members ({len(clients) + len(more)} in "
+                          f"all), each with an inbox page loaded, in {took:.1f} s")
+                print()
+                asyncio.run(memory())
+                time.sleep(1)
+                conns = established_to(imap_port)
+                rss = gp.rss_mb()
+                procs, dovecot_mb = group_rss_mb(dovecot_pgid)
+                print(f"IMAP connections open to Dovecot: {conns} (counts both ends on "
+                      f"loopback: {conns // 2} connections)" if conns > args.memory_members
+                      else f"IMAP connections open to Dovecot: {conns}")
+                print(f"gateway RSS: {rss0:.1f} MB at start, {rss50:.1f} MB with "
+                      f"{args.members} members, {rss:.1f} MB with {args.memory_members} "
+                      f"members -> {(rss - rss0) * 1024 / args.memory_members:.0f} KB per "
+                      f"member  (target < 1024 MB: {'meets' if rss < 1024 else 'MISSES'})")
+                print(f"Dovecot, for information: {procs} processes, {dovecot_mb:.0f} MB RSS "
+                      "summed (shared pages counted in each)")
+            else:
+                asyncio.run(_close_all(clients))
+        finally:
+            gp.stop()
+    print(f"other CPU users at end: {other_load()}")
+    return 0
+
+
+async def _close_all(clients: list) -> None:
+    for c in clients:
+        await c.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
