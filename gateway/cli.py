@@ -1,4 +1,4 @@
-"""The ``gateway`` command: serve | check-config | certs dev | keygen | demo.
+"""The ``gateway`` command: serve | check-config | certs dev | keygen | demo | migrate.
 
 Every command reads the same settings (``--config FILE`` or ``GATEWAY_CONFIG``, plus
 ``GATEWAY_*`` variables). A bad setting exits 1 with a message naming the key and the fix.
@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from gateway import __version__
+from gateway.cli_deploy import register as register_deploy
 from gateway.cli_failover import register as register_failover
 from gateway.cli_health import register as register_probe
 from gateway.config import ConfigError, Settings, load_settings
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("keygen", help="print a new crypto.keys entry").set_defaults(fn=cmd_keygen)
     register_probe(sub)
     register_failover(sub)
+    register_deploy(sub)
     demo = sub.add_parser("demo", help="run the gateway against the dev stack")
     demo.add_argument("--port", type=int, default=8443)
     demo.add_argument("--exchange", action="store_true",

@@ -512,3 +512,17 @@ def test_invitation_in_mail_is_answered_through_graph(gateway):
     assert r.status_code == 303
     assert r.headers["location"].startswith("/calendar/event/")
     assert graph.sent[sent_before:] and graph.sent[-1]["kind"] == "accepted"
+
+
+def test_large_attachment_streams_intact(gateway):
+    """A 3 MB attachment arrives byte for byte through several partial fetches."""
+    import os
+    big = os.urandom(3 * 1024 * 1024)
+    client = sign_in(gateway, "member")
+    uid = deliver(gateway, "member", message(unique("Big scan"), attachments=[
+        ("scan.png", "image/png", big)]))
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid}).text
+    link = hrefs(page, "/mail/part?")[0]
+    r = client.get(link)
+    assert r.status_code == 200 and r.content == big
+    assert r.headers["content-type"] == "image/png"
