@@ -76,18 +76,42 @@ class ImapConn:
         self.uidvalidity = 0
         self.broken = False
 
+        # aioimaplib leaves a command waiting until its timeout when the server goes away;
+        # hear about the lost connection and fail the command at once instead.
+        self.lost = asyncio.Event()
+
+        def on_lost(exc: Exception | None) -> None:
+            self.broken = True
+            self.lost.set()
+        client.protocol.conn_lost_cb = on_lost
+
     def has(self, capability: str) -> bool:
         return capability.upper() in self.caps
+
+    @property
+    def alive(self) -> bool:
+        transport = self.client.protocol.transport
+        return not self.broken and transport is not None and not transport.is_closing()
 
     async def call(self, coro: Awaitable[Any]) -> Any:
         """Run one aioimaplib call; a dropped or stuck connection becomes UpstreamUnavailable
         and marks this connection broken so the pool replaces it."""
+        task = asyncio.ensure_future(coro)
+        lost = asyncio.ensure_future(self.lost.wait())
         try:
-            return await asyncio.wait_for(coro, self.timeout)
+            done, _ = await asyncio.wait({task, lost}, timeout=self.timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if task in done:
+                return task.result()
+            raise TimeoutError
         except DROPPED:
             self.broken = True
             raise UpstreamUnavailable("The connection to the mail server was lost. "
                                       "Please try again.") from None
+        finally:
+            lost.cancel()
+            if not task.done():
+                task.cancel()
 
     async def ok(self, coro: Awaitable[Any], what: str) -> Any:
         resp = await self.call(coro)
@@ -195,7 +219,7 @@ class ImapPool:
         slot = self._slots.setdefault(key, _Slot())
         async with slot.lock:
             for attempt in (1, 2):
-                if slot.conn is None or slot.conn.broken:
+                if slot.conn is None or not slot.conn.alive:
                     if slot.conn is not None:
                         await slot.conn.close()
                         slot.conn = None

@@ -108,7 +108,8 @@ ALTER TABLE outbox ADD COLUMN claimed_until DOUBLE PRECISION;
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # Everything asyncpg or the socket can raise when the database is away or refuses.
-_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+_DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
+         OSError, asyncio.TimeoutError)
 
 _OUTBOX_COLS = "id, user_oid, blob, state, created_at, updated_at"
 _KEY_COLS = "name, key_hash, created_at, created_by, revoked_at, last_used"

@@ -526,3 +526,17 @@ def test_large_attachment_streams_intact(gateway):
     r = client.get(link)
     assert r.status_code == 200 and r.content == big
     assert r.headers["content-type"] == "image/png"
+
+
+def test_dropped_imap_connection_is_replaced_without_the_member_noticing(gateway):
+    """When the pooled IMAP connection is cut (Exchange's idle cut, a network blip), the next
+    page reconnects by itself."""
+    client = sign_in(gateway, "member")
+    assert client.get("/mail").status_code == 200
+    pool = gateway.app.state.services.imap_pool
+    slots = list(pool._slots.values())
+    assert slots and all(s.conn is not None for s in slots)
+    for s in slots:
+        gateway.loop.loop.call_soon_threadsafe(s.conn.client.protocol.transport.abort)
+    r = client.get("/mail")
+    assert r.status_code == 200
