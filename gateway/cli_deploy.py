@@ -33,7 +33,7 @@ async def run_migrate(settings: Settings) -> str:
     timeout = settings.get("store.postgres_timeout_seconds")
     try:
         conn = await asyncpg.connect(settings.get("store.postgres_dsn"), timeout=timeout)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise GatewayError(f"Cannot reach PostgreSQL ({type(exc).__name__}): check "
                            "store.postgres_dsn and that the database is up.") from None
     try:

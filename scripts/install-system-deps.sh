@@ -4,7 +4,9 @@
 set -euo pipefail
 want=(dovecot-imapd dovecot-lmtpd)
 if [ "${1:-demo}" = "test" ]; then
-  want+=(chromium)
+  # PostgreSQL: the tests start a private server on their own data directory and port
+  # (tests/pgserver.py), as the unprivileged `postgres` user the package creates.
+  want+=(chromium postgresql)
 fi
 missing=()
 for p in "${want[@]}"; do
@@ -18,7 +20,9 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 echo "Installing Debian packages: ${missing[*]}"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-# The packages start a system Dovecot; the gateway runs its own private instance instead.
+# The packages start a system Dovecot and PostgreSQL; the gateway's tests run their own
+# private instances instead.
 if command -v systemctl >/dev/null 2>&1; then
   $SUDO systemctl disable --now dovecot >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi

@@ -253,7 +253,7 @@ class PostgresStore:
             try:
                 conn = await asyncpg.connect(self.dsn, timeout=self.timeout)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, key: self._fire(key))
                 self._listening.set()
                 if reconnected:
@@ -364,7 +364,7 @@ class PostgresStore:
         ends (a sender that died frees it then), None to everyone else. The UPDATE locks
         the row, so a second instance waits for the first and then finds it claimed."""
         row = await self._run(lambda c: c.fetchrow(
-            "UPDATE outbox SET claimed_until=$3 WHERE id=$1 AND user_oid=$2 AND "
+            "UPDATE outbox SET claimed_until=$3 WHERE id=$1 AND user_oid=$2 AND "  # noqa: S608
             f"(claimed_until IS NULL OR claimed_until <= $4) RETURNING {_OUTBOX_COLS}",
             outbox_id, user_oid, now + lease_seconds, now))
         return _outbox(row) if row else None

@@ -37,7 +37,8 @@ def stop(gw: Gateway) -> None:
 
 
 @pytest.fixture
-def pair(stack: Any, loop_thread: Any, tmp_path: Any, pg_dsn: str) -> Iterator[Pair]:
+def pair(stack: Any, loop_thread: Any, tmp_path: Any,
+         pg_dsn: str) -> Iterator[Pair]:  # noqa: F811
     """The second instance re-reads the switch only every 30 s on its own, so anything it
     sees sooner came by LISTEN/NOTIFY."""
     (tmp_path / "a").mkdir()

@@ -5,6 +5,7 @@ versioned key/value, the audit chain, API keys."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -151,7 +152,7 @@ async def test_concurrent_audit_appends_keep_one_chain(store):
     await asyncio.gather(*(store.audit_append(chain) for _ in range(10)))
     rows = await store.audit_rows()
     assert [r.seq for r in rows] == list(range(1, 11))
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
 
 
 async def test_api_keys(store):

@@ -36,14 +36,19 @@ class Recorder:
         return out
 
 
-@contextlib.contextmanager
-def ipad_page() -> Iterator[tuple[Page, Recorder]]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        device = dict(p.devices["iPad Pro 11"])
+class IpadBrowser:
+    """One Chromium; each ``page()`` is a fresh iPad-profile context (its own cookies)."""
+
+    def __init__(self, playwright: Any) -> None:
+        self.p = playwright
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS,
+                                                  headless=True)
+
+    def page(self, javascript: bool = True) -> tuple[Page, Recorder]:
+        device = dict(self.p.devices["iPad Pro 11"])
         device.pop("default_browser_type", None)
-        context = browser.new_context(**device, ignore_https_errors=True,
-                                      java_script_enabled=True)
+        context = self.browser.new_context(**device, ignore_https_errors=True,
+                                           java_script_enabled=javascript)
         page = context.new_page()
         rec = Recorder()
         context.on("request", lambda r: rec.requests.append(r.url))
@@ -53,11 +58,23 @@ def ipad_page() -> Iterator[tuple[Page, Recorder]]:
             rec.dialogs.append(d.message)
             d.dismiss()
         page.on("dialog", on_dialog)
+        return page, rec
+
+
+@contextlib.contextmanager
+def ipad_browser() -> Iterator[IpadBrowser]:
+    with sync_playwright() as p:
+        b = IpadBrowser(p)
         try:
-            yield page, rec
+            yield b
         finally:
-            context.close()
-            browser.close()
+            b.browser.close()
+
+
+@contextlib.contextmanager
+def ipad_page(javascript: bool = True) -> Iterator[tuple[Page, Recorder]]:
+    with ipad_browser() as b:
+        yield b.page(javascript)
 
 
 def sign_in_in_browser(page: Page, base_url: str, name: str = "Cllr Alex Morgan") -> None:
