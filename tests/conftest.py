@@ -191,3 +191,24 @@ def sign_in(gw: Gateway, who: str = "member", next_path: str = "/") -> httpx.Cli
 def csrf_of(client: httpx.Client, path: str = "/") -> str:
     page = client.get(path)
     return form_fields(page.text)["csrf_token"]
+
+
+@pytest.fixture(scope="session")
+def exchange_stack(loop_thread: LoopThread,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    """A second dev stack whose Dovecot advertises only what Exchange Online does."""
+    s = DevStack(tmp_path_factory.mktemp("exchange-stack"), exchange_capabilities=True,
+                 seed_messages=20)
+    loop_thread.run(s.start())
+    yield s
+    loop_thread.run(s.stop())
+
+
+@pytest.fixture
+def exchange_gateway(exchange_stack: DevStack, loop_thread: LoopThread,
+                     tmp_path: Any) -> Iterator[Gateway]:
+    gw = start_gateway(exchange_stack, loop_thread, tmp_path)
+    yield gw
+    for c in gw.clients:
+        c.close()
+    loop_thread.run(gw.server.stop())
