@@ -540,3 +540,35 @@ def test_dropped_imap_connection_is_replaced_without_the_member_noticing(gateway
         gateway.loop.loop.call_soon_threadsafe(s.conn.client.protocol.transport.abort)
     r = client.get("/mail")
     assert r.status_code == 200
+
+
+def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway):
+    """Reply-all and forward of every hostile message render without error, and sending a
+    forward of the encoded-CRLF one goes only to the address typed in."""
+    from tests.mail.hostile_corpus import hostile_messages
+    from gateway.mail import mailbox
+    from tests.web.mailhelp import direct
+
+    folder = "Committees/Licensing"
+    corpus = dict(hostile_messages())
+    for raw in corpus.values():
+        gateway.stack.mail.deliver(user("member").email, raw, folder=folder)
+
+    async def newest(conn):
+        return (await mailbox.search_uids(conn, folder, ["ALL"]))[: len(corpus)]
+    uids = direct(gateway, "member", newest)
+    client = sign_in(gateway, "member")
+    for uid in uids:
+        for mode in ("replyall", "forward"):
+            r = client.get("/mail/compose", params={"mode": mode, "f": folder, "uid": uid})
+            assert r.status_code < 500, (uid, mode)
+            assert "Traceback" not in r.text
+    crlf_uid = next(uid for uid in uids
+                    if raw_of(gateway, "member", folder, uid) == corpus["header-encoded-crlf"])
+    outbound_before = len(gateway.stack.mail.outbound)
+    action, fields = compose_form(client, "/mail/compose?" + urlencode(
+        {"mode": "forward", "f": folder, "uid": crlf_uid}))
+    fields.update(to="jo.evans@council.example", do="send")
+    r = client.post(action, data=fields, headers={"Origin": gateway.url})
+    assert r.status_code == 303, r.text
+    assert len(gateway.stack.mail.outbound) == outbound_before  # nobody outside reached
