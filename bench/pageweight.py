@@ -143,7 +143,11 @@ def visit(ctx: BrowserContext, base: str, rec: Recorder, nth: int) -> dict[str, 
     t_signin = time.monotonic()
     page.click("#signin")
     page.click("#user-member")
-    page.wait_for_selector("#rows li a", state="visible", timeout=60_000)
+    try:
+        page.wait_for_selector("#rows li a", state="visible", timeout=60_000)
+    except Exception:
+        print(f"inbox not shown; the page is at {page.url}:\n{page.content()[:2000]}")
+        raise
     t_inbox = time.monotonic()
     rec.quiet(page)
     m0 = time.monotonic()

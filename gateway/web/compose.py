@@ -29,6 +29,7 @@ from gateway.mail.imap import ImapConn
 from gateway.mail.mime import Address, attachment_bytes, parse_message
 from gateway.mail.outbox import Draft, HeldFile, Outbox
 from gateway.mail.smtp import send as smtp_send
+from gateway.metrics import metrics_of
 from gateway.services import services
 from gateway.web.mail import MAX_MESSAGE_BYTES, imap_run
 from gateway.web.mailviews import human_size
@@ -253,6 +254,7 @@ async def send_or_save(request: Request) -> Response:
         return RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
     except GatewayError as err:
         if do == "send":
+            metrics_of(request.app).send_result(ok=False)
             await _outbox(request).save(outbox_id, session.user_oid, draft, "failed",
                                         svc.clock())
         if wants_json:
@@ -260,6 +262,10 @@ async def send_or_save(request: Request) -> Response:
         return _form_page(request, draft, outbox_id, error=err.message, status=err.status,
                           kept=kept)
     log.info("message sent (recipients=%d, bytes=%d)", len(built.recipients), len(built.data))
+    metrics_of(request.app).send_result(ok=True)
+    # Metadata only: never content or recipients' addresses.
+    await svc.audit.try_record("mail.sent", session.email, size=len(built.data),
+                               recipients=len(built.recipients))
     await _after_send(request, draft)
     await _outbox(request).discard(outbox_id, session.user_oid)
     return RedirectResponse("/mail?" + urlencode({"f": "INBOX", "sent": "1"}), 303)

@@ -270,6 +270,12 @@ def test_send_new_message_arrives(gateway):
                     headers={"Origin": gateway.url})
     assert r.status_code == 303, r.text
     assert find_uid(gateway, "member2", subject) is not None
+    rows = gateway.loop.run(gateway.app.state.services.store.audit_rows())
+    sent = [row.body for row in rows if '"mail.sent"' in row.body]
+    assert sent, "a send leaves an audit entry"
+    for forbidden in (subject, "Meeting at 10?", "jo.evans", "notes.txt"):
+        assert forbidden not in sent[-1]
+    assert '"recipients": 1' in sent[-1] or '"recipients":1' in sent[-1]
 
 
 def test_bad_address_keeps_everything(gateway):
@@ -572,3 +578,22 @@ def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway):
     r = client.post(action, data=fields, headers={"Origin": gateway.url})
     assert r.status_code == 303, r.text
     assert len(gateway.stack.mail.outbound) == outbound_before  # nobody outside reached
+
+
+def test_inline_cid_image_is_embedded_in_the_frame(gateway):
+    """A cid: image is served inside the sandboxed frame (as data), with no cookie needed."""
+    from email.message import EmailMessage
+    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
+           b"\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01"
+           b"\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+    msg = EmailMessage()
+    msg["From"], msg["To"] = "clerk@council.example", "alex.morgan@council.example"
+    subject = unique("Logo")
+    msg["Subject"] = subject
+    msg.set_content("text")
+    msg.add_alternative('<p>Logo: <img src="cid:logo@council" alt="logo"></p>', subtype="html")
+    msg.get_payload()[1].add_related(png, "image", "png", cid="<logo@council>")
+    uid = deliver(gateway, "member", msg.as_bytes())
+    client = sign_in(gateway, "member")
+    frame = client.get("/mail/frame", params={"f": "INBOX", "uid": uid})
+    assert "data:image/png;base64," in frame.text and "cid:" not in frame.text
