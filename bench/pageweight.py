@@ -31,6 +31,7 @@ body lives in a sandboxed frame.
 from __future__ import annotations
 
 import argparse
+import gzip
 import statistics
 import sys
 import time
@@ -65,6 +66,7 @@ class Seen:
     body: int = 0
     encoding: str = ""
     cached: bool = False
+    gz_wire: int = 0   # estimate: the same response with its body gzipped (level 6)
 
 
 @dataclass
@@ -112,10 +114,19 @@ class Recorder:
                 continue
             s.wire = sizes["responseHeadersSize"] + max(0, sizes["responseBodySize"])
             s.body = max(0, sizes["responseBodySize"])
+            s.gz_wire = s.wire
             if resp is not None:
                 s.status = resp.status
                 s.encoding = resp.headers.get("content-encoding", "")
                 s.cached = resp.from_service_worker or (sizes["responseHeadersSize"] <= 0)
+                if not s.encoding and s.body > 256:
+                    try:
+                        raw = resp.body()
+                    except Exception:  # noqa: S112 - body of a document navigated away from
+                        raw = b""
+                    if raw:
+                        s.gz_wire = (sizes["responseHeadersSize"] + 24
+                                     + len(gzip.compress(raw, 6)))
 
     def quiet(self, page: Page, idle: float = 1.0, timeout: float = 30) -> None:
         """Wait until nothing new started or ended for ``idle`` s (long-lived requests such as
@@ -130,6 +141,7 @@ def summarize(items: list[Seen], gateway_host: str) -> dict[str, float]:
     other = [s for s in items if urlsplit(s.url).netloc != gateway_host]
     return {"requests": len(own), "net_requests": sum(1 for s in own if not s.cached),
             "wire_kb": sum(s.wire for s in own) / 1024,
+            "gz_kb": sum(s.gz_wire for s in own) / 1024,
             "open": sum(1 for s in own if not s.done and not s.failed),
             "standin_requests": len(other), "standin_kb": sum(s.wire for s in other) / 1024,
             "outside": sum(1 for s in other if "127.0.0.1" not in s.url)}
@@ -216,7 +228,8 @@ def main() -> int:
                          else "open the newest message")
                 line = (f"{label:<44} gateway: {med['requests']:.0f} requests "
                         f"({med['net_requests']:.0f} from network, {med['open']:.0f} still "
-                        f"open), {med['wire_kb']:.1f} KB on the wire")
+                        f"open), {med['wire_kb']:.1f} KB on the wire (gzip estimate "
+                        f"{med['gz_kb']:.1f} KB)")
                 if seg == "first":
                     line += (f";  stand-in (Microsoft's pages in production): "
                              f"{med['standin_requests']:.0f} requests, "
@@ -240,8 +253,8 @@ def main() -> int:
                 print(f"\nrequests of the last cold run, {seg}:")
                 for s in last_cold[seg]:
                     state = "open" if not (s.done or s.failed) else (s.failed or s.status)
-                    print(f"  {s.kind:<10} {state!s:<8} {s.wire:>7} B  body {s.body:>7} B  "
-                          f"{s.encoding or '-':<5} {s.url[:110]}")
+                    print(f"  {s.kind:<11} {state!s:<8} {s.wire:>6} B  body {s.body:>6} B  "
+                          f"gz~{s.gz_wire:>6} B  {s.encoding or '-':<5} {s.url[:100]}")
     print(f"other CPU users at end: {other_load()}")
     return 0
 

@@ -41,6 +41,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         path = settings.get(key)
         if path and not Path(path).is_file():
             problems.append(f"{key}: file {path!r} does not exist. Fix the path.")
+    from gateway.tls import check_certificate
+
+    cert_problems, warnings = check_certificate(settings.get("server.tls_cert"),
+                                                settings.get("server.tls_key"))
+    problems += cert_problems
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     if not settings.get("entra.authority"):
         problems.append("entra.authority: not set; members cannot sign in. Set it to "
                         "https://login.microsoftonline.com/<tenant-id>.")
@@ -58,13 +65,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(settings.get("general.log_level"))
     cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
     proxies = settings.get("server.trusted_proxies")
-    uvicorn.run(
+    from gateway.tls import serve
+
+    serve(uvicorn.Config(
         create_app(settings), host=settings.get("server.host"), port=settings.get("server.port"),
         ssl_certfile=cert or None, ssl_keyfile=key or None,
         # Forwarded headers are believed only from the configured proxies.
         proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
         server_header=False, access_log=False, log_level=settings.get("general.log_level"),
-        log_config=None)
+        log_config=None))
     return 0
 
 
