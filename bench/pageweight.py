@@ -122,7 +122,7 @@ class Recorder:
                 if not s.encoding and s.body > 256:
                     try:
                         raw = resp.body()
-                    except Exception:  # noqa: S112 - body of a document navigated away from
+                    except Exception:  # a document navigated away from
                         raw = b""
                     if raw:
                         s.gz_wire = (sizes["responseHeadersSize"] + 24

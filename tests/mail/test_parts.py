@@ -12,7 +12,7 @@ from gateway.mail.parts import _Decoder
 def feed_in_pieces(enc: str, data: bytes, cuts: list[int]) -> bytes:
     d = _Decoder(enc)
     out, last = b"", 0
-    for cut in sorted(c % (len(data) + 1) for c in cuts) + [len(data)]:
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
         out += d.feed(data[last:cut])
         last = cut
     return out + d.finish()

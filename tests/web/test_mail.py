@@ -551,8 +551,8 @@ def test_dropped_imap_connection_is_replaced_without_the_member_noticing(gateway
 def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway):
     """Reply-all and forward of every hostile message render without error, and sending a
     forward of the encoded-CRLF one goes only to the address typed in."""
-    from tests.mail.hostile_corpus import hostile_messages
     from gateway.mail import mailbox
+    from tests.mail.hostile_corpus import hostile_messages
     from tests.web.mailhelp import direct
 
     folder = "Committees/Licensing"
