@@ -139,45 +139,46 @@ def main() -> int:
                       f"other CPU users: {other_load()}")
                 return clients
 
-            clients = asyncio.run(throughput())
-            rss50 = gp.rss_mb()
-
-            if not args.skip_memory:
+            async def memory(clients: list) -> None:
                 extra = args.memory_members - len(clients)
+                t = time.perf_counter()
+                last = [0.0]
 
-                async def memory() -> None:
-                    t = time.perf_counter()
-                    last = [0.0]
+                def progress(done: int) -> None:
+                    if time.perf_counter() - last[0] > 10:
+                        last[0] = time.perf_counter()
+                        print(f"  ... {done + len(clients)} signed in, RSS "
+                              f"{gp.rss_mb():.0f} MB", flush=True)
+                more = await sign_in_many(gp.url, b.stack, ctx, extra, concurrency=24,
+                                          open_inbox=True, progress=progress)
+                took = time.perf_counter() - t
+                await _close_all([*clients, *more])
+                print(f"signed in {extra} more members ({len(clients) + len(more)} in "
+                      f"all), each with an inbox page loaded, in {took:.1f} s")
 
-                    def progress(done: int) -> None:
-                        if time.perf_counter() - last[0] > 10:
-                            last[0] = time.perf_counter()
-                            print(f"  ... {done + len(clients)} signed in, RSS "
-                                  f"{gp.rss_mb():.0f} MB", flush=True)
-                    more = await sign_in_many(gp.url, b.stack, ctx, extra, concurrency=24,
-                                              open_inbox=True, progress=progress)
-                    took = time.perf_counter() - t
-                    for c in [*clients, *more]:
-                        await c.aclose()
-                    print(f"\nsigned in {extra} more members ({len(clients) + len(more)} in "
-                          f"all), each with an inbox page loaded, in {took:.1f} s")
-                print()
-                asyncio.run(memory())
+            async def run_all() -> float:
+                clients = await throughput()
+                rss50 = gp.rss_mb()
+                if args.skip_memory:
+                    await _close_all(clients)
+                else:
+                    print()
+                    await memory(clients)
+                return rss50
+
+            rss50 = asyncio.run(run_all())
+            if not args.skip_memory:
                 time.sleep(1)
                 conns = established_to(imap_port)
                 rss = gp.rss_mb()
                 procs, dovecot_mb = group_rss_mb(dovecot_pgid)
-                print(f"IMAP connections open to Dovecot: {conns} (counts both ends on "
-                      f"loopback: {conns // 2} connections)" if conns > args.memory_members
-                      else f"IMAP connections open to Dovecot: {conns}")
+                print(f"IMAP connections open from the gateway to Dovecot: {conns}")
                 print(f"gateway RSS: {rss0:.1f} MB at start, {rss50:.1f} MB with "
                       f"{args.members} members, {rss:.1f} MB with {args.memory_members} "
                       f"members -> {(rss - rss0) * 1024 / args.memory_members:.0f} KB per "
                       f"member  (target < 1024 MB: {'meets' if rss < 1024 else 'MISSES'})")
                 print(f"Dovecot, for information: {procs} processes, {dovecot_mb:.0f} MB RSS "
                       "summed (shared pages counted in each)")
-            else:
-                asyncio.run(_close_all(clients))
         finally:
             gp.stop()
     print(f"other CPU users at end: {other_load()}")

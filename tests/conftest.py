@@ -72,6 +72,47 @@ class FakeClock:
         self.offset += seconds
 
 
+class RunLog:
+    """Everything the gateway and the stand-ins log during the whole test run, written the
+    way production writes it (JSON, through the redacting filter)."""
+
+    def __init__(self) -> None:
+        import io
+        import logging
+
+        from gateway.logging import make_handler
+        self.stream = io.StringIO()
+        self.handler = make_handler(self.stream)
+        self.handler.setLevel(logging.DEBUG)
+        self._logging = logging
+
+    def attach(self) -> None:
+        root = self._logging.getLogger()
+        if self.handler not in root.handlers:
+            root.addHandler(self.handler)
+        if root.level > self._logging.DEBUG or root.level == 0:
+            root.setLevel(self._logging.DEBUG)
+        # As in production (gateway.logging.setup_logging): chatty libraries stay quiet.
+        for name in ("urllib3", "httpcore", "hpack", "msal", "mail.log", "aioimaplib",
+                     "asyncio", "hypothesis"):
+            self._logging.getLogger(name).setLevel(self._logging.WARNING)
+
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
+@pytest.fixture(scope="session")
+def run_log() -> RunLog:
+    return RunLog()
+
+
+@pytest.fixture(autouse=True)
+def _keep_run_log_attached(run_log: RunLog) -> Iterator[None]:
+    # Some tests reconfigure logging (gateway.logging.setup_logging); put ours back.
+    run_log.attach()
+    yield
+
+
 @pytest.fixture(scope="session")
 def loop_thread() -> Iterator[LoopThread]:
     lt = LoopThread()

@@ -35,6 +35,8 @@ class TokenSigner:
         self.public_pem = pub.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         self.kid = kid or hashlib.sha256(self.public_pem).hexdigest()[:16]
+        # Every token signed, so tests can prove none of them ever reaches a log.
+        self.issued: list[str] = []
 
     def jwk(self) -> dict[str, Any]:
         nums = self._key.public_key().public_numbers()
@@ -42,8 +44,10 @@ class TokenSigner:
                 "n": _b64url_uint(nums.n), "e": _b64url_uint(nums.e)}
 
     def sign(self, claims: dict[str, Any]) -> str:
-        return jwt.encode(claims, self._key, algorithm="RS256",
-                          headers={"kid": self.kid, "typ": "JWT"})
+        token = jwt.encode(claims, self._key, algorithm="RS256",
+                           headers={"kid": self.kid, "typ": "JWT"})
+        self.issued.append(token)
+        return token
 
     def verify(self, token: str, audience: str,
                issuer: str | None = ACCESS_ISSUER) -> dict[str, Any]:

@@ -262,3 +262,34 @@ def test_forged_token_is_refused_by_dovecot_quickly(gateway):
             return "refused"
     result = gateway.loop.run(asyncio.wait_for(try_login(), 10))
     assert result == "refused"
+
+
+def test_token_cache_still_decrypts_after_key_rotation(stack, loop_thread, tmp_path):
+    """With a new key put first and the old one kept, a member's stored tokens still work;
+    once the old key is dropped they are unreadable and the member signs in again."""
+    from gateway.crypto import new_key
+    from tests.conftest import start_gateway
+
+    old, new = new_key(), new_key()
+    gw1 = start_gateway(stack, loop_thread, tmp_path, crypto__keys=[old])
+    client = sign_in(gw1, "member")
+    assert client.get("/").status_code == 200
+    session_id = client.cookies.get(SESSION_COOKIE)
+    loop_thread.run(gw1.server.stop())
+
+    gw2 = start_gateway(stack, loop_thread, tmp_path, crypto__keys=[new, old])
+    try:
+        c2 = gw2.client()
+        c2.cookies.set(SESSION_COOKIE, session_id, domain="127.0.0.1")
+        assert c2.get("/").status_code == 200  # a new IMAP login: token from the old blob
+    finally:
+        loop_thread.run(gw2.server.stop())
+
+    gw3 = start_gateway(stack, loop_thread, tmp_path, crypto__keys=[new])
+    try:
+        c3 = gw3.client()
+        c3.cookies.set(SESSION_COOKIE, session_id, domain="127.0.0.1")
+        r = c3.get("/")
+        assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
+    finally:
+        loop_thread.run(gw3.server.stop())
