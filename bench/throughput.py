@@ -65,6 +65,22 @@ def group_rss_mb(pgid: int) -> tuple[int, float]:
     return count, kb / 1024
 
 
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rfind(")") + 2:].split()
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])
+        except (OSError, ValueError, IndexError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def own_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -119,10 +135,11 @@ def main() -> int:
                       f"{time.perf_counter() - t:.1f} s; RSS {gp.rss_mb():.1f} MB; "
                       f"IMAP connections open: {established_to(imap_port)}")
                 await load(clients, 3)  # warm-up
+                d0 = group_cpu(dovecot_pgid)
                 g0, l0, w0 = gp.cpu_seconds(), own_cpu(), time.perf_counter()
                 n, errors, lat = await load(clients, args.seconds)
                 wall = time.perf_counter() - w0
-                g1, l1 = gp.cpu_seconds(), own_cpu()
+                g1, l1, d1 = gp.cpu_seconds(), own_cpu(), group_cpu(dovecot_pgid)
                 lat.sort()
                 print(f"\n{args.members} members, closed loop, {wall:.1f} s: {n} page views, "
                       f"{errors} errors")
@@ -133,8 +150,10 @@ def main() -> int:
                       f"p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms")
                 print(f"CPU during the window: gateway {100 * (g1 - g0) / wall:.0f} %, "
                       f"load generator + stand-ins (this process) {100 * (l1 - l0) / wall:.0f} %"
-                      f" (of one core; 2 cores = 200 %); gateway CPU per page "
-                      f"{1000 * (g1 - g0) / max(1, n):.2f} ms")
+                      f", Dovecot {100 * (d1 - d0) / wall:.0f} % (of one core; 2 cores = 200 %)"
+                      f"\nper page view: gateway {1000 * (g1 - g0) / max(1, n):.2f} ms CPU, "
+                      f"Dovecot {1000 * (d1 - d0) / max(1, n):.2f} ms CPU; a single gateway "
+                      f"process tops out near {n / max(1e-9, g1 - g0):.0f}/s at 100 % of a core")
                 print(f"load average now: {os.getloadavg()[0]:.2f}; "
                       f"other CPU users: {other_load()}")
                 return clients
