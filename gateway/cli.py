@@ -73,7 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Forwarded headers are believed only from the configured proxies.
         proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
         server_header=False, access_log=False, log_level=settings.get("general.log_level"),
-        log_config=None))
+        # Open new-mail streams never finish by themselves: give them a bound at shutdown
+        # (browsers reconnect on their own).
+        timeout_graceful_shutdown=10, log_config=None))
     return 0
 
 
