@@ -72,6 +72,7 @@ class Seen:
 @dataclass
 class Recorder:
     items: list[Seen] = field(default_factory=list)
+    documents: list[str] = field(default_factory=list)
     by_req: dict[int, Seen] = field(default_factory=dict)
     last: float = field(default_factory=time.monotonic)
     finished: list[Request] = field(default_factory=list)
@@ -80,6 +81,13 @@ class Recorder:
         ctx.on("request", self._request)
         ctx.on("requestfinished", self._finished)
         ctx.on("requestfailed", self._failed)
+        ctx.on("response", self._response)
+
+    def _response(self, r: Any) -> None:
+        if r.request.resource_type == "document":
+            where = r.headers.get("location", "")
+            self.documents.append(f"{r.request.method} {urlsplit(r.url).path} {r.status}"
+                                  + (f" -> {urlsplit(where).path}" if where else ""))
 
     def _request(self, r: Request) -> None:
         if r.url.startswith(("data:", "blob:", "about:")):
@@ -147,6 +155,10 @@ def summarize(items: list[Seen], gateway_host: str) -> dict[str, float]:
             "outside": sum(1 for s in other if "127.0.0.1" not in s.url)}
 
 
+class VisitFailed(RuntimeError):
+    pass
+
+
 def visit(ctx: BrowserContext, base: str, rec: Recorder, nth: int) -> dict[str, Any]:
     page = ctx.new_page()
     t0 = time.monotonic()
@@ -156,10 +168,11 @@ def visit(ctx: BrowserContext, base: str, rec: Recorder, nth: int) -> dict[str, 
     page.click("#signin")
     page.click("#user-member")
     try:
-        page.wait_for_selector("#rows li a", state="visible", timeout=60_000)
-    except Exception:
-        print(f"inbox not shown; the page is at {page.url}:\n{page.content()[:2000]}")
-        raise
+        page.wait_for_selector("#rows li a", state="visible", timeout=20_000)
+    except Exception as exc:
+        page.close()
+        raise VisitFailed(f"inbox not shown within 20 s; the page was at {page.url}; "
+                          f"documents: {rec.documents}") from exc
     t_inbox = time.monotonic()
     rec.quiet(page)
     m0 = time.monotonic()
@@ -197,22 +210,33 @@ def main() -> int:
         host = urlsplit(gw.url).netloc
         results: dict[str, list[dict[str, Any]]] = {"cold": [], "warm": []}
         last_cold: dict[str, Any] = {}
+        failures: list[str] = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
             print(f"Chromium {browser.version}, iPad portrait {VIEWPORT['width']}x"
                   f"{VIEWPORT['height']} @2x, gateway {gw.url}")
             for mode in ("cold", "warm"):
                 for i in range(args.runs + 1):   # the first run of each series is a warm-up
-                    ctx = new_context(browser)
-                    try:
-                        if mode == "warm":
-                            visit(ctx, gw.url, Recorder(), args.nth)
-                            ctx.clear_cookies()
-                        rec = Recorder()
-                        rec.attach(ctx)
-                        out = visit(ctx, gw.url, rec, args.nth)
-                    finally:
-                        ctx.close()
+                    for _attempt in range(3):
+                        ctx = new_context(browser)
+                        try:
+                            if mode == "warm":
+                                primer = Recorder()
+                                primer.attach(ctx)
+                                visit(ctx, gw.url, primer, args.nth)
+                                ctx.remove_listener("request", primer._request)
+                                ctx.clear_cookies()
+                            rec = Recorder()
+                            rec.attach(ctx)
+                            out = visit(ctx, gw.url, rec, args.nth)
+                            break
+                        except VisitFailed as exc:
+                            failures.append(f"{mode} run {i}: {exc}")
+                            print(f"VISIT FAILED ({mode} run {i}), retrying: {exc}", flush=True)
+                        finally:
+                            ctx.close()
+                    else:
+                        raise SystemExit("three visits in a row failed")
                     if i:
                         results[mode].append(out)
                         if mode == "cold":
@@ -246,6 +270,7 @@ def main() -> int:
             print(f"times (host clock, indicative): sign-in page visible {t['t_signin_ms']:.0f} ms"
                   f"; click -> inbox row visible {t['t_inbox_ms']:.0f} ms; click -> message "
                   f"subject visible {t['t_message_ms']:.0f} ms")
+        print(f"\nbrowser visits that failed to reach the inbox (retried): {len(failures)}")
         if last_cold:
             print(f"\nopened message: {last_cold['subject']!r}")
         if args.list and last_cold:

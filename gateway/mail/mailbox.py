@@ -145,6 +145,25 @@ def _summary(item: FetchData) -> MessageSummary:
         size=item.size or 0)
 
 
+async def uid_fetch(conn: ImapConn, uid: int, items: str, what: str) -> list[FetchData]:
+    """One UID FETCH, parsed; a reply we cannot read is a MailError naming ``what``."""
+    resp = await conn.ok(conn.client.protocol.fetch(str(uid), items, by_uid=True,
+                                                    timeout=conn.timeout), what)
+    try:
+        return parse_fetch(resp.lines)
+    except ImapParseError:
+        raise MailError("The mail server's answer could not be read.") from None
+
+
+def section(items: list[FetchData], prefix: str) -> bytes | None:
+    """The first returned body section whose name starts with ``prefix`` (e.g. BODY[2])."""
+    for item in items:
+        for key, value in item.sections.items():
+            if key.startswith(prefix) and value is not None:
+                return value
+    return None
+
+
 async def _fetch_summaries(conn: ImapConn, message_set: str, by_uid: bool) -> list[FetchData]:
     resp = await conn.ok(conn.client.protocol.fetch(message_set, SUMMARY_ITEMS, by_uid=by_uid,
                                                     timeout=conn.timeout),
@@ -187,29 +206,16 @@ async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,
     """The whole message, as bytes. BODY.PEEK leaves \\Seen alone; with ``mark_read`` the
     flag is set in the same round trip by fetching BODY[] instead."""
     await conn.select(mailbox_arg(folder), readonly=not mark_read)
-    size_resp = await conn.ok(conn.client.protocol.fetch(str(uid), "(RFC822.SIZE)",
-                                                         by_uid=True, timeout=conn.timeout),
-                              "open the message")
-    try:
-        sized = parse_fetch(size_resp.lines)
-    except ImapParseError:
-        raise MailError("The mail server's answer could not be read.") from None
+    sized = await uid_fetch(conn, uid, "(RFC822.SIZE)", "open the message")
     if not sized:
         raise NotFound("That message is no longer there. It may have been moved or deleted.")
     if (sized[0].size or 0) > max_bytes:
         raise PayloadTooLarge("This message is too large to open here.")
-    section = "BODY[]" if mark_read else "BODY.PEEK[]"
-    resp = await conn.ok(conn.client.protocol.fetch(str(uid), f"({section})", by_uid=True,
-                                                    timeout=conn.timeout), "open the message")
-    try:
-        items = parse_fetch(resp.lines)
-    except ImapParseError:
-        raise MailError("The mail server's answer could not be read.") from None
-    for item in items:
-        for key, value in item.sections.items():
-            if key.startswith("BODY[]") and value is not None:
-                return value
-    raise NotFound("That message is no longer there. It may have been moved or deleted.")
+    spec = "BODY[]" if mark_read else "BODY.PEEK[]"
+    body = section(await uid_fetch(conn, uid, f"({spec})", "open the message"), "BODY[]")
+    if body is None:
+        raise NotFound("That message is no longer there. It may have been moved or deleted.")
+    return body
 
 
 async def set_flags(conn: ImapConn, folder: str, uids: Sequence[int], flag: str,

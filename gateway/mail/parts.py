@@ -13,10 +13,10 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from gateway.errors import MailError, NotFound
+from gateway.errors import NotFound
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_parse import BodyPart, ImapParseError, parse_fetch
-from gateway.mail.mailbox import mailbox_arg
+from gateway.mail.imap_parse import BodyPart
+from gateway.mail.mailbox import mailbox_arg, section, uid_fetch
 
 CHUNK = 512 * 1024
 T = TypeVar("T")
@@ -26,12 +26,7 @@ _WS = re.compile(rb"\s+")
 
 async def part_info(conn: ImapConn, folder: str, uid: int, part_id: str) -> BodyPart:
     await conn.select(mailbox_arg(folder))
-    resp = await conn.ok(conn.client.protocol.fetch(str(uid), "(BODYSTRUCTURE)", by_uid=True,
-                                                    timeout=conn.timeout), "open the message")
-    try:
-        items = parse_fetch(resp.lines)
-    except ImapParseError:
-        raise MailError("The mail server's answer could not be read.") from None
+    items = await uid_fetch(conn, uid, "(BODYSTRUCTURE)", "open the message")
     if not items or items[0].bodystructure is None:
         raise NotFound("That message is no longer there. It may have been moved or deleted.")
     part = items[0].bodystructure.find(part_id)
@@ -42,18 +37,9 @@ async def part_info(conn: ImapConn, folder: str, uid: int, part_id: str) -> Body
 
 async def _chunk(conn: ImapConn, folder: str, uid: int, part_id: str, offset: int) -> bytes:
     await conn.select(mailbox_arg(folder))
-    spec = f"BODY.PEEK[{part_id}]<{offset}.{CHUNK}>"
-    resp = await conn.ok(conn.client.protocol.fetch(str(uid), f"({spec})", by_uid=True,
-                                                    timeout=conn.timeout), "read the attachment")
-    try:
-        items = parse_fetch(resp.lines)
-    except ImapParseError:
-        raise MailError("The mail server's answer could not be read.") from None
-    for item in items:
-        for key, value in item.sections.items():
-            if key.startswith(f"BODY[{part_id}]"):
-                return value or b""
-    return b""
+    items = await uid_fetch(conn, uid, f"(BODY.PEEK[{part_id}]<{offset}.{CHUNK}>)",
+                            "read the attachment")
+    return section(items, f"BODY[{part_id}]") or b""
 
 
 class _Decoder:
