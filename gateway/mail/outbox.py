@@ -18,6 +18,9 @@ from gateway.crypto import DecryptError, KeyRing
 from gateway.store.base import OutboxRecord, Store
 
 MAX_AGE = 7 * 86400.0
+# Long enough for one SMTP exchange with a large message; a sender that died frees the
+# message after this.
+SEND_LEASE = 180.0
 
 
 @dataclass
@@ -94,3 +97,19 @@ class Outbox:
 
     async def discard(self, outbox_id: str, user_oid: str) -> None:
         await self.store.delete_outbox(outbox_id, user_oid)
+
+    async def state(self, outbox_id: str, user_oid: str) -> str | None:
+        rec = await self.store.get_outbox(outbox_id, user_oid)
+        return rec.state if rec else None
+
+    async def claim(self, outbox_id: str, user_oid: str, now: float) -> bool:
+        """This instance may send the message (nobody else is sending it now)."""
+        return await self.store.claim_outbox(outbox_id, user_oid, now, SEND_LEASE) is not None
+
+    async def release(self, outbox_id: str, user_oid: str) -> None:
+        await self.store.release_outbox(outbox_id, user_oid)
+
+    async def mark_sent(self, outbox_id: str, user_oid: str, now: float) -> None:
+        """Keep only a content-free marker, so that a second press of Send (a double tap, a
+        resubmitted form, another instance) is recognised and not sent again."""
+        await self.save(outbox_id, user_oid, Draft(), "sent", now)

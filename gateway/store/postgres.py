@@ -369,6 +369,11 @@ class PostgresStore:
             outbox_id, user_oid, now + lease_seconds, now))
         return _outbox(row) if row else None
 
+    async def release_outbox(self, outbox_id: str, user_oid: str) -> None:
+        await self._run(lambda c: c.execute(
+            "UPDATE outbox SET claimed_until=NULL WHERE id=$1 AND user_oid=$2",
+            outbox_id, user_oid))
+
     # -- token caches
 
     async def get_token_cache(self, account_key: str) -> bytes | None:

@@ -127,6 +127,9 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+            if "claimed_until" not in columns:   # databases made before outbox claims
+                db.execute("ALTER TABLE outbox ADD COLUMN claimed_until REAL")
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
             return db
@@ -204,7 +207,8 @@ class SqliteStore:
     # -- outbox
     async def put_outbox(self, rec: OutboxRecord) -> None:
         await self._run(lambda db: db.execute(
-            "INSERT INTO outbox VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+            "INSERT INTO outbox (id, user_oid, blob, state, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
             "blob=excluded.blob, state=excluded.state, updated_at=excluded.updated_at "
             "WHERE outbox.user_oid=excluded.user_oid",
             (rec.id, rec.user_oid, rec.blob, rec.state, rec.created_at, rec.updated_at)))
@@ -214,6 +218,28 @@ class SqliteStore:
             "SELECT id, user_oid, blob, state, created_at, updated_at FROM outbox "
             "WHERE id=? AND user_oid=?", (outbox_id, user_oid)).fetchone())
         return OutboxRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) if row else None
+
+    async def claim_outbox(self, outbox_id: str, user_oid: str, now: float,
+                           lease_seconds: float) -> OutboxRecord | None:
+        """Take the message for sending: exactly one caller gets it until the lease ends.
+        The single writer thread makes the check-and-set atomic."""
+        def claim(db: sqlite3.Connection) -> Any:
+            cur = db.execute(
+                "UPDATE outbox SET claimed_until=? WHERE id=? AND user_oid=? AND "
+                "(claimed_until IS NULL OR claimed_until <= ?)",
+                (now + lease_seconds, outbox_id, user_oid, now))
+            if cur.rowcount != 1:
+                return None
+            return db.execute(
+                "SELECT id, user_oid, blob, state, created_at, updated_at FROM outbox "
+                "WHERE id=?", (outbox_id,)).fetchone()
+        row = await self._run(claim)
+        return OutboxRecord(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) if row else None
+
+    async def release_outbox(self, outbox_id: str, user_oid: str) -> None:
+        await self._run(lambda db: db.execute(
+            "UPDATE outbox SET claimed_until=NULL WHERE id=? AND user_oid=?",
+            (outbox_id, user_oid)))
 
     async def delete_outbox(self, outbox_id: str, user_oid: str) -> None:
         await self._run(lambda db: db.execute(

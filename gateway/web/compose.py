@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.errors import BadRequest, GatewayError, NotFound, ReauthRequired
+from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, ReauthRequired
 from gateway.mail import compose, mailbox
 from gateway.mail.imap import ImapConn
 from gateway.mail.mime import Address, attachment_bytes, parse_message
@@ -141,6 +141,8 @@ async def _read_form(request: Request) -> tuple[str, Draft, str, str]:
     outbox_id = str(form.get("outbox_id", ""))
     if not OUTBOX_ID.fullmatch(outbox_id):
         raise BadRequest("The form was incomplete. Go back and try again.")
+    if await _outbox(request).state(outbox_id, session.user_oid) == "sent":
+        raise Conflict("This message has already been sent. Look in Sent Items.")
     held = await _outbox(request).load(outbox_id, session.user_oid)
 
     def text(name: str, cap: int = 100_000) -> str:
@@ -246,13 +248,24 @@ async def send_or_save(request: Request) -> Response:
             return _form_page(request, draft, outbox_id, error=problem, status=400, kept=kept)
         built = await _build(request, draft, strict=True)
         token = await svc.entra.smtp_token(session.account_id)
-        await smtp_send(svc.smtp, session.email, token, built.recipients, built.data)
+        if not await _outbox(request).claim(outbox_id, session.user_oid, svc.clock()):
+            raise Conflict("This message is being sent already (from another window or a "
+                           "second tap). Look in Sent Items before sending it again.")
+        try:
+            await smtp_send(svc.smtp, session.email, token, built.recipients, built.data)
+        except GatewayError:
+            await _outbox(request).release(outbox_id, session.user_oid)
+            raise
     except ReauthRequired:
         # Keep the message; after signing in again the member lands back on it.
         await svc.sessions.end(session)
         target = "/mail/compose?" + urlencode({"outbox": outbox_id})
         return RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
     except GatewayError as err:
+        if isinstance(err, Conflict):
+            # Someone else is sending (or has sent) this very message: leave its record be.
+            return _form_page(request, draft, outbox_id, error=err.message, status=err.status,
+                              kept=kept)
         if do == "send":
             metrics_of(request.app).send_result(ok=False)
             await _outbox(request).save(outbox_id, session.user_oid, draft, "failed",
@@ -266,8 +279,8 @@ async def send_or_save(request: Request) -> Response:
     # Metadata only: never content or recipients' addresses.
     await svc.audit.try_record("mail.sent", session.email, size=len(built.data),
                                recipients=len(built.recipients))
+    await _outbox(request).mark_sent(outbox_id, session.user_oid, svc.clock())
     await _after_send(request, draft)
-    await _outbox(request).discard(outbox_id, session.user_oid)
     return RedirectResponse("/mail?" + urlencode({"f": "INBOX", "sent": "1"}), 303)
 
 

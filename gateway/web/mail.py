@@ -112,7 +112,11 @@ async def read_message(request: Request) -> Response:
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
     mark = svc.settings.get("mail.mark_read_on_open")
-    raw = await _load(request, folder, uid, mark_read=mark)
+
+    async def work(conn: ImapConn) -> tuple[bytes, list[mailbox.Folder]]:
+        raw = await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES, mark_read=mark)
+        return raw, await mailbox.list_folders(conn, counts=False)
+    raw, folders = await imap_run(request, work)
     view = await asyncio.to_thread(parse_message, raw)
     tz = _tz(svc)
     images = request.query_params.get("images") == "1"
@@ -142,7 +146,8 @@ async def read_message(request: Request) -> Response:
         invite=view.calendar, invite_when=invite_when, notes=view.notes,
         back_url=mv.folder_url(folder), self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""))
-    return render(request, "mail_read.html", {"m": page})
+    targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
+    return render(request, "mail_read.html", {"m": page, "move_targets": targets})
 
 
 async def _sanitized(view: MessageView, folder: str, uid: int, allow_remote: bool,

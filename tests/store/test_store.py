@@ -109,6 +109,20 @@ async def test_outbox_is_bound_to_its_member(store):
     assert await store.get_outbox("m1", "oid-1") is None
 
 
+async def test_outbox_claim_has_one_winner_release_and_lease(store):
+    """Of many concurrent claims one wins; a release or the lease's end frees the message;
+    another member cannot claim it."""
+    await store.put_outbox(OutboxRecord("c1", "oid-1", b"x", "compose", 1.0, 1.0))
+    got = await asyncio.gather(*(store.claim_outbox("c1", "oid-1", 100.0, 60.0)
+                                 for _ in range(8)))
+    assert sum(g is not None for g in got) == 1
+    assert await store.claim_outbox("c1", "oid-2", 100.0, 60.0) is None
+    assert await store.claim_outbox("c1", "oid-1", 150.0, 60.0) is None
+    assert await store.claim_outbox("c1", "oid-1", 161.0, 60.0) is not None  # lease over
+    await store.release_outbox("c1", "oid-1")
+    assert await store.claim_outbox("c1", "oid-1", 162.0, 60.0) is not None
+
+
 async def test_kv_versions_and_conflicts(store):
     """kv_put creates at version 1, bumps on a matching version, refuses a stale one."""
     assert await store.kv_get("k") is None

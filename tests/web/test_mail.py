@@ -605,3 +605,41 @@ def test_inline_cid_image_is_embedded_in_the_frame(gateway):
     client = sign_in(gateway, "member")
     frame = client.get("/mail/frame", params={"f": "INBOX", "uid": uid})
     assert "data:image/png;base64," in frame.text and "cid:" not in frame.text
+
+
+def test_double_send_delivers_once(gateway):
+    """Pressing Send twice (or resubmitting the form) sends the message once; the second
+    press is told it has been sent. Two presses at the same moment: one send."""
+    import threading
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    subject = unique("Only once")
+    fields.update(to="jo.evans@council.example", subject=subject, body="once", do="send")
+    first = client.post(action, data=fields, headers={"Origin": gateway.url})
+    assert first.status_code == 303
+    again = client.post(action, data=fields, headers={"Origin": gateway.url})
+    assert again.status_code == 409 and "already been sent" in again.text
+
+    action, fields = compose_form(client, "/mail/compose")
+    racing = unique("Raced")
+    fields.update(to="jo.evans@council.example", subject=racing, body="race", do="send")
+    results: list[int] = []
+
+    def press() -> None:
+        c = gateway.client()
+        c.cookies.update(client.cookies)
+        results.append(c.post(action, data=fields, headers={"Origin": gateway.url})
+                       .status_code)
+    threads = [threading.Thread(target=press) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results.count(303) == 1, results
+
+    async def count(conn):
+        from gateway.mail import mailbox
+        return len(await mailbox.search_uids(conn, "INBOX", ["SUBJECT", f'"{racing}"']))
+    from tests.web.mailhelp import direct
+    assert direct(gateway, "member2", count) == 1
+    assert find_uid(gateway, "member2", subject) is not None
