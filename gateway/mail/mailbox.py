@@ -9,10 +9,13 @@ CONDSTORE or ESEARCH) and uses MOVE and UIDPLUS when offered.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+
+from aioimaplib.aioimaplib import Command
 
 from gateway.errors import MailError, NotFound, PayloadTooLarge
 from gateway.mail.imap import ImapConn
@@ -276,8 +279,20 @@ async def append(conn: ImapConn, folder: str, message: bytes, flags: str = "",
 
 
 async def search_uids(conn: ImapConn, folder: str, criteria: Sequence[str]) -> list[int]:
-    """UIDs matching ``criteria`` (already-built IMAP search keys), newest first."""
+    """UIDs matching ``criteria`` (already-built IMAP search keys), newest first: by the
+    messages' dates when the server offers SORT, else by arrival (UID), which is all
+    Exchange Online offers."""
     await conn.select(mailbox_arg(folder), readonly=True)
+    if conn.has("SORT"):
+        sort = Command("SORT", conn.client.protocol.new_tag(), "(REVERSE DATE)", "UTF-8",
+                       *criteria, prefix="UID", loop=asyncio.get_running_loop())
+        resp = await conn.call(conn.client.protocol.execute(sort))
+        if resp.result == "OK":
+            try:
+                return parse_search(resp.lines)
+            except ImapParseError:
+                raise MailError("The search results could not be read.") from None
+        # A server that advertises SORT but refuses it: plain SEARCH below.
     resp = await conn.call(conn.client.protocol.search(*criteria, charset="UTF-8",
                                                        by_uid=True))
     if resp.result != "OK":

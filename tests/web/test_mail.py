@@ -643,3 +643,16 @@ def test_double_send_delivers_once(gateway):
     from tests.web.mailhelp import direct
     assert direct(gateway, "member2", count) == 1
     assert find_uid(gateway, "member2", subject) is not None
+
+
+def test_search_uses_sort_by_date_where_offered(gateway):
+    """Dovecot offers SORT: results come newest by Date, even against arrival order."""
+    token = unique("Sorted")
+    older = message(token + " older", extra_headers={})
+    newer = message(token + " newer")
+    older = older.replace(b"Date: ", b"Date: Mon, 01 Jan 2024 09:00:00 +0000\r\nX-Was-Date: ", 1)
+    deliver(gateway, "member", newer)
+    deliver(gateway, "member", older)  # arrives last, but is dated earlier
+    client = sign_in(gateway, "member")
+    page = client.get("/mail/search", params={"subject": token}).text
+    assert page.index(token + " newer") < page.index(token + " older")
