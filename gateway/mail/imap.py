@@ -33,6 +33,10 @@ DROPPED = (OSError, TimeoutError, asyncio.TimeoutError, aioimaplib.AioImapExcept
            asyncio.IncompleteReadError, ConnectionError)
 
 
+# Response codes (RFC 5530) that mean "not now", as opposed to "not this token".
+BUSY_CODES = (b"[LIMIT]", b"[UNAVAILABLE]", b"[INUSE]", b"[SERVERBUG]", b"[OVERQUOTA]")
+
+
 @dataclass(frozen=True)
 class ImapTarget:
     host: str
@@ -124,6 +128,9 @@ class ImapConn:
         aioimaplib only enters its SELECTED state (and allows FETCH) after SELECT; reads use
         BODY.PEEK so that selecting read-write changes nothing by itself."""
         if self.selected == raw_name:
+            # Already selected: a NOOP brings the news (new mail, expunges) without the
+            # cost of a new SELECT, which grows with the folder on some servers.
+            await self.refresh()
             return
         resp = await self.call(self.client.select(raw_name))
         if resp.result != "OK":
@@ -141,6 +148,18 @@ class ImapConn:
             elif b"UIDVALIDITY" in text:
                 with contextlib.suppress(ValueError, IndexError):
                     self.uidvalidity = int(text.split(b"UIDVALIDITY")[1].split(b"]")[0])
+
+    async def refresh(self) -> None:
+        """NOOP, then apply the untagged EXISTS / EXPUNGE it carried to the known count."""
+        resp = await self.call(self.client.noop())
+        for line in resp.lines:
+            text = bytes(line).strip() if isinstance(line, (bytes, bytearray)) else b""
+            parts = text.split()
+            if len(parts) == 2 and parts[0].isdigit():
+                if parts[1] == b"EXISTS":
+                    self.exists = int(parts[0])
+                elif parts[1] == b"EXPUNGE":
+                    self.exists = max(0, self.exists - 1)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -166,6 +185,13 @@ async def open_connection(target: ImapTarget, user: str, token: str) -> ImapConn
         raise UpstreamUnavailable("The mail server did not answer the sign-in.") from None
     if resp.result != "OK":
         await conn.close()
+        said = b" ".join(bytes(x) for x in resp.lines if isinstance(x, (bytes, bytearray)))
+        if any(code in said.upper() for code in BUSY_CODES):
+            # Not the token: the server refuses more connections or is unwell (Exchange
+            # allows about 20 per mailbox).
+            raise UpstreamUnavailable("The mail server is refusing new connections for your "
+                                      "mailbox just now. Close other mail apps or windows and "
+                                      "try again shortly.")
         raise ReauthRequired()
     # aioimaplib keeps the pre-login capabilities; ask again (MOVE, UIDPLUS, IDLE ...).
     await conn.call(client.protocol.capability())

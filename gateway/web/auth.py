@@ -118,7 +118,7 @@ async def sign_out(request: Request) -> Response:
         "/auth/signed-out"
     if session is not None:
         await svc.sessions.end(session)
-        await svc.imap_pool.drop(session.id)
+        await svc.imap_pool.drop(session.account_id)
         await svc.entra.forget(session.account_id)
         log.info("signed out")
         await svc.audit.try_record("auth.signout", session.email)

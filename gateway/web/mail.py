@@ -57,7 +57,9 @@ def _session(request: Request) -> SessionRecord:
 async def imap_run(request: Request, fn: Callable[[ImapConn], Awaitable[T]]) -> T:
     svc = services(request)
     s = _session(request)
-    return await svc.imap_pool.run(s.id, s.email, s.account_id, fn)
+    # One connection per member, shared by their sessions (iPad and laptop): Exchange
+    # allows only about 20 per mailbox.
+    return await svc.imap_pool.run(s.account_id, s.email, s.account_id, fn)
 
 
 def _folder_param(request: Request, default: str = "INBOX") -> str:

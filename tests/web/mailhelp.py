@@ -97,3 +97,31 @@ def deliver(gw: Any, who: str, data: bytes, folder: str = "INBOX") -> int:
     uid = find_uid(gw, who, subject.group(1).decode().strip(), folder)
     assert uid is not None
     return uid
+
+
+class open_idle_connections:
+    """Hold ``count`` logged-in IMAP connections for ``who`` (another app's, say)."""
+
+    def __init__(self, gw: Any, who: str, count: int) -> None:
+        self.gw, self.who, self.count = gw, who, count
+        self.conns: list[imap.ImapConn] = []
+
+    def __enter__(self) -> open_idle_connections:
+        u = user(self.who)
+        gw = self.gw
+        target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                                 imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+
+        async def open_all() -> None:
+            for _ in range(self.count):
+                token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE,
+                                                          ["IMAP.AccessAsUser.All"])
+                self.conns.append(await imap.open_connection(target, u.email, token))
+        gw.loop.run(open_all())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        async def close_all() -> None:
+            for c in self.conns:
+                await c.close()
+        self.gw.loop.run(close_all())

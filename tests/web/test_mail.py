@@ -659,3 +659,32 @@ def test_search_uses_sort_by_date_where_offered(gateway):
     client = sign_in(gateway, "member")
     page = client.get("/mail/search", params={"subject": token}).text
     assert page.index(token + " newer") < page.index(token + " older")
+
+
+def test_new_mail_shows_on_the_next_page_with_the_connection_open(gateway):
+    """With the member's IMAP connection kept open, the next list still shows new mail."""
+    client = sign_in(gateway, "member")
+    assert client.get("/mail").status_code == 200
+    subject = unique("Arrived meanwhile")
+    gateway.stack.mail.deliver(user("member").email, message(subject))
+    assert subject in client.get("/mail").text
+
+
+def test_a_members_sessions_share_one_imap_connection(gateway):
+    """Several sessions of one member (iPad and laptop) use one IMAP connection."""
+    a, b = sign_in(gateway, "member"), sign_in(gateway, "member")
+    assert a.get("/mail").status_code == 200 and b.get("/mail").status_code == 200
+    pool = gateway.app.state.services.imap_pool
+    assert pool.open_connections == 1
+
+
+def test_connection_limit_is_a_clear_503_not_a_sign_out(gateway):
+    """When the server refuses more connections for the mailbox, the member is told so
+    and stays signed in."""
+    from tests.web.mailhelp import open_idle_connections
+    client = sign_in(gateway, "member2")
+    with open_idle_connections(gateway, "member2", 20):
+        r = client.get("/mail")
+    assert r.status_code == 503, r.text
+    assert "connections" in r.text or "mail server" in r.text
+    assert client.get("/mail").status_code == 200  # still signed in once they are gone
