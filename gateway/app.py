@@ -57,6 +57,7 @@ from gateway.web import status as status_routes
 from gateway.web.middleware import (
     AccessGateMiddleware,
     BodyLimitMiddleware,
+    CompressMiddleware,
     CsrfMiddleware,
     SessionMiddleware,
 )
@@ -212,6 +213,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         Middleware(MetricsMiddleware, metrics=metrics, routes=routes,
                    serve_path=None if settings.get("metrics.port") else "/metrics",
                    allow=lambda scope: health_routes.detail_allowed(settings, scope)),
+        Middleware(CompressMiddleware),
         Middleware(ErrorBoundaryMiddleware),
         Middleware(BodyLimitMiddleware, max_bytes=settings.get("server.max_body_bytes"),
                    render_error=render_error),

@@ -56,7 +56,7 @@ def split_responses(lines: Lines, *, tail: bool = True) -> list[bytes]:
     {n}CRLF<data>. With tail=True the last item (the tagged completion text) is dropped."""
     items = list(lines)[:-1] if tail else list(lines)
     responses: list[bytes] = []
-    current: bytearray | None = None
+    current: list[bytes | bytearray] | None = None   # the pieces of the response so far
     expect: int | None = None
     after_literal = False
     for item in items:
@@ -65,68 +65,112 @@ def split_responses(lines: Lines, *, tail: bool = True) -> list[bytes]:
         if expect is not None:
             if len(item) != expect or current is None:
                 raise ImapParseError("literal size does not match its announcement")
-            current += b"\r\n" + item
+            current += (b"\r\n", item)
             expect, after_literal = None, True
             continue
         # After a literal the line goes on (" FLAGS ...", ")"); aioimaplib drops an empty
         # remainder, so anything else is the next response.
         if current is not None and after_literal and item[:1] in (b" ", b")"):
-            current += item
+            current.append(item)
         else:
             if current is not None:
-                responses.append(bytes(current))
-            current = bytearray(item)
+                responses.append(b"".join(current))
+            current = [item]
         after_literal = False
-        match = _LITERAL_AT_END.search(item)
-        expect = int(match.group(1)) if match else None
+        expect = None
+        if item.endswith(b"}"):   # digits hold no "{": the last one starts any literal
+            match = _LITERAL_AT_END.match(item, max(item.rfind(b"{") - 1, 0))
+            if match is None:
+                match = _LITERAL_AT_END.match(item, max(item.rfind(b"{"), 0))
+            expect = int(match.group(1)) if match else None
     if expect is not None:
         raise ImapParseError("response ends where a literal was announced")
     if current is not None:
-        responses.append(bytes(current))
+        responses.append(b"".join(current))
     return responses
 
 
 def parse_values(data: bytes) -> list[Value]:
     """Tokenize one response: atoms, quoted strings, literals, NIL and nested lists."""
-    stack: list[list[Value]] = [[]]
-    pos, end = 0, len(data)
-    while pos < end:
-        char = data[pos]
-        if char == 0x20:
-            pos += 1
-        elif char == 0x28:  # (
-            if len(stack) > MAX_DEPTH:
-                raise ImapParseError("lists nested too deeply")
-            inner: list[Value] = []
-            stack[-1].append(inner)
-            stack.append(inner)
-            pos += 1
-        elif char == 0x29:  # )
-            if len(stack) == 1:
-                raise ImapParseError("unbalanced ')'")
-            stack.pop()
-            pos += 1
-        elif char == 0x22:  # "
-            text, pos = _quoted(data, pos + 1)
-            stack[-1].append(text)
-        elif char == 0x7B or (char == 0x7E and data[pos + 1:pos + 2] == b"{"):
-            match = _LITERAL.match(data, pos)
-            if match is None:
-                raise ImapParseError("malformed literal")
-            start = match.end()
-            size = int(match.group(1))
-            if start + size > end:
-                raise ImapParseError("literal runs past the end of the response")
-            stack[-1].append(data[start:start + size])
-            pos = start + size
-        elif char < 0x20 or char == 0x7F:
-            raise ImapParseError("control character in response")
-        else:
-            atom, pos = _atom(data, pos)
-            stack[-1].append(None if atom.upper() == "NIL" else atom)
-    if len(stack) != 1:
-        raise ImapParseError("response ends inside a list")
-    return stack[0]
+    # One compiled regex walks the buffer token by token; the rare tokens it does not take
+    # (literals, strings with escapes) and every malformed one go through _token, which
+    # raises for anything malformed. _T_OTHER matches any byte, so finditer never skips
+    # input: each match starts where the previous one ended.
+    top: list[Value] = []
+    stack = [top]
+    append = top.append
+    plain = type(data) is bytes
+    pos = 0
+    while True:
+        for match in _TOKEN.finditer(data, pos):
+            kind = match.lastindex
+            if kind == _T_STRING:
+                append(match.group(_T_STRING) if plain else bytes(match.group(_T_STRING)))
+            elif kind == _T_NIL:
+                append(None)
+            elif kind == _T_OPEN:
+                if len(stack) > MAX_DEPTH:
+                    raise ImapParseError("lists nested too deeply")
+                inner: list[Value] = []
+                append(inner)
+                stack.append(inner)
+                append = inner.append
+            elif kind == _T_CLOSE:
+                if len(stack) == 1:
+                    raise ImapParseError("unbalanced ')'")
+                stack.pop()
+                append = stack[-1].append
+            elif kind == _T_ATOM:
+                text = match.group(_T_ATOM).decode("utf-8", errors="replace")
+                # upper() never shortens a string, so only three characters can be "NIL"
+                append(None if len(text) <= 3 and text.upper() == "NIL" else Atom(text))
+            elif kind == _T_END:
+                if len(stack) != 1:
+                    raise ImapParseError("response ends inside a list")
+                return top
+            else:   # _T_OTHER: a literal, a string with escapes, or something malformed
+                pos = _token(data, match.start(_T_OTHER), stack)
+                append = stack[-1].append
+                break
+
+
+# Token kinds, by capturing group; leading spaces are skipped. An atom is a run of atom
+# characters and [section] specs; it stops before a "[" that does not close, and that "["
+# then reaches _token, which raises.
+_T_STRING, _T_NIL, _T_OPEN, _T_CLOSE, _T_ATOM, _T_END, _T_OTHER = range(1, 8)
+_TOKEN = re.compile(
+    rb' *(?:"([^"\\\r\n]*)"'
+    rb'|(NIL)(?=[\x00-\x20\x7f()"{]|\Z)'
+    rb"|(\()"
+    rb"|(\))"
+    rb'|((?!~\{)(?:[^\x00-\x20\x7f()"{\[]+|\[[^\]\x00-\x1f\x7f]*\])+)'
+    rb"|(\Z)"
+    rb"|(.))", re.DOTALL)
+
+
+def _token(data: bytes, pos: int, stack: list[list[Value]]) -> int:
+    """One token the fast path did not take, at pos (not a space): returns the new pos."""
+    end = len(data)
+    char = data[pos]
+    if char == 0x22:  # "
+        text, pos = _quoted(data, pos + 1)
+        stack[-1].append(text)
+    elif char == 0x7B or (char == 0x7E and data[pos + 1:pos + 2] == b"{"):
+        match = _LITERAL.match(data, pos)
+        if match is None:
+            raise ImapParseError("malformed literal")
+        start = match.end()
+        size = int(match.group(1))
+        if start + size > end:
+            raise ImapParseError("literal runs past the end of the response")
+        stack[-1].append(data[start:start + size])
+        pos = start + size
+    elif char < 0x20 or char == 0x7F:
+        raise ImapParseError("control character in response")
+    else:
+        atom, pos = _atom(data, pos)
+        stack[-1].append(None if atom.upper() == "NIL" else atom)
+    return pos
 
 
 def _run(pattern: re.Pattern[bytes], data: bytes, pos: int) -> int:
@@ -189,6 +233,11 @@ def _opt_int(value: Value) -> int | None:
 
 
 def _text(value: Value) -> str | None:
+    if type(value) is bytes:   # the common case, as decode_bytes(value, "utf-8") has it
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return decode_bytes(value, "utf-8")
     if value is None:
         return None
     if isinstance(value, Atom):

@@ -19,11 +19,12 @@ import email.header
 import email.parser
 import email.policy
 import email.utils
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from email.errors import MessageError
 from email.message import Message
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -90,12 +91,25 @@ class MessageView:
 
 def clean_text(value: str) -> str:
     """One line of display text: controls and bidi overrides out, whitespace collapsed."""
+    if value.isascii() and value.isprintable():   # the common case: nothing to take out
+        return " ".join(value.split())
     return " ".join(_BIDI.sub("", _CONTROLS.sub(" ", value)).split())
 
 
 def _codec(charset: str | None) -> str | None:
     if not charset:
         return None
+    # Looked up for every string of every message: cached, but only for names short enough
+    # to be real charsets, so hostile input cannot fill the cache with large keys.
+    return _codec_cached(charset) if len(charset) <= 64 else _codec_lookup(charset)
+
+
+@functools.lru_cache(maxsize=256)
+def _codec_cached(charset: str) -> str | None:
+    return _codec_lookup(charset)
+
+
+def _codec_lookup(charset: str) -> str | None:
     name = charset.strip().strip("\"'").lower()
     name = {"iso-8859-8-i": "iso-8859-8", "gb2312": "gb18030", "x-gbk": "gb18030"}.get(name, name)
     try:
@@ -138,7 +152,11 @@ def decode_rfc2047(value: str) -> str:
     Our own loop rather than email.header.decode_header, which gives up on the whole header
     when one word is bad base64. Adjacent words of one charset are joined before decoding,
     since mailers split multi-byte characters across words."""
-    value = _unsurrogate(value[:MAX_HEADER_CHARS])
+    value = value[:MAX_HEADER_CHARS]
+    if not value.isascii():
+        value = _unsurrogate(value)
+    if "=?" not in value:   # no encoded word: nothing to decode
+        return clean_text(value)
     out: list[str] = []
     pending: tuple[str, bytearray] | None = None
     pos = 0
@@ -213,10 +231,29 @@ def _percent_decode(text: str) -> bytes:
     return re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
+_MONTH_NUMBERS = {m: i for i, m in enumerate(
+    "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
+_RFC5322_DATE = re.compile(
+    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(\d{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
+    r"Nov|Dec) ([1-9]\d{3}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
+
+
 def parse_date(value: str | None) -> datetime | None:
     """RFC 5322 date -> aware datetime (UTC when the zone is unknown), or None."""
     if not value:
         return None
+    if match := _RFC5322_DATE.fullmatch(value):
+        # The usual "Wed, 04 Nov 2026 03:30:04 +0000", read as parsedate_to_datetime reads
+        # it (-0000 means "zone unknown": UTC; odd offsets such as +0160 are hours*100 +
+        # minutes there too). Anything else, or out of range, takes the general path.
+        day, month, year, hour, minute, second, sign, tzh, tzm = match.groups()
+        seconds = int(tzh) * 3600 + int(tzm) * 60
+        try:
+            return datetime(int(year), _MONTH_NUMBERS[month], int(day), int(hour), int(minute),
+                            int(second), tzinfo=UTC if sign == "-" and not seconds else
+                            timezone(timedelta(seconds=-seconds if sign == "-" else seconds)))
+        except (ValueError, OverflowError):
+            return None
     try:
         parsed = email.utils.parsedate_to_datetime(clean_text(value[:200]))
     except (TypeError, ValueError, IndexError, OverflowError):

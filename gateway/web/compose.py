@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from gateway.auth import csrf
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, ReauthRequired
 from gateway.mail import compose, mailbox
 from gateway.mail.imap import ImapConn
@@ -68,7 +69,7 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
     session = _me(request)
     return render(request, "compose.html", {
         "d": draft, "outbox_id": outbox_id, "error": error, "notice": notice,
-        "action": "/mail/send?" + urlencode({"csrf_token": session.csrf_token}),
+        "action": "/mail/send?" + urlencode({"csrf_token": csrf.mask(session.csrf_token)}),
         "held": [{"index": str(i), "name": f.name, "size": human_size(len(f.data))}
                  for i, f in enumerate(draft.files)],
         "kept": kept or [],

@@ -4,6 +4,7 @@ mail content ever reaches the browser from here."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 from collections.abc import Awaitable, Callable
@@ -15,12 +16,26 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth import csrf
 from gateway.auth.access import Admission
 from gateway.errors import GatewayError
 
 log = logging.getLogger("gateway.web")
 
 TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+
+
+def _static_version() -> str:
+    """A short hash of the static files: their URLs carry it (?v=), so browsers may cache
+    them for a year and still get a new file the moment it changes."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.glob("*")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+STATIC_VERSION = _static_version()
 env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                   trim_blocks=True, lstrip_blocks=True)
 
@@ -33,7 +48,8 @@ def render(request: Request | Scope, template: str, context: dict[str, Any] | No
     ctx = {
         "nonce": state.get("csp_nonce", ""),
         "session": session,
-        "csrf_token": session.csrf_token if session is not None else "",
+        "csrf_token": csrf.mask(session.csrf_token) if session is not None else "",
+        "static_v": STATIC_VERSION,
         "path": scope.get("path", "/"),
         "query": scope.get("query_string", b"").decode("latin-1"),
     }

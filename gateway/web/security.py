@@ -60,7 +60,13 @@ class SecurityHeadersMiddleware:
                 headers["Cross-Origin-Opener-Policy"] = "same-origin"
                 headers["Cross-Origin-Resource-Policy"] = "same-origin"
                 headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-                headers.setdefault("Cache-Control", "no-store")
+                if scope["path"].startswith("/static/"):
+                    # Static URLs carry a content hash (?v=): cache them for a year.
+                    versioned = b"v=" in scope.get("query_string", b"")
+                    headers["Cache-Control"] = ("public, max-age=31536000, immutable"
+                                                if versioned else "public, max-age=300")
+                else:
+                    headers.setdefault("Cache-Control", "no-store")
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -10,7 +10,7 @@ from gateway.auth.sessions import SESSION_COOKIE
 from gateway.web.auth import safe_next
 from tests.conftest import csrf_of, sign_in
 
-PAGES = ["/", "/auth/signin", "/auth/signed-out", "/nope", "/livez", "/readyz",
+PAGES = ["/", "/mail", "/auth/signin", "/auth/signed-out", "/nope", "/livez", "/readyz",
          "/static/app.css"]
 
 
@@ -78,7 +78,7 @@ def test_idle_timeout(gateway):
     gateway.clock.advance(29 * 60)
     assert client.get("/").status_code == 200
     gateway.clock.advance(31 * 60)
-    assert client.get("/").status_code == 303
+    assert client.get("/mail").status_code == 303
 
 
 def test_absolute_lifetime(gateway):
@@ -190,7 +190,7 @@ def test_callback_with_file_upload_is_refused(gateway):
 def test_oversized_cookie_is_ignored(gateway):
     """A huge cookie header is treated as no session, not an error."""
     client = gateway.client()
-    r = client.get("/", headers={"Cookie": f"{SESSION_COOKIE}=" + "a" * 7000})
+    r = client.get("/mail", headers={"Cookie": f"{SESSION_COOKIE}=" + "a" * 7000})
     no_trace(r)
     assert r.status_code == 303
 
@@ -235,3 +235,33 @@ def test_readyz_is_503_when_the_store_is_gone(stack, loop_thread, tmp_path):
         assert gw.client().get("/livez").status_code == 200
     finally:
         loop_thread.run(gw.server.stop())
+
+
+def test_csrf_token_on_pages_is_masked_afresh_and_still_accepted(gateway):
+    """Each page carries a different masked token (safe to compress); each one works."""
+    client = sign_in(gateway, "member")
+    t1, t2 = csrf_of(client, "/mail"), csrf_of(client, "/mail")
+    assert t1 != t2
+    session = gateway.loop.run(gateway.app.state.services.store.get_session(
+        client.cookies.get(SESSION_COOKIE)))
+    assert session.csrf_token not in client.get("/mail").text
+    r = client.post("/auth/signout", data={"csrf_token": t1}, headers={"Origin": gateway.url})
+    assert r.status_code == 303
+
+
+def test_anonymous_root_is_the_sign_in_page(gateway):
+    """The address members are given shows the sign-in page at once (no redirect)."""
+    r = gateway.client().get("/")
+    assert r.status_code == 200 and 'id="signin"' in r.text
+
+
+def test_static_files_cached_and_pages_compressed(gateway):
+    """Versioned static files are cacheable for a year; pages are gzip'd and never cached."""
+    client = sign_in(gateway, "member")
+    page = client.get("/mail", headers={"Accept-Encoding": "gzip"})
+    assert page.headers["content-encoding"] == "gzip"
+    assert page.headers["cache-control"] == "no-store"
+    css = re.search(r'href="(/static/app\.css\?v=[0-9a-f]+)"', page.text).group(1)
+    r = client.get(css, headers={"Accept-Encoding": "gzip"})
+    assert r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert r.headers["content-encoding"] == "gzip"

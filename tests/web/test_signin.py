@@ -138,7 +138,7 @@ def test_user_without_role_is_refused(gateway):
     assert r.status_code == 403
     assert "not set up to use the mail gateway" in r.text
     assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
-    assert client.get("/").status_code == 303
+    assert client.get("/mail").status_code == 303
 
 
 def test_group_membership_admits_when_configured(stack, loop_thread, tmp_path):
@@ -175,7 +175,7 @@ def test_revoked_refresh_token_leads_back_to_sign_in(gateway):
         r = client.get("/?x=1")
         assert r.status_code == 303
         assert r.headers["location"] == "/auth/signin?next=%2F%3Fx%3D1"
-        assert client.get("/").status_code == 303  # the session is gone
+        assert client.get("/mail").status_code == 303  # the session is gone
         entra.unrevoke_refresh_tokens(user("member2").oid)
     finally:
         entra.access_token_lifetime = old
@@ -210,7 +210,7 @@ def test_sign_out_ends_session_token_cache_and_entra_session(gateway):
     assert parse_qs(loc.query)["post_logout_redirect_uri"] == [gateway.url + "/auth/signed-out"]
     assert gateway.loop.run(svc.store.get_session(session_id)) is None
     assert gateway.loop.run(svc.store.get_token_cache(account)) is None
-    assert client.get("/").status_code == 303
+    assert client.get("/mail").status_code == 303
 
 
 def test_token_cache_is_encrypted_at_rest(gateway):
