@@ -79,6 +79,10 @@ class ImapConn:
         self.exists = 0
         self.uidvalidity = 0
         self.broken = False
+        # The folder list with counts, briefly: every page shows it, and on Exchange it is
+        # one LIST plus a STATUS per folder. Any change made through this connection, or
+        # news from the server, clears it (gateway.mail.mailbox).
+        self.folder_cache: tuple[float, bool, Any] | None = None
 
         # aioimaplib leaves a command waiting until its timeout when the server goes away;
         # hear about the lost connection and fail the command at once instead.
@@ -155,7 +159,9 @@ class ImapConn:
         for line in resp.lines:
             text = bytes(line).strip() if isinstance(line, (bytes, bytearray)) else b""
             parts = text.split()
-            if len(parts) == 2 and parts[0].isdigit():
+            if len(parts) >= 2 and parts[0].isdigit() and parts[1] in (
+                    b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT"):
+                self.folder_cache = None  # counts may have changed
                 if parts[1] == b"EXISTS":
                     self.exists = int(parts[0])
                 elif parts[1] == b"EXPUNGE":

@@ -78,10 +78,9 @@ def split_responses(lines: Lines, *, tail: bool = True) -> list[bytes]:
             current = [item]
         after_literal = False
         expect = None
-        if item.endswith(b"}"):   # digits hold no "{": the last one starts any literal
-            match = _LITERAL_AT_END.match(item, max(item.rfind(b"{") - 1, 0))
-            if match is None:
-                match = _LITERAL_AT_END.match(item, max(item.rfind(b"{"), 0))
+        if item.endswith(b"}"):   # digits hold no "{": the last one is the literal's
+            brace = item.rfind(b"{")
+            match = _LITERAL_AT_END.match(item, brace) if brace >= 0 else None
             expect = int(match.group(1)) if match else None
     if expect is not None:
         raise ImapParseError("response ends where a literal was announced")
@@ -90,8 +89,25 @@ def split_responses(lines: Lines, *, tail: bool = True) -> list[bytes]:
     return responses
 
 
+class _Memo:
+    """What one parse_fetch call has already worked out. A page of messages repeats itself
+    (the same senders, ("charset" "utf-8"), FLAGS lists): flat lists are tokenized once per
+    raw text and addresses built once per (name, route, mailbox, host). It lives for one
+    call only, so its size is bounded by the response's."""
+
+    __slots__ = ("flat", "addresses")
+
+    def __init__(self) -> None:
+        self.flat: dict[bytes, tuple[Value, ...]] = {}
+        self.addresses: dict[tuple[Value, ...], Address | None] = {}
+
+
 def parse_values(data: bytes) -> list[Value]:
     """Tokenize one response: atoms, quoted strings, literals, NIL and nested lists."""
+    return _parse_values(data, _Memo())
+
+
+def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
     # One compiled regex walks the buffer token by token; the rare tokens it does not take
     # (literals, strings with escapes) and every malformed one go through _token, which
     # raises for anything malformed. _T_OTHER matches any byte, so finditer never skips
@@ -108,6 +124,14 @@ def parse_values(data: bytes) -> list[Value]:
                 append(match.group(_T_STRING) if plain else bytes(match.group(_T_STRING)))
             elif kind == _T_NIL:
                 append(None)
+            elif kind == _T_FLAT:
+                if len(stack) > MAX_DEPTH:
+                    raise ImapParseError("lists nested too deeply")
+                raw = match.group(_T_FLAT)
+                flat = memo.flat.get(raw)
+                if flat is None:   # holds only strings and atoms: no further _T_FLAT inside
+                    flat = memo.flat[raw] = tuple(_parse_values(raw[1:-1], memo))
+                append(list(flat))
             elif kind == _T_OPEN:
                 if len(stack) > MAX_DEPTH:
                     raise ImapParseError("lists nested too deeply")
@@ -134,16 +158,19 @@ def parse_values(data: bytes) -> list[Value]:
                 break
 
 
-# Token kinds, by capturing group; leading spaces are skipped. An atom is a run of atom
-# characters and [section] specs; it stops before a "[" that does not close, and that "["
-# then reaches _token, which raises.
-_T_STRING, _T_NIL, _T_OPEN, _T_CLOSE, _T_ATOM, _T_END, _T_OTHER = range(1, 8)
+# Token kinds, by capturing group; leading spaces are skipped. Quantifiers are possessive
+# (no backtracking). An atom here is a plain run of atom characters; one that goes on with a
+# [section] spec, BODY[HEADER.FIELDS (FROM)], or any other odd token is _T_OTHER, for _token.
+# A flat list holds only strings without escapes and atoms that end at a space or ")", so
+# tokenizing its inside gives what token-by-token would.
+_T_STRING, _T_NIL, _T_FLAT, _T_OPEN, _T_CLOSE, _T_ATOM, _T_END, _T_OTHER = range(1, 9)
 _TOKEN = re.compile(
-    rb' *(?:"([^"\\\r\n]*)"'
+    rb' *+(?:"([^"\\\r\n]*+)"'
     rb'|(NIL)(?=[\x00-\x20\x7f()"{]|\Z)'
+    rb'|(\((?: *+(?:"[^"\\\r\n]*+"|(?!~\{)[^\x00-\x20\x7f()"{\[]++(?=[ )])))*+ *+\))'
     rb"|(\()"
     rb"|(\))"
-    rb'|((?!~\{)(?:[^\x00-\x20\x7f()"{\[]+|\[[^\]\x00-\x1f\x7f]*\])+)'
+    rb'|((?!~\{)[^\x00-\x20\x7f()"{\[]++)(?!\[)'
     rb"|(\Z)"
     rb"|(.))", re.DOTALL)
 
@@ -226,10 +253,9 @@ def _int(value: Value, what: str) -> int:
 
 
 def _opt_int(value: Value) -> int | None:
-    try:
-        return _int(value, "")
-    except ImapParseError:
-        return None
+    if isinstance(value, Atom) and value.isdigit() and value.isascii() and len(value) <= 20:
+        return int(value)
+    return None
 
 
 def _text(value: Value) -> str | None:
@@ -286,14 +312,19 @@ _INTERNALDATE = re.compile(
 def parse_fetch(lines: Lines, *, tail: bool = True) -> list[FetchData]:
     """FETCH responses, in order. Other untagged responses in the lines are skipped."""
     out = []
+    memo = _Memo()
     for response in split_responses(lines, tail=tail):
         if _FETCH_START.match(response):
-            out.append(parse_fetch_response(response))
+            out.append(_fetch_response(response, memo))
     return out
 
 
 def parse_fetch_response(response: bytes) -> FetchData:
-    values = _strip(parse_values(response))
+    return _fetch_response(response, _Memo())
+
+
+def _fetch_response(response: bytes, memo: _Memo) -> FetchData:
+    values = _strip(_parse_values(response, memo))
     if (len(values) != 3 or not isinstance(values[1], Atom) or values[1].upper() != "FETCH"
             or not isinstance(values[2], list)):
         raise ImapParseError("FETCH response is not 'n FETCH (...)'")
@@ -315,9 +346,9 @@ def parse_fetch_response(response: bytes) -> FetchData:
         elif key == "INTERNALDATE":
             fetched.internaldate = _internaldate(_text(value) or "")
         elif key == "ENVELOPE":
-            fetched.envelope = parse_envelope(value)
+            fetched.envelope = _envelope(value, memo)
         elif key in ("BODYSTRUCTURE", "BODY") and isinstance(value, list):
-            fetched.bodystructure = parse_bodystructure(value)
+            fetched.bodystructure = _bodystructure(value, memo)
         elif _SECTION.match(key):
             if isinstance(value, list):
                 raise ImapParseError("message data is a list")
@@ -355,10 +386,14 @@ class Envelope:
 
 
 def parse_envelope(value: Value) -> Envelope:
+    return _envelope(value, _Memo())
+
+
+def _envelope(value: Value, memo: _Memo) -> Envelope:
     fields = _list(value, "ENVELOPE")
     if len(fields) < 10:
         raise ImapParseError("ENVELOPE has fewer than 10 fields")
-    addresses = [_addresses(f) for f in fields[2:8]]
+    addresses = [_addresses(f, memo) for f in fields[2:8]]
     return Envelope(date=parse_date(_text(fields[0])),
                     subject=decode_rfc2047(_text(fields[1]) or ""),
                     from_=addresses[0], sender=addresses[1], reply_to=addresses[2],
@@ -370,18 +405,30 @@ def _msgid(value: Value) -> str | None:
     return clean_text(_text(value) or "") or None
 
 
-def _addresses(value: Value) -> list[Address]:
+def _addresses(value: Value, memo: _Memo) -> list[Address]:
     out = []
     for item in _list(value, "address list"):
         parts = _list(item, "address")
         if len(parts) < 4:
             raise ImapParseError("address has fewer than 4 fields")
-        name, _adl, mailbox, host = (_text(p) for p in parts[:4])
-        if mailbox is None or host is None:   # RFC 3501 group syntax markers
-            continue
-        email = "".join(clean_text(f"{mailbox}@{host}").split())
-        out.append(Address(decode_rfc2047(name or ""), email))
+        key = tuple(parts[:4])
+        try:
+            address = memo.addresses[key]
+        except KeyError:
+            address = memo.addresses[key] = _address(key)
+        except TypeError:   # a list among the fields: unhashable, and refused by _text
+            address = _address(key)
+        if address is not None:
+            out.append(address)
     return out
+
+
+def _address(parts: tuple[Value, ...]) -> Address | None:
+    name, _adl, mailbox, host = (_text(p) for p in parts)
+    if mailbox is None or host is None:   # RFC 3501 group syntax markers
+        return None
+    email = "".join(clean_text(f"{mailbox}@{host}").split())
+    return Address(decode_rfc2047(name or ""), email)
 
 
 @dataclass(slots=True)
@@ -431,18 +478,22 @@ class BodyPart:
 
 
 def parse_bodystructure(value: Value) -> BodyPart:
+    return _bodystructure(value, _Memo())
+
+
+def _bodystructure(value: Value, memo: _Memo) -> BodyPart:
     parts = _list(value, "BODYSTRUCTURE")
     top_id = "" if parts and isinstance(parts[0], list) else "1"
-    return _body(parts, top_id, top_id)
+    return _body(parts, top_id, top_id, memo)
 
 
-def _body(parts: list[Value], part_id: str, prefix: str) -> BodyPart:
+def _body(parts: list[Value], part_id: str, prefix: str, memo: _Memo) -> BodyPart:
     if not parts:
         raise ImapParseError("empty body structure")
     if isinstance(parts[0], list):
         count = next((i for i, p in enumerate(parts) if not isinstance(p, list)), len(parts))
         children = [_body(_list(child, "body part"), f"{prefix}.{n}" if prefix else str(n),
-                          f"{prefix}.{n}" if prefix else str(n))
+                          f"{prefix}.{n}" if prefix else str(n), memo)
                     for n, child in enumerate(parts[:count], 1)]
         ext = parts[count + 1:]
         node = BodyPart(part_id, "multipart", (_text(parts[count]) or "mixed").lower()
@@ -460,11 +511,11 @@ def _body(parts: list[Value], part_id: str, prefix: str) -> BodyPart:
     if node.type == "text":
         node.lines, index = _opt_int(parts[7]) if len(parts) > 7 else None, 8
     elif node.content_type in ("message/rfc822", "message/global") and len(parts) >= 10:
-        node.envelope = parse_envelope(parts[7])
+        node.envelope = _envelope(parts[7], memo)
         inner = _list(parts[8], "encapsulated body")
         multipart = bool(inner) and isinstance(inner[0], list)
         node.children = [_body(inner, f"{part_id}.TEXT" if multipart else f"{part_id}.1",
-                               part_id)]
+                               part_id, memo)]
         node.lines, index = _opt_int(parts[9]), 10
     _disposition(node, parts[index + 1] if len(parts) > index + 1 else None)
     return node
@@ -475,7 +526,12 @@ def _params(value: Value) -> dict[str, str]:
     if len(items) % 2:
         raise ImapParseError("body parameters are not name/value pairs")
     pairs = [(_text(k) or "", _text(v) or "") for k, v in zip(items[::2], items[1::2], strict=True)]
-    return decode_rfc2231_params(pairs)
+    if any("*" in k for k, _ in pairs):
+        return decode_rfc2231_params(pairs)
+    plain: dict[str, str] = {}   # what decode_rfc2231_params makes of keys without "*"
+    for k, v in pairs:
+        plain.setdefault(k.strip().lower(), v)
+    return plain
 
 
 def _disposition(node: BodyPart, value: Value) -> None:

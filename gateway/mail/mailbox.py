@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -83,7 +84,21 @@ def mailbox_arg(name: str) -> str:
     return quote_mailbox(name)
 
 
+FOLDER_CACHE_SECONDS = 30.0
+
+
 async def list_folders(conn: ImapConn, counts: bool = True) -> list[Folder]:
+    cached = conn.folder_cache
+    now = time.monotonic()
+    if cached and now - cached[0] < FOLDER_CACHE_SECONDS and (cached[1] or not counts):
+        folders: list[Folder] = cached[2]
+        return folders
+    result = await _list_folders(conn, counts)
+    conn.folder_cache = (now, counts, result)
+    return result
+
+
+async def _list_folders(conn: ImapConn, counts: bool) -> list[Folder]:
     resp = await conn.ok(conn.client.list('""', '"*"'), "list your folders")
     try:
         infos = parse_list(resp.lines)
@@ -209,6 +224,8 @@ async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,
     """The whole message, as bytes. BODY.PEEK leaves \\Seen alone; with ``mark_read`` the
     flag is set in the same round trip by fetching BODY[] instead."""
     await conn.select(mailbox_arg(folder), readonly=not mark_read)
+    if mark_read:
+        conn.folder_cache = None
     sized = await uid_fetch(conn, uid, "(RFC822.SIZE)", "open the message")
     if not sized:
         raise NotFound("That message is no longer there. It may have been moved or deleted.")
@@ -224,6 +241,7 @@ async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,
 async def set_flags(conn: ImapConn, folder: str, uids: Sequence[int], flag: str,
                     on: bool) -> None:
     await conn.select(mailbox_arg(folder), readonly=False)
+    conn.folder_cache = None
     op = "+FLAGS.SILENT" if on else "-FLAGS.SILENT"
     await conn.ok(conn.client.protocol.store(_uidset(uids), op, f"({flag})", by_uid=True),
                   "change the message")
@@ -231,6 +249,7 @@ async def set_flags(conn: ImapConn, folder: str, uids: Sequence[int], flag: str,
 
 async def move(conn: ImapConn, folder: str, uids: Sequence[int], target: str) -> None:
     await conn.select(mailbox_arg(folder), readonly=False)
+    conn.folder_cache = None
     uidset, dest = _uidset(uids), mailbox_arg(target)
     if conn.has("MOVE"):
         await conn.ok(conn.client.protocol.move(uidset, dest, by_uid=True), "move the message")
@@ -251,6 +270,7 @@ async def _expunge(conn: ImapConn, uidset: str) -> None:
 async def delete_all(conn: ImapConn, folder: str) -> int:
     """Permanently remove every message in a folder (empty Junk or Deleted Items)."""
     await conn.select(mailbox_arg(folder), readonly=False)
+    conn.folder_cache = None
     count = conn.exists
     if count:
         await conn.ok(conn.client.protocol.store("1:*", "+FLAGS.SILENT", "(\\Deleted)"),
@@ -268,6 +288,7 @@ async def append(conn: ImapConn, folder: str, message: bytes, flags: str = "",
     if resp.result != "OK":
         raise MailError("The mail server would not save the message.")
     conn.selected = None  # APPEND may change counts; re-select before the next read
+    conn.folder_cache = None
     for line in resp.lines:
         text = bytes(line) if isinstance(line, (bytes, bytearray)) else b""
         if b"APPENDUID" in text:
