@@ -18,6 +18,7 @@ import contextlib
 import logging
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -83,6 +84,8 @@ class ImapConn:
         # one LIST plus a STATUS per folder. Any change made through this connection, or
         # news from the server, clears it (gateway.mail.mailbox).
         self.folder_cache: tuple[float, bool, Any] | None = None
+        # Parsed message summaries by ((folder, UIDVALIDITY), UID), oldest first.
+        self.summaries: OrderedDict[tuple[tuple[str, int], int], Any] = OrderedDict()
 
         # aioimaplib leaves a command waiting until its timeout when the server goes away;
         # hear about the lost connection and fail the command at once instead.

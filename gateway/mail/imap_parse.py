@@ -95,7 +95,7 @@ class _Memo:
     raw text and addresses built once per (name, route, mailbox, host). It lives for one
     call only, so its size is bounded by the response's."""
 
-    __slots__ = ("flat", "addresses")
+    __slots__ = ("addresses", "flat")
 
     def __init__(self) -> None:
         self.flat: dict[bytes, tuple[Value, ...]] = {}
@@ -129,8 +129,8 @@ def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
                     raise ImapParseError("lists nested too deeply")
                 raw = match.group(_T_FLAT)
                 flat = memo.flat.get(raw)
-                if flat is None:   # holds only strings and atoms: no further _T_FLAT inside
-                    flat = memo.flat[raw] = tuple(_parse_values(raw[1:-1], memo))
+                if flat is None:
+                    flat = memo.flat[raw] = tuple(_leaves(raw[1:-1]))
                 append(list(flat))
             elif kind == _T_OPEN:
                 if len(stack) > MAX_DEPTH:
@@ -145,9 +145,7 @@ def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
                 stack.pop()
                 append = stack[-1].append
             elif kind == _T_ATOM:
-                text = match.group(_T_ATOM).decode("utf-8", errors="replace")
-                # upper() never shortens a string, so only three characters can be "NIL"
-                append(None if len(text) <= 3 and text.upper() == "NIL" else Atom(text))
+                append(_atom_value(match.group(_T_ATOM)))
             elif kind == _T_END:
                 if len(stack) != 1:
                     raise ImapParseError("response ends inside a list")
@@ -158,11 +156,24 @@ def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
                 break
 
 
-# Token kinds, by capturing group; leading spaces are skipped. Quantifiers are possessive
-# (no backtracking). An atom here is a plain run of atom characters; one that goes on with a
-# [section] spec, BODY[HEADER.FIELDS (FROM)], or any other odd token is _T_OTHER, for _token.
-# A flat list holds only strings without escapes and atoms that end at a space or ")", so
-# tokenizing its inside gives what token-by-token would.
+def _leaves(data: bytes) -> list[Value]:
+    """The strings and atoms inside a _T_FLAT."""
+    return [None if atom == b"NIL" else _atom_value(atom) if atom else string
+            for string, atom in _LEAF.findall(data)]
+
+
+def _atom_value(raw: bytes) -> Atom | None:
+    text = raw.decode("utf-8", errors="replace")
+    # upper() never shortens a string, so only three characters can make "NIL"
+    return None if len(text) <= 3 and text.upper() == "NIL" else Atom(text)
+
+
+# Token kinds, by capturing group; leading spaces are skipped, and quantifiers are
+# possessive (no backtracking). _T_FLAT is a list of nothing but strings without escapes and
+# plain atoms that end at a space or ")", so _LEAF splits its inside as token-by-token
+# would. _T_ATOM is a plain run of atom characters; an atom that goes on with a [section]
+# spec, BODY[HEADER.FIELDS (FROM)], or any other odd token is _T_OTHER, for _token.
+_LEAF = re.compile(rb' *+(?:"([^"\\\r\n]*+)"|([^ "]++))')
 _T_STRING, _T_NIL, _T_FLAT, _T_OPEN, _T_CLOSE, _T_ATOM, _T_END, _T_OTHER = range(1, 9)
 _TOKEN = re.compile(
     rb' *+(?:"([^"\\\r\n]*+)"'

@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from aioimaplib.aioimaplib import Command
@@ -33,6 +33,9 @@ from gateway.mail.mime import clean_text
 from gateway.mail.utf7 import quote_mailbox
 
 PER_PAGE = 50
+# Message summaries kept per connection (about three pages): bounded, since a gateway holds
+# one connection for each of up to a thousand members.
+SUMMARY_CACHE = 150
 SUMMARY_ITEMS = "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"
 # Exchange lists its non-mail folders over IMAP; members have no use for them here.
 HIDDEN_TOP = {"calendar", "contacts", "tasks", "notes", "journal", "sync issues", "outbox",
@@ -183,7 +186,12 @@ def section(items: list[FetchData], prefix: str) -> bytes | None:
 
 
 async def _fetch_summaries(conn: ImapConn, message_set: str, by_uid: bool) -> list[FetchData]:
-    resp = await conn.ok(conn.client.protocol.fetch(message_set, SUMMARY_ITEMS, by_uid=by_uid,
+    return await _fetch(conn, message_set, SUMMARY_ITEMS, by_uid)
+
+
+async def _fetch(conn: ImapConn, message_set: str, items: str, by_uid: bool
+                 ) -> list[FetchData]:
+    resp = await conn.ok(conn.client.protocol.fetch(message_set, items, by_uid=by_uid,
                                                     timeout=conn.timeout),
                          "list the messages")
     try:
@@ -204,9 +212,30 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
     if hi < 1:
         return Page(folder, [], total, page, pages)
     lo = max(1, hi - per_page + 1)
-    items = await _fetch_summaries(conn, f"{lo}:{hi}", by_uid=False)
-    items.sort(key=lambda i: i.seq, reverse=True)
-    return Page(folder, [_summary(i) for i in items], total, page, pages)
+    # Envelopes never change, flags do: ask for UID and FLAGS of the range, and fetch the
+    # full summary only of messages this connection has not seen before.
+    light = await _fetch(conn, f"{lo}:{hi}", "(UID FLAGS)", by_uid=False)
+    light.sort(key=lambda i: i.seq, reverse=True)
+    cache = conn.summaries
+    key = (folder, conn.uidvalidity)
+    missing = [i.uid for i in light if i.uid and (key, i.uid) not in cache]
+    if missing:
+        for item in await _fetch(conn, ",".join(map(str, missing)), SUMMARY_ITEMS,
+                                 by_uid=True):
+            if item.uid:
+                cache[(key, item.uid)] = _summary(item)
+    rows = []
+    for item in light:
+        known = cache.get((key, item.uid or 0))
+        if known is None:
+            continue  # expunged between the two FETCHes
+        cache.move_to_end((key, known.uid))
+        flags = {f.lower() for f in (item.flags or ())}
+        rows.append(replace(known, unread="\\seen" not in flags,
+                            flagged="\\flagged" in flags, answered="\\answered" in flags))
+    while len(cache) > SUMMARY_CACHE:
+        cache.popitem(last=False)
+    return Page(folder, rows, total, page, pages)
 
 
 async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int]) -> list[MessageSummary]:

@@ -688,3 +688,19 @@ def test_connection_limit_is_a_clear_503_not_a_sign_out(gateway):
     assert r.status_code == 503, r.text
     assert "connections" in r.text or "mail server" in r.text
     assert client.get("/mail").status_code == 200  # still signed in once they are gone
+
+
+def test_flags_changed_elsewhere_show_on_the_next_page(gateway):
+    """Summaries are reused between pages, but flags set by another app (Outlook) show."""
+    client = sign_in(gateway, "member")
+    subject = unique("Read elsewhere")
+    uid = deliver(gateway, "member", message(subject))
+    row = re.compile(r'<li class="row( unread)?">\s*<input[^>]+value="%d"' % uid)
+    assert row.search(client.get("/mail").text).group(1) == " unread"
+
+    async def mark_read(conn):
+        from gateway.mail import mailbox
+        await mailbox.set_flags(conn, "INBOX", [uid], "\\Seen", True)
+    from tests.web.mailhelp import direct
+    direct(gateway, "member", mark_read)
+    assert row.search(client.get("/mail").text).group(1) is None
