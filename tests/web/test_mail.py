@@ -695,7 +695,7 @@ def test_flags_changed_elsewhere_show_on_the_next_page(gateway):
     client = sign_in(gateway, "member")
     subject = unique("Read elsewhere")
     uid = deliver(gateway, "member", message(subject))
-    row = re.compile(r'<li class="row( unread)?">\s*<input[^>]+value="%d"' % uid)
+    row = re.compile(r'<li class="row( unread)?">\s*<input[^>]+value="' + str(uid) + '"')
     assert row.search(client.get("/mail").text).group(1) == " unread"
 
     async def mark_read(conn):
