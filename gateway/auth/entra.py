@@ -117,11 +117,12 @@ class Entra:
             raise UpstreamUnavailable("The sign-in service cannot be reached just now. "
                                       "Please try again shortly.") from None
 
-    async def start_sign_in(self, login_hint: str | None = None) -> StartedFlow:
+    async def start_sign_in(self, login_hint: str | None = None,
+                            prompt: str | None = None) -> StartedFlow:
         def start() -> dict[str, Any]:
             flow: dict[str, Any] = self._app().initiate_auth_code_flow(
                 scopes=self.signin_scopes, redirect_uri=self.settings.redirect_uri,
-                response_mode="form_post", login_hint=login_hint)
+                response_mode="form_post", login_hint=login_hint, prompt=prompt)
             return flow
         try:
             flow = await asyncio.to_thread(start)

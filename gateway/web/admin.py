@@ -156,7 +156,7 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
         "error": error,
         "fresh_minutes": svc.settings.get("failover.reauth_minutes"),
         "fresh": now - session.auth_time <= svc.settings.get("failover.reauth_minutes") * 60,
-        "reauth_url": "/auth/start?next=" + quote("/admin", safe=""),
+        "reauth_url": "/auth/start?fresh=1&next=" + quote("/admin", safe=""),
         "changed": request.query_params.get("changed") == "1",
         "modes": [str(m) for m in Mode],
     }, status=status)
@@ -200,7 +200,7 @@ async def switch(request: Request) -> Response:
     except StaleSignIn as err:
         return render(request, "admin_reauth.html", {
             "message": err.message, "minutes": svc.settings.get("failover.reauth_minutes"),
-            "reauth_url": "/auth/start?next=" + quote("/admin", safe="")}, status=err.status)
+            "reauth_url": "/auth/start?fresh=1&next=" + quote("/admin", safe="")}, status=err.status)
     except (BadRequest, Conflict) as err:
         return await _page(request, form=form, error=err.message, status=err.status)
     return RedirectResponse("/admin?changed=1", status_code=303)

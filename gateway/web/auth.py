@@ -63,7 +63,10 @@ async def start(request: Request) -> Response:
     hint = request.query_params.get("login_hint")
     if hint is not None and (len(hint) > 254 or "@" not in hint):
         hint = None
-    flow = await svc.entra.start_sign_in(login_hint=hint)
+    # fresh=1: the admin page asks for a recent sign-in; make Entra ask for credentials
+    # again rather than answer silently from its own session.
+    fresh = request.query_params.get("fresh") == "1"
+    flow = await svc.entra.start_sign_in(login_hint=hint, prompt="login" if fresh else None)
     flow_id = new_id()
     await svc.store.put_flow(AuthFlowRecord(flow_id, flow.flow_json, nxt, svc.clock()))
     response = RedirectResponse(flow.auth_uri, status_code=303)

@@ -293,3 +293,13 @@ def test_token_cache_still_decrypts_after_key_rotation(stack, loop_thread, tmp_p
         assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
     finally:
         loop_thread.run(gw3.server.stop())
+
+
+def test_fresh_sign_in_asks_entra_for_credentials_again(gateway):
+    """The admin page's 'sign in again' asks Entra for prompt=login, so a recent sign-in
+    really is recent and not Entra's silent single sign-on."""
+    r = gateway.client().get("/auth/start", params={"fresh": "1", "next": "/admin"})
+    assert r.status_code == 303
+    assert parse_qs(urlsplit(r.headers["location"]).query)["prompt"] == ["login"]
+    plain = gateway.client().get("/auth/start", params={"next": "/admin"})
+    assert "prompt" not in parse_qs(urlsplit(plain.headers["location"]).query)
