@@ -36,6 +36,16 @@ def _dovecots() -> set[int]:
     return pids
 
 
+def _eventually(check, seconds: float = 15.0) -> bool:
+    """The running gateway re-reads the switch every few seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def test_demo_runs_signs_in_and_stops_cleanly():
     """The demo prints its URL and sign-ins, serves the member's Inbox, and stops on Ctrl-C
     with no stray process and its temporary directory gone."""
@@ -73,6 +83,21 @@ def test_demo_runs_signs_in_and_stops_cleanly():
             assert inbox.status_code == 200
             assert '<span class="who">Cllr Alex Morgan</span>' in inbox.text
             assert re.search(r'id="folder-count" class="muted"><strong>\d+</strong>', inbox.text)
+            # ICT flips the switch from the command line, as the banner says; the member's
+            # next page follows, without signing in again.
+            db = re.search(r"GATEWAY_STORE_SQLITE_PATH=(\S+) gateway failover status",
+                           text).group(1)
+            cli_env = {**env, "GATEWAY_STORE_SQLITE_PATH": db}
+
+            def flip(*args: str) -> None:
+                done = subprocess.run([sys.executable, "-m", "gateway", "failover", *args],
+                                      env=cli_env, capture_output=True, text=True, timeout=30)
+                assert done.returncode == 0, done.stdout + done.stderr
+            flip("standby", "--reason", "Mobile platform back")
+            assert _eventually(lambda: 'id="standby"' in browser.get("/mail").text)
+            flip("activate", "--reason", "Mobile platform down again")
+            assert _eventually(lambda: browser.get("/mail").status_code == 200
+                               and 'id="folder-count"' in browser.get("/mail").text)
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, rest

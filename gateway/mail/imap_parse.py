@@ -95,9 +95,10 @@ class _Memo:
     raw text and addresses built once per (name, route, mailbox, host). It lives for one
     call only, so its size is bounded by the response's."""
 
-    __slots__ = ("addresses", "flat")
+    __slots__ = ("addresses", "atoms", "flat")
 
     def __init__(self) -> None:
+        self.atoms: dict[bytes, Atom] = {}
         self.flat: dict[bytes, tuple[Value, ...]] = {}
         self.addresses: dict[tuple[Value, ...], Address | None] = {}
 
@@ -116,14 +117,23 @@ def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
     stack = [top]
     append = top.append
     plain = type(data) is bytes
+    atoms = memo.atoms
     pos = 0
     while True:
         for match in _TOKEN.finditer(data, pos):
             kind = match.lastindex
-            if kind == _T_STRING:
-                append(match.group(_T_STRING) if plain else bytes(match.group(_T_STRING)))
+            if kind == _T_ATOM:
+                raw = match.group(_T_ATOM)
+                atom = atoms.get(raw)
+                if atom is None:
+                    atom = _atom_value(raw)
+                    if atom is not None:
+                        atoms[raw] = atom
+                append(atom)
             elif kind == _T_NIL:
                 append(None)
+            elif kind == _T_STRING:
+                append(match.group(_T_STRING) if plain else bytes(match.group(_T_STRING)))
             elif kind == _T_FLAT:
                 if len(stack) > MAX_DEPTH:
                     raise ImapParseError("lists nested too deeply")
@@ -144,8 +154,6 @@ def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
                     raise ImapParseError("unbalanced ')'")
                 stack.pop()
                 append = stack[-1].append
-            elif kind == _T_ATOM:
-                append(_atom_value(match.group(_T_ATOM)))
             elif kind == _T_END:
                 if len(stack) != 1:
                     raise ImapParseError("response ends inside a list")
