@@ -152,7 +152,8 @@ def build_message(*, from_addr: Address, to: Sequence[Address], cc: Sequence[Add
                   in_reply_to: str | None = None, references: Sequence[str] = (),
                   message_id_domain: str, date: datetime | None = None,
                   max_bytes: int | None = None,
-                  require_recipients: bool = True) -> BuiltMessage:
+                  require_recipients: bool = True,
+                  message_id_local: str | None = None) -> BuiltMessage:
     """The RFC 5322 bytes of a new message (UTF-8, CRLF) and its envelope recipients.
     Bcc recipients are in the envelope only, never in a header."""
     sender, = _checked([from_addr])
@@ -171,7 +172,12 @@ def build_message(*, from_addr: Address, to: Sequence[Address], cc: Sequence[Add
     id_domain = _domain(message_id_domain)
     if id_domain is None:
         raise ValueError("message_id_domain is not a domain name")   # configuration, not input
-    message_id = email.utils.make_msgid(domain=id_domain)
+    # A caller-chosen local part (letters, digits, - and _ only) keeps the Message-ID the
+    # same across retries of one message, so a retry can see whether it already went.
+    if message_id_local is not None and re.fullmatch(r"[A-Za-z0-9_-]{8,64}", message_id_local):
+        message_id = f"<{message_id_local}@{id_domain}>"
+    else:
+        message_id = email.utils.make_msgid(domain=id_domain)
     msg["Message-ID"] = message_id
     if parent := _msgids([in_reply_to]):
         msg["In-Reply-To"] = parent[0]

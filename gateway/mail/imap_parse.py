@@ -95,11 +95,12 @@ class _Memo:
     raw text and addresses built once per (name, route, mailbox, host). It lives for one
     call only, so its size is bounded by the response's."""
 
-    __slots__ = ("addresses", "atoms", "flat")
+    __slots__ = ("addresses", "atoms", "flat", "params")
 
     def __init__(self) -> None:
         self.atoms: dict[bytes, Atom] = {}
         self.flat: dict[bytes, tuple[Value, ...]] = {}
+        self.params: dict[tuple[Value, ...], dict[str, str]] = {}
         self.addresses: dict[tuple[Value, ...], Address | None] = {}
 
 
@@ -109,6 +110,64 @@ def parse_values(data: bytes) -> list[Value]:
 
 
 def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
+    values = _parse_plain(data, memo) if type(data) is bytes else None
+    return _parse_general(data, memo) if values is None else values
+
+
+def _parse_plain(data: bytes, memo: _Memo) -> list[Value] | None:
+    """The common case, with C-speed splitting: strings without escapes, and outside them
+    only atoms, spaces and parentheses (no literal, control character or [section]).
+    None for anything else, which _parse_general then reads."""
+    parts = data.split(b'"')
+    if not len(parts) & 1:   # an unterminated string
+        return None
+    strings = parts[1::2]
+    inside = b"".join(strings)
+    if b"\\" in inside or b"\r" in inside or b"\n" in inside:
+        return None
+    outside = b'"'.join(parts[0::2])
+    if _NOT_PLAIN.search(outside):
+        return None
+    # Outside strings, atoms are what lies between spaces and parentheses (bytes.split()
+    # splits at ASCII whitespace only, and the other kinds are controls, refused above).
+    segments = outside.replace(b"(", b" ( ").replace(b")", b" ) ").split(b'"')
+    top: list[Value] = []
+    stack = [top]
+    append = top.append
+    atoms = memo.atoms
+    following = iter(strings)
+    for index, segment in enumerate(segments):
+        if index:
+            append(next(following))
+        for token in segment.split():
+            if token == b"(":
+                if len(stack) > MAX_DEPTH:
+                    raise ImapParseError("lists nested too deeply")
+                inner: list[Value] = []
+                append(inner)
+                stack.append(inner)
+                append = inner.append
+            elif token == b")":
+                if len(stack) == 1:
+                    raise ImapParseError("unbalanced ')'")
+                stack.pop()
+                append = stack[-1].append
+            else:
+                atom = atoms.get(token)
+                if atom is None:
+                    atom = _atom_value(token)
+                    if atom is not None:
+                        atoms[token] = atom
+                append(atom)
+    if len(stack) != 1:
+        raise ImapParseError("response ends inside a list")
+    return top
+
+
+_NOT_PLAIN = re.compile(rb"[\x00-\x1f\x7f{\[]")
+
+
+def _parse_general(data: bytes, memo: _Memo) -> list[Value]:
     # One compiled regex walks the buffer token by token; the rare tokens it does not take
     # (literals, strings with escapes) and every malformed one go through _token, which
     # raises for anything malformed. _T_OTHER matches any byte, so finditer never skips
@@ -379,13 +438,21 @@ def _internaldate(text: str) -> datetime | None:
     match = _INTERNALDATE.fullmatch(text)
     if match is None or match.group(2).lower() not in _MONTHS:
         return None
-    day, _, year, hour, minute, second, sign, tzh, tzm = match.groups()
-    offset = timedelta(hours=int(tzh), minutes=int(tzm)) * (-1 if sign == "-" else 1)
+    day, month, year, hour, minute, second, sign, tzh, tzm = match.groups()
     try:   # both the date and the zone (+9999) can be out of range
-        return datetime(int(year), _MONTHS[match.group(2).lower()], int(day), int(hour),
-                        int(minute), int(second), tzinfo=timezone(offset))
+        zone = _ZONES.get(sign + tzh + tzm)
+        if zone is None:
+            offset = timedelta(hours=int(tzh), minutes=int(tzm)) * (-1 if sign == "-" else 1)
+            zone = timezone(offset)
+            if len(_ZONES) < 512:
+                _ZONES[sign + tzh + tzm] = zone
+        return datetime(int(year), _MONTHS[month.lower()], int(day), int(hour), int(minute),
+                        int(second), tzinfo=zone)
     except ValueError:
         return None
+
+
+_ZONES: dict[str, timezone] = {}   # "+0100" -> its zone; few exist, bounded all the same
 
 
 # ---- ENVELOPE and BODYSTRUCTURE ---------------------------------------------------------
@@ -517,13 +584,13 @@ def _body(parts: list[Value], part_id: str, prefix: str, memo: _Memo) -> BodyPar
         ext = parts[count + 1:]
         node = BodyPart(part_id, "multipart", (_text(parts[count]) or "mixed").lower()
                         if count < len(parts) else "mixed", children=children)
-        node.params = _params(ext[0]) if ext else {}
-        _disposition(node, ext[1] if len(ext) > 1 else None)
+        node.params = _params(ext[0], memo) if ext else {}
+        _disposition(node, ext[1] if len(ext) > 1 else None, memo)
         return node
     if len(parts) < 7:
         raise ImapParseError("body part has fewer than 7 fields")
     node = BodyPart(part_id, (_text(parts[0]) or "").lower(), (_text(parts[1]) or "").lower(),
-                    params=_params(parts[2]), id=_text(parts[3]), description=_text(parts[4]),
+                    params=_params(parts[2], memo), id=_text(parts[3]), description=_text(parts[4]),
                     encoding=(_text(parts[5]) or "").lower() or None,
                     size=_opt_int(parts[6]) or 0)
     index = 7
@@ -536,14 +603,25 @@ def _body(parts: list[Value], part_id: str, prefix: str, memo: _Memo) -> BodyPar
         node.children = [_body(inner, f"{part_id}.TEXT" if multipart else f"{part_id}.1",
                                part_id, memo)]
         node.lines, index = _opt_int(parts[9]), 10
-    _disposition(node, parts[index + 1] if len(parts) > index + 1 else None)
+    _disposition(node, parts[index + 1] if len(parts) > index + 1 else None, memo)
     return node
 
 
-def _params(value: Value) -> dict[str, str]:
+def _params(value: Value, memo: _Memo) -> dict[str, str]:
     items = _list(value, "body parameters")
     if len(items) % 2:
         raise ImapParseError("body parameters are not name/value pairs")
+    key = tuple(items)
+    try:
+        return dict(memo.params[key])
+    except KeyError:
+        params = memo.params[key] = _params_of(items)
+    except TypeError:   # a list among them: unhashable, and refused by _text
+        return _params_of(items)
+    return dict(params)
+
+
+def _params_of(items: list[Value]) -> dict[str, str]:
     pairs = [(_text(k) or "", _text(v) or "") for k, v in zip(items[::2], items[1::2], strict=True)]
     if any("*" in k for k, _ in pairs):
         return decode_rfc2231_params(pairs)
@@ -553,10 +631,10 @@ def _params(value: Value) -> dict[str, str]:
     return plain
 
 
-def _disposition(node: BodyPart, value: Value) -> None:
+def _disposition(node: BodyPart, value: Value, memo: _Memo) -> None:
     if isinstance(value, list) and value:
         node.disposition = (_text(value[0]) or "").lower() or None
-        node.disposition_params = _params(value[1]) if len(value) > 1 else {}
+        node.disposition_params = _params(value[1], memo) if len(value) > 1 else {}
     elif isinstance(value, bytes | Atom):
         node.disposition = (_text(value) or "").lower() or None
     name = node.disposition_params.get("filename") or node.params.get("name")

@@ -48,6 +48,7 @@ class Draft:
     files: list[HeldFile] = field(default_factory=list)
     # Attachments of the original (forward, reopened draft) the member kept: part ids.
     keep_parts: list[str] = field(default_factory=list)
+    attempts: int = 0                 # sends tried; after one, check Sent Items first
 
     def total_bytes(self) -> int:
         return sum(len(f.data) for f in self.files)

@@ -338,7 +338,7 @@ class PostgresStore:
         await self._run(lambda c: c.execute(
             "INSERT INTO outbox (id, user_oid, blob, state, created_at, updated_at) "
             "VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (id) DO UPDATE SET blob=excluded.blob, "
-            "state=excluded.state, updated_at=excluded.updated_at, claimed_until=NULL "
+            "state=excluded.state, updated_at=excluded.updated_at "
             "WHERE outbox.user_oid=excluded.user_oid",
             rec.id, rec.user_oid, rec.blob, rec.state, rec.created_at, rec.updated_at))
 

@@ -200,7 +200,8 @@ async def switch(request: Request) -> Response:
     except StaleSignIn as err:
         return render(request, "admin_reauth.html", {
             "message": err.message, "minutes": svc.settings.get("failover.reauth_minutes"),
-            "reauth_url": "/auth/start?fresh=1&next=" + quote("/admin", safe="")}, status=err.status)
+            "reauth_url": "/auth/start?fresh=1&next=" + quote("/admin", safe="")},
+            status=err.status)
     except (BadRequest, Conflict) as err:
         return await _page(request, form=form, error=err.message, status=err.status)
     return RedirectResponse("/admin?changed=1", status_code=303)

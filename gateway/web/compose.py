@@ -161,6 +161,7 @@ async def _read_form(request: Request) -> tuple[str, Draft, str, str]:
         draft_uid=held.draft_uid if held else (int(text("draft_uid")) if text("draft_uid")
                                                 .isdigit() else 0),
         files=list(held.files) if held else [],
+        attempts=held.attempts if held else 0,
         keep_parts=[str(v) for v in form.getlist("keep_part") if isinstance(v, str)])
     drop = {str(v) for v in form.getlist("drop_file")}
     draft.files = [f for i, f in enumerate(draft.files) if str(i) not in drop]
@@ -186,7 +187,8 @@ def _addresses(text: str) -> list[Address]:
     return compose.parse_address_list(text) if text.strip() else []
 
 
-async def _build(request: Request, draft: Draft, strict: bool) -> compose.BuiltMessage:
+async def _build(request: Request, draft: Draft, strict: bool,
+                 message_id_local: str | None = None) -> compose.BuiltMessage:
     session = _me(request)
     to, cc, bcc = _addresses(draft.to), _addresses(draft.cc), _addresses(draft.bcc)
     if strict and not (to or cc or bcc):
@@ -205,7 +207,8 @@ async def _build(request: Request, draft: Draft, strict: bool) -> compose.BuiltM
         from_addr=Address(session.user_name, session.email), to=to, cc=cc, bcc=bcc,
         subject=draft.subject, text_body=draft.body, attachments=attachments,
         in_reply_to=draft.in_reply_to or None, references=draft.references,
-        message_id_domain=domain, date=datetime.now(UTC), require_recipients=strict)
+        message_id_domain=domain, date=datetime.now(UTC), require_recipients=strict,
+        message_id_local=message_id_local)
 
 
 async def _save_to_drafts(request: Request, draft: Draft) -> int:
@@ -247,13 +250,20 @@ async def send_or_save(request: Request) -> Response:
                               kept=kept)
         if problem:
             return _form_page(request, draft, outbox_id, error=problem, status=400, kept=kept)
-        built = await _build(request, draft, strict=True)
+        built = await _build(request, draft, strict=True, message_id_local=outbox_id)
         token = await svc.entra.smtp_token(session.account_id)
         if not await _outbox(request).claim(outbox_id, session.user_oid, svc.clock()):
             raise Conflict("This message is being sent already (from another window or a "
                            "second tap). Look in Sent Items before sending it again.")
+        draft.attempts += 1
+        await _outbox(request).save(outbox_id, session.user_oid, draft, "compose", svc.clock())
         try:
-            await smtp_send(svc.smtp, session.email, token, built.recipients, built.data)
+            if draft.attempts > 1 and await _already_sent(request, built.message_id):
+                # An earlier try (perhaps on an instance that died before it could record
+                # the send) did reach the server: do not send it twice.
+                log.info("message found in Sent Items; not sent again")
+            else:
+                await smtp_send(svc.smtp, session.email, token, built.recipients, built.data)
         except GatewayError:
             await _outbox(request).release(outbox_id, session.user_oid)
             raise
@@ -283,6 +293,21 @@ async def send_or_save(request: Request) -> Response:
     await _outbox(request).mark_sent(outbox_id, session.user_oid, svc.clock())
     await _after_send(request, draft)
     return RedirectResponse("/mail?" + urlencode({"f": "INBOX", "sent": "1"}), 303)
+
+
+async def _already_sent(request: Request, message_id: str) -> bool:
+    async def work(conn: ImapConn) -> bool:
+        folders = await mailbox.list_folders(conn, counts=False)
+        sent = next((f.name for f in folders if f.special == "sent"), None)
+        if sent is None:
+            return False
+        hits = await mailbox.search_uids(conn, sent, ["HEADER", "Message-ID",
+                                                      f'"{message_id}"'])
+        return bool(hits)
+    try:
+        return await imap_run(request, work)
+    except GatewayError:
+        return False
 
 
 async def _after_send(request: Request, draft: Draft) -> None:

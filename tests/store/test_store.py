@@ -118,6 +118,9 @@ async def test_outbox_claim_has_one_winner_release_and_lease(store):
     assert sum(g is not None for g in got) == 1
     assert await store.claim_outbox("c1", "oid-2", 100.0, 60.0) is None
     assert await store.claim_outbox("c1", "oid-1", 150.0, 60.0) is None
+    # Saving the form again (the member typed more) does not free a claim held elsewhere.
+    await store.put_outbox(OutboxRecord("c1", "oid-1", b"y", "compose", 1.0, 150.0))
+    assert await store.claim_outbox("c1", "oid-1", 151.0, 60.0) is None
     assert await store.claim_outbox("c1", "oid-1", 161.0, 60.0) is not None  # lease over
     await store.release_outbox("c1", "oid-1")
     assert await store.claim_outbox("c1", "oid-1", 162.0, 60.0) is not None
