@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
                    notifier=notifier)
 
     metrics = Metrics()
+    imap_pool.on_open = lambda: metrics.connection_opened("imap")
     metrics.imap_open.set_function(lambda: imap_pool.open_connections)
 
     @contextlib.asynccontextmanager

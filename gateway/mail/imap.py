@@ -242,6 +242,8 @@ class ImapPool:
         self.idle_seconds = idle_seconds
         self.clock = clock
         self._slots: dict[str, _Slot] = {}
+        # Called for every new connection (metrics count them).
+        self.on_open: Callable[[], None] = lambda: None
 
     @property
     def open_connections(self) -> int:
@@ -260,6 +262,7 @@ class ImapPool:
                         slot.conn = None
                     token = await self.token_for(account_id)
                     slot.conn = await open_connection(self.target, user, token)
+                    self.on_open()
                 conn = slot.conn
                 slot.last_used = self.clock()
                 try:

@@ -263,7 +263,9 @@ async def send_or_save(request: Request) -> Response:
                 # the send) did reach the server: do not send it twice.
                 log.info("message found in Sent Items; not sent again")
             else:
-                await smtp_send(svc.smtp, session.email, token, built.recipients, built.data)
+                with metrics_of(request.app).upstream_call("smtp"):
+                    await smtp_send(svc.smtp, session.email, token, built.recipients,
+                                    built.data)
         except GatewayError:
             await _outbox(request).release(outbox_id, session.user_oid)
             raise

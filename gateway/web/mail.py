@@ -28,6 +28,7 @@ from gateway.errors import BadRequest, NotFound
 from gateway.mail import mailbox, parts, sanitize
 from gateway.mail.imap import ImapConn
 from gateway.mail.mime import MessageView, attachment_bytes, parse_message, safe_filename
+from gateway.metrics import metrics_of
 from gateway.services import Services, services
 from gateway.store.base import SessionRecord
 from gateway.web import mailviews as mv
@@ -59,7 +60,8 @@ async def imap_run(request: Request, fn: Callable[[ImapConn], Awaitable[T]]) -> 
     s = _session(request)
     # One connection per member, shared by their sessions (iPad and laptop): Exchange
     # allows only about 20 per mailbox.
-    return await svc.imap_pool.run(s.account_id, s.email, s.account_id, fn)
+    with metrics_of(request.app).upstream_call("imap"):
+        return await svc.imap_pool.run(s.account_id, s.email, s.account_id, fn)
 
 
 def _folder_param(request: Request, default: str = "INBOX") -> str:

@@ -704,3 +704,21 @@ def test_flags_changed_elsewhere_show_on_the_next_page(gateway):
     from tests.web.mailhelp import direct
     direct(gateway, "member", mark_read)
     assert row.search(client.get("/mail").text).group(1) is None
+
+
+def test_mail_work_shows_in_metrics(gateway):
+    """Member IMAP calls and sends are counted per upstream in /metrics."""
+    client = sign_in(gateway, "member")
+    client.get("/mail")
+    action, fields = compose_form(client, "/mail/compose")
+    fields.update(to="jo.evans@council.example", subject=unique("Counted"), body="x",
+                  do="send")
+    assert client.post(action, data=fields, headers={"Origin": gateway.url}).status_code == 303
+    text = client.get("/metrics").text
+    assert re.search(r'gateway_upstream_call_duration_seconds_count\{upstream="imap"\} [1-9]',
+                     text)
+    assert re.search(r'gateway_upstream_call_duration_seconds_count\{upstream="smtp"\} [1-9]',
+                     text)
+    assert re.search(r'gateway_upstream_connections_total\{upstream="imap"\} [1-9]', text)
+    assert re.search(r"gateway_mail_sends_total [1-9]", text), [
+        line for line in text.splitlines() if "sen" in line][:5]
