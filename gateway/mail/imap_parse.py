@@ -90,16 +90,21 @@ def split_responses(lines: Lines, *, tail: bool = True) -> list[bytes]:
 
 
 class _Memo:
-    """What one parse_fetch call has already worked out. A page of messages repeats itself
-    (the same senders, ("charset" "utf-8"), FLAGS lists): flat lists are tokenized once per
-    raw text and addresses built once per (name, route, mailbox, host). It lives for one
-    call only, so its size is bounded by the response's."""
+    """What one parse_fetch call has already worked out, since a page of messages repeats
+    itself: atoms (NIL, item names, flags) decoded once; FETCH item names and FLAGS lists
+    read once; body types, subtypes and encodings lower-cased once; body parameters
+    (("charset" "utf-8")) and addresses (the same sender in From, Sender and Reply-To of
+    message after message) built once. It lives for one call only, so it is never larger
+    than the response. Atom, Address and tuples are immutable and shared; parameter dicts
+    are handed out as copies."""
 
-    __slots__ = ("addresses", "atoms", "flat", "params")
+    __slots__ = ("addresses", "atoms", "flags", "keys", "lower", "params")
 
     def __init__(self) -> None:
         self.atoms: dict[bytes, Atom] = {}
-        self.flat: dict[bytes, tuple[Value, ...]] = {}
+        self.keys: dict[str, str] = {}
+        self.lower: dict[bytes, str] = {}
+        self.flags: dict[tuple[Value, ...], tuple[str, ...]] = {}
         self.params: dict[tuple[Value, ...], dict[str, str]] = {}
         self.addresses: dict[tuple[Value, ...], Address | None] = {}
 
@@ -110,14 +115,44 @@ def parse_values(data: bytes) -> list[Value]:
 
 
 def _parse_values(data: bytes, memo: _Memo) -> list[Value]:
-    values = _parse_plain(data, memo) if type(data) is bytes else None
+    values = None
+    if type(data) is bytes:
+        if b"{" not in data:
+            values = _parse_plain(data, {}, memo)
+        elif (inlined := _inline_literals(data)) is not None:
+            values = _parse_plain(*inlined, memo)
     return _parse_general(data, memo) if values is None else values
 
 
-def _parse_plain(data: bytes, memo: _Memo) -> list[Value] | None:
+def _inline_literals(data: bytes) -> tuple[bytes, dict[int, bytes]] | None:
+    """The response with each literal replaced by an empty quoted string, and the literals'
+    contents by the index of the string that stands in for them: for _parse_plain, which
+    puts them back. None unless each literal starts a token outside any string (after a
+    space, parenthesis or string, with an even number of quotes before it: _parse_plain
+    refuses escaped quotes) and is complete, as _parse_general would read it."""
+    out: list[bytes] = []
+    literals: dict[int, bytes] = {}
+    pos = quotes = 0
+    while (match := _LITERAL.search(data, pos)) is not None:
+        start, end = match.span()
+        head = data[pos:start]
+        quotes += head.count(b'"')
+        size = int(match.group(1))
+        if (quotes % 2 or data[start - 1:start] not in (b"", b" ", b"(", b")", b'"')
+                or end + size > len(data)):
+            return None
+        literals[quotes // 2 + len(literals)] = data[end:end + size]
+        out += (head, b'""')
+        pos = end + size
+    out.append(data[pos:])
+    return b"".join(out), literals
+
+
+def _parse_plain(data: bytes, literals: dict[int, bytes], memo: _Memo) -> list[Value] | None:
     """The common case, with C-speed splitting: strings without escapes, and outside them
-    only atoms, spaces and parentheses (no literal, control character or [section]).
-    None for anything else, which _parse_general then reads."""
+    only atoms, spaces and parentheses (no control character, [section] or literal: those
+    _inline_literals took out are put back from `literals`). None for anything else,
+    which _parse_general then reads."""
     parts = data.split(b'"')
     if not len(parts) & 1:   # an unterminated string
         return None
@@ -125,41 +160,51 @@ def _parse_plain(data: bytes, memo: _Memo) -> list[Value] | None:
     inside = b"".join(strings)
     if b"\\" in inside or b"\r" in inside or b"\n" in inside:
         return None
-    outside = b'"'.join(parts[0::2])
+    for index, content in literals.items():
+        if index >= len(strings) or strings[index]:   # cannot happen: _inline_literals
+            return None
+        strings[index] = content
+    # Outside strings, with a lone '"' token where each string was: atoms are what lies
+    # between spaces and parentheses (bytes.split() splits at ASCII whitespace only, and
+    # its other kinds are controls, refused here).
+    outside = b' " '.join(parts[0::2])
     if _NOT_PLAIN.search(outside):
         return None
-    # Outside strings, atoms are what lies between spaces and parentheses (bytes.split()
-    # splits at ASCII whitespace only, and the other kinds are controls, refused above).
-    segments = outside.replace(b"(", b" ( ").replace(b")", b" ) ").split(b'"')
+    tokens = outside.replace(b"(", b" ( ").replace(b")", b" ) ").split()
     top: list[Value] = []
     stack = [top]
     append = top.append
     atoms = memo.atoms
-    following = iter(strings)
-    for index, segment in enumerate(segments):
-        if index:
-            append(next(following))
-        for token in segment.split():
-            if token == b"(":
-                if len(stack) > MAX_DEPTH:
-                    raise ImapParseError("lists nested too deeply")
-                inner: list[Value] = []
-                append(inner)
-                stack.append(inner)
-                append = inner.append
-            elif token == b")":
-                if len(stack) == 1:
-                    raise ImapParseError("unbalanced ')'")
-                stack.pop()
-                append = stack[-1].append
-            else:
-                atom = atoms.get(token)
-                if atom is None:
-                    atom = _atom_value(token)
-                    if atom is not None:
-                        atoms[token] = atom
-                append(atom)
-    if len(stack) != 1:
+    string_index = 0
+    depth = 0   # len(stack) - 1
+    for token in tokens:
+        if token == b'"':
+            append(strings[string_index])
+            string_index += 1
+        elif token == b"NIL":
+            append(None)
+        elif token == b"(":
+            if depth == MAX_DEPTH:
+                raise ImapParseError("lists nested too deeply")
+            depth += 1
+            inner: list[Value] = []
+            append(inner)
+            stack.append(inner)
+            append = inner.append
+        elif token == b")":
+            if not depth:
+                raise ImapParseError("unbalanced ')'")
+            depth -= 1
+            stack.pop()
+            append = stack[-1].append
+        else:
+            atom = atoms.get(token)
+            if atom is None:
+                atom = _atom_value(token)
+                if atom is not None:
+                    atoms[token] = atom
+            append(atom)
+    if depth:
         raise ImapParseError("response ends inside a list")
     return top
 
@@ -168,10 +213,10 @@ _NOT_PLAIN = re.compile(rb"[\x00-\x1f\x7f{\[]")
 
 
 def _parse_general(data: bytes, memo: _Memo) -> list[Value]:
-    # One compiled regex walks the buffer token by token; the rare tokens it does not take
-    # (literals, strings with escapes) and every malformed one go through _token, which
-    # raises for anything malformed. _T_OTHER matches any byte, so finditer never skips
-    # input: each match starts where the previous one ended.
+    """Any response, token by token with one compiled regex. The tokens it does not take
+    (literals, strings with escapes, [section] atoms) and every malformed one go through
+    _token, which raises for anything malformed. _T_OTHER matches any byte, so finditer
+    never skips input: each match starts where the previous one ended."""
     top: list[Value] = []
     stack = [top]
     append = top.append
@@ -181,7 +226,9 @@ def _parse_general(data: bytes, memo: _Memo) -> list[Value]:
     while True:
         for match in _TOKEN.finditer(data, pos):
             kind = match.lastindex
-            if kind == _T_ATOM:
+            if kind == _T_STRING:
+                append(match.group(_T_STRING) if plain else bytes(match.group(_T_STRING)))
+            elif kind == _T_ATOM:
                 raw = match.group(_T_ATOM)
                 atom = atoms.get(raw)
                 if atom is None:
@@ -189,18 +236,6 @@ def _parse_general(data: bytes, memo: _Memo) -> list[Value]:
                     if atom is not None:
                         atoms[raw] = atom
                 append(atom)
-            elif kind == _T_NIL:
-                append(None)
-            elif kind == _T_STRING:
-                append(match.group(_T_STRING) if plain else bytes(match.group(_T_STRING)))
-            elif kind == _T_FLAT:
-                if len(stack) > MAX_DEPTH:
-                    raise ImapParseError("lists nested too deeply")
-                raw = match.group(_T_FLAT)
-                flat = memo.flat.get(raw)
-                if flat is None:
-                    flat = memo.flat[raw] = tuple(_leaves(raw[1:-1]))
-                append(list(flat))
             elif kind == _T_OPEN:
                 if len(stack) > MAX_DEPTH:
                     raise ImapParseError("lists nested too deeply")
@@ -217,16 +252,10 @@ def _parse_general(data: bytes, memo: _Memo) -> list[Value]:
                 if len(stack) != 1:
                     raise ImapParseError("response ends inside a list")
                 return top
-            else:   # _T_OTHER: a literal, a string with escapes, or something malformed
+            else:   # _T_OTHER
                 pos = _token(data, match.start(_T_OTHER), stack)
                 append = stack[-1].append
                 break
-
-
-def _leaves(data: bytes) -> list[Value]:
-    """The strings and atoms inside a _T_FLAT."""
-    return [None if atom == b"NIL" else _atom_value(atom) if atom else string
-            for string, atom in _LEAF.findall(data)]
 
 
 def _atom_value(raw: bytes) -> Atom | None:
@@ -236,16 +265,12 @@ def _atom_value(raw: bytes) -> Atom | None:
 
 
 # Token kinds, by capturing group; leading spaces are skipped, and quantifiers are
-# possessive (no backtracking). _T_FLAT is a list of nothing but strings without escapes and
-# plain atoms that end at a space or ")", so _LEAF splits its inside as token-by-token
-# would. _T_ATOM is a plain run of atom characters; an atom that goes on with a [section]
-# spec, BODY[HEADER.FIELDS (FROM)], or any other odd token is _T_OTHER, for _token.
-_LEAF = re.compile(rb' *+(?:"([^"\\\r\n]*+)"|([^ "]++))')
-_T_STRING, _T_NIL, _T_FLAT, _T_OPEN, _T_CLOSE, _T_ATOM, _T_END, _T_OTHER = range(1, 9)
+# possessive (no backtracking). _T_ATOM is a plain run of atom characters (NIL included);
+# one that goes on with a [section] spec, BODY[HEADER.FIELDS (FROM)], or any other odd
+# token is _T_OTHER, for _token.
+_T_STRING, _T_OPEN, _T_CLOSE, _T_ATOM, _T_END, _T_OTHER = range(1, 7)
 _TOKEN = re.compile(
     rb' *+(?:"([^"\\\r\n]*+)"'
-    rb'|(NIL)(?=[\x00-\x20\x7f()"{]|\Z)'
-    rb'|(\((?: *+(?:"[^"\\\r\n]*+"|(?!~\{)[^\x00-\x20\x7f()"{\[]++(?=[ )])))*+ *+\))'
     rb"|(\()"
     rb"|(\))"
     rb'|((?!~\{)[^\x00-\x20\x7f()"{\[]++)(?!\[)'
@@ -413,12 +438,14 @@ def _fetch_response(response: bytes, memo: _Memo) -> FetchData:
     for name, value in zip(pairs[::2], pairs[1::2], strict=True):
         if not isinstance(name, Atom):
             raise ImapParseError("FETCH item name is not an atom")
-        key = " ".join(name.upper().split())
+        key = memo.keys.get(name)
+        if key is None:
+            key = memo.keys[name] = " ".join(name.upper().split())
         fetched.items[key] = value
         if key == "UID":
             fetched.uid = _int(value, "UID")
         elif key == "FLAGS":
-            fetched.flags = tuple(_text(f) or "" for f in _list(value, "FLAGS"))
+            fetched.flags = _flags(value, memo)
         elif key == "RFC822.SIZE":
             fetched.size = _int(value, "RFC822.SIZE")
         elif key == "INTERNALDATE":
@@ -432,6 +459,18 @@ def _fetch_response(response: bytes, memo: _Memo) -> FetchData:
                 raise ImapParseError("message data is a list")
             fetched.sections[key] = value.encode("utf-8") if isinstance(value, Atom) else value
     return fetched
+
+
+def _flags(value: Value, memo: _Memo) -> tuple[str, ...]:
+    flags = _list(value, "FLAGS")
+    key = tuple(flags)
+    try:
+        return memo.flags[key]
+    except KeyError:
+        names = memo.flags[key] = tuple(_text(f) or "" for f in flags)
+    except TypeError:   # a list among them: unhashable, and refused by _text
+        return tuple(_text(f) or "" for f in flags)
+    return names
 
 
 def _internaldate(text: str) -> datetime | None:
@@ -492,12 +531,14 @@ def _msgid(value: Value) -> str | None:
 
 
 def _addresses(value: Value, memo: _Memo) -> list[Address]:
-    out = []
+    out: list[Address] = []
+    if value is None:
+        return out
     for item in _list(value, "address list"):
-        parts = _list(item, "address")
-        if len(parts) < 4:
+        if not isinstance(item, list) or len(item) < 4:
+            _list(item, "address")   # raises for what is not a list
             raise ImapParseError("address has fewer than 4 fields")
-        key = tuple(parts[:4])
+        key = tuple(item[:4])
         try:
             address = memo.addresses[key]
         except KeyError:
@@ -577,22 +618,26 @@ def _body(parts: list[Value], part_id: str, prefix: str, memo: _Memo) -> BodyPar
     if not parts:
         raise ImapParseError("empty body structure")
     if isinstance(parts[0], list):
-        count = next((i for i, p in enumerate(parts) if not isinstance(p, list)), len(parts))
-        children = [_body(_list(child, "body part"), f"{prefix}.{n}" if prefix else str(n),
-                          f"{prefix}.{n}" if prefix else str(n), memo)
-                    for n, child in enumerate(parts[:count], 1)]
+        count = len(parts)
+        for i, part in enumerate(parts):
+            if not isinstance(part, list):
+                count = i
+                break
+        children = []
+        for n, child in enumerate(parts[:count], 1):
+            child_id = f"{prefix}.{n}" if prefix else str(n)
+            children.append(_body(_list(child, "body part"), child_id, child_id, memo))
         ext = parts[count + 1:]
-        node = BodyPart(part_id, "multipart", (_text(parts[count]) or "mixed").lower()
+        node = BodyPart(part_id, "multipart", (_lower(parts[count], memo) or "mixed")
                         if count < len(parts) else "mixed", children=children)
         node.params = _params(ext[0], memo) if ext else {}
         _disposition(node, ext[1] if len(ext) > 1 else None, memo)
         return node
     if len(parts) < 7:
         raise ImapParseError("body part has fewer than 7 fields")
-    node = BodyPart(part_id, (_text(parts[0]) or "").lower(), (_text(parts[1]) or "").lower(),
+    node = BodyPart(part_id, _lower(parts[0], memo), _lower(parts[1], memo),
                     params=_params(parts[2], memo), id=_text(parts[3]), description=_text(parts[4]),
-                    encoding=(_text(parts[5]) or "").lower() or None,
-                    size=_opt_int(parts[6]) or 0)
+                    encoding=_lower(parts[5], memo) or None, size=_opt_int(parts[6]) or 0)
     index = 7
     if node.type == "text":
         node.lines, index = _opt_int(parts[7]) if len(parts) > 7 else None, 8
@@ -605,6 +650,16 @@ def _body(parts: list[Value], part_id: str, prefix: str, memo: _Memo) -> BodyPar
         node.lines, index = _opt_int(parts[9]), 10
     _disposition(node, parts[index + 1] if len(parts) > index + 1 else None, memo)
     return node
+
+
+def _lower(value: Value, memo: _Memo) -> str:
+    """(_text(value) or "").lower(), worked out once per page for each string."""
+    if type(value) is not bytes:
+        return (_text(value) or "").lower()
+    text = memo.lower.get(value)
+    if text is None:
+        text = memo.lower[value] = (_text(value) or "").lower()
+    return text
 
 
 def _params(value: Value, memo: _Memo) -> dict[str, str]:
@@ -633,7 +688,7 @@ def _params_of(items: list[Value]) -> dict[str, str]:
 
 def _disposition(node: BodyPart, value: Value, memo: _Memo) -> None:
     if isinstance(value, list) and value:
-        node.disposition = (_text(value[0]) or "").lower() or None
+        node.disposition = _lower(value[0], memo) or None
         node.disposition_params = _params(value[1], memo) if len(value) > 1 else {}
     elif isinstance(value, bytes | Atom):
         node.disposition = (_text(value) or "").lower() or None

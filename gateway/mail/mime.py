@@ -46,6 +46,8 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 # Embedding, override and isolate controls reorder what the reader sees (U+202E turns
 # "invoice\u202efdp.exe" into "invoiceexe.pdf"); marks are harmless but go too.
 _BIDI = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
+# What either of the two takes out: text without any is only collapsed.
+_UNCLEAN = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
 _MSGID = re.compile(r"<[^<>\s]{1,250}>")
 _TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
 
@@ -91,8 +93,8 @@ class MessageView:
 
 def clean_text(value: str) -> str:
     """One line of display text: controls and bidi overrides out, whitespace collapsed."""
-    if value.isascii() and value.isprintable():   # the common case: nothing to take out
-        return " ".join(value.split())
+    if (value.isascii() and value.isprintable()) or not _UNCLEAN.search(value):
+        return " ".join(value.split())   # the common case: nothing to take out
     return " ".join(_BIDI.sub("", _CONTROLS.sub(" ", value)).split())
 
 
@@ -231,6 +233,7 @@ def _percent_decode(text: str) -> bytes:
     return re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw)
 
 
+_ZONES: dict[str, timezone] = {}   # "+0100" -> its zone; few exist, bounded all the same
 _MONTH_NUMBERS = {m: i for i, m in enumerate(
     "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
 _RFC5322_DATE = re.compile(
@@ -244,14 +247,19 @@ def parse_date(value: str | None) -> datetime | None:
         return None
     if match := _RFC5322_DATE.fullmatch(value):
         # The usual "Wed, 04 Nov 2026 03:30:04 +0000", read as parsedate_to_datetime reads
-        # it (-0000 means "zone unknown": UTC; odd offsets such as +0160 are hours*100 +
-        # minutes there too). Anything else, or out of range, takes the general path.
+        # it (-0000 means "zone unknown": UTC; an odd offset such as +0160 is 1 h + 60 min
+        # there too), and None where that raises. Anything else takes the general path.
         day, month, year, hour, minute, second, sign, tzh, tzm = match.groups()
-        seconds = int(tzh) * 3600 + int(tzm) * 60
         try:
+            zone = _ZONES.get(sign + tzh + tzm)
+            if zone is None:
+                seconds = int(tzh) * 3600 + int(tzm) * 60
+                zone = UTC if sign == "-" and not seconds else timezone(
+                    timedelta(seconds=-seconds if sign == "-" else seconds))
+                if len(_ZONES) < 512:
+                    _ZONES[sign + tzh + tzm] = zone
             return datetime(int(year), _MONTH_NUMBERS[month], int(day), int(hour), int(minute),
-                            int(second), tzinfo=UTC if sign == "-" and not seconds else
-                            timezone(timedelta(seconds=-seconds if sign == "-" else seconds)))
+                            int(second), tzinfo=zone)
         except (ValueError, OverflowError):
             return None
     try:

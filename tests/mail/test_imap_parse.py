@@ -4,6 +4,7 @@ SEARCH, ESEARCH, CAPABILITY, SELECT; hostile and truncated input; aioimaplib's l
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -12,6 +13,7 @@ from aioimaplib import aioimaplib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.mail import imap_parse, mime
 from gateway.mail.imap_parse import (
     Atom,
     ImapParseError,
@@ -350,3 +352,95 @@ def test_fuzz_odd_quoting(text: str) -> None:
     raw = text.encode("utf-8", "surrogatepass")
     _only_parse_errors(parse_values, b'"' + raw + b'"')
     _only_parse_errors(parse_values, b'"' + raw.replace(b'"', b'\\"') + b'" x')
+
+
+# ---- the fast paths: same answers as the general tokenizer and the stdlib ---------------------
+
+def _outcome(call: object, *args: object) -> tuple[str, str]:
+    try:
+        return "ok", repr(call(*args))  # type: ignore[operator]
+    except ImapParseError:
+        return "error", ""
+
+
+MORE_PIECES = [*PIECES, b'"a b"', b'""', b'"(x)"', b"~", b"~{1}\r\n", b"nil", b"n\xc4\xb1l",
+               b"\\Seen", b"["]
+
+
+@FUZZ
+@given(st.one_of(st.binary(max_size=200), imapish,
+                 st.lists(st.sampled_from(MORE_PIECES), max_size=60).map(b"".join)))
+def test_plain_and_literal_fast_paths_read_as_the_general_tokenizer(data: bytes) -> None:
+    """Split-based tokenizing (and literals rewritten as strings) never differs from the
+    regex tokenizer: same values, or an ImapParseError from both."""
+    general = _outcome(imap_parse._parse_general, data, imap_parse._Memo())
+    assert _outcome(parse_values, data) == general
+    plain = _outcome(imap_parse._parse_plain, data, {}, imap_parse._Memo())
+    assert plain in (("ok", "None"), general)
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (b"a~{1}\r\nx", [Atom("a~"), b"x"]),                 # "~" inside an atom, then a literal
+    (b'("a"{3}\r\nb"c)', [[b"a", b'b"c']]),              # a quote inside a literal
+    (b"(x {0}\r\n)", [[Atom("x"), b""]]),
+    (b"{3}\r\n{1}z", [b"{1}", Atom("z")]),              # a literal's content is not re-read
+    (b"{5}\r\n{1}\r\n z", [b"{1}\r\n", Atom("z")]),
+    (b"~{3}\r\nNIL NIL", [b"NIL", None]),
+])
+def test_literals_inline_only_where_they_read_the_same(data: bytes, expected: list[object]) -> None:
+    """Literals keep their exact bytes, wherever they sit and whatever they hold."""
+    assert parse_values(data) == expected
+
+
+@pytest.mark.parametrize("bad", [b'"a{1}\r\nb"', b'"a {1}\r\nb', b"(a {5}\r\nab)"])
+def test_literals_inside_strings_or_short_still_raise(bad: bytes) -> None:
+    with pytest.raises(ImapParseError):
+        parse_values(bad)
+
+
+def test_a_page_shares_only_immutable_results() -> None:
+    """parse_fetch reuses what one page repeats (atoms, addresses, flags, parameters), but
+    each message still gets its own lists and dicts, and the same answer as alone."""
+    lines = [b"%d FETCH (UID %d " % (n, n) + FETCH_LINE.split(b"(UID 42 ", 1)[1]
+             for n in (1, 2)] + [b"done"]
+    first, second = parse_fetch(lines)
+    assert [repr(f) for f in (first, second)] == [
+        repr(parse_fetch_response(r)) for r in split_responses(lines)]
+    assert first.bodystructure is not None and second.bodystructure is not None
+    one, two = first.bodystructure.find("1.1"), second.bodystructure.find("1.1")
+    assert one is not None and two is not None and one.params == two.params
+    assert one.params is not two.params
+    one.params["charset"] = "changed"
+    assert two.params == {"charset": "utf-8"}
+    assert first.items["FLAGS"] is not second.items["FLAGS"]
+    assert first.envelope is not None and second.envelope is not None
+    assert first.envelope.to is not second.envelope.to
+
+
+@pytest.mark.parametrize("value", [
+    "Wed, 04 Nov 2026 03:30:04 +0000", "4 Nov 2026 03:30:04 -0000",
+    "Mon, 31 Feb 2025 10:00:00 +0100", "Mon, 03 Mar 2025 10:04:00 +0160",
+    "Mon, 03 Mar 2025 10:04:00 -2359", "Mon, 03 Mar 2025 24:00:00 +0000",
+    "Mon, 03 Mar 2025 10:04:00 +2400", "Sun, 1 Jan 1000 00:00:00 +0030",
+    "Mon, 03 Mar 2025 10:04 +0000",
+])
+def test_date_fast_path_reads_as_parsedate_to_datetime(value: str) -> None:
+    """The fast path for the usual RFC 5322 date gives what email.utils gives (None where
+    that raises; -0000 as UTC)."""
+    expected: datetime | None
+    try:
+        expected = email.utils.parsedate_to_datetime(value)
+        expected = expected if expected.tzinfo else expected.replace(tzinfo=UTC)
+    except ValueError:
+        expected = None
+    got = mime.parse_date(value)
+    assert got == expected
+    assert (got and got.utcoffset()) == (expected and expected.utcoffset())
+
+
+@FUZZ
+@given(st.text(max_size=40))
+def test_clean_text_fast_path(value: str) -> None:
+    """Nothing to take out: the fast path; otherwise the same as the full clean-up."""
+    slow = " ".join(mime._BIDI.sub("", mime._CONTROLS.sub(" ", value)).split())
+    assert mime.clean_text(value) == slow
