@@ -137,7 +137,7 @@ def test_page_flip_needs_a_recent_sign_in(fgw):
     r = admin.post("/admin/switch", headers={"Origin": fgw.url}, data={
         "csrf_token": token, "mode": "active", "reason": "r", "version": "0", "confirm": "yes"})
     assert r.status_code == 403 and 'id="reauth"' in r.text
-    assert "/auth/start?next=%2Fadmin" in r.text
+    assert "/auth/start?fresh=1&amp;next=%2Fadmin" in r.text
     assert fgw.loop.run(fgw.app.state.services.failover.current()).mode is Mode.STANDBY
 
 
