@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import signal
 import sys
@@ -120,13 +121,19 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
         for u in USERS:
             roles = ", ".join(u.roles) or "no role: will be refused"
             print(f"  {u.name:<22} {u.email:<34} {roles}")
+        # The demo's settings as a file, so that the other commands can reach this stack.
+        conf = workdir / "demo.toml"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(settings.to_toml())
         db = settings.get("store.sqlite_path")
         print(f"\nThe failover switch starts in 'active'. ICT can flip it at "
               f"{settings.public_url}/admin (as Priya Shah), or from another terminal:\n"
               f"  GATEWAY_STORE_SQLITE_PATH={db} gateway failover status\n"
               f"  GATEWAY_STORE_SQLITE_PATH={db} gateway failover standby --reason 'drill over'\n"
               f"Public status: {settings.public_url}/status   "
-              f"Health: {settings.public_url}/health")
+              f"Health: {settings.public_url}/health\n"
+              f"Monitoring check: gateway --config {conf} probe")
         print("\nPress Ctrl-C to stop.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

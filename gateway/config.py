@@ -242,6 +242,25 @@ class Settings:
             out[f.key] = v
         return out
 
+    def to_toml(self) -> str:
+        """The effective settings as a TOML file that load_settings reads back (secrets
+        included: write it only where its mode keeps it private)."""
+        def value(v: Any) -> str:
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            if isinstance(v, (int, float)):
+                return repr(v)
+            if isinstance(v, list):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        lines: list[str] = []
+        for section in _SECTIONS:
+            lines.append(f"[{section}]")
+            lines += [f"{f.name} = {value(self.values[f.key])}" for f in FIELDS
+                      if f.section == section]
+            lines.append("")
+        return "\n".join(lines)
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``section__name=value`` changes (tests and the dev stack)."""
         values = dict(self.values)

@@ -102,3 +102,13 @@ def test_check_config_exits_1_naming_the_key(capsys, monkeypatch):
     monkeypatch.setenv("GATEWAY_SESSION_IDLE_MINUTES", "soon")
     assert main(["check-config"]) == 1
     assert "session.idle_minutes" in capsys.readouterr().err
+
+
+def test_settings_written_as_toml_read_back_the_same(tmp_path):
+    """to_toml writes every setting so that load_settings reads back the same values."""
+    s = load_settings(environ={"GATEWAY_ACCESS_MEMBER_GROUPS": "g1,g2",
+                               "GATEWAY_ENTRA_CLIENT_SECRET": 'quote" and \\ backslash',
+                               "GATEWAY_SERVER_PORT": "9443"})
+    f = tmp_path / "out.toml"
+    f.write_text(s.to_toml())
+    assert load_settings(f, environ={}).values == s.values

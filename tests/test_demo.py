@@ -36,6 +36,14 @@ def _dovecots() -> set[int]:
     return pids
 
 
+def _runs_in(pid: int, workdir: Path) -> bool:
+    """Whether a process was started from this demo's working directory."""
+    try:
+        return str(workdir).encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def _eventually(check, seconds: float = 15.0) -> bool:
     """The running gateway re-reads the switch every few seconds."""
     deadline = time.monotonic() + seconds
@@ -98,12 +106,27 @@ def test_demo_runs_signs_in_and_stops_cleanly():
             flip("activate", "--reason", "Mobile platform down again")
             assert _eventually(lambda: browser.get("/mail").status_code == 200
                                and 'id="folder-count"' in browser.get("/mail").text)
+            # A monitor's check against the demo: healthy now; with Dovecot gone, CRITICAL.
+            conf = re.search(r"gateway --config (\S+) probe", text).group(1)
+
+            def probe() -> subprocess.CompletedProcess[str]:
+                return subprocess.run([sys.executable, "-m", "gateway", "--config", conf,
+                                       "probe"], env=env, capture_output=True, text=True,
+                                      timeout=60)
+            ok = probe()
+            assert ok.returncode == 0, ok.stdout + ok.stderr
+            for pid in _dovecots() - before:
+                if _runs_in(pid, workdir):  # this demo's Dovecot only
+                    os.kill(pid, signal.SIGKILL)
+            down = probe()
+            assert down.returncode == 2, down.stdout + down.stderr
+            assert "imap" in down.stdout.lower()
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, rest
         assert "nothing left running" in rest
         assert not workdir.exists()
-        assert _dovecots() <= before
+        assert not [pid for pid in _dovecots() - before if _runs_in(pid, workdir)]
     finally:
         if proc.poll() is None:
             proc.kill()
