@@ -289,6 +289,13 @@ async def move(conn: ImapConn, folder: str, uids: Sequence[int], target: str) ->
     await _expunge(conn, uidset)
 
 
+async def remove_for_good(conn: ImapConn, folder: str, uids: Sequence[int]) -> None:
+    """Delete permanently (from Deleted Items, or an old draft): \\Deleted, then expunge
+    just those messages where UIDPLUS allows."""
+    await set_flags(conn, folder, uids, "\\Deleted", True)
+    await _expunge(conn, _uidset(uids))
+
+
 async def _expunge(conn: ImapConn, uidset: str) -> None:
     if conn.has("UIDPLUS"):
         await conn.ok(conn.client.protocol.expunge(uidset, by_uid=True), "tidy the folder")

@@ -225,8 +225,7 @@ async def _save_to_drafts(request: Request, draft: Draft) -> int:
 
 async def _remove(conn: ImapConn, folder: str, uid: int) -> None:
     try:
-        await mailbox.set_flags(conn, folder, [uid], "\\Deleted", True)
-        await mailbox._expunge(conn, str(uid))
+        await mailbox.remove_for_good(conn, folder, [uid])
     except GatewayError:
         log.info("old draft could not be removed")
 

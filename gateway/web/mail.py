@@ -241,7 +241,6 @@ async def attachment(request: Request) -> Response:
 
 
 async def message_action(request: Request) -> Response:
-    svc = services(request)
     form = await request.form(max_files=0, max_fields=300)
     folder = str(form.get("f", "INBOX"))
     action = str(form.get("action", ""))
@@ -270,14 +269,12 @@ async def message_action(request: Request) -> Response:
                     raise BadRequest("Choose a folder to move to.")
             if dest == folder and action == "delete":
                 # Deleting from Deleted Items removes for good, like Outlook.
-                await mailbox.set_flags(conn, folder, uids, "\\Deleted", True)
-                await mailbox._expunge(conn, ",".join(map(str, uids)))
+                await mailbox.remove_for_good(conn, folder, uids)
             elif dest != folder:
                 await mailbox.move(conn, folder, uids, dest)
 
     await imap_run(request, work)
     back = str(form.get("back", "")) or mv.folder_url(folder)
-    del svc
     if action in ("delete", "archive", "move", "junk") and "/mail/read" in back:
         back = mv.folder_url(folder)
     return RedirectResponse(safe_next(back), status_code=303)

@@ -722,3 +722,14 @@ def test_mail_work_shows_in_metrics(gateway):
     assert re.search(r'gateway_upstream_connections_total\{upstream="imap"\} [1-9]', text)
     assert re.search(r"gateway_mail_sends_total [1-9]", text), [
         line for line in text.splitlines() if "sen" in line][:5]
+
+
+def test_delete_in_deleted_items_removes_for_good(gateway):
+    """Delete in Deleted Items removes the message permanently, as Outlook does."""
+    client = sign_in(gateway, "member")
+    subject = unique("Binned")
+    uid = deliver(gateway, "member", message(subject), folder="Deleted Items")
+    r = post(client, gateway, "/mail/action", {"f": "Deleted Items", "uid": uid,
+                                               "action": "delete"})
+    assert r.status_code == 303
+    assert find_uid(gateway, "member", subject, "Deleted Items") is None
