@@ -231,3 +231,14 @@ def create_app(settings: Settings, *, store: Store | None = None,
     app.state.metrics = metrics
     app.state.health = None
     return app
+
+
+def from_environment() -> Starlette:
+    """The app for each worker process of ``gateway serve`` with ``server.workers`` > 1:
+    settings from ``GATEWAY_CONFIG`` and the environment, logging as the parent does."""
+    from gateway.config import load_settings
+    from gateway.logging import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.get("general.log_level"))
+    return create_app(settings)

@@ -68,6 +68,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     proxies = settings.get("server.trusted_proxies")
     from gateway.tls import serve
 
+    workers = settings.get("server.workers")
+    if workers > 1:
+        # Each worker builds its own app (store connection, probe loop, IMAP pool) from the
+        # same settings; uvicorn supervises them and restarts them all on SIGHUP.
+        if args.config:
+            os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+        uvicorn.run(
+            "gateway.app:from_environment", factory=True, workers=workers,
+            host=settings.get("server.host"), port=settings.get("server.port"),
+            ssl_certfile=cert or None, ssl_keyfile=key or None,
+            proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
+            server_header=False, access_log=False, timeout_graceful_shutdown=10,
+            log_level=settings.get("general.log_level"), log_config=None)
+        return 0
     serve(uvicorn.Config(
         create_app(settings), host=settings.get("server.host"), port=settings.get("server.port"),
         ssl_certfile=cert or None, ssl_keyfile=key or None,

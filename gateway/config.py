@@ -69,6 +69,9 @@ FIELDS: tuple[Field, ...] = (
     _f("server", "tls_key", "str", "", "Path to the PEM private key for `tls_cert`."),
     _f("server", "trusted_proxies", "list", [],
        "Addresses or networks whose X-Forwarded-For/-Proto headers are believed; empty = none."),
+    _f("server", "workers", "int", 1,
+       "Gateway processes sharing the port (one per core is usual). With more than one, "
+       "SIGHUP restarts them, which also reloads the certificate."),
     _f("server", "max_body_bytes", "int", 26_214_400,
        "Largest request body accepted (uploads included), in bytes."),
     # -- entra
@@ -386,6 +389,8 @@ def _validated(values: dict[str, Any]) -> Settings:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise bad("server.trusted_proxies", f"{net!r} is not an address or network.") from None
+    if not 1 <= values["server.workers"] <= 64:
+        raise bad("server.workers", "must be between 1 and 64.")
     if values["server.max_body_bytes"] < 1024:
         raise bad("server.max_body_bytes", "must be at least 1024.")
     auth = values["entra.authority"]

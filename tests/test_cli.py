@@ -116,3 +116,42 @@ def test_serve_refuses_bad_settings_naming_the_key(tmp_path):
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 1
     assert b"server.port" in out
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def test_serve_with_two_workers_and_stop(tmp_path):
+    """server.workers = 2 runs two worker processes that both serve; SIGTERM stops all."""
+    main(["certs", "dev", "--dir", str(tmp_path)])
+    port = _free_port()
+    proc = _serve({"GATEWAY_SERVER_PORT": str(port), "GATEWAY_SERVER_WORKERS": "2",
+                   "GATEWAY_SERVER_TLS_CERT": str(tmp_path / "server.pem"),
+                   "GATEWAY_SERVER_TLS_KEY": str(tmp_path / "server-key.pem"),
+                   "GATEWAY_STORE_SQLITE_PATH": str(tmp_path / "g.db")})
+    try:
+        ca = ssl.create_default_context(cafile=str(tmp_path / "dev-ca.pem"))
+        assert _wait(f"https://127.0.0.1:{port}/readyz", verify=ca).status_code == 200
+        workers = [c for c in _children(proc.pid)
+                   if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        assert len(workers) == 2, _children(proc.pid)
+        for _ in range(10):
+            r = httpx.get(f"https://127.0.0.1:{port}/livez", verify=ca, trust_env=False)
+            assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert proc.returncode is not None
+    time.sleep(0.5)
+    assert all(not Path(f"/proc/{w}").exists() or
+               "Z" in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers)
