@@ -114,12 +114,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--memory-members", type=int, default=1000)
     ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server.workers of the gateway process (default 1)")
     args = ap.parse_args()
     header("Throughput and memory", sys.argv)
     most = args.members if args.skip_memory else max(args.members, args.memory_members)
 
     with bench(seed_messages=100, max_connections=most) as b:
-        gp = GatewayProcess(b.stack, b.workdir)
+        gp = GatewayProcess(b.stack, b.workdir, server__workers=args.workers)
         assert b.stack.mail is not None and b.stack.mail._dovecot is not None
         imap_port, dovecot_pgid = b.stack.mail.imap_port, b.stack.mail._dovecot.pid
         ctx = b.ssl()
