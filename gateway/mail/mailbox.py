@@ -248,6 +248,15 @@ async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int]) -> list[M
     return [_summary(i) for i in items]
 
 
+async def message_size(conn: ImapConn, folder: str, uid: int) -> int:
+    """RFC822.SIZE of one message; NotFound when it is gone."""
+    await conn.select(mailbox_arg(folder))
+    sized = await uid_fetch(conn, uid, "(RFC822.SIZE)", "open the message")
+    if not sized:
+        raise NotFound("That message is no longer there. It may have been moved or deleted.")
+    return sized[0].size or 0
+
+
 async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,
                     mark_read: bool = False) -> bytes:
     """The whole message, as bytes. BODY.PEEK leaves \\Seen alone; with ``mark_read`` the
@@ -255,10 +264,7 @@ async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,
     await conn.select(mailbox_arg(folder), readonly=not mark_read)
     if mark_read:
         conn.folder_cache = None
-    sized = await uid_fetch(conn, uid, "(RFC822.SIZE)", "open the message")
-    if not sized:
-        raise NotFound("That message is no longer there. It may have been moved or deleted.")
-    if (sized[0].size or 0) > max_bytes:
+    if await message_size(conn, folder, uid) > max_bytes:
         raise PayloadTooLarge("This message is too large to open here.")
     spec = "BODY[]" if mark_read else "BODY.PEEK[]"
     body = section(await uid_fetch(conn, uid, f"({spec})", "open the message"), "BODY[]")

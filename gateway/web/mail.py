@@ -15,8 +15,9 @@ import base64
 import mimetypes
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -24,8 +25,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.errors import BadRequest, NotFound
-from gateway.mail import mailbox, parts, sanitize
+from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.mail import mailbox, parts, sanitize, structure
 from gateway.mail.imap import ImapConn
 from gateway.mail.mime import MessageView, attachment_bytes, parse_message, safe_filename
 from gateway.metrics import metrics_of
@@ -36,6 +37,8 @@ from gateway.web.auth import safe_next
 from gateway.web.render import render
 
 MAX_MESSAGE_BYTES = 50 * 1024 * 1024
+# Messages up to this size are fetched whole; larger ones open from their structure.
+WHOLE_MESSAGE_BYTES = 2 * 1024 * 1024
 MAX_INLINE_IMAGES = 8 * 1024 * 1024
 SAFE_IMAGE = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 T = TypeVar("T")
@@ -105,10 +108,44 @@ async def folder_page(request: Request) -> Response:
     })
 
 
-async def _load(request: Request, folder: str, uid: int, mark_read: bool) -> bytes:
-    async def work(conn: ImapConn) -> bytes:
-        return await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES, mark_read=mark_read)
-    return await imap_run(request, work)
+@dataclass
+class Opened:
+    """A message ready to show, and how to get the decoded bytes of one of its parts."""
+
+    view: MessageView
+    part: Callable[[str], Awaitable[bytes | None]]
+
+
+async def _open(request: Request, folder: str, uid: int, mark_read: bool) -> Opened:
+    """Small messages are fetched and parsed whole; large ones are opened from their
+    structure, fetching only what is shown (gateway.mail.structure)."""
+    async def work(conn: ImapConn) -> tuple[bytes | None, Any]:
+        if await mailbox.message_size(conn, folder, uid) <= WHOLE_MESSAGE_BYTES:
+            return await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES,
+                                           mark_read=mark_read), None
+        return None, await structure.view_from_structure(conn, folder, uid, mark_read)
+    raw, structured = await imap_run(request, work)
+    if raw is not None:
+        whole = raw
+        view = await asyncio.to_thread(parse_message, whole)
+
+        async def from_raw(part_id: str) -> bytes | None:
+            try:
+                return (await asyncio.to_thread(attachment_bytes, whole, part_id))[1]
+            except (GatewayError, KeyError, ValueError):
+                return None
+        return Opened(view, from_raw)
+    view, leaves = structured
+
+    async def from_server(part_id: str) -> bytes | None:
+        part = leaves.get(part_id)
+        if part is None or part.size > MAX_INLINE_IMAGES:
+            return None
+
+        async def fetch(conn: ImapConn) -> bytes:
+            return await structure.part_bytes(conn, folder, uid, part)
+        return await imap_run(request, fetch)
+    return Opened(view, from_server)
 
 
 async def read_message(request: Request) -> Response:
@@ -117,18 +154,19 @@ async def read_message(request: Request) -> Response:
     uid = _uid_param(request.query_params.get("uid"))
     mark = svc.settings.get("mail.mark_read_on_open")
 
-    async def work(conn: ImapConn) -> tuple[bytes, list[mailbox.Folder]]:
-        raw = await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES, mark_read=mark)
-        return raw, await mailbox.list_folders(conn, counts=False)
-    raw, folders = await imap_run(request, work)
-    view = await asyncio.to_thread(parse_message, raw)
+    opened = await _open(request, folder, uid, mark_read=mark)
+    view = opened.view
+
+    async def work(conn: ImapConn) -> list[mailbox.Folder]:
+        return await mailbox.list_folders(conn, counts=False)
+    folders = await imap_run(request, work)
     tz = _tz(svc)
     images = request.query_params.get("images") == "1"
     blocked = 0
     frame_url = None
     text_html = None
     if view.html:
-        result = await _sanitized(view, folder, uid, allow_remote=images, raw=raw)
+        result = await _sanitized(opened, allow_remote=images)
         blocked = result.blocked_remote
         q = {"f": folder, "uid": str(uid)}
         if images:
@@ -154,15 +192,14 @@ async def read_message(request: Request) -> Response:
     return render(request, "mail_read.html", {"m": page, "move_targets": targets})
 
 
-async def _sanitized(view: MessageView, folder: str, uid: int, allow_remote: bool,
-                     raw: bytes) -> sanitize.SanitizedHtml:
+async def _sanitized(opened: Opened, allow_remote: bool) -> sanitize.SanitizedHtml:
+    view = opened.view
     inline: dict[str, str] = {}
     budget = MAX_INLINE_IMAGES
     for att in view.attachments:
         if att.content_id and att.content_type in SAFE_IMAGE and att.size <= budget:
-            try:
-                _, data = attachment_bytes(raw, att.part_id)
-            except (KeyError, ValueError):
+            data = await opened.part(att.part_id)
+            if data is None:
                 continue
             budget -= len(data)
             inline[att.content_id] = (f"data:{att.content_type};base64,"
@@ -181,11 +218,10 @@ async def message_frame(request: Request) -> Response:
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
     images = request.query_params.get("images") == "1"
-    raw = await _load(request, folder, uid, mark_read=False)
-    view = await asyncio.to_thread(parse_message, raw)
-    if not view.html:
+    opened = await _open(request, folder, uid, mark_read=False)
+    if not opened.view.html:
         raise NotFound("This message has no formatted body.")
-    result = await _sanitized(view, folder, uid, allow_remote=images, raw=raw)
+    result = await _sanitized(opened, allow_remote=images)
     csp = sanitize.frame_csp(images)
     doc = sanitize.frame_document(result.html, csp)
     headers = {

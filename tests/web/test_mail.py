@@ -733,3 +733,34 @@ def test_delete_in_deleted_items_removes_for_good(gateway):
                                                "action": "delete"})
     assert r.status_code == 303
     assert find_uid(gateway, "member", subject, "Deleted Items") is None
+
+
+def test_large_message_opens_from_its_structure(gateway):
+    """A message with a large attachment opens without downloading it: text, HTML body,
+    inline image and the attachment list come from its structure; it is marked read; the
+    attachment still downloads whole."""
+    import os
+    from email.message import EmailMessage
+    big = os.urandom(4 * 1024 * 1024)
+    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
+           b"\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01"
+           b"\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+    msg = EmailMessage()
+    msg["From"], msg["To"] = "Clerk <clerk@council.example>", "alex.morgan@council.example"
+    subject = unique("Committee pack")
+    msg["Subject"] = subject
+    msg.set_content("Papers attached.")
+    msg.add_alternative('<p>Papers <b>attached</b>. <img src="cid:crest@council"></p>',
+                        subtype="html")
+    msg.get_payload()[1].add_related(png, "image", "png", cid="<crest@council>")
+    msg.add_attachment(big, maintype="application", subtype="pdf", filename="Pack.pdf")
+    uid = deliver(gateway, "member", msg.as_bytes())
+    client = sign_in(gateway, "member")
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
+    assert page.status_code == 200
+    assert "Pack.pdf" in page.text and "4.0 MB" in page.text
+    assert "seen" in flags_of(gateway, "member", "INBOX", uid)
+    frame = client.get(unescape(re.search(r'<iframe[^>]+src="([^"]+)"', page.text).group(1)))
+    assert "<b>attached</b>" in frame.text and "data:image/png;base64," in frame.text
+    link = next(h for h in hrefs(page.text, "/mail/part?") if "part=2" in h)
+    assert client.get(link).content == big
