@@ -25,7 +25,7 @@ def _is_body(part: BodyPart) -> bool:
             and "name" not in part.params)
 
 
-def _decoded_size(part: BodyPart) -> int:
+def decoded_size(part: BodyPart) -> int:
     # BODYSTRUCTURE gives the encoded size. Mail's base64 carries 57 bytes in each line of
     # 76 characters plus CRLF, so 57 of every 78 octets are data.
     return part.size * 57 // 78 if (part.encoding or "").lower() == "base64" else part.size
@@ -80,7 +80,7 @@ async def view_from_structure(conn: ImapConn, folder: str, uid: int,
         disposition = (part.disposition or "").lower()
         view.attachments.append(mime.AttachmentInfo(
             part_id=part.part_id, filename=mime.safe_filename(name),
-            content_type=part.content_type, size=_decoded_size(part), content_id=cid,
+            content_type=part.content_type, size=decoded_size(part), content_id=cid,
             inline=disposition == "inline" or (not disposition and cid is not None)))
     view.text = "\n".join(texts) if texts else None
     view.html = "\n".join(htmls) if htmls else None

@@ -10,7 +10,6 @@ header objects.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from datetime import UTC, datetime
@@ -27,17 +26,19 @@ from gateway.auth import csrf
 from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, ReauthRequired
 from gateway.mail import compose, mailbox
 from gateway.mail.imap import ImapConn
-from gateway.mail.mime import Address, attachment_bytes, parse_message
+from gateway.mail.mime import Address
 from gateway.mail.outbox import Draft, HeldFile, Outbox
 from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
 from gateway.services import services
-from gateway.web.mail import MAX_MESSAGE_BYTES, imap_run
+from gateway.web.mail import Opened, imap_run, open_message
 from gateway.web.mailviews import human_size
 from gateway.web.render import render
 
 log = logging.getLogger(__name__)
 OUTBOX_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# The most a forward carries from the original; Exchange's own send limit is 35 MB.
+MAX_FORWARD_BYTES = 35 * 1024 * 1024
 MODES = {"new", "reply", "replyall", "forward", "draft"}
 
 
@@ -50,11 +51,9 @@ def _me(request: Request) -> Any:
     return request.scope["state"]["session"]
 
 
-async def _original(request: Request, folder: str, uid: int) -> tuple[bytes, Any]:
-    async def work(conn: ImapConn) -> bytes:
-        return await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES)
-    raw = await imap_run(request, work)
-    return raw, await asyncio.to_thread(parse_message, raw)
+async def _original(request: Request, folder: str, uid: int) -> Opened:
+    """The message being answered or forwarded (opened as the read page opens it)."""
+    return await open_message(request, folder, uid, mark_read=False)
 
 
 async def _drafts_folder(conn: ImapConn) -> str:
@@ -82,7 +81,7 @@ async def _kept_parts(request: Request, draft: Draft) -> list[dict[str, str]]:
     """The original's attachments that travel with a forward or a reopened draft."""
     if not draft.keep_parts or not draft.orig_uid:
         return []
-    _, view = await _original(request, draft.orig_folder, draft.orig_uid)
+    view = (await _original(request, draft.orig_folder, draft.orig_uid)).view
     return [{"part": a.part_id, "name": a.filename, "size": human_size(a.size)}
             for a in view.attachments if a.part_id in draft.keep_parts]
 
@@ -108,7 +107,7 @@ async def compose_page(request: Request) -> Response:
         if not uid_text.isdigit():
             raise BadRequest("That message reference is not valid.")
         draft.orig_folder, draft.orig_uid = folder, int(uid_text)
-        _, view = await _original(request, folder, draft.orig_uid)
+        view = (await _original(request, folder, draft.orig_uid)).view
         if mode in ("reply", "replyall"):
             r = compose.reply_fields(view, session.email, reply_all=mode == "replyall")
             draft.to = ", ".join(str(a) for a in r.to)
@@ -195,11 +194,12 @@ async def _build(request: Request, draft: Draft, strict: bool,
         raise BadRequest("Add at least one recipient.")
     attachments = [(f.name, f.content_type, f.data) for f in draft.files]
     if draft.keep_parts and draft.orig_uid:
-        raw, _ = await _original(request, draft.orig_folder, draft.orig_uid)
+        original = await _original(request, draft.orig_folder, draft.orig_uid)
+        infos = {a.part_id: a for a in original.view.attachments}
         for part in draft.keep_parts:
-            try:
-                info, data = await asyncio.to_thread(attachment_bytes, raw, part)
-            except (KeyError, ValueError):
+            info = infos.get(part)
+            data = await original.part(part, MAX_FORWARD_BYTES) if info else None
+            if info is None or data is None:
                 continue
             attachments.append((info.filename, info.content_type, data))
     domain = session.email.rsplit("@", 1)[-1] or "gateway.invalid"

@@ -113,10 +113,11 @@ class Opened:
     """A message ready to show, and how to get the decoded bytes of one of its parts."""
 
     view: MessageView
-    part: Callable[[str], Awaitable[bytes | None]]
+    # part(part_id, limit): the decoded bytes, or None when missing or over the limit.
+    part: Callable[[str, int], Awaitable[bytes | None]]
 
 
-async def _open(request: Request, folder: str, uid: int, mark_read: bool) -> Opened:
+async def open_message(request: Request, folder: str, uid: int, mark_read: bool) -> Opened:
     """Small messages are fetched and parsed whole; large ones are opened from their
     structure, fetching only what is shown (gateway.mail.structure)."""
     async def work(conn: ImapConn) -> tuple[bytes | None, Any]:
@@ -129,17 +130,18 @@ async def _open(request: Request, folder: str, uid: int, mark_read: bool) -> Ope
         whole = raw
         view = await asyncio.to_thread(parse_message, whole)
 
-        async def from_raw(part_id: str) -> bytes | None:
+        async def from_raw(part_id: str, limit: int) -> bytes | None:
             try:
-                return (await asyncio.to_thread(attachment_bytes, whole, part_id))[1]
+                data = (await asyncio.to_thread(attachment_bytes, whole, part_id))[1]
             except (GatewayError, KeyError, ValueError):
                 return None
+            return data if len(data) <= limit else None
         return Opened(view, from_raw)
     view, leaves = structured
 
-    async def from_server(part_id: str) -> bytes | None:
+    async def from_server(part_id: str, limit: int) -> bytes | None:
         part = leaves.get(part_id)
-        if part is None or part.size > MAX_INLINE_IMAGES:
+        if part is None or structure.decoded_size(part) > limit:
             return None
 
         async def fetch(conn: ImapConn) -> bytes:
@@ -154,7 +156,7 @@ async def read_message(request: Request) -> Response:
     uid = _uid_param(request.query_params.get("uid"))
     mark = svc.settings.get("mail.mark_read_on_open")
 
-    opened = await _open(request, folder, uid, mark_read=mark)
+    opened = await open_message(request, folder, uid, mark_read=mark)
     view = opened.view
 
     async def work(conn: ImapConn) -> list[mailbox.Folder]:
@@ -198,7 +200,7 @@ async def _sanitized(opened: Opened, allow_remote: bool) -> sanitize.SanitizedHt
     budget = MAX_INLINE_IMAGES
     for att in view.attachments:
         if att.content_id and att.content_type in SAFE_IMAGE and att.size <= budget:
-            data = await opened.part(att.part_id)
+            data = await opened.part(att.part_id, budget)
             if data is None:
                 continue
             budget -= len(data)
@@ -218,7 +220,7 @@ async def message_frame(request: Request) -> Response:
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
     images = request.query_params.get("images") == "1"
-    opened = await _open(request, folder, uid, mark_read=False)
+    opened = await open_message(request, folder, uid, mark_read=False)
     if not opened.view.html:
         raise NotFound("This message has no formatted body.")
     result = await _sanitized(opened, allow_remote=images)

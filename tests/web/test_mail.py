@@ -764,3 +764,27 @@ def test_large_message_opens_from_its_structure(gateway):
     assert "<b>attached</b>" in frame.text and "data:image/png;base64," in frame.text
     link = next(h for h in hrefs(page.text, "/mail/part?") if "part=2" in h)
     assert client.get(link).content == big
+
+
+def test_forward_of_a_large_message_carries_its_attachment(gateway):
+    """Forwarding a message opened from its structure still carries the attachment whole."""
+    import email
+    import email.policy
+    import os
+    big = os.urandom(3 * 1024 * 1024)
+    subject = unique("Big to forward")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Scan.pdf", "application/pdf", big)]))
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose?" + urlencode(
+        {"mode": "forward", "f": "INBOX", "uid": uid}))
+    page = client.get("/mail/compose?" + urlencode({"mode": "forward", "f": "INBOX",
+                                                     "uid": uid})).text
+    keep = re.findall(r'name="keep_part" value="([^"]+)"', page)
+    fields.update(to="jo.evans@council.example", do="send")
+    r = client.post(action, data={**fields, "keep_part": keep}, headers={"Origin": gateway.url})
+    assert r.status_code == 303, r.text
+    fwd = email.message_from_bytes(
+        raw_of(gateway, "member2", "INBOX", find_uid(gateway, "member2", "Fw: " + subject)),
+        policy=email.policy.default)
+    assert [p.get_content() for p in fwd.iter_attachments()] == [big]
