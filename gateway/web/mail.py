@@ -14,6 +14,8 @@ import asyncio
 import base64
 import mimetypes
 import re
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -170,6 +172,7 @@ async def read_message(request: Request) -> Response:
     if view.html:
         result = await _sanitized(opened, allow_remote=images)
         blocked = result.blocked_remote
+        FRAMES.put((_session(request).account_id, folder, uid, images), result.html)
         q = {"f": folder, "uid": str(uid)}
         if images:
             q["images"] = "1"
@@ -215,17 +218,53 @@ async def _sanitized(opened: Opened, allow_remote: bool) -> sanitize.SanitizedHt
                                    allow_remote_images=allow_remote, cid_url=cid_url)
 
 
+class FrameCache:
+    """Sanitised message bodies, briefly: the read page sanitises the body (to say whether
+    pictures were blocked) and the frame asks for the same body a moment later. Keyed by
+    member, folder, message and the pictures choice; bounded in bytes; a few minutes old
+    at most. Only sanitised HTML is kept, in memory, never on disk."""
+
+    def __init__(self, max_bytes: int = 16 * 1024 * 1024, ttl: float = 300.0) -> None:
+        self.max_bytes, self.ttl = max_bytes, ttl
+        self._items: OrderedDict[tuple[str, str, int, bool], tuple[float, str]] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: tuple[str, str, int, bool]) -> str | None:
+        hit = self._items.get(key)
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return None
+        return hit[1]
+
+    def put(self, key: tuple[str, str, int, bool], html: str) -> None:
+        if len(html) > self.max_bytes // 4:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self._size -= len(old[1])
+        self._items[key] = (time.monotonic(), html)
+        self._size += len(html)
+        while self._size > self.max_bytes and self._items:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self._size -= len(dropped)
+
+
+FRAMES = FrameCache()
+
+
 async def message_frame(request: Request) -> Response:
     """The sanitised HTML body as its own document, for the sandboxed iframe."""
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
     images = request.query_params.get("images") == "1"
-    opened = await open_message(request, folder, uid, mark_read=False)
-    if not opened.view.html:
-        raise NotFound("This message has no formatted body.")
-    result = await _sanitized(opened, allow_remote=images)
+    key = (_session(request).account_id, folder, uid, images)
+    body = FRAMES.get(key)
+    if body is None:
+        opened = await open_message(request, folder, uid, mark_read=False)
+        if not opened.view.html:
+            raise NotFound("This message has no formatted body.")
+        body = (await _sanitized(opened, allow_remote=images)).html
     csp = sanitize.frame_csp(images)
-    doc = sanitize.frame_document(result.html, csp)
+    doc = sanitize.frame_document(body, csp)
     headers = {
         # Its own policy, replacing the page policy: nothing runs, frames only by us.
         "Content-Security-Policy": csp + "; frame-ancestors 'self'; sandbox allow-popups "

@@ -418,10 +418,15 @@ def test_compose_post_needs_csrf(gateway):
 def test_other_members_messages_are_not_reachable(gateway):
     """A uid from another member's mailbox shows nothing of theirs."""
     subject = unique("Private to Jo")
-    uid = deliver(gateway, "member2", message(subject, to="jo.evans@council.example"))
+    uid = deliver(gateway, "member2", message(subject, to="jo.evans@council.example",
+                                               html="<p>Jo's private plans</p>"))
+    jo = sign_in(gateway, "member2")
+    assert "private plans" in jo.get("/mail/frame", params={"f": "INBOX", "uid": uid}).text
     client = sign_in(gateway, "member")
     r = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
     assert subject not in r.text
+    frame = client.get("/mail/frame", params={"f": "INBOX", "uid": uid})
+    assert "private plans" not in frame.text  # not from Jo's cached body either
 
 
 def test_new_mail_event_stream(gateway):
