@@ -8,6 +8,7 @@ caches arrive here already encrypted (``gateway.crypto``)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -91,6 +92,25 @@ class OutboxRecord:
     state: str            # compose | failed
     created_at: float
     updated_at: float
+
+
+def session_to_json(rec: SessionRecord) -> str:
+    """A session's fields (all but its id and times) as the JSON both stores keep."""
+    return json.dumps({
+        "user_oid": rec.user_oid, "user_name": rec.user_name, "email": rec.email,
+        "roles": list(rec.roles), "groups": list(rec.groups), "account_id": rec.account_id,
+        "csrf_token": rec.csrf_token, "auth_time": rec.auth_time, "is_admin": rec.is_admin,
+        "data": rec.data,
+    })
+
+
+def session_from_row(session_id: str, body: str, created: float, seen: float) -> SessionRecord:
+    d = json.loads(body)
+    return SessionRecord(
+        id=session_id, user_oid=d["user_oid"], user_name=d["user_name"], email=d["email"],
+        roles=tuple(d["roles"]), groups=tuple(d["groups"]), account_id=d["account_id"],
+        csrf_token=d["csrf_token"], created_at=created, last_seen=seen,
+        auth_time=d["auth_time"], is_admin=d.get("is_admin", False), data=d.get("data", {}))
 
 
 class Store(Protocol):

@@ -35,8 +35,9 @@ from gateway.store.base import (
     OutboxRecord,
     SessionRecord,
     id_hash,
+    session_from_row,
+    session_to_json,
 )
-from gateway.store.sqlite import _session_from_row, _session_to_json
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -282,13 +283,13 @@ class PostgresStore:
     async def create_session(self, rec: SessionRecord) -> None:
         await self._run(lambda c: c.execute(
             "INSERT INTO sessions VALUES ($1,$2,$3,$4,$5)", id_hash(rec.id), rec.user_oid,
-            _session_to_json(rec), rec.created_at, rec.last_seen))
+            session_to_json(rec), rec.created_at, rec.last_seen))
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         row = await self._run(lambda c: c.fetchrow(
             "SELECT body, created_at, last_seen FROM sessions WHERE id_hash=$1",
             id_hash(session_id)))
-        return _session_from_row(session_id, row[0], row[1], row[2]) if row else None
+        return session_from_row(session_id, row[0], row[1], row[2]) if row else None
 
     async def touch_session(self, session_id: str, last_seen: float) -> None:
         await self._run(lambda c: c.execute(
@@ -312,7 +313,7 @@ class PostgresStore:
             "SELECT id_hash, body, created_at, last_seen FROM sessions "
             "ORDER BY last_seen DESC"))
         # The raw id is not stored; listed records carry the hash in its place.
-        return [_session_from_row(r[0], r[1], r[2], r[3]) for r in rows]
+        return [session_from_row(r[0], r[1], r[2], r[3]) for r in rows]
 
     # -- sign-in flows
 

@@ -7,7 +7,6 @@ created here too so the schema has one home; each is filled by its own module.""
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +22,8 @@ from gateway.store.base import (
     OutboxRecord,
     SessionRecord,
     id_hash,
+    session_from_row,
+    session_to_json,
 )
 
 T = TypeVar("T")
@@ -80,22 +81,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 
-def _session_to_json(rec: SessionRecord) -> str:
-    return json.dumps({
-        "user_oid": rec.user_oid, "user_name": rec.user_name, "email": rec.email,
-        "roles": list(rec.roles), "groups": list(rec.groups), "account_id": rec.account_id,
-        "csrf_token": rec.csrf_token, "auth_time": rec.auth_time, "is_admin": rec.is_admin,
-        "data": rec.data,
-    })
-
-
-def _session_from_row(session_id: str, body: str, created: float, seen: float) -> SessionRecord:
-    d = json.loads(body)
-    return SessionRecord(
-        id=session_id, user_oid=d["user_oid"], user_name=d["user_name"], email=d["email"],
-        roles=tuple(d["roles"]), groups=tuple(d["groups"]), account_id=d["account_id"],
-        csrf_token=d["csrf_token"], created_at=created, last_seen=seen,
-        auth_time=d["auth_time"], is_admin=d.get("is_admin", False), data=d.get("data", {}))
 
 
 class SqliteStore:
@@ -151,14 +136,14 @@ class SqliteStore:
     async def create_session(self, rec: SessionRecord) -> None:
         await self._run(lambda db: db.execute(
             "INSERT INTO sessions VALUES (?,?,?,?,?)",
-            (id_hash(rec.id), rec.user_oid, _session_to_json(rec), rec.created_at,
+            (id_hash(rec.id), rec.user_oid, session_to_json(rec), rec.created_at,
              rec.last_seen)))
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         row = await self._run(lambda db: db.execute(
             "SELECT body, created_at, last_seen FROM sessions WHERE id_hash=?",
             (id_hash(session_id),)).fetchone())
-        return _session_from_row(session_id, *row) if row else None
+        return session_from_row(session_id, *row) if row else None
 
     async def touch_session(self, session_id: str, last_seen: float) -> None:
         await self._run(lambda db: db.execute(
@@ -182,7 +167,7 @@ class SqliteStore:
             "SELECT id_hash, body, created_at, last_seen FROM sessions "
             "ORDER BY last_seen DESC").fetchall())
         # The raw id is not stored; listed records carry the hash in its place.
-        return [_session_from_row(r[0], r[1], r[2], r[3]) for r in rows]
+        return [session_from_row(r[0], r[1], r[2], r[3]) for r in rows]
 
     # -- sign-in flows
     async def put_flow(self, rec: AuthFlowRecord) -> None:

@@ -17,6 +17,25 @@ PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pa
        b"/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
        b"trailer<</Root 1 0 R>>\n%%EOF\n")
 DOCX = b"PK\x03\x04" + bytes(range(256)) * 4
+# A valid 1x1 PNG.
+PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
+       b"\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01"
+       b"\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
+
+
+def with_inline_image(subject: str, text: str, html: str, cid: str,
+                      attachments: list[tuple[str, str, bytes]] | None = None) -> bytes:
+    """A text + HTML message whose HTML shows PNG as ``cid:<cid>`` (multipart/related)."""
+    msg = EmailMessage()
+    msg["From"], msg["To"] = "Clerk <clerk@council.example>", "alex.morgan@council.example"
+    msg["Subject"] = subject
+    msg.set_content(text)
+    msg.add_alternative(html, subtype="html")
+    msg.get_payload()[1].add_related(PNG, "image", "png", cid=f"<{cid}>")
+    for name, ctype, data in attachments or []:
+        main, sub = ctype.split("/")
+        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
+    return msg.as_bytes()
 
 
 def message(subject: str, *, sender: str = "Clerk <clerk@council.example>",

@@ -21,6 +21,7 @@ from tests.web.mailhelp import (
     message,
     raw_of,
     unique,
+    with_inline_image,
 )
 
 
@@ -598,18 +599,9 @@ def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway):
 
 def test_inline_cid_image_is_embedded_in_the_frame(gateway):
     """A cid: image is served inside the sandboxed frame (as data), with no cookie needed."""
-    from email.message import EmailMessage
-    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
-           b"\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01"
-           b"\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
-    msg = EmailMessage()
-    msg["From"], msg["To"] = "clerk@council.example", "alex.morgan@council.example"
-    subject = unique("Logo")
-    msg["Subject"] = subject
-    msg.set_content("text")
-    msg.add_alternative('<p>Logo: <img src="cid:logo@council" alt="logo"></p>', subtype="html")
-    msg.get_payload()[1].add_related(png, "image", "png", cid="<logo@council>")
-    uid = deliver(gateway, "member", msg.as_bytes())
+    raw = with_inline_image(unique("Logo"), "text",
+                            '<p>Logo: <img src="cid:logo@council" alt="logo"></p>', "logo@council")
+    uid = deliver(gateway, "member", raw)
     client = sign_in(gateway, "member")
     frame = client.get("/mail/frame", params={"f": "INBOX", "uid": uid})
     assert "data:image/png;base64," in frame.text and "cid:" not in frame.text
@@ -745,21 +737,12 @@ def test_large_message_opens_from_its_structure(gateway):
     inline image and the attachment list come from its structure; it is marked read; the
     attachment still downloads whole."""
     import os
-    from email.message import EmailMessage
     big = os.urandom(4 * 1024 * 1024)
-    png = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06"
-           b"\x00\x00\x00\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01"
-           b"\x00\x05\x18\xd8N\x00\x00\x00\x00IEND\xaeB`\x82")
-    msg = EmailMessage()
-    msg["From"], msg["To"] = "Clerk <clerk@council.example>", "alex.morgan@council.example"
     subject = unique("Committee pack")
-    msg["Subject"] = subject
-    msg.set_content("Papers attached.")
-    msg.add_alternative('<p>Papers <b>attached</b>. <img src="cid:crest@council"></p>',
-                        subtype="html")
-    msg.get_payload()[1].add_related(png, "image", "png", cid="<crest@council>")
-    msg.add_attachment(big, maintype="application", subtype="pdf", filename="Pack.pdf")
-    uid = deliver(gateway, "member", msg.as_bytes())
+    raw = with_inline_image(subject, "Papers attached.",
+                            '<p>Papers <b>attached</b>. <img src="cid:crest@council"></p>',
+                            "crest@council", [("Pack.pdf", "application/pdf", big)])
+    uid = deliver(gateway, "member", raw)
     client = sign_in(gateway, "member")
     page = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
     assert page.status_code == 200
