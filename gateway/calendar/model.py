@@ -104,6 +104,14 @@ def graph_time(obj: Any) -> datetime:
     return wall.replace(tzinfo=tz).astimezone(UTC)
 
 
+def wall_date(obj: Any) -> datetime:
+    """The date of a Graph ``dateTimeTimeZone`` as written (its wall date, whatever its zone),
+    as midnight UTC: how the model keeps all-day events."""
+    if not isinstance(obj, dict) or "dateTime" not in obj:
+        raise ValueError("not a dateTimeTimeZone")
+    return datetime.combine(parse_wall(str(obj["dateTime"])).date(), time(), UTC)
+
+
 def _person(obj: Any) -> Person:
     addr = (obj or {}).get("emailAddress") or {}
     return Person(str(addr.get("name") or ""), str(addr.get("address") or ""))
@@ -120,12 +128,16 @@ def parse_event(raw: dict[str, Any]) -> Event:
     if not isinstance(raw, dict) or not isinstance(raw.get("id"), str):
         raise ValueError("not an event")
     all_day = bool(raw.get("isAllDay"))
-    start, end = graph_time(raw.get("start")), graph_time(raw.get("end"))
     if all_day:
-        # An all-day event is a run of dates; whatever zone Graph labels it with, its wall
-        # dates are the member's dates.
-        start = datetime.combine(start.date(), time(), UTC)
-        end = datetime.combine(end.date(), time(), UTC)
+        # An all-day event is a run of dates. Graph sends it as midnight to midnight *in the
+        # zone it labels it with* (whatever Prefer: outlook.timezone asked for), so the date
+        # is the wall date as sent: converting that midnight to UTC first would put every
+        # summer event in Europe/London on the day before (graph-docs #1802, #6003).
+        start, end = wall_date(raw.get("start")), wall_date(raw.get("end"))
+        if end <= start:
+            end = start + timedelta(days=1)
+    else:
+        start, end = graph_time(raw.get("start")), graph_time(raw.get("end"))
     body = raw.get("body") or {}
     online = raw.get("onlineMeeting") or {}
     status = raw.get("responseStatus") or {}

@@ -113,4 +113,29 @@ def seeds(user: SampleUser, anchor: date) -> list[Seed]:
             Seed(f"Overnight gritting briefing ({label})", _at(change, 0, 30), _at(change, 3, 30),
                  location="Depot"),
         ]
+    # All-day events as Graph keeps them (midnight to midnight in their zone) on both sides of
+    # both clock changes, in summer and in winter, one-day and several-day: a gateway that
+    # converts the midnight to UTC before taking the date shows the summer ones a day early.
+    def days(first: date, count: int) -> tuple[datetime, datetime]:
+        return (datetime.combine(first, time()),
+                datetime.combine(first + timedelta(days=count), time()))
+    summer, winter = date(march.year, 7, 1), date(octo.year, 12, 1)
+    for change, label in ((octo, "October"), (march, "March")):
+        out += [
+            Seed(f"Polling station visits (day before {label} clock change)",
+                 *days(change - timedelta(days=1), 1), all_day=True),
+            Seed(f"Count day ({label} clock change)", *days(change, 1), all_day=True),
+            Seed(f"Casework catch-up (day after {label} clock change)",
+                 *days(change + timedelta(days=1), 1), all_day=True),
+            Seed(f"Members' away days (across {label} clock change)",
+                 *days(change - timedelta(days=2), 4), all_day=True, location="Civic Centre"),
+        ]
+    out += [
+        Seed("Armed Forces Day flag raising (summer)", *days(summer, 1), all_day=True),
+        Seed("Summer show (summer, three days)", *days(summer + timedelta(days=7), 3),
+             all_day=True, location="Showground"),
+        Seed("Christmas lights switch-on (winter)", *days(winter, 1), all_day=True),
+        Seed("Winter conference (winter, two days)", *days(winter + timedelta(days=7), 2),
+             all_day=True),
+    ]
     return out
