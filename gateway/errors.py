@@ -7,6 +7,7 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
     │   └── PayloadTooLarge (413)
     ├── NotSignedIn (401)            -> the web layer sends the browser to sign-in
     │   └── ReauthRequired (401)     token can no longer be refreshed
+    │       └── ImapDisabled (401)   Exchange refused a still-valid token: IMAP off for the mailbox
     ├── BadApiKey (401)              API bearer key missing, unknown or revoked
     ├── Forbidden (403)
     │   ├── CsrfFailed (403)
@@ -20,6 +21,7 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
         ├── MailError (502)           IMAP said NO/BAD
         ├── CalendarError (502)       Graph refused a calendar request (400 and the like)
         ├── SendRefused (502)         SMTP refused the message
+        │   └── SmtpAuthDisabled (502) 535 5.7.139: SMTP AUTH is off for the mailbox
         └── StoreUnavailable (503)
 """
 
@@ -57,6 +59,22 @@ class NotSignedIn(GatewayError):
 
 class ReauthRequired(NotSignedIn):
     default_message = "Your sign-in has expired. Please sign in again."
+
+
+class ImapDisabled(ReauthRequired):
+    """Exchange refused the XOAUTH2 login of a token that has not expired.
+
+    Exchange answers every refused login with the same ``NO AUTHENTICATE failed.``
+    (MicrosoftDocs/office-developer-exchange-docs#87, MailKit#690, imapsync#250), whether the
+    token is bad or IMAP is turned off for the mailbox (``Set-CASMailbox -ImapEnabled
+    $false``, or no consent for ``IMAP.AccessAsUser.All``). A token Entra issued and that
+    is still within its lifetime points at the mailbox, not the sign-in. It stays a
+    ``ReauthRequired`` so that one fresh sign-in is tried; when that fails the same way the
+    web layer names the fault instead of looping."""
+
+    title = "Mail access is turned off"
+    default_message = ("Mail access (IMAP) is turned off for your mailbox, or the gateway is "
+                       "not allowed to use it. ICT must turn it on.")
 
 
 class BadApiKey(GatewayError):
@@ -137,6 +155,17 @@ class CalendarError(UpstreamError):
 class SendRefused(UpstreamError):
     title = "Not sent"
     default_message = "The mail server refused the message. It has been kept; please try again."
+
+
+class SmtpAuthDisabled(SendRefused):
+    """``535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the
+    Mailbox``: SMTP AUTH is off for this mailbox or tenant (the default for tenants created
+    since 2020). Not a sign-in problem: signing in again cannot fix it; ICT can
+    (``Set-CASMailbox -SmtpClientAuthenticationDisabled $false``)."""
+
+    title = "Sending is turned off"
+    default_message = ("Sending from the gateway (SMTP AUTH) is turned off for your mailbox. "
+                       "ICT must turn it on. Your message has been kept.")
 
 
 class StoreUnavailable(UpstreamError):

@@ -14,7 +14,10 @@ connection: they call the small functions in ``gateway.mail.mailbox`` through
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
 import logging
 import ssl
 import time
@@ -25,7 +28,13 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from gateway.errors import MailError, NotFound, ReauthRequired, UpstreamUnavailable
+from gateway.errors import (
+    ImapDisabled,
+    MailError,
+    NotFound,
+    ReauthRequired,
+    UpstreamUnavailable,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,6 +45,32 @@ DROPPED = (OSError, TimeoutError, asyncio.TimeoutError, aioimaplib.AioImapExcept
 
 # Response codes (RFC 5530) that mean "not now", as opposed to "not this token".
 BUSY_CODES = (b"[LIMIT]", b"[UNAVAILABLE]", b"[INUSE]", b"[SERVERBUG]", b"[OVERQUOTA]")
+
+
+# Exchange's answer to a mailbox that has logged in too often in a short time: the login
+# succeeds, every command then gets this BAD, and the second is followed by BYE
+# (MailKit#1496, node-imap#523, imapsync#411, Webklex/php-imap#464).
+THROTTLED = b"User is authenticated but not connected"
+# A token that Exchange refuses this long before its expiry is not refused for its age.
+TOKEN_SLACK_SECONDS = 60.0
+THROTTLED_RETRY_SECONDS = 60
+
+
+def token_expiry(token: str) -> float | None:
+    """The ``exp`` of a JWT access token, read without checking it (the server checks it;
+    this only tells "expired" apart from "refused for another reason"). None if unreadable."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, KeyError, TypeError, ValueError, binascii.Error):
+        return None
+
+
+def _throttled() -> UpstreamUnavailable:
+    return UpstreamUnavailable("Exchange is refusing new connections for your mailbox just "
+                               "now (too many sign-ins in a short time). Please try again in "
+                               "a minute.", retry_after=THROTTLED_RETRY_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -80,6 +115,9 @@ class ImapConn:
         self.exists = 0
         self.uidvalidity = 0
         self.broken = False
+        # Exchange said "authenticated but not connected": reconnecting at once only makes
+        # the burst of logins longer, so the pool does not retry this one.
+        self.throttled = False
         # The folder list with counts, briefly: every page shows it, and on Exchange it is
         # one LIST plus a STATUS per folder. Any change made through this connection, or
         # news from the server, clears it (gateway.mail.mailbox).
@@ -113,7 +151,13 @@ class ImapConn:
             done, _ = await asyncio.wait({task, lost}, timeout=self.timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
             if task in done:
-                return task.result()
+                resp = task.result()
+                if getattr(resp, "result", "") == "BAD" and any(
+                        isinstance(x, (bytes, bytearray)) and THROTTLED in x
+                        for x in getattr(resp, "lines", ())):
+                    self.broken = self.throttled = True
+                    raise _throttled()
+                return resp
             raise TimeoutError
         except DROPPED:
             self.broken = True
@@ -201,9 +245,18 @@ async def open_connection(target: ImapTarget, user: str, token: str) -> ImapConn
             raise UpstreamUnavailable("The mail server is refusing new connections for your "
                                       "mailbox just now. Close other mail apps or windows and "
                                       "try again shortly.")
+        expiry = token_expiry(token)
+        if expiry is not None and expiry > time.time() + TOKEN_SLACK_SECONDS:
+            # Exchange says only "AUTHENTICATE failed." whatever the cause; a token still
+            # inside its lifetime points at the mailbox (IMAP turned off, no consent).
+            raise ImapDisabled()
         raise ReauthRequired()
     # aioimaplib keeps the pre-login capabilities; ask again (MOVE, UIDPLUS, IDLE ...).
-    await conn.call(client.protocol.capability())
+    try:
+        await conn.call(client.protocol.capability())
+    except UpstreamUnavailable:
+        await conn.close()
+        raise
     conn.caps = frozenset(c.upper() for c in client.protocol.capabilities)
     return conn
 
@@ -268,8 +321,10 @@ class ImapPool:
                 try:
                     return await fn(conn)
                 except UpstreamUnavailable:
-                    if not conn.broken or not retry or attempt == 2:
+                    if not conn.broken or conn.throttled or not retry or attempt == 2:
                         raise
+                    # Also how an expired token ends a session on Exchange ("* BYE Session
+                    # invalidated - AccessTokenExpired"): token_for gives a fresh one.
                     log.info("imap connection dropped; reconnecting")
             raise AssertionError("unreachable")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import aiosmtplib
 
-from gateway.errors import ReauthRequired, SendRefused, UpstreamUnavailable
+from gateway.errors import ReauthRequired, SendRefused, SmtpAuthDisabled, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,12 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
     try:
         async with client:
             errors, _ = await client.sendmail(sender, list(recipients), message)
-    except aiosmtplib.SMTPAuthenticationError:
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        if "5.7.139" in exc.message:
+            # SMTP AUTH is off for the mailbox or tenant: a new sign-in cannot fix that.
+            raise SmtpAuthDisabled() from None
+        if 400 <= exc.code < 500:
+            raise _busy() from None
         raise ReauthRequired() from None
     except aiosmtplib.SMTPRecipientsRefused as exc:
         refused = len(exc.recipients)
@@ -48,6 +53,10 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
                           "has been kept.") from None
     except aiosmtplib.SMTPResponseException as exc:
         log.info("smtp refused the message: %s", exc.code)
+        if 400 <= exc.code < 500:
+            # Temporary (Exchange: 432 4.3.2 more than three connections for the mailbox at
+            # once): not sent, safe to send again shortly.
+            raise _busy() from None
         text = _server_words(exc.message)
         raise SendRefused(f"The mail server refused the message ({exc.code}{text}). "
                           "Your message has been kept.") from None
@@ -57,6 +66,12 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
     if errors:
         raise SendRefused(f"The mail server refused {len(errors)} recipient(s). Your message "
                           "was sent to the others.")
+
+
+def _busy() -> UpstreamUnavailable:
+    return UpstreamUnavailable("The mail server is busy with other sending from your mailbox "
+                               "just now. Your message has been kept; send it again in a "
+                               "minute.", retry_after=60)
 
 
 def _server_words(message: str) -> str:
