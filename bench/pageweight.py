@@ -5,7 +5,7 @@ page to a visible inbox, and for opening a message. Target for the first visit: 
     .venv/bin/python bench/pageweight.py [--runs 5] [--list]
 
 Starts the dev stack and a gateway in a background loop thread, then drives Debian's
-Chromium through Playwright with the iPad profile of /work/shared/tools/pageweight/measure.py
+Chromium through Playwright with the iPad profile of the team's page-weight tool (measure.py)
 (1024x1366 portrait, scale 2, touch, iPad Safari user agent), a fresh browser context (cold
 cache, no cookies) per run:
 
