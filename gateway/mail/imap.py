@@ -157,6 +157,8 @@ class ImapConn:
                         for x in getattr(resp, "lines", ())):
                     self.broken = self.throttled = True
                     raise _throttled()
+                if self.selected is not None:
+                    self.note_untagged(getattr(resp, "lines", ()))
                 return resp
             raise TimeoutError
         except DROPPED:
@@ -171,6 +173,9 @@ class ImapConn:
     async def ok(self, coro: Awaitable[Any], what: str) -> Any:
         resp = await self.call(coro)
         if resp.result != "OK":
+            # Whatever we believed about the selected folder may be why it refused (a count
+            # gone stale): SELECT afresh next time rather than fail the same way again.
+            self.selected = None
             raise MailError(f"The mail server refused to {what}.")
         return resp
 
@@ -183,6 +188,8 @@ class ImapConn:
             # cost of a new SELECT, which grows with the folder on some servers.
             await self.refresh()
             return
+        # Deselected while the SELECT runs (RFC 3501 6.3.1): its EXISTS is the new folder's.
+        self.selected = None
         resp = await self.call(self.client.select(raw_name))
         if resp.result != "OK":
             self.selected = None
@@ -201,18 +208,32 @@ class ImapConn:
                     self.uidvalidity = int(text.split(b"UIDVALIDITY")[1].split(b"]")[0])
 
     async def refresh(self) -> None:
-        """NOOP, then apply the untagged EXISTS / EXPUNGE it carried to the known count."""
+        """NOOP: its untagged EXISTS / EXPUNGE bring the count up to date (``call``); a
+        FETCH in its answer is a flag changed elsewhere, so the folder counts are stale."""
         resp = await self.call(self.client.noop())
-        for line in resp.lines:
-            text = bytes(line).strip() if isinstance(line, (bytes, bytearray)) else b""
-            parts = text.split()
-            if len(parts) >= 2 and parts[0].isdigit() and parts[1] in (
-                    b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT"):
-                self.folder_cache = None  # counts may have changed
-                if parts[1] == b"EXISTS":
-                    self.exists = int(parts[0])
-                elif parts[1] == b"EXPUNGE":
-                    self.exists = max(0, self.exists - 1)
+        if any(isinstance(line, bytes) and b" FETCH " in line for line in resp.lines):
+            self.folder_cache = None
+
+    def note_untagged(self, lines: Any) -> None:
+        """Apply the untagged EXISTS / EXPUNGE of any response to the selected folder's count.
+        The server sends them with whatever command it likes (MOVE and EXPUNGE carry the
+        EXPUNGEs of the messages they remove, RFC 6851 / 3501 7.4.1) and never again, so a
+        count that misses them asks for messages past the end. Literals (message text, which
+        aioimaplib hands over as bytearray) are data, not responses, and are skipped."""
+        for line in lines or ():
+            if not isinstance(line, bytes):
+                continue
+            parts = line.strip().split(None, 2)
+            # (A FETCH here is usually the answer asked for, not news: see ``refresh``.)
+            if len(parts) < 2 or not parts[0].isdigit():
+                continue
+            verb, number = parts[1].upper(), int(parts[0])
+            if verb == b"EXISTS" and number != self.exists:
+                self.exists = number
+                self.folder_cache = None  # the counts shown beside folders changed
+            elif verb == b"EXPUNGE":
+                self.exists = max(0, self.exists - 1)
+                self.folder_cache = None
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

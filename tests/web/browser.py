@@ -36,6 +36,11 @@ class Recorder:
         return out
 
 
+# The sizes members use: iPad portrait and landscape, and a phone (Playwright's profiles).
+SIZES = {"ipad-portrait": "iPad Pro 11", "ipad-landscape": "iPad Pro 11 landscape",
+         "phone": "iPhone 13"}
+
+
 class IpadBrowser:
     """One Chromium; each ``page()`` is a fresh iPad-profile context (its own cookies)."""
 
@@ -44,8 +49,9 @@ class IpadBrowser:
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS,
                                                   headless=True)
 
-    def page(self, javascript: bool = True) -> tuple[Page, Recorder]:
-        device = dict(self.p.devices["iPad Pro 11"])
+    def page(self, javascript: bool = True, size: str = "ipad-portrait"
+             ) -> tuple[Page, Recorder]:
+        device = dict(self.p.devices[SIZES[size]])
         device.pop("default_browser_type", None)
         context = self.browser.new_context(**device, ignore_https_errors=True,
                                            java_script_enabled=javascript)
