@@ -22,6 +22,7 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
         ├── CalendarError (502)       Graph refused a calendar request (400 and the like)
         ├── SendRefused (502)         SMTP refused the message
         │   └── SmtpAuthDisabled (502) 535 5.7.139: SMTP AUTH is off for the mailbox
+        ├── SendUncertain (503)       the message went to SMTP but no answer came back
         └── StoreUnavailable (503)
 """
 
@@ -166,6 +167,16 @@ class SmtpAuthDisabled(SendRefused):
     title = "Sending is turned off"
     default_message = ("Sending from the gateway (SMTP AUTH) is turned off for your mailbox. "
                        "ICT must turn it on. Your message has been kept.")
+
+
+class SendUncertain(UpstreamUnavailable):
+    """The whole message reached the SMTP server, but its answer never came: it may have
+    been sent. Never retried blindly (gateway.web.compose checks Sent Items first)."""
+
+    title = "Perhaps sent"
+    default_message = ("The mail server took the message but did not confirm it, so it may "
+                       "have been sent. It is kept in your Outbox: look in Sent Items before "
+                       "sending it again.")
 
 
 class StoreUnavailable(UpstreamError):

@@ -7,13 +7,16 @@ sign-in is worthless (no fixation)."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 
 from gateway.config import Settings
+from gateway.errors import StoreUnavailable
 from gateway.store.base import SessionRecord, Store
 
+log = logging.getLogger(__name__)
 SESSION_COOKIE = "__Host-gw_session"
 FLOW_COOKIE = "__Host-gw_flow"
 # Writing last_seen on every request would make every page view a store write; a minute's
@@ -74,7 +77,12 @@ class SessionManager:
             return None
         if now - rec.last_seen > TOUCH_INTERVAL:
             rec.last_seen = now
-            await self.store.touch_session(session_id, now)
+            try:
+                await self.store.touch_session(session_id, now)
+            except StoreUnavailable:
+                # Rule: reading mail does not depend on a store write succeeding (a full
+                # disk shows on /health, not as every page failing).
+                log.warning("session time could not be written: store unavailable")
         return rec
 
     async def create(self, *, user_oid: str, user_name: str, email: str, roles: tuple[str, ...],

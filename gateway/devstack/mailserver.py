@@ -342,7 +342,14 @@ class _SMTPHandler:
         data = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
         peer = session.peer[0] if isinstance(session.peer, tuple) else "127.0.0.1"
-        return self.server._accept(mail_from, list(envelope.rcpt_tos), data, peer)
+        answer = self.server._accept(mail_from, list(envelope.rcpt_tos), data, peer)
+        delay = self.server._take_reply_delay()
+        if delay:
+            # The message is taken (delivered, in Sent Items) before the answer is late: the
+            # client cannot know it went. Seen with Exchange under load, where the final
+            # 250 can take longer than a client's timeout.
+            await asyncio.sleep(delay)
+        return answer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +382,7 @@ class MailServer:
         self._local_domains = {DOMAIN.lower()} | {e.rpartition("@")[2] for e in self._emails}
         self._lock = threading.Lock()
         self._refusals: list[str] = []
+        self._reply_delays: list[float] = []
         self._last_usec = 0
         self._seq = 0
         self._pid = os.getpid()
@@ -886,6 +894,15 @@ service auth-worker {{
         """Make the SMTP server refuse the next message at the end of DATA."""
         with self._lock:
             self._refusals.append(f"{code} {message}")
+
+    def delay_next_reply(self, seconds: float) -> None:
+        """Accept the next message, then hold the answer to its DATA for ``seconds``."""
+        with self._lock:
+            self._reply_delays.append(seconds)
+
+    def _take_reply_delay(self) -> float:
+        with self._lock:
+            return self._reply_delays.pop(0) if self._reply_delays else 0.0
 
     def _take_refusal(self) -> str | None:
         with self._lock:

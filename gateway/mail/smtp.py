@@ -12,10 +12,17 @@ import logging
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiosmtplib
 
-from gateway.errors import ReauthRequired, SendRefused, SmtpAuthDisabled, UpstreamUnavailable
+from gateway.errors import (
+    ReauthRequired,
+    SendRefused,
+    SendUncertain,
+    SmtpAuthDisabled,
+    UpstreamUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +35,25 @@ class SmtpTarget:
     timeout: float
 
 
+class _Submission(aiosmtplib.SMTP):
+    """aiosmtplib's client, noting when DATA began: from then on a lost answer may hide a
+    message the server has taken."""
+
+    data_started = False
+
+    async def data(self, message: str | bytes, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        self.data_started = True
+        return await super().data(message, **kwargs)
+
+
 async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence[str],
                message: bytes) -> None:
     async def token_source() -> str:
         return token
 
-    client = aiosmtplib.SMTP(hostname=target.host, port=target.port, start_tls=True,
-                             tls_context=target.ssl_context, timeout=target.timeout,
-                             oauth_token_generator=token_source, username=sender)
+    client = _Submission(hostname=target.host, port=target.port, start_tls=True,
+                         tls_context=target.ssl_context, timeout=target.timeout,
+                         oauth_token_generator=token_source, username=sender)
     try:
         async with client:
             errors, _ = await client.sendmail(sender, list(recipients), message)
@@ -61,6 +79,11 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
         raise SendRefused(f"The mail server refused the message ({exc.code}{text}). "
                           "Your message has been kept.") from None
     except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        if client.data_started:
+            # Rule: a message is never sent twice. Once DATA began, a lost answer means
+            # "perhaps sent", never "not sent".
+            log.info("smtp answer lost during DATA: the message may have been sent")
+            raise SendUncertain() from None
         raise UpstreamUnavailable("The mail server cannot be reached just now. Your message "
                                   "has been kept and can be sent again.") from None
     if errors:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -222,7 +223,11 @@ class PostgresStore:
             return await fn(conn)
 
     async def ping(self) -> None:
-        await self._run(lambda c: c.fetchval("SELECT 1"))
+        """A real write (rule: a store failure is a health failure; a full disk or a
+        read-only replica still answers SELECT 1). No NOTIFY: nobody follows this key."""
+        await self._run(lambda c: c.execute(
+            "INSERT INTO kv (key, value, version) VALUES ('store.probe', $1, 1) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", repr(time.time())))
 
     async def schema_version(self) -> int:
         return int(await self._run(lambda c: c.fetchval(

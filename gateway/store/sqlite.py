@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -130,7 +131,11 @@ class SqliteStore:
         self._pool.shutdown(wait=False)
 
     async def ping(self) -> None:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        """A real write (rule: a store failure is a health failure; a full disk still
+        answers SELECT 1)."""
+        await self._run(lambda db: db.execute(
+            "INSERT INTO kv (key, value, version) VALUES ('store.probe', ?, 1) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (repr(time.time()),)))
 
     # -- sessions
     async def create_session(self, rec: SessionRecord) -> None:

@@ -10,6 +10,9 @@ header objects.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import re
 from datetime import UTC, datetime
@@ -23,10 +26,19 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import csrf
-from gateway.errors import BadRequest, Conflict, GatewayError, NotFound, ReauthRequired
+from gateway.errors import (
+    BadRequest,
+    Conflict,
+    GatewayError,
+    NotFound,
+    ReauthRequired,
+    SendUncertain,
+    StoreUnavailable,
+    UpstreamError,
+)
 from gateway.mail import compose, mailbox
 from gateway.mail.imap import ImapConn
-from gateway.mail.mime import Address
+from gateway.mail.mime import Address, safe_filename
 from gateway.mail.outbox import Draft, HeldFile, Outbox
 from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
@@ -62,11 +74,20 @@ async def _drafts_folder(conn: ImapConn) -> str:
 
 
 def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "",
-               notice: str = "", status: int = 200, kept: list[dict[str, str]] | None = None
+               notice: str = "", status: int = 200, kept: list[dict[str, str]] | None = None,
+               hold: bool = False, carry: bool = False, retry_after: int | None = None
                ) -> Response:
     svc = services(request)
     session = _me(request)
+    # carry: the store could not keep the attachments, so they travel back in the page
+    # (rule: a message is never lost; the member's form comes back, attachments included).
+    carried = [base64.b64encode(json.dumps({
+        "name": f.name, "type": f.content_type,
+        "data": base64.b64encode(f.data).decode()}).encode()).decode()
+        for f in draft.files] if carry else []
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
     return render(request, "compose.html", {
+        "hold": hold, "carried": carried,
         "d": draft, "outbox_id": outbox_id, "error": error, "notice": notice,
         "action": "/mail/send?" + urlencode({"csrf_token": csrf.mask(session.csrf_token)}),
         "held": [{"index": str(i), "name": f.name, "size": human_size(len(f.data))}
@@ -74,14 +95,19 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
         "kept": kept or [],
         "max_upload": human_size(svc.settings.get("mail.max_upload_bytes")),
         "autosave": svc.settings.get("mail.autosave_seconds"),
-    }, status=status)
+    }, status=status, headers=headers)
 
 
 async def _kept_parts(request: Request, draft: Draft) -> list[dict[str, str]]:
-    """The original's attachments that travel with a forward or a reopened draft."""
+    """The original's attachments that travel with a forward or a reopened draft. With the
+    mailbox out of reach they are listed by part only: the form must still come back."""
     if not draft.keep_parts or not draft.orig_uid:
         return []
-    view = (await _original(request, draft.orig_folder, draft.orig_uid)).view
+    try:
+        view = (await _original(request, draft.orig_folder, draft.orig_uid)).view
+    except UpstreamError:
+        return [{"part": p, "name": f"Attachment {p} of the original message", "size": "?"}
+                for p in draft.keep_parts]
     return [{"part": a.part_id, "name": a.filename, "size": human_size(a.size)}
             for a in view.attachments if a.part_id in draft.keep_parts]
 
@@ -131,19 +157,38 @@ async def compose_page(request: Request) -> Response:
     return _form_page(request, draft, Outbox.new_id(), kept=await _kept_parts(request, draft))
 
 
-async def _read_form(request: Request) -> tuple[str, Draft, str, str]:
+def _carried(value: object) -> HeldFile | None:
+    """An attachment that came back in the page when the store could not keep it."""
+    if not isinstance(value, str):
+        return None
+    try:
+        d = json.loads(base64.b64decode(value, validate=True))
+        return HeldFile(safe_filename(str(d["name"])), str(d["type"])[:200],
+                        base64.b64decode(d["data"], validate=True))
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+
+
+async def _read_form(request: Request) -> tuple[str, Draft, str, str, bool]:
     """Parse the compose form into a Draft merged with what the outbox already holds.
-    Returns (outbox id, draft, what to do, a problem with uploads or "")."""
+    Returns (outbox id, draft, what to do, a problem with uploads or "", whether the outbox
+    now holds it)."""
     svc = services(request)
     session = _me(request)
     limit = svc.settings.get("mail.max_upload_bytes")
-    form = await request.form(max_files=50, max_fields=200, max_part_size=8 * 1024 * 1024)
+    # Attachments carried back in the page (store unavailable) arrive as base64 fields.
+    form = await request.form(max_files=50, max_fields=200,
+                              max_part_size=max(8 * 1024 * 1024, limit * 4 // 3 + 4096))
     outbox_id = str(form.get("outbox_id", ""))
     if not OUTBOX_ID.fullmatch(outbox_id):
         raise BadRequest("The form was incomplete. Go back and try again.")
-    if await _outbox(request).state(outbox_id, session.user_oid) == "sent":
+    try:
+        state = await _outbox(request).state(outbox_id, session.user_oid)
+        held = await _outbox(request).load(outbox_id, session.user_oid)
+    except StoreUnavailable:
+        state, held = None, None   # the save below fails too, and the form comes back
+    if state == "sent":
         raise Conflict("This message has already been sent. Look in Sent Items.")
-    held = await _outbox(request).load(outbox_id, session.user_oid)
 
     def text(name: str, cap: int = 100_000) -> str:
         value = form.get(name, "")
@@ -162,6 +207,8 @@ async def _read_form(request: Request) -> tuple[str, Draft, str, str]:
         files=list(held.files) if held else [],
         attempts=held.attempts if held else 0,
         keep_parts=[str(v) for v in form.getlist("keep_part") if isinstance(v, str)])
+    if held is None:
+        draft.files = [f for f in map(_carried, form.getlist("carry_file")) if f is not None]
     drop = {str(v) for v in form.getlist("drop_file")}
     draft.files = [f for i, f in enumerate(draft.files) if str(i) not in drop]
     problem = ""
@@ -173,13 +220,17 @@ async def _read_form(request: Request) -> tuple[str, Draft, str, str]:
             problem = (f"Attachments can be at most {human_size(limit)} in all, so "
                        f"{item.filename!s} was not added.")
             continue
-        from gateway.mail.mime import safe_filename
         draft.files.append(HeldFile(safe_filename(item.filename),
                                     item.content_type or "application/octet-stream", data))
     do = text("do") or "send"
-    await _outbox(request).save(outbox_id, session.user_oid, draft, "compose",
-                                svc.clock())
-    return outbox_id, draft, do, problem
+    try:
+        await _outbox(request).save(outbox_id, session.user_oid, draft, "compose",
+                                    svc.clock())
+    except StoreUnavailable:
+        # Rule: a message is never lost. Not kept server-side: it goes back in the page.
+        log.warning("outbox could not keep a message: store unavailable")
+        return outbox_id, draft, do, problem, False
+    return outbox_id, draft, do, problem, True
 
 
 def _addresses(text: str) -> list[Address]:
@@ -234,8 +285,17 @@ async def send_or_save(request: Request) -> Response:
     svc = services(request)
     session = _me(request)
     wants_json = "application/json" in request.headers.get("accept", "")
-    outbox_id, draft, do, problem = await _read_form(request)
+    outbox_id, draft, do, problem, stored = await _read_form(request)
     kept = await _kept_parts(request, draft)
+    if not stored:
+        message = ("The gateway cannot keep messages just now (its store is unavailable), so "
+                   "nothing was sent or saved. Your message is below, attachments included: "
+                   "try again in a minute.")
+        if wants_json:
+            return JSONResponse({"saved": False, "error": message}, 503,
+                                headers={"Retry-After": "60"})
+        return _form_page(request, draft, outbox_id, error=message, status=503, kept=kept,
+                          carry=True, retry_after=60)
     try:
         if do in ("draft", "autosave"):
             draft.draft_uid = await _save_to_drafts(request, draft)
@@ -253,13 +313,29 @@ async def send_or_save(request: Request) -> Response:
         token = await svc.entra.smtp_token(session.account_id)
         if not await _outbox(request).claim(outbox_id, session.user_oid, svc.clock()):
             raise Conflict("This message is being sent already (from another window or a "
-                           "second tap). Look in Sent Items before sending it again.")
+                           "second tap), or a send of it was cut off moments ago. It is kept "
+                           "in your Outbox; look in Sent Items before sending it again.")
         draft.attempts += 1
         await _outbox(request).save(outbox_id, session.user_oid, draft, "compose", svc.clock())
         try:
-            if draft.attempts > 1 and await _already_sent(request, built.message_id):
-                # An earlier try (perhaps on an instance that died before it could record
-                # the send) did reach the server: do not send it twice.
+            # An earlier try (perhaps on an instance that died before it could record the
+            # send) may have reached the server. "Send anyway" is the member's own choice.
+            found = (await _already_sent(request, built.message_id)
+                     if draft.attempts > 1 and do != "send_anyway" else False)
+            if found is None:
+                # Rule: a message is never sent twice. Unknown is not "not sent": hold it.
+                await _outbox(request).save(outbox_id, session.user_oid, draft, "held",
+                                            svc.clock())
+                await _outbox(request).release(outbox_id, session.user_oid)
+                message = ("An earlier try to send this message may have gone, and Sent Items "
+                           "cannot be checked just now, so it was not sent again. It is kept "
+                           "in your Outbox. Look in Sent Items when you can; if it is not "
+                           "there, press Send anyway.")
+                if wants_json:
+                    return JSONResponse({"saved": True, "held": True, "error": message}, 409)
+                return _form_page(request, draft, outbox_id, error=message, status=409,
+                                  kept=kept, hold=True)
+            if found:
                 log.info("message found in Sent Items; not sent again")
             else:
                 with metrics_of(request.app).upstream_call("smtp"):
@@ -278,37 +354,49 @@ async def send_or_save(request: Request) -> Response:
             # Someone else is sending (or has sent) this very message: leave its record be.
             return _form_page(request, draft, outbox_id, error=err.message, status=err.status,
                               kept=kept)
-        if do == "send":
+        if do in ("send", "send_anyway"):
             metrics_of(request.app).send_result(ok=False)
-            await _outbox(request).save(outbox_id, session.user_oid, draft, "failed",
-                                        svc.clock())
+            state = "unknown" if isinstance(err, SendUncertain) else "failed"
+            try:
+                await _outbox(request).save(outbox_id, session.user_oid, draft, state,
+                                            svc.clock())
+            except StoreUnavailable:
+                log.warning("outbox could not record a failed send: store unavailable")
         if wants_json:
             return JSONResponse({"saved": False, "error": err.message}, err.status)
         return _form_page(request, draft, outbox_id, error=err.message, status=err.status,
-                          kept=kept)
+                          kept=kept, hold=isinstance(err, SendUncertain),
+                          retry_after=err.retry_after)
     log.info("message sent (recipients=%d, bytes=%d)", len(built.recipients), len(built.data))
     metrics_of(request.app).send_result(ok=True)
     # Metadata only: never content or recipients' addresses.
     await svc.audit.try_record("mail.sent", session.email, size=len(built.data),
                                recipients=len(built.recipients))
-    await _outbox(request).mark_sent(outbox_id, session.user_oid, svc.clock())
+    try:
+        await _outbox(request).mark_sent(outbox_id, session.user_oid, svc.clock())
+    except StoreUnavailable:
+        # Sent, but not recorded: the record keeps its attempt count, so a resubmit checks
+        # Sent Items before sending again.
+        log.warning("sent message could not be marked sent: store unavailable")
     await _after_send(request, draft)
     return RedirectResponse("/mail?" + urlencode({"f": "INBOX", "sent": "1"}), 303)
 
 
-async def _already_sent(request: Request, message_id: str) -> bool:
-    async def work(conn: ImapConn) -> bool:
+async def _already_sent(request: Request, message_id: str) -> bool | None:
+    """Whether a copy with this Message-ID is in Sent Items; None when that cannot be known
+    (the mailbox is out of reach, or it has no Sent Items folder)."""
+    async def work(conn: ImapConn) -> bool | None:
         folders = await mailbox.list_folders(conn, counts=False)
         sent = next((f.name for f in folders if f.special == "sent"), None)
         if sent is None:
-            return False
+            return None
         hits = await mailbox.search_uids(conn, sent, ["HEADER", "Message-ID",
                                                       f'"{message_id}"'])
         return bool(hits)
     try:
         return await imap_run(request, work)
     except GatewayError:
-        return False
+        return None
 
 
 async def _after_send(request: Request, draft: Draft) -> None:
