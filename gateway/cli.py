@@ -1,7 +1,14 @@
-"""The ``gateway`` command: serve | check-config | certs dev | keygen | demo | migrate.
+"""The ``gateway`` command: serve | check-config | certs dev | keygen | demo | migrate, plus the
+subcommands other modules register (probe, failover, audit, apikey, ...).
 
-Every command reads the same settings (``--config FILE`` or ``GATEWAY_CONFIG``, plus
-``GATEWAY_*`` variables). A bad setting exits 1 with a message naming the key and the fix.
+Every command reads the same settings (``--config FILE`` or ``GATEWAY_CONFIG``, ``--env-file
+FILE``, plus ``GATEWAY_*`` variables; see ``gateway.cli_config``). A command that touches the
+store refuses to run (exit 2) when no configuration is named. A bad setting exits 1 with a
+message naming the key and the fix.
+
+To add a command: a module with ``register(subparsers)`` that sets ``fn=`` on its parser, added
+to ``REGISTRARS``; it gets ``--config``/``--env-file`` by itself, and reads its settings with
+``gateway.cli_config.command_settings(args)``.
 """
 
 from __future__ import annotations
@@ -17,10 +24,21 @@ import tempfile
 from pathlib import Path
 
 from gateway import __version__
+from gateway.cli_config import (
+    EXIT_NO_CONFIG,
+    NoConfiguration,
+    add_source_options,
+    add_source_options_everywhere,
+    command_settings,
+    export_env_file,
+)
 from gateway.cli_deploy import register as register_deploy
 from gateway.cli_failover import register as register_failover
 from gateway.cli_health import register as register_probe
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.config import ConfigError
+
+# Modules that add subcommands: each has ``register(subparsers)``.
+REGISTRARS = (register_probe, register_failover, register_deploy)
 
 
 def _setup_logging(level: str) -> None:
@@ -30,12 +48,8 @@ def _setup_logging(level: str) -> None:
     setup_logging(level)
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(args.config)
-
-
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = command_settings(args, needs_store=False)
     print(json.dumps(settings.redacted(), indent=2, sort_keys=True))
     problems = []
     for key in ("server.tls_cert", "server.tls_key", "entra.ca_file", "imap.ca_file"):
@@ -62,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import create_app
 
-    settings = _settings(args)
+    settings = command_settings(args)
     _setup_logging(settings.get("general.log_level"))
     cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
     proxies = settings.get("server.trusted_proxies")
@@ -74,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # same settings; uvicorn supervises them and restarts them all on SIGHUP.
         if args.config:
             os.environ["GATEWAY_CONFIG"] = os.path.abspath(args.config)
+        export_env_file(args)
         uvicorn.run(
             "gateway.app:from_environment", factory=True, workers=workers,
             host=settings.get("server.host"), port=settings.get("server.port"),
@@ -115,7 +130,7 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
     from gateway.app import create_app
     from gateway.devstack.runner import TLSServer
     from gateway.devstack.stack import DevStack
-    from gateway.devstack.users import USERS
+    from gateway.devstack.users import DRILL_GROUP, USERS
 
     stack = DevStack(workdir, exchange_capabilities=exchange)
     print("Starting the dev stack (Entra ID stand-in, Dovecot, SMTP) ...", flush=True)
@@ -135,19 +150,25 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
         for u in USERS:
             roles = ", ".join(u.roles) or "no role: will be refused"
             print(f"  {u.name:<22} {u.email:<34} {roles}")
-        # The demo's settings as a file, so that the other commands can reach this stack.
+        # The demo's settings as a file, so that the other commands reach this stack (its
+        # store, its initial mode, its Entra and Graph stand-ins) and not a default one.
         conf = workdir / "demo.toml"
         fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(settings.to_toml())
-        db = settings.get("store.sqlite_path")
-        print(f"\nThe failover switch starts in 'active'. ICT can flip it at "
-              f"{settings.public_url}/admin (as Priya Shah), or from another terminal:\n"
-              f"  GATEWAY_STORE_SQLITE_PATH={db} gateway failover status\n"
-              f"  GATEWAY_STORE_SQLITE_PATH={db} gateway failover standby --reason 'drill over'\n"
+        # The mode as the running gateway sees it, not as the demo meant to set it.
+        state = await server.app.state.services.failover.current()
+        gw = f"gateway --config {conf}"
+        print(f"\nThe failover switch is '{state.mode}' (version {state.version}). ICT can flip "
+              f"it at {settings.public_url}/admin (as Priya Shah), or from another terminal:\n"
+              f"  {gw} failover status\n"
+              f"  {gw} failover standby --reason 'Mobile platform back'\n"
+              f"  {gw} failover activate --reason 'Mobile platform down'\n"
+              f"  {gw} failover drill --group {DRILL_GROUP} --until 1h "
+              f"--reason 'Rehearsal'\n"
               f"Public status: {settings.public_url}/status   "
               f"Health: {settings.public_url}/health\n"
-              f"Monitoring check: gateway --config {conf} probe")
+              f"Monitoring check: {gw} probe")
         print("\nPress Ctrl-C to stop.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -162,7 +183,9 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    # The demo embeds its own settings; a configuration given is read only to refuse
+    # production.
+    settings = command_settings(args, needs_store=False)
     if settings.production:
         print("gateway demo: refusing to run: general.environment is production. The demo "
               "starts stand-ins for Entra ID and sample mailboxes; run it on a dev machine.",
@@ -183,7 +206,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gateway", description="Failover mail gateway")
     p.add_argument("--version", action="version", version=f"gateway {__version__}")
-    p.add_argument("--config", help="TOML settings file (default: $GATEWAY_CONFIG)")
+    add_source_options(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the gateway").set_defaults(fn=cmd_serve)
     sub.add_parser("check-config", help="validate and print the effective settings"
@@ -196,14 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--force", action="store_true", help="replace existing certificates")
     dev.set_defaults(fn=cmd_certs)
     sub.add_parser("keygen", help="print a new crypto.keys entry").set_defaults(fn=cmd_keygen)
-    register_probe(sub)
-    register_failover(sub)
-    register_deploy(sub)
+    for register in REGISTRARS:
+        register(sub)
     demo = sub.add_parser("demo", help="run the gateway against the dev stack")
     demo.add_argument("--port", type=int, default=8443)
     demo.add_argument("--exchange", action="store_true",
                       help="Dovecot advertises only what Exchange Online does")
     demo.set_defaults(fn=cmd_demo)
+    add_source_options_everywhere(p)
     return p
 
 
@@ -211,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
+    except NoConfiguration as exc:
+        print(f"gateway {args.command}: {exc}", file=sys.stderr)
+        return EXIT_NO_CONFIG
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 1

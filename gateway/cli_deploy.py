@@ -13,7 +13,8 @@ import asyncio
 import sys
 from typing import Any
 
-from gateway.config import Settings, load_settings
+from gateway.cli_config import command_settings
+from gateway.config import Settings
 from gateway.errors import GatewayError
 
 
@@ -47,7 +48,7 @@ async def run_migrate(settings: Settings) -> str:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    settings = command_settings(args)
     try:
         print(asyncio.run(run_migrate(settings)))
     except GatewayError as exc:

@@ -31,7 +31,8 @@ from typing import Any, TypeVar
 
 from gateway import apikeys, audit, timeline
 from gateway.audit import AuditLog, iso
-from gateway.config import Settings, load_settings
+from gateway.cli_config import command_settings
+from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.failover import AuditTrail, Flip, Mode, Switch, local, parse_time
 from gateway.notify import Notifier, NotifyConfig
@@ -53,7 +54,7 @@ class Kit:
 
 
 def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[T]]) -> T:
-    settings = load_settings(args.config)
+    settings = command_settings(args)
     clock = time.time
 
     async def run() -> T:

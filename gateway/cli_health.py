@@ -11,7 +11,8 @@ import asyncio
 import sys
 from typing import Any
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.cli_config import NoConfiguration, command_settings
+from gateway.config import ConfigError, Settings
 from gateway.health import CheckResult
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -53,9 +54,14 @@ async def run_checks(settings: Settings) -> dict[str, CheckResult]:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(args.config)
+        settings = command_settings(args)
         if args.timeout is not None:
             settings = settings.replace(health__timeout_seconds=args.timeout)
+    except NoConfiguration:
+        # UNKNOWN, not CRITICAL: the plugin convention for "the check could not run".
+        print("HEALTH UNKNOWN - no configuration: give --env-file or --config (or GATEWAY_CONFIG, "
+              "or GATEWAY_STORE_* variables) naming the gateway's settings")
+        return UNKNOWN
     except ConfigError as exc:
         print(f"HEALTH UNKNOWN - configuration error: {exc}")
         return UNKNOWN

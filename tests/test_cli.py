@@ -112,7 +112,8 @@ def test_serve_plain_http_behind_a_proxy(tmp_path):
 
 def test_serve_refuses_bad_settings_naming_the_key(tmp_path):
     """A bad setting stops `gateway serve` with exit 1 and the key named."""
-    proc = _serve({"GATEWAY_SERVER_PORT": "not-a-port"})
+    proc = _serve({"GATEWAY_SERVER_PORT": "not-a-port",
+                   "GATEWAY_STORE_SQLITE_PATH": str(tmp_path / "g.db")})
     out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 1
     assert b"server.port" in out

@@ -91,15 +91,22 @@ def test_demo_runs_signs_in_and_stops_cleanly():
             assert inbox.status_code == 200
             assert '<span class="who">Cllr Alex Morgan</span>' in inbox.text
             assert re.search(r'id="folder-count" class="muted"><strong>\d+</strong>', inbox.text)
-            # ICT flips the switch from the command line, as the banner says; the member's
-            # next page follows, without signing in again.
-            db = re.search(r"GATEWAY_STORE_SQLITE_PATH=(\S+) gateway failover status",
-                           text).group(1)
-            cli_env = {**env, "GATEWAY_STORE_SQLITE_PATH": db}
+            # ICT flips the switch from the command line with the commands the banner prints:
+            # they reach this demo (its --config), and status agrees with the banner's mode.
+            assert "The failover switch is 'active' (version 0)" in text
+            conf = re.search(r"gateway --config (\S+) failover status", text).group(1)
+            assert f"gateway --config {conf} probe" in text
+
+            def gateway(*args: str) -> subprocess.CompletedProcess[str]:
+                return subprocess.run([sys.executable, "-m", "gateway", "--config", conf,
+                                       *args], env=env, capture_output=True, text=True,
+                                      timeout=60)
+            status = gateway("failover", "status")
+            assert status.returncode == 0 and "mode:    active" in status.stdout, status.stderr
+            assert f"store: SQLite {workdir}" in status.stderr
 
             def flip(*args: str) -> None:
-                done = subprocess.run([sys.executable, "-m", "gateway", "failover", *args],
-                                      env=cli_env, capture_output=True, text=True, timeout=30)
+                done = gateway("failover", *args)
                 assert done.returncode == 0, done.stdout + done.stderr
             flip("standby", "--reason", "Mobile platform back")
             assert _eventually(lambda: 'id="standby"' in browser.get("/mail").text)
@@ -107,18 +114,12 @@ def test_demo_runs_signs_in_and_stops_cleanly():
             assert _eventually(lambda: browser.get("/mail").status_code == 200
                                and 'id="folder-count"' in browser.get("/mail").text)
             # A monitor's check against the demo: healthy now; with Dovecot gone, CRITICAL.
-            conf = re.search(r"gateway --config (\S+) probe", text).group(1)
-
-            def probe() -> subprocess.CompletedProcess[str]:
-                return subprocess.run([sys.executable, "-m", "gateway", "--config", conf,
-                                       "probe"], env=env, capture_output=True, text=True,
-                                      timeout=60)
-            ok = probe()
+            ok = gateway("probe")
             assert ok.returncode == 0, ok.stdout + ok.stderr
             for pid in _dovecots() - before:
                 if _runs_in(pid, workdir):  # this demo's Dovecot only
                     os.kill(pid, signal.SIGKILL)
-            down = probe()
+            down = gateway("probe")
             assert down.returncode == 2, down.stdout + down.stderr
             assert "imap" in down.stdout.lower()
         proc.send_signal(signal.SIGINT)
