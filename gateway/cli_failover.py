@@ -9,11 +9,14 @@
     gateway audit export [--since T] [--until T] [--format csv|json] [--output FILE]
     gateway apikey create NAME | list | revoke NAME
 
-They work on the configured store directly (the running gateways see a change within
+They work on the configured store directly (``gateway.cli_config``: no configuration, no
+run; the store used is named on stderr; the running gateways see a change within
 ``failover.refresh_seconds``), with the same rules as the admin page and the API, and send
-the same notifications, waiting for them before exiting. T is ISO 8601 (without an offset
-it is in ``general.timezone``) or a duration from now: ``90m``, ``2h``, ``1d``.
-Exit status: 0 done, 1 refused or failed (the reason on stderr), 2 bad usage.
+the same notifications, waiting for them at most ``CLI_NOTIFY_BUDGET`` seconds (two attempts,
+five seconds each) and reporting each one. T is ISO 8601 (without an offset it is in
+``general.timezone``) or a duration from now: ``90m``, ``2h``, ``1d``.
+Exit status: 0 done, 1 refused or failed (the reason on stderr), 2 bad usage or no
+configuration, 3 done but a notification failed or went unanswered (said on stderr).
 """
 
 from __future__ import annotations
@@ -25,9 +28,9 @@ import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from gateway import apikeys, audit, timeline
 from gateway.audit import AuditLog, iso
@@ -39,8 +42,13 @@ from gateway.notify import Notifier, NotifyConfig
 from gateway.store.base import Store
 from gateway.store.factory import build_store
 
-T = TypeVar("T")
-NOTIFY_WAIT = 120.0
+# The CLI tells people within the same run, briefly: a dead webhook must not hold the terminal
+# for half a minute of retries, and a delivery that failed must not pass silently.
+CLI_NOTIFY_ATTEMPTS = 2
+CLI_NOTIFY_BACKOFF = 1.0
+CLI_NOTIFY_TIMEOUT = 5.0
+CLI_NOTIFY_BUDGET = 15.0
+EXIT_NOT_NOTIFIED = 3
 
 
 @dataclass
@@ -53,26 +61,51 @@ class Kit:
     clock: Callable[[], float]
 
 
-def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[T]]) -> T:
+def cli_notify_config(settings: Settings) -> NotifyConfig:
+    """The notification settings, bounded for a command waiting at a terminal."""
+    c = NotifyConfig.from_settings(settings)
+    return replace(c, attempts=min(c.attempts, CLI_NOTIFY_ATTEMPTS),
+                   backoff_seconds=min(c.backoff_seconds, CLI_NOTIFY_BACKOFF),
+                   timeout_seconds=min(c.timeout_seconds, CLI_NOTIFY_TIMEOUT))
+
+
+def _report_notifications(notifier: Notifier, unfinished: int) -> bool:
+    """Say how each notification went; True if all that were sent were delivered."""
+    ok = True
+    for d in notifier.recent:
+        print(f"notification to {d.target}: "
+              f"{'delivered' if d.ok else 'FAILED: ' + d.detail}", file=sys.stderr)
+        ok = ok and d.ok
+    if unfinished:
+        print(f"notification: {unfinished} not confirmed within {CLI_NOTIFY_BUDGET:.0f} s "
+              "(no answer)", file=sys.stderr)
+    if not ok or unfinished:
+        print("warning: the change WAS made, but not everyone was told: tell the ICT channel "
+              "yourself (exit status 3).", file=sys.stderr)
+    return ok and not unfinished
+
+
+def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[int]]) -> int:
     settings = command_settings(args)
     clock = time.time
 
-    async def run() -> T:
+    async def run() -> int:
         store = build_store(settings, listen=False)
         await store.open()
         log = AuditLog(store, clock)
-        notifier = Notifier(NotifyConfig.from_settings(settings), clock)
+        notifier = Notifier(cli_notify_config(settings), clock)
         switch = Switch(store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
                         listeners=[AuditTrail(log), notifier])
         try:
-            return await work(Kit(settings, store, log, switch, notifier, clock))
+            result = await work(Kit(settings, store, log, switch, notifier, clock))
         finally:
-            await notifier.drain(NOTIFY_WAIT)
-            for d in notifier.recent:
-                print(f"notification to {d.target}: "
-                      f"{'delivered' if d.ok else 'FAILED: ' + d.detail}", file=sys.stderr)
-            await notifier.aclose()
+            await notifier.drain(CLI_NOTIFY_BUDGET)
+            unfinished = notifier.pending
+            await notifier.aclose(grace=0)
             await store.close()
+        if not _report_notifications(notifier, unfinished) and result == 0:
+            return EXIT_NOT_NOTIFIED
+        return result
 
     return asyncio.run(run())
 

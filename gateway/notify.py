@@ -141,6 +141,11 @@ class Notifier:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    @property
+    def pending(self) -> int:
+        """Deliveries still under way (not yet delivered or given up)."""
+        return len(self._tasks)
+
     async def drain(self, timeout: float = 30.0) -> None:
         """Wait for deliveries under way (the CLI before it exits; tests)."""
         if self._tasks:

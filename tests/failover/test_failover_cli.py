@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import http.server
 import io
 import json
 import sqlite3
+import threading
+import time
 
 import pytest
 
 from gateway.cli import main
+from gateway.devstack.mailserver import free_port
 from gateway.failover import Mode, Switch
 from gateway.store.sqlite import SqliteStore
 
@@ -132,3 +136,71 @@ def test_apikey_create_list_revoke(db, capsys):
     capsys.readouterr()
     assert main(["apikey", "list"]) == 0
     assert "runbook\trevoked" in capsys.readouterr().out
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver: answers 200, or (``hang``) reads the request and never answers."""
+
+    hang = False
+    bodies: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.hang:
+            time.sleep(30)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def hook():
+    handler = type("Hook", (_Hook,), {"bodies": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield handler, f"http://127.0.0.1:{server.server_address[1]}/hook/secret-token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_delivered_notification_is_reported_and_exit_0(db, hook, monkeypatch, capsys):
+    """A webhook that answers: the flip exits 0 and says it was delivered."""
+    handler, url = hook
+    monkeypatch.setenv("GATEWAY_NOTIFY_WEBHOOKS", url)
+    assert main(["failover", "activate", "--reason", "told"]) == 0
+    err = capsys.readouterr().err
+    assert "notification to webhook 127.0.0.1" in err and "delivered" in err
+    assert "secret-token" not in err
+    assert json.loads(handler.bodies[0])["text"].startswith("Mail gateway switched to ACTIVE")
+
+
+def test_dead_webhook_is_reported_and_exit_3_with_the_change_made(db, monkeypatch, capsys):
+    """Nothing listens at the webhook: the change is made, the failure is said, exit 3."""
+    monkeypatch.setenv("GATEWAY_NOTIFY_WEBHOOKS", f"http://127.0.0.1:{free_port()}/hook")
+    monkeypatch.setenv("GATEWAY_NOTIFY_BACKOFF_SECONDS", "0.1")
+    assert main(["failover", "activate", "--reason", "nobody hears"]) == 3
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "the change WAS made" in err
+    assert stored_mode(db) is Mode.ACTIVE
+
+
+def test_hanging_webhook_is_cut_off_by_the_timeout_and_reported(db, hook, monkeypatch,
+                                                                 capsys):
+    """A receiver that never answers does not hold the command: each attempt ends at the
+    notification timeout, the CLI gives up after its attempts and exits 3 saying so."""
+    handler, url = hook
+    handler.hang = True
+    monkeypatch.setenv("GATEWAY_NOTIFY_WEBHOOKS", url)
+    monkeypatch.setenv("GATEWAY_NOTIFY_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("GATEWAY_NOTIFY_BACKOFF_SECONDS", "0.1")
+    assert main(["failover", "standby", "--reason", "hung receiver"]) == 3
+    err = capsys.readouterr().err
+    assert "FAILED" in err and "Timeout" in err
+    assert len(handler.bodies) == 2   # two attempts at the terminal, not five
