@@ -144,7 +144,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
     hang = False
     bodies: list[bytes] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         self.bodies.append(self.rfile.read(int(self.headers["Content-Length"])))
         if self.hang:
             time.sleep(30)
