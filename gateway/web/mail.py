@@ -16,7 +16,7 @@ import mimetypes
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -276,12 +276,37 @@ async def message_frame(request: Request) -> Response:
 
 
 _UNSAFE_NAME = re.compile(r'[\\"\r\n;]')
+# What the first bytes of each inline type must be (the WHATWG MIME Sniffing signatures).
+# A part that claims one of these types but is something else downloads instead.
+SIGNATURES = {"application/pdf": (b"%PDF-",), "image/png": (b"\x89PNG\r\n\x1a\n",),
+              "image/jpeg": (b"\xff\xd8\xff",), "image/gif": (b"GIF87a", b"GIF89a"),
+              "image/webp": (b"RIFF",)}
+# Images (and anything unverified) open in a sandbox: an opaque origin with no script.
+SANDBOXED = ("default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+             "object-src 'self'; frame-ancestors 'self'; sandbox")
+# PDFs cannot have the sandbox: WebKit (iPad Safari before the fix of WebKit bug 284594,
+# and WebKitGTK's PDF.js, whose viewer needs script) shows a blank viewer under it (adobe
+# aem-core-wcm-components #2839, receptron/mulmoclaude #1299). Without it nothing of ours
+# runs either: the bytes are checked to be a PDF and sent with nosniff, so no engine parses
+# them as HTML or SVG; each engine draws PDFs in a viewer of its own origin (Chromium's PDF
+# extension, Safari's PDFKit plugin, WebKitGTK's webkit-pdfjs-viewer:// frame); and this
+# policy lets the document itself run, load, frame or submit nothing.
+PDF_POLICY = ("default-src 'none'; script-src 'none'; object-src 'none'; "
+              "style-src 'unsafe-inline'; img-src 'self' data:; form-action 'none'; "
+              "base-uri 'none'; frame-ancestors 'self'")
+
+
+def true_type(declared: str, head: bytes) -> bool:
+    """Whether ``head`` (the first decoded bytes) is what the inline type ``declared`` says."""
+    return any(head.startswith(sig) for sig in SIGNATURES.get(declared, ())) and (
+        declared != "image/webp" or head[8:12] == b"WEBP")
 
 
 async def attachment(request: Request) -> Response:
     """One attachment, streamed from IMAP and decoded on the way (never held whole).
-    PDF and raster images open in Safari under a sandboxing CSP; everything else downloads
-    under a safe name with a type that cannot be sniffed into HTML."""
+    PDFs whose bytes are a PDF open in the browser's viewer under a policy that runs
+    nothing; raster images open in a sandbox; everything else downloads under a safe name
+    with a type that cannot be sniffed into HTML."""
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
     part_id = request.query_params.get("part", "")
@@ -291,10 +316,17 @@ async def attachment(request: Request) -> Response:
     async def info(conn: ImapConn) -> parts.BodyPart:
         return await parts.part_info(conn, folder, uid, part_id)
     part = await imap_run(request, info)
+
+    async def run(fn: Callable[[ImapConn], Awaitable[bytes]]) -> bytes:
+        return await imap_run(request, fn)
+    chunks = parts.stream_part(run, folder, uid, part)
+    # The first chunk decides how it is served (its true type), before any header is sent.
+    first = await anext(chunks, b"")
     ctype = part.content_type.lower()
     ext = mimetypes.guess_extension(ctype, strict=False) or ".bin"
     name = safe_filename(part.filename or part.params.get("name"), fallback="attachment" + ext)
-    inline = ctype in mv.INLINE_TYPES and request.query_params.get("download") != "1"
+    inline = (ctype in mv.INLINE_TYPES and request.query_params.get("download") != "1"
+              and true_type(ctype, first))
     if not inline:
         ctype = ctype if ctype in mv.OFFICE_TYPES else "application/octet-stream"
     ascii_name = _UNSAFE_NAME.sub("_", name.encode("ascii", "replace").decode())
@@ -302,19 +334,21 @@ async def attachment(request: Request) -> Response:
                    f"filename*=UTF-8''{quote(name)}")
     headers = {
         "Content-Disposition": disposition,
-        "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; "
-                                   "style-src 'unsafe-inline'; object-src 'self'; "
-                                   "frame-ancestors 'self'; sandbox",
+        "Content-Security-Policy": PDF_POLICY if inline and ctype == "application/pdf"
+        else SANDBOXED,
         "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "same-origin",
         "Cache-Control": "private, no-store",
     }
     if ctype.startswith("text/"):
         ctype += "; charset=utf-8"
 
-    async def run(fn: Callable[[ImapConn], Awaitable[bytes]]) -> bytes:
-        return await imap_run(request, fn)
-    return StreamingResponse(parts.stream_part(run, folder, uid, part), media_type=ctype,
-                             headers=headers)
+    async def body() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+    return StreamingResponse(body(), media_type=ctype, headers=headers)
 
 
 async def message_action(request: Request) -> Response:

@@ -15,6 +15,7 @@ from tests.conftest import csrf_of, form_fields, sign_in
 from tests.web.mailhelp import (
     DOCX,
     PDF,
+    PNG,
     deliver,
     find_uid,
     flags_of,
@@ -134,7 +135,8 @@ def test_plain_text_is_escaped_and_links_made_clickable(gateway):
 
 
 def test_pdf_opens_inline_and_docx_downloads_with_exact_bytes(gateway):
-    """PDF is served inline with a sandboxing CSP; Office files download; bytes intact."""
+    """PDF is served inline under a policy that runs nothing (no sandbox: WebKit shows a
+    blank viewer under one); Office files download; bytes intact."""
     client = sign_in(gateway, "member")
     subject = unique("Papers")
     uid = deliver(gateway, "member", message(subject, attachments=[
@@ -148,7 +150,11 @@ def test_pdf_opens_inline_and_docx_downloads_with_exact_bytes(gateway):
     assert pdf.content == PDF
     assert pdf.headers["content-type"] == "application/pdf"
     assert pdf.headers["content-disposition"].startswith("inline;")
-    assert "sandbox" in pdf.headers["content-security-policy"]
+    policy = pdf.headers["content-security-policy"]
+    assert "sandbox" not in policy
+    for directive in ("default-src 'none'", "script-src 'none'", "object-src 'none'",
+                      "form-action 'none'", "frame-ancestors 'self'"):
+        assert directive in policy
     assert pdf.headers["x-content-type-options"] == "nosniff"
     docx = client.get(links[1])
     assert docx.content == DOCX
@@ -166,6 +172,26 @@ def test_svg_and_html_attachments_never_render_inline(gateway):
         r = client.get(link)
         assert r.headers["content-type"] == "application/octet-stream"
         assert r.headers["content-disposition"].startswith("attachment;")
+
+
+def test_a_pdf_or_image_that_is_not_one_downloads_and_images_stay_sandboxed(gateway):
+    """A part labelled application/pdf or image/png whose bytes are HTML downloads as
+    octet-stream (its true type decides); a real PNG opens inline in a sandbox."""
+    client = sign_in(gateway, "member")
+    html = b"<html><script>parent.document.title='pwned'</script></html>"
+    uid = deliver(gateway, "member", message(unique("Fake pdf"), attachments=[
+        ("Minutes.pdf", "application/pdf", html), ("chart.png", "image/png", html),
+        ("photo.png", "image/png", PNG)]))
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid}).text
+    fake_pdf, fake_png, png = (client.get(link) for link in hrefs(page, "/mail/part?"))
+    for r in (fake_pdf, fake_png):
+        assert r.content == html
+        assert r.headers["content-type"] == "application/octet-stream"
+        assert r.headers["content-disposition"].startswith("attachment;")
+        assert "sandbox" in r.headers["content-security-policy"]
+    assert png.content == PNG and png.headers["content-type"] == "image/png"
+    assert png.headers["content-disposition"].startswith("inline;")
+    assert png.headers["content-security-policy"].endswith("sandbox")
 
 
 def test_flag_unread_move_archive_delete(gateway):

@@ -1,0 +1,51 @@
+"""Journeys in WebKitGTK (Safari's engine, tests/web/webkit.py): delete from the Inbox and
+land on a working Inbox; a committee PDF shows in the viewer, not a blank page."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.web.mailhelp import PDF, deliver, find_uid, message, unique
+from tests.web.webkit import WebKitSession, sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def test_delete_from_the_inbox_lands_on_a_working_inbox_in_webkit(gateway,
+                                                                  webkit: WebKitSession):
+    """Tick a message, Delete: the Inbox shows again without it (not "Error 502")."""
+    subject = unique("WebKit delete")
+    uid = deliver(gateway, "member", message(subject))
+    d = webkit.driver
+    sign_in(webkit, gateway.url)
+    webkit.get(gateway.url + "/mail?f=INBOX")
+    d.find_element("id", f"sel-{uid}").click()
+    d.find_element("css selector", "#list-form button[value=delete]").click()
+    webkit.wait(lambda d: "/mail" in d.current_url and d.find_elements("id", "folder-count"))
+    assert subject not in d.find_element("id", "rows").text
+    webkit.get(gateway.url + "/mail?f=INBOX")
+    assert d.find_elements("id", "folder-count")
+    assert find_uid(gateway, "member", subject, "Deleted Items") is not None
+
+
+def test_committee_pdf_shows_in_the_webkit_viewer(gateway, webkit: WebKitSession):
+    """The PDF attachment opens in WebKit's viewer with its page drawn (under
+    `CSP: sandbox` WebKit showed an empty viewer)."""
+    subject = unique("WebKit PDF")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Agenda.pdf", "application/pdf", PDF)]))
+    d = webkit.driver
+    sign_in(webkit, gateway.url)
+    webkit.get(gateway.url + "/mail/read?" + urlencode({"f": "INBOX", "uid": uid}))
+    link = webkit.wait(lambda d: d.find_elements("link text", "Agenda.pdf"))[0]
+    webkit.get(link.get_attribute("href"))
+    viewer = webkit.wait_css("iframe")[0]
+    assert viewer.get_attribute("src").startswith("webkit-pdfjs-viewer:")
+    d.switch_to.frame(viewer)
+    pages = webkit.wait(lambda d: d.execute_script(
+        "return window.PDFViewerApplication && PDFViewerApplication.pagesCount &&"
+        " document.querySelectorAll('.page canvas').length"), timeout=30)
+    assert pages == 1
+    d.switch_to.default_content()
