@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,11 +33,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gateway import apikeys, audit, timeline
+from gateway import apikeys, audit, failover_seen, timeline
 from gateway.audit import AuditLog, iso
 from gateway.cli_config import command_settings
 from gateway.config import Settings
-from gateway.errors import GatewayError
+from gateway.errors import Conflict, GatewayError
 from gateway.failover import AuditTrail, Flip, Mode, Switch, local, parse_time
 from gateway.notify import Notifier, NotifyConfig
 from gateway.store.base import Store
@@ -110,8 +111,13 @@ def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[int]]) ->
     return asyncio.run(run())
 
 
+def _login() -> str:
+    """The person at the terminal: under sudo, the one who ran sudo."""
+    return f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"
+
+
 def _who(args: argparse.Namespace) -> str:
-    return args.by or f"cli:{getpass.getuser()}"
+    return args.by or _login()
 
 
 def _print_state(kit: Kit, state: Any, as_json: bool) -> None:
@@ -129,12 +135,15 @@ def _print_state(kit: Kit, state: Any, as_json: bool) -> None:
         print(f"group:   {state.group}")
     if state.message:
         print(f"message: {state.message}")
-    print(f"version: {state.version}")
+    print(f"version: {state.version}   (a change from here is refused if the switch moves on "
+          "from this version)")
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     async def work(kit: Kit) -> int:
-        _print_state(kit, await kit.switch.current(), args.json)
+        state = await kit.switch.current()
+        _print_state(kit, state, args.json)
+        await failover_seen.remember(kit.store, _login(), state.version)
         return 0
     return _kit_run(args, work)
 
@@ -143,10 +152,23 @@ def cmd_flip(args: argparse.Namespace) -> int:
     async def work(kit: Kit) -> int:
         tz, now = kit.settings.get("general.timezone"), kit.clock()
         until = parse_time(args.until, now, tz) if getattr(args, "until", None) else None
-        new = await kit.switch.flip(Flip(
-            mode=args.mode, reason=args.reason, by=_who(args), until=until,
-            group=getattr(args, "group", None) or "", message=args.message or "",
-            expected_version=args.expect_version))
+        # The version guard: the one given, else the one this person last saw (status or
+        # their own last change); someone who never looked is not guarded.
+        expected, seen = args.expect_version, None
+        if expected is None:
+            expected = seen = await failover_seen.last_seen(kit.store, _login())
+        try:
+            new = await kit.switch.flip(Flip(
+                mode=args.mode, reason=args.reason, by=_who(args), until=until,
+                group=getattr(args, "group", None) or "", message=args.message or "",
+                expected_version=expected))
+        except Conflict:
+            if seen is None:
+                raise
+            raise Conflict(failover_seen.stale_view(await kit.switch.current(), seen) +
+                           " Look with `gateway failover status`, then run this again, or "
+                           "pass --expect-version.") from None
+        await failover_seen.remember(kit.store, _login(), new.version)
         _print_state(kit, new, False)
         return 0
     return _kit_run(args, work)
@@ -238,7 +260,8 @@ def register(sub: Any) -> None:
         p.add_argument("--message", help="message to members on the status page")
         p.add_argument("--by", help="who is flipping (default cli:<login name>)")
         p.add_argument("--expect-version", type=int, default=None,
-                       help="refuse if the switch is no longer at this version")
+                       help="refuse if the switch is no longer at this version (default: the "
+                            "version you last saw with `failover status`)")
         if mode is not Mode.STANDBY:
             p.add_argument("--until", required=mode is Mode.DRILL,
                            help="when it returns to standby: ISO time or 90m, 2h, 1d")

@@ -5,26 +5,29 @@ key (``gateway.apikeys``), never by a session; documented in ``docs/api.md``.
 A request here without a cookie skips the session gate, and with a bearer header and no
 cookie also the CSRF check (a cross-site page cannot forge that); the routes then check the
 key themselves. A request with a cookie is the browser's and gets no special treatment.
-The rules of a flip are the switch's, the same as for the page and the CLI.
+The rules of a flip are the switch's, the same as for the page and the CLI; the version guard
+(``version`` or ``If-Match``, else the version this key last saw) is ``gateway.failover_seen``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import apikeys, audit, timeline
-from gateway.errors import BadApiKey, BadRequest
+from gateway import apikeys, audit, failover_seen, timeline
+from gateway.errors import BadApiKey, BadRequest, Conflict
 from gateway.failover import Flip, parse_time
 from gateway.services import services
 from gateway.store.base import ApiKeyRecord
 
 PREFIXES = ("/api/failover", "/api/audit")
 MAX_JSON = 16_384
+_ETAG = re.compile(r'^"(\d{1,18})"$')
 
 
 async def _key(request: Request) -> ApiKeyRecord:
@@ -77,11 +80,28 @@ def _format(request: Request) -> str:
     return fmt
 
 
+def _etag(version: int) -> dict[str, str]:
+    return {"ETag": f'"{version}"'}
+
+
+def _if_match(request: Request) -> int | None:
+    """The version in ``If-Match: "N"`` (``*`` or absent: none)."""
+    raw = request.headers.get("if-match", "").strip()
+    if not raw or raw == "*":
+        return None
+    m = _ETAG.match(raw)
+    if not m:
+        raise BadRequest('If-Match must be the ETag of GET /api/failover, e.g. "7".')
+    return int(m.group(1))
+
+
 async def state(request: Request) -> Response:
-    await _key(request)
+    key = await _key(request)
     svc = services(request)
     current = await svc.failover.current()
-    return JSONResponse({**current.public(), "store_ok": svc.failover.store_ok})
+    await failover_seen.remember(svc.store, f"api:{key.name}", current.version)
+    return JSONResponse({**current.public(), "store_ok": svc.failover.store_ok},
+                        headers=_etag(current.version))
 
 
 async def flip(request: Request) -> Response:
@@ -91,14 +111,31 @@ async def flip(request: Request) -> Response:
     version = body.get("version")
     if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
         raise BadRequest("version must be an integer.")
+    header = _if_match(request)
+    if version is not None and header is not None and version != header:
+        raise BadRequest("version and If-Match disagree: send one of them.")
+    caller = f"api:{key.name}"
+    # The version guard: the one sent, else the one this key last saw (GET or its own last
+    # change); a key that never looked is not guarded.
+    expected = version if version is not None else header
+    seen = None
+    if expected is None:
+        expected = seen = await failover_seen.last_seen(svc.store, caller)
     until = _text(body, "until")
-    change = Flip(mode=_text(body, "mode"), reason=_text(body, "reason"), by=f"api:{key.name}",
+    change = Flip(mode=_text(body, "mode"), reason=_text(body, "reason"), by=caller,
                   until=parse_time(until, svc.clock(), svc.settings.get("general.timezone"))
                   if until else None,
                   group=_text(body, "group"), message=_text(body, "message"),
-                  expected_version=version)
-    new = await svc.failover.flip(change)
-    return JSONResponse(new.public())
+                  expected_version=expected)
+    try:
+        new = await svc.failover.flip(change)
+    except Conflict:
+        if seen is None:
+            raise
+        raise Conflict(failover_seen.stale_view(await svc.failover.current(), seen) +
+                       " GET /api/failover again, then send its version.") from None
+    await failover_seen.remember(svc.store, caller, new.version)
+    return JSONResponse(new.public(), headers=_etag(new.version))
 
 
 async def incidents(request: Request) -> Response:

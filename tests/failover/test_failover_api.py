@@ -131,3 +131,51 @@ def test_bearer_from_a_browser_session_is_not_an_api_call(api):
     r = admin.post("/api/failover", json={"mode": "active", "reason": "r"},
                    headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 403 and r.json()["error"] == "CsrfFailed"
+
+
+def test_etag_and_if_match_guard_a_change(api):
+    """GET gives the version as an ETag; a POST with If-Match of an old one gets 409."""
+    _, client = api
+    r = client.get("/api/failover")
+    assert r.headers["etag"] == '"0"'
+    ok = client.post("/api/failover", json={"mode": "active", "reason": "first"},
+                     headers={"If-Match": '"0"'})
+    assert ok.status_code == 200 and ok.headers["etag"] == '"1"'
+    late = client.post("/api/failover", json={"mode": "standby", "reason": "late"},
+                       headers={"If-Match": '"0"'})
+    assert late.status_code == 409 and "changed meanwhile" in late.json()["message"]
+    assert client.get("/api/failover").json()["mode"] == "active"
+
+
+@pytest.mark.parametrize("headers,body,words", [
+    ({"If-Match": "0"}, {}, "ETag"),
+    ({"If-Match": 'W/"0"'}, {}, "ETag"),
+    ({"If-Match": '"0"'}, {"version": 1}, "disagree"),
+])
+def test_bad_if_match_is_refused(api, headers, body, words):
+    """An If-Match that is not our ETag, or that contradicts `version`, is a 400."""
+    gw, client = api
+    r = client.post("/api/failover", json={"mode": "active", "reason": "r", **body},
+                    headers=headers)
+    assert r.status_code == 400 and words in r.json()["message"]
+    assert gw.loop.run(gw.app.state.services.failover.current()).version == 0
+
+
+def test_a_key_that_looked_is_refused_after_another_change(api):
+    """Without a version, the one this key last saw guards its change: another key's flip
+    in between gets it 409 naming both versions; after looking again it goes through."""
+    gw, client = api
+    other_key = gw.loop.run(apikeys.create(gw.app.state.services.store, "pager", "test",
+                                           time.time()))
+    other = gw.client(headers={"Authorization": f"Bearer {other_key}"})
+    assert client.get("/api/failover").json()["version"] == 0      # runbook looks
+    assert other.post("/api/failover", json={"mode": "active",     # pager never looked:
+                                             "reason": "pager"}).status_code == 200  # blind
+    stale = client.post("/api/failover", json={"mode": "drill", "reason": "rehearse",
+                                               "group": DRILL_GROUP, "until": "1h"})
+    assert stale.status_code == 409
+    message = stale.json()["message"]
+    assert "api:pager set it to active" in message and "You last saw version 0" in message
+    assert client.get("/api/failover").json()["version"] == 1
+    r = client.post("/api/failover", json={"mode": "standby", "reason": "looked again"})
+    assert r.status_code == 200 and r.json()["version"] == 2

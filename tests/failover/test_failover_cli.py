@@ -204,3 +204,22 @@ def test_hanging_webhook_is_cut_off_by_the_timeout_and_reported(db, hook, monkey
     err = capsys.readouterr().err
     assert "FAILED" in err and "Timeout" in err
     assert len(handler.bodies) == 2   # two attempts at the terminal, not five
+
+
+def test_a_person_who_looked_is_refused_after_another_change(db, monkeypatch, capsys):
+    """Without --expect-version, the version this person last saw (status, or their own
+    change) guards their change: a colleague's flip in between gets it refused, naming both;
+    after looking again it goes through. Someone who never looked is not guarded."""
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert main(["failover", "status"]) == 0
+    assert "version: 0" in capsys.readouterr().out
+    monkeypatch.setenv("SUDO_USER", "bob")                     # bob never looked
+    assert main(["failover", "activate", "--reason", "bob's outage"]) == 0
+    monkeypatch.setenv("SUDO_USER", "alice")
+    assert main(["failover", "standby", "--reason", "alice's stale view"]) == 1
+    err = capsys.readouterr().err
+    assert "cli:bob set it to active" in err and "You last saw version 0" in err
+    assert stored_mode(db) is Mode.ACTIVE
+    assert main(["failover", "status"]) == 0
+    assert main(["failover", "standby", "--reason", "alice looked again"]) == 0
+    assert stored_mode(db) is Mode.STANDBY
