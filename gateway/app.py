@@ -26,6 +26,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.alerts import Alerts
 from gateway.audit import AuditLog
 from gateway.auth.access import AccessPolicy
 from gateway.auth.entra import Entra
@@ -34,7 +35,11 @@ from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, NotSignedIn
+from gateway.evidence.checkpoint import take_checkpoint
+from gateway.evidence.signing import Signer, checkpoint_path, key_path
 from gateway.failover import STATE_KEY, AuditTrail, FailoverPolicy, Mode, Switch
+from gateway.health import Observation, instant_check
+from gateway.history import HistoryRecorder, UsageMiddleware
 from gateway.logging import RequestIdMiddleware
 from gateway.mail.imap import ImapPool, ImapTarget, ssl_context
 from gateway.mail.smtp import SmtpTarget
@@ -67,6 +72,12 @@ from gateway.web.security import SecurityHeadersMiddleware
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
 PURGE_INTERVAL = 300.0
+NOTIFY_POLL = 5.0
+
+
+async def _checkpoint(store: Store, signer: Signer, clock: Callable[[], float],
+                      file: str) -> None:
+    await take_checkpoint(store, signer, clock, file)
 
 
 def _keyring(settings: Settings) -> KeyRing:
@@ -99,7 +110,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
     # The failover switch: state machine + store, audit trail and notifications as listeners;
     # its policy is what the access gate asks on every request (unless a test passes one).
     audit_log = AuditLog(the_store, clock)
-    notifier = Notifier(NotifyConfig.from_settings(settings), clock)
+    notifier = Notifier(NotifyConfig.from_settings(settings), clock, store=the_store)
     switch = Switch(the_store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
                     refresh_seconds=settings.get("failover.refresh_seconds"),
                     listeners=[AuditTrail(audit_log), notifier])
@@ -117,6 +128,27 @@ def create_app(settings: Settings, *, store: Store | None = None,
     metrics = Metrics()
     imap_pool.on_open = lambda: metrics.connection_opened("imap")
     metrics.imap_open.set_function(lambda: imap_pool.open_connections)
+    # Evidence (gateway.history, gateway.alerts, gateway.evidence): the probe history, ICT
+    # alerts with hysteresis, signed daily audit checkpoints, re-probes on member failures.
+    signer = Signer.from_file(key_path(settings))
+    recorder = HistoryRecorder(
+        the_store, clock, queue_size=settings.get("health.history_queue"),
+        history_days=settings.get("health.history_days"),
+        raw_days=settings.get("health.history_raw_days"),
+        daily=lambda: _checkpoint(the_store, signer, clock, str(checkpoint_path(settings))))
+    alerts = Alerts(notifier.send, alert_after=settings.get("health.alert_after_seconds"),
+                    recover_after=settings.get("health.recover_after_seconds"),
+                    service=settings.get("health.service_id"))
+    notifier.on_given_up.append(lambda _target: metrics.notifications_failed.inc())
+    metrics.history_dropped.set_function(lambda: recorder.dropped)
+    svc.recorder = recorder
+    svc.signer = signer
+
+    def notify_status() -> Observation:
+        if notifier.given_up_recently():
+            return Observation("failed", None, "warn",
+                               "a notification was given up in the last 24 h (see /admin)")
+        return Observation("ok")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,8 +157,17 @@ def create_app(settings: Settings, *, store: Store | None = None,
         app.state.ready = True
         # The probe loop behind /health (gateway.health); /metrics on its own port if set.
         health_stack = contextlib.AsyncExitStack()
-        app.state.health = await health_stack.enter_async_context(running_monitor(
-            settings, the_store, metrics=metrics, clock=clock, failover_mode=failover_mode))
+        app.state.health = monitor = await health_stack.enter_async_context(running_monitor(
+            settings, the_store, metrics=metrics, clock=clock, failover_mode=failover_mode,
+            listeners=(recorder.observe, alerts.observe), on_round=recorder.canary_round,
+            instant={"history:writes": instant_check("history:writes", recorder.status, clock,
+                                                     "system"),
+                     "notify:deliveries": instant_check("notify:deliveries", notify_status,
+                                                        clock, "system")}))
+        metrics.on_upstream_failure.append(
+            lambda upstream: monitor.reprobe(f"{upstream}:responseTime"))
+        recorder.start()
+        await notifier.load_state()
         stop_metrics_port = metrics.serve_port(settings.get("metrics.host"),
                                                settings.get("metrics.port"))
 
@@ -145,14 +186,27 @@ def create_app(settings: Settings, *, store: Store | None = None,
                     await switch.current()
                 await asyncio.sleep(settings.get("failover.refresh_seconds"))
 
+        async def notify_loop() -> None:
+            # Kept deliveries (from any instance or the CLI) retried when their time comes.
+            while True:
+                await asyncio.sleep(NOTIFY_POLL)
+                with contextlib.suppress(GatewayError):
+                    await notifier.run_due()
+
         task = asyncio.create_task(purge_loop())
         switch_task = asyncio.create_task(switch_loop())
+        notify_task = asyncio.create_task(notify_loop())
         try:
             yield
         finally:
             app.state.ready = False
             app.state.health = None
+            metrics.on_upstream_failure.clear()
             await health_stack.aclose()
+            await recorder.stop()
+            notify_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notify_task
             stop_metrics_port()
             task.cancel()
             switch_task.cancel()
@@ -223,6 +277,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         Middleware(AccessGateMiddleware, policy_source=lambda: svc.policy,
                    render_error=render_error, render_refusal=render_refusal,
                    bearer_prefixes=api_routes.PREFIXES),
+        Middleware(UsageMiddleware, recorder=lambda: svc.recorder),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, GatewayError: gateway_error})

@@ -3,6 +3,11 @@ app-only token, and measure how long it takes to appear over IMAP (``mailflow:la
 
 Every canary message carries ``X-Gateway-Canary``; after each round every such message in the
 canary's INBOX and Sent Items is deleted, so a failed round is cleaned up by the next one.
+
+Each round is handed to ``on_round`` (the history keeps it) as a ``CanaryRound``: when it was
+sent (SMTP accepted it) and when it arrived (IMAP saw it), the latency, or the stage that
+failed: ``token`` (Entra refused the app-only token), ``imap login``, ``smtp accept`` (login
+or submission refused) or ``imap arrival`` (accepted but never seen, or the round was cut).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import ssl
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
+from typing import Any
 
 import aioimaplib
 import aiosmtplib
@@ -23,6 +29,7 @@ from gateway.errors import GatewayError, ReauthRequired
 from gateway.health import Observation, ProbeFailed
 from gateway.mail.imap import ImapTarget, connect
 from gateway.probes import AppTokens
+from gateway.store.evidence import CanaryRound
 
 HEADER = "X-Gateway-Canary"
 POLL_SECONDS = 0.25
@@ -46,7 +53,9 @@ class MailFlowCanary:
     def __init__(self, settings: Settings, imap: ImapTarget, smtp_ctx: ssl.SSLContext,
                  mailbox: str, tokens: AppTokens, resource: str,
                  on_connect: Callable[[str], None],
-                 timer: Callable[[], float] = time.monotonic) -> None:
+                 timer: Callable[[], float] = time.monotonic,
+                 clock: Callable[[], float] = time.time,
+                 on_round: Callable[[CanaryRound], None] | None = None) -> None:
         self.settings = settings
         self.imap = imap
         self.smtp_ctx = smtp_ctx
@@ -55,6 +64,8 @@ class MailFlowCanary:
         self.resource = resource
         self.on_connect = on_connect
         self.timer = timer
+        self.clock = clock
+        self.on_round = on_round
         self.warn_after = float(settings.get("health.mailflow_warn_seconds"))
         self.fail_after = float(settings.get("health.mailflow_fail_seconds"))
 
@@ -87,15 +98,43 @@ class MailFlowCanary:
             smtp.close()
 
     async def run(self) -> Observation:
+        rnd: dict[str, Any] = {"at": self.clock(), "stage": "token", "sent_at": None}
+        try:
+            latency = await self._round(rnd)
+        except BaseException as exc:
+            # A cut round (CancelledError from the probe's timeout) is a failure too.
+            error = str(exc) if isinstance(exc, ProbeFailed) else "the round was cut off"
+            self._report(CanaryRound(rnd["at"], False, rnd["stage"], None, rnd["sent_at"],
+                                     None, error[:300]))
+            raise
+        arrived = rnd["sent_at"] + latency if rnd["sent_at"] is not None else self.clock()
+        self._report(CanaryRound(rnd["at"], True, "", round(latency, 3), rnd["sent_at"],
+                                 arrived))
+        value = round(latency, 3)
+        if latency > self.warn_after:
+            return Observation(value, "s", "warn", f"canary took {value} s to arrive")
+        return Observation(value, "s")
+
+    def _report(self, rnd: CanaryRound) -> None:
+        if self.on_round is not None:
+            self.on_round(rnd)
+
+    async def _round(self, rnd: dict[str, Any]) -> float:
         token = await self.tokens.token(self.resource)
         tag = secrets.token_hex(8)
+        rnd["stage"] = "imap login"
         self.on_connect("imap")
         try:
             async with connect(self.imap, self.mailbox, token) as conn:
+                rnd["stage"] = "smtp accept"
                 started = self.timer()
                 try:
                     await self._send(token, tag)
-                    latency = await self._wait_for(conn.client, tag, started)
+                    rnd["stage"], rnd["sent_at"] = "imap arrival", self.clock()
+                    sent = self.timer()
+                    await self._wait_for(conn.client, tag, started)
+                    # Latency counts from SMTP's acceptance: the mail system's own time.
+                    return self.timer() - sent
                 finally:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(self._clean(conn.client), self.imap.timeout)
@@ -103,10 +142,6 @@ class MailFlowCanary:
             raise ProbeFailed("IMAP refused the canary's XOAUTH2 login") from None
         except GatewayError:
             raise ProbeFailed("IMAP server cannot be reached for the canary") from None
-        value = round(latency, 3)
-        if latency > self.warn_after:
-            return Observation(value, "s", "warn", f"canary took {value} s to arrive")
-        return Observation(value, "s")
 
     async def _wait_for(self, client: aioimaplib.IMAP4_SSL, tag: str, started: float) -> float:
         await client.select("INBOX")

@@ -128,18 +128,30 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
     from gateway.app import create_app
+    from gateway.devstack.platform import PlatformStandIn
     from gateway.devstack.runner import TLSServer
     from gateway.devstack.stack import DevStack
-    from gateway.devstack.users import DRILL_GROUP, USERS
+    from gateway.devstack.users import DRILL_GROUP, USERS, user
 
-    stack = DevStack(workdir, exchange_capabilities=exchange)
+    canary = user("canary").email
+    stack = DevStack(workdir, exchange_capabilities=exchange, app_mailboxes=(canary,))
     print("Starting the dev stack (Entra ID stand-in, Dovecot, SMTP) ...", flush=True)
     await stack.start()
     server = None
+    assert stack.certs is not None
+    platform = PlatformStandIn(stack.certs)
+    await platform.start()
     try:
         # The demo opens with the standby route switched on, so the sample member reaches
-        # their mailbox at once; the ICT sample user can switch it off and on again.
-        settings = stack.gateway_settings(port, failover__initial_mode="active")
+        # their mailbox at once; the ICT sample user can switch it off and on again. The
+        # canary runs app-only against the canary mailbox, a stand-in of the supplier's
+        # platform is watched, and probes run every 5 s so a fault shows at once.
+        settings = stack.gateway_settings(
+            port, failover__initial_mode="active", health__canary_mailbox=canary,
+            health__mailflow_interval_seconds=30.0, health__interval_seconds=5.0,
+            health__alert_after_seconds=30.0, health__recover_after_seconds=30.0,
+            platform__checks=platform.checks(), platform__interval_seconds=15.0,
+            platform__ca_file=str(stack.certs.ca_cert))
         assert stack.certs is not None
         server = TLSServer(create_app(settings), stack.certs, port=port, log_level="info")
         await server.start()
@@ -179,6 +191,7 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
     finally:
         if server is not None:
             await server.stop()
+        await platform.stop()
         await stack.stop()
 
 

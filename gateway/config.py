@@ -154,6 +154,44 @@ FIELDS: tuple[Field, ...] = (
        "Mail-flow latency above this reports `warn`."),
     _f("health", "mailflow_fail_seconds", "float", 300.0,
        "Mail-flow latency above this (or no arrival) reports `fail`."),
+    _f("health", "canary_scope", "str", "https://outlook.office365.com/.default",
+       "App-only scope the canary asks Entra for (client credentials) for IMAP and SMTP: "
+       "Exchange Online's documented `https://outlook.office365.com/.default`."),
+    _f("health", "history_days", "int", 400,
+       "Probe results, check transitions and canary rounds are kept this many days."),
+    _f("health", "history_raw_days", "int", 14,
+       "After this many days the kept probe results are rolled up to one row per check per "
+       "hour (counts, failures, median, p95 and max)."),
+    _f("health", "history_queue", "int", 5000,
+       "Most probe results waiting to be written to the store; past it the oldest are "
+       "dropped (and counted), so a slow store never slows the probes or a member's page."),
+    _f("health", "reprobe_seconds", "float", 2.0,
+       "A member's request that meets an upstream failure re-probes that upstream at once, "
+       "at most once per this many seconds."),
+    _f("health", "alert_after_seconds", "float", 120.0,
+       "ICT is notified (notify.webhooks, notify.email_to) when an upstream or the canary "
+       "has failed this long; 0 = never."),
+    _f("health", "recover_after_seconds", "float", 120.0,
+       "After an alert, the check must pass this long before the recovery is notified (a "
+       "flapping check sends one alert, not one per flap)."),
+    # -- the supplier's platform, watched (gateway/platform.py)
+    _f("platform", "checks", "list", [],
+       "Checks of the usual mobile platform, one string each: `https NAME URL [status=200] "
+       "[text=WORDS]`, `tcp NAME HOST:PORT` or `tls NAME HOST:PORT [cert_days=21]`. Shown in "
+       "/health as `platform:NAME`; they never make the gateway itself unhealthy."),
+    _f("platform", "interval_seconds", "float", 60.0, "How often each platform check runs."),
+    _f("platform", "timeout_seconds", "float", 10.0, "A platform check taking longer fails."),
+    _f("platform", "ca_file", "str", "",
+       "CA bundle for the platform checks' TLS; empty = the system store."),
+    # -- the evidence report (gateway/evidence/)
+    _f("evidence", "signing_key_file", "str", "",
+       "Ed25519 private key (PEM) that signs evidence reports and audit checkpoints; made "
+       "(mode 0600) on first use if missing; empty = `evidence-signing.key` beside "
+       "`store.sqlite_path`. Keep it out of the store and back it up."),
+    _f("evidence", "checkpoint_file", "str", "",
+       "Signed daily audit checkpoints are also appended here, outside the store, so that a "
+       "shortened or re-written audit table is detected even with its checkpoints deleted; "
+       "empty = `audit-checkpoints.jsonl` beside the signing key."),
     _f("metrics", "port", "int", 0,
        "Serve Prometheus /metrics on this separate port (and not on the main one); 0 = serve "
        "/metrics on the main port to callers health.access admits."),
@@ -202,6 +240,10 @@ FIELDS: tuple[Field, ...] = (
     _f("notify", "backoff_seconds", "float", 2.0,
        "Wait before the first retry; doubled for each further one."),
     _f("notify", "timeout_seconds", "float", 10.0, "Timeout for one webhook call or email."),
+    _f("notify", "retry_hours", "float", 6.0,
+       "Deliveries are kept in the store and retried (across restarts, by any instance) for "
+       "this many hours before they are given up and reported in /health."),
+    _f("notify", "backoff_max_seconds", "float", 900.0, "Longest wait between two retries."),
 )
 
 _BY_KEY = {f.key: f for f in FIELDS}
@@ -445,6 +487,14 @@ def _validated(values: dict[str, Any]) -> Settings:
             raise bad("notify.webhooks", "each webhook must be an http(s):// URL.")
     if values["notify.email_to"] and not values["notify.smtp_host"]:
         raise bad("notify.smtp_host", "required when notify.email_to is set.")
+    if values["health.history_days"] < 1 or values["health.history_raw_days"] < 1:
+        raise bad("health.history_days", "history_days and history_raw_days must be at "
+                  "least 1.")
+    from gateway.platform import parse_checks
+    try:
+        parse_checks(values["platform.checks"])
+    except ValueError as exc:
+        raise bad("platform.checks", str(exc)) from None
     if values["notify.attempts"] < 1:
         raise bad("notify.attempts", "must be at least 1.")
     if values["general.environment"] == "production":

@@ -61,6 +61,9 @@ class Probe:
     timeout: float
     interval: float | None = None  # None: the monitor's interval
     component_type: str = "component"
+    # Shown and kept like the others, but never makes the gateway itself unhealthy (the
+    # supplier's platform checks: their failure is the reason the gateway is needed).
+    informational: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class CheckResult:
     output: str = ""
     component_type: str = "component"
     seq: int = 0                  # counts the results of this probe
+    informational: bool = False
 
     def entry(self, now: float) -> dict[str, Any]:
         """One element of ``checks[key]`` in the health+json document."""
@@ -87,6 +91,8 @@ class CheckResult:
             out["output"] = self.output
         # An extension (the draft allows them): seconds since this result was observed.
         out["ageSeconds"] = round(max(0.0, now - self.time), 3)
+        if self.informational:
+            out["affectsStatus"] = False
         return out
 
 
@@ -105,6 +111,8 @@ class _Slot:
     probe: Probe
     result: CheckResult | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    last_start: float = float("-inf")     # monotonic
 
 
 Listener = Callable[[CheckResult], None]
@@ -115,8 +123,9 @@ class HealthMonitor:
                  clock: Callable[[], float] = time.time,
                  timer: Callable[[], float] = time.monotonic,
                  instant: dict[str, Callable[[], CheckResult]] | None = None,
-                 listeners: Iterable[Listener] = ()) -> None:
+                 listeners: Iterable[Listener] = (), reprobe_after: float = 2.0) -> None:
         self.interval = interval
+        self.reprobe_after = reprobe_after
         self.warn_ms = warn_ms
         self.clock = clock
         self.timer = timer
@@ -133,6 +142,7 @@ class HealthMonitor:
     async def _run(self, slot: _Slot) -> CheckResult:
         probe = slot.probe
         started_wall, started = self.clock(), self.timer()
+        slot.last_start = started
         value: float | int | str | None
         unit: str | None
         status: Status
@@ -162,15 +172,21 @@ class HealthMonitor:
                 output = f"slow: {value} {unit}"
         seq = slot.result.seq + 1 if slot.result else 1
         result = CheckResult(probe.key, status, value, unit, started_wall, elapsed, output,
-                             probe.component_type, seq)
-        if slot.result is None or slot.result.status != status:
-            log.info("health check %s is now %s%s", probe.key, status,
-                     f": {output}" if output else "")
+                             probe.component_type, seq, probe.informational)
+        before = slot.result.status if slot.result else None
+        if before != status:
+            # A failure is news for whoever watches the log; a recovery or a first pass is not.
+            level = logging.WARNING if status == "fail" else logging.INFO
+            log.log(level, "health check %s is now %s (was %s)%s", probe.key, status,
+                    before or "unknown", f": {output}" if output else "")
         slot.result = result
         slot.changed.set()
         slot.changed = asyncio.Event()
         for listener in self.listeners:
-            listener(result)
+            try:
+                listener(result)
+            except Exception:
+                log.exception("health listener failed for %s", probe.key)
         return result
 
     async def run_once(self) -> dict[str, CheckResult]:
@@ -181,8 +197,25 @@ class HealthMonitor:
     async def _loop(self, slot: _Slot) -> None:
         every = slot.probe.interval or self.interval
         while True:
+            slot.wake.clear()
             await self._run(slot)
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.wake.wait(), every)
+
+    def reprobe(self, *keys: str) -> list[str]:
+        """Probe these checks now instead of at their next interval (a member just met a
+        failure of that upstream), unless one started less than ``reprobe_after`` seconds
+        ago: a burst of failing requests costs the upstream one probe. Returns the keys woken."""
+        woken = []
+        now = self.timer()
+        for key in keys:
+            slot = self._slots.get(key)
+            if slot is None or not self._tasks or now - slot.last_start < self.reprobe_after:
+                continue
+            slot.last_start = now      # debounce from the moment of asking
+            slot.wake.set()
+            woken.append(key)
+        return woken
 
     def start(self) -> None:
         """Start one task per probe (each runs at once, then on its interval)."""
@@ -223,25 +256,29 @@ class HealthMonitor:
             r = slot.result
             if r is None:
                 r = CheckResult(key, "warn", None, None, now, 0.0, "not yet probed",
-                                slot.probe.component_type)
+                                slot.probe.component_type,
+                                informational=slot.probe.informational)
             else:
                 limit = STALE_INTERVALS * (slot.probe.interval or self.interval) + \
                     slot.probe.timeout
                 if self._tasks and now - r.time > limit:
                     r = CheckResult(key, "fail", r.observed_value, r.observed_unit, r.time,
                                     r.duration, f"no result for {now - r.time:.0f} s",
-                                    r.component_type, r.seq)
+                                    r.component_type, r.seq, r.informational)
             out[key] = r
         for key, fn in self.instant.items():
             out[key] = fn()
         return out
+
+    def overall(self, results: dict[str, CheckResult]) -> Status:
+        return worst(r.status for r in results.values() if not r.informational)
 
     def document(self, *, version: str, release_id: str, service_id: str,
                  description: str = "", detailed: bool = True) -> tuple[dict[str, Any], int]:
         """The health+json body and its status code (200 for pass and warn, 503 for fail).
         Without ``detailed`` only the overall status is given."""
         results = self.results()
-        status = worst(r.status for r in results.values())
+        status = self.overall(results)
         doc: dict[str, Any] = {"status": status, "version": version, "releaseId": release_id,
                                "serviceId": service_id}
         if description:

@@ -26,6 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.errors import StoreUnavailable, UpstreamError
 from gateway.health import CheckResult
 
 MODES = ("standby", "active", "drill")
@@ -62,6 +63,15 @@ class Metrics:
         self.check_status = Gauge("gateway_health_check_status",
                                   "Latest health check: 0 pass, 1 warn, 2 fail.", ["check"],
                                   registry=r)
+        self.notifications_failed = Counter(
+            "gateway_notifications_failed_total",
+            "Notifications (webhook or email) given up after every retry.", registry=r)
+        self.history_dropped = Gauge("gateway_health_history_dropped",
+                                     "Probe results dropped before reaching the store.",
+                                     registry=r)
+        # Called with the upstream's name when a member's call to it fails upstream-side
+        # (the health monitor re-probes it at once).
+        self.on_upstream_failure: list[Callable[[str], object]] = []
         self.check_value = Gauge("gateway_health_check_observed",
                                  "Latest observed value of a numeric health check.",
                                  ["check", "unit"], registry=r)
@@ -71,8 +81,11 @@ class Metrics:
         started = time.perf_counter()
         try:
             yield
-        except BaseException:
+        except BaseException as exc:
             self.upstream_errors.labels(upstream).inc()
+            if isinstance(exc, UpstreamError) and not isinstance(exc, StoreUnavailable):
+                for hook in self.on_upstream_failure:
+                    hook(upstream)
             raise
         finally:
             self.upstream_latency.labels(upstream).observe(time.perf_counter() - started)

@@ -34,10 +34,20 @@ import requests
 from gateway.auth.entra import CachingHttpClient
 from gateway.config import Settings
 from gateway.errors import GatewayError, MailError, ReauthRequired
-from gateway.health import HealthMonitor, Observation, Probe, ProbeFailed, instant_check
+from gateway.health import (
+    CheckResult,
+    HealthMonitor,
+    Listener,
+    Observation,
+    Probe,
+    ProbeFailed,
+    instant_check,
+)
 from gateway.mail.imap import ImapTarget, connect, ssl_context
 from gateway.metrics import Metrics
+from gateway.platform import build_platform_probes, parse_checks
 from gateway.store.base import Store
+from gateway.store.evidence import CanaryRound
 
 OnConnect = Callable[[str], None]
 
@@ -235,13 +245,16 @@ def probe_http_client(settings: Settings, timeout: float,
 
 def build_probes(settings: Settings, store: Store, http: httpx.AsyncClient, *,
                  tokens: AppTokens | None = None, on_connect: OnConnect = _noop,
-                 clock: Callable[[], float] | None = None) -> list[Probe]:
+                 clock: Callable[[], float] | None = None,
+                 on_round: Callable[[CanaryRound], None] | None = None) -> list[Probe]:
     """Every probe the settings call for, in the order the document lists them."""
     timeout = settings.get("health.timeout_seconds")
     canary = settings.get("health.canary_mailbox")
     if canary and tokens is None:
         tokens = AppTokens(settings)
-    outlook = resource_of(settings.get("entra.imap_scope"))
+    # App-only access to Exchange Online is granted on its own resource (the documented
+    # scope is https://outlook.office365.com/.default), not the delegated scopes' one.
+    outlook = resource_of(settings.get("health.canary_scope"))
     graph = resource_of(settings.get("entra.graph_scope"))
     imap = ImapTarget(settings.get("imap.host"), settings.get("imap.port"),
                       ssl_context(settings.get("imap.ca_file")), timeout)
@@ -280,7 +293,8 @@ def build_probes(settings: Settings, store: Store, http: httpx.AsyncClient, *,
     if canary and every > 0 and tokens is not None:
         from gateway.canary import MailFlowCanary
 
-        flow = MailFlowCanary(settings, imap, smtp_ctx, canary, tokens, outlook, on_connect)
+        flow = MailFlowCanary(settings, imap, smtp_ctx, canary, tokens, outlook, on_connect,
+                              clock=clock or time.time, on_round=on_round)
         probes.append(Probe("mailflow:latency", flow.run,
                             settings.get("health.mailflow_fail_seconds") + 2 * timeout,
                             interval=every))
@@ -292,7 +306,10 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
                           clock: Callable[[], float] = time.time,
                           failover_mode: Callable[[], str] | None = None,
                           transport: httpx.AsyncBaseTransport | None = None,
-                          start: bool = True) -> AsyncIterator[HealthMonitor]:
+                          start: bool = True, listeners: tuple[Listener, ...] = (),
+                          instant: dict[str, Callable[[], CheckResult]] | None = None,
+                          on_round: Callable[[CanaryRound], None] | None = None,
+                          ) -> AsyncIterator[HealthMonitor]:
     """The probe loop for the app's lifespan (and, with ``start=False``, for ``gateway
     probe``): probes built from the settings, results fed to the metrics, stopped on exit."""
     timeout = settings.get("health.timeout_seconds")
@@ -303,12 +320,18 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
     def mode() -> Observation:
         return Observation(value=str(mode_of()))
 
+    platform_probes, platform_http = build_platform_probes(
+        parse_checks(settings.get("platform.checks")), ca_file=settings.get("platform.ca_file"),
+        timeout=settings.get("platform.timeout_seconds"),
+        interval=settings.get("platform.interval_seconds"), clock=clock)
     monitor = HealthMonitor(
-        build_probes(settings, store, http, on_connect=on_connect),
+        [*build_probes(settings, store, http, on_connect=on_connect, clock=clock,
+                       on_round=on_round), *platform_probes],
         interval=settings.get("health.interval_seconds"), warn_ms=settings.get("health.warn_ms"),
         clock=clock, instant={"failover:mode": instant_check("failover:mode", mode, clock,
-                                                             "system")},
-        listeners=[metrics.record_check] if metrics is not None else [])
+                                                             "system"), **(instant or {})},
+        listeners=[*([metrics.record_check] if metrics is not None else []), *listeners],
+        reprobe_after=settings.get("health.reprobe_seconds"))
     if metrics is not None:
         metrics.watch_mode(lambda: str(mode_of()))
     try:
@@ -318,3 +341,4 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
     finally:
         await monitor.stop()
         await http.aclose()
+        await platform_http.aclose()

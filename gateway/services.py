@@ -15,7 +15,9 @@ from gateway.auth.sessions import SessionManager
 from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
+from gateway.evidence.signing import Signer
 from gateway.failover import Switch
+from gateway.history import HistoryRecorder
 from gateway.mail.imap import ImapPool, ImapTarget
 from gateway.mail.smtp import SmtpTarget
 from gateway.notify import Notifier
@@ -39,6 +41,9 @@ class Services:
     smtp: SmtpTarget
     # The Graph calendar client: built in the lifespan (it owns an httpx connection pool).
     graph: GraphHttp | None = None
+    # Evidence: the probe history writer and the report/checkpoint signer (gateway.evidence).
+    recorder: HistoryRecorder | None = None
+    signer: Signer | None = None
 
 
 def services(request: Request) -> Services:

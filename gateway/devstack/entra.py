@@ -48,6 +48,7 @@ from gateway.devstack import entra_pages
 from gateway.devstack.entra_pages import FormPost, read_form_post, read_forms
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
+    EXCHANGE_APP_AUDIENCE,
     GRAPH_AUDIENCE,
     OUTLOOK_AUDIENCE,
     TokenSigner,
@@ -78,6 +79,8 @@ DELEGATED_PERMISSIONS: dict[str, tuple[str, ...]] = {
 APPLICATION_PERMISSIONS: dict[str, tuple[str, ...]] = {
     OUTLOOK_AUDIENCE: ("IMAP.AccessAsApp", "SMTP.SendAsApp"),
     GRAPH_AUDIENCE: ("Calendars.Read",),
+    # Office 365 Exchange Online's application permissions, as granted for the canary.
+    EXCHANGE_APP_AUDIENCE: ("IMAP.AccessAsApp", "SMTP.SendAsApp"),
 }
 # The object id of the app's service principal: the subject of app-only tokens.
 APP_SERVICE_PRINCIPAL_OID = "0e9f8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f"
@@ -142,6 +145,8 @@ def _norm_resource(resource: str) -> str:
 
 
 _RESOURCES = {_norm_resource(r): r for r in DELEGATED_PERMISSIONS}
+# Resources reachable only app-only (client credentials), e.g. Exchange's outlook.office365.com.
+_APP_RESOURCES = {_norm_resource(r): r for r in APPLICATION_PERMISSIONS}
 
 
 @dataclass(frozen=True)
@@ -979,7 +984,8 @@ class EntraStandIn:
             raise _missing("scope")
         parts = raw.split()
         resource_part, _, name = parts[0].rpartition("/")
-        resource = _RESOURCES.get(_norm_resource(resource_part))
+        resource = _RESOURCES.get(_norm_resource(resource_part)) or _APP_RESOURCES.get(
+            _norm_resource(resource_part))
         if len(parts) != 1 or name != ".default" or resource is None:
             raise EntraError(
                 "invalid_scope", 1002012,

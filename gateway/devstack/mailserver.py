@@ -69,7 +69,12 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from gateway.certs import DevCerts
-from gateway.devstack.tokens import ACCESS_ISSUER, OUTLOOK_AUDIENCE, TokenSigner
+from gateway.devstack.tokens import (
+    ACCESS_ISSUER,
+    EXCHANGE_APP_AUDIENCE,
+    OUTLOOK_AUDIENCE,
+    TokenSigner,
+)
 from gateway.devstack.users import CLIENT_ID, DOMAIN, TENANT_ID, USERS, SampleUser
 
 log = logging.getLogger(__name__)
@@ -366,7 +371,8 @@ class MailServer:
     def __init__(self, workdir: Path, certs: DevCerts, signer: TokenSigner, *,
                  users: Sequence[SampleUser] = USERS, exchange_capabilities: bool = False,
                  imap_port: int = 0, smtp_port: int = 0, host: str = "127.0.0.1",
-                 save_sent: bool = True) -> None:
+                 save_sent: bool = True, app_mailboxes: Sequence[str] = (),
+                 app_principal: str = "") -> None:
         self.workdir = Path(workdir).resolve()
         self.certs = certs
         self.signer = signer
@@ -377,6 +383,10 @@ class MailServer:
         self.host = host
         self.save_sent = save_sent
         self.outbound: list[SentMessage] = []
+        # App-only access (the health canary), as Exchange grants it after
+        # Add-MailboxPermission: only these mailboxes, only this service principal.
+        self.app_mailboxes = tuple(m.lower() for m in app_mailboxes)
+        self.app_principal = app_principal
 
         self._emails = {u.email.lower() for u in self.users}
         self._local_domains = {DOMAIN.lower()} | {e.rpartition("@")[2] for e in self._emails}
@@ -705,7 +715,7 @@ passdb {{
   driver = oauth2
   args = {self._oauth2_conf}
 }}
-userdb {{
+{self._app_passdb()}userdb {{
   driver = passwd-file
   args = username_format=%Lu {self._passwd}
 }}
@@ -742,6 +752,29 @@ service auth-worker {{
   user = $default_internal_user
 }}
 """
+
+    def _app_passdb(self) -> str:
+        """App-only XOAUTH2 for the canary mailboxes, as Exchange Online allows it once the
+        app's service principal has mailbox permission (deploy/entra/canary-mailbox.md): the
+        token names the application (idtyp=app, oid = the service principal, aud = Exchange's
+        app resource), the mailbox comes from the XOAUTH2 user=."""
+        if not self.app_mailboxes:
+            return ""
+        conf = self.conf_path.parent / "oauth2-app.conf.ext"
+        conf.write_text(
+            "introspection_mode = local\n"
+            f"local_validation_key_dict = fs:posix:prefix={self._keys_dir}/\n"
+            # Both sides of Dovecot's user-name check are expanded with this format: a
+            # constant makes it pass; active_attribute/value then demand the app's principal.
+            "username_attribute = oid\n"
+            "username_format = app-only\n"
+            "active_attribute = oid\n"
+            f"active_value = {self.app_principal}\n"
+            f"issuers = {ACCESS_ISSUER}\n"
+            f"client_id = {EXCHANGE_APP_AUDIENCE}\n")
+        conf.chmod(0o644)
+        return (f"passdb {{\n  driver = oauth2\n  args = {conf}\n"
+                f"  username_filter = {' '.join(self.app_mailboxes)}\n}}\n")
 
     def _dovecot_command(self) -> list[str]:
         cmd = ["dovecot", "-F", "-c", str(self.conf_path)]
@@ -925,6 +958,10 @@ service auth-worker {{
         auth = fields.get("auth", "")
         if not user or not auth.startswith("Bearer "):
             return None
+        if self.app_mailboxes:
+            app_user = self._check_app_only(user, auth[len("Bearer "):])
+            if app_user is not None:
+                return app_user
         try:
             claims = self.signer.verify(auth[len("Bearer "):], OUTLOOK_AUDIENCE)
         except jwt.InvalidTokenError:
@@ -936,6 +973,20 @@ service auth-worker {{
         if not self._is_local_user(user):
             return None
         return user
+
+    def _check_app_only(self, user: str, token: str) -> str | None:
+        """Exchange's rule for app-only SMTP AUTH: a token for Exchange's app resource, issued
+        to the service principal, with the SMTP.SendAsApp role, for a mailbox that principal
+        was given (FullAccess/SendAs) — nothing else."""
+        try:
+            claims = self.signer.verify(token, EXCHANGE_APP_AUDIENCE)
+        except jwt.InvalidTokenError:
+            return None
+        if (claims.get("idtyp") == "app" and claims.get("oid") == self.app_principal
+                and "SMTP.SendAsApp" in claims.get("roles", [])
+                and user.lower() in self.app_mailboxes):
+            return user
+        return None
 
     def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes, peer: str) -> str:
         local = [r for r in rcpt_tos if self._is_local_domain(r)]

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from gateway.certs import DevCerts, make_dev_certs
 from gateway.config import Settings, load_settings
 from gateway.crypto import new_key
-from gateway.devstack.entra import EntraStandIn
+from gateway.devstack.entra import APP_SERVICE_PRINCIPAL_OID, EntraStandIn
 from gateway.devstack.graph import GraphStandIn
 from gateway.devstack.mailserver import MailServer
 from gateway.devstack.runner import TLSServer
@@ -34,6 +34,8 @@ class DevStack:
     workdir: Path
     exchange_capabilities: bool = False
     seed_messages: int = 300
+    # Mailboxes the app's service principal may open app-only (the demo's canary).
+    app_mailboxes: tuple[str, ...] = ()
     certs: DevCerts | None = None
     signer: TokenSigner = field(default_factory=TokenSigner)
     entra: EntraStandIn | None = None
@@ -55,7 +57,9 @@ class DevStack:
         await self._graph_server.start()
         self.graph.base_url = self._graph_server.url
         self.mail = MailServer(self.workdir / "mail", self.certs, self.signer,
-                               exchange_capabilities=self.exchange_capabilities)
+                               exchange_capabilities=self.exchange_capabilities,
+                               app_mailboxes=self.app_mailboxes,
+                               app_principal=APP_SERVICE_PRINCIPAL_OID)
         try:
             await self.mail.start()
             if self.seed_messages:
@@ -123,6 +127,7 @@ class DevStack:
             "GATEWAY_CRYPTO_KEYS": new_key(),
             "GATEWAY_FAILOVER_PILOT_GROUPS": PILOT_GROUP,
             "GATEWAY_STORE_SQLITE_PATH": str(self.workdir / "gateway.db"),
+            "GATEWAY_EVIDENCE_SIGNING_KEY_FILE": str(self.workdir / "evidence-signing.key"),
             "GATEWAY_IMAP_HOST": self.mail.host,
             "GATEWAY_IMAP_PORT": str(self.mail.imap_port),
             "GATEWAY_IMAP_CA_FILE": ca,

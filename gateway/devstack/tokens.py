@@ -16,6 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from gateway.devstack.users import TENANT_ID
 
 OUTLOOK_AUDIENCE = "https://outlook.office.com"
+# Exchange Online's resource for app-only IMAP/SMTP: Microsoft documents the client-credentials
+# scope https://outlook.office365.com/.default ("Authenticate an IMAP, POP or SMTP connection
+# using OAuth", learn.microsoft.com); the token's aud is that resource.
+EXCHANGE_APP_AUDIENCE = "https://outlook.office365.com"
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
 # Entra issues v1-shaped access tokens for these resources, with this issuer.
 ACCESS_ISSUER = f"https://sts.windows.net/{TENANT_ID}/"

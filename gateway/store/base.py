@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.store.evidence import EvidenceStore
+
 
 def id_hash(raw_id: str) -> str:
     return hashlib.sha256(raw_id.encode()).hexdigest()
@@ -113,7 +115,7 @@ def session_from_row(session_id: str, body: str, created: float, seen: float) ->
         auth_time=d["auth_time"], is_admin=d.get("is_admin", False), data=d.get("data", {}))
 
 
-class Store(Protocol):
+class Store(EvidenceStore, Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def ping(self) -> None: ...

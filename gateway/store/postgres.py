@@ -39,6 +39,8 @@ from gateway.store.base import (
     session_from_row,
     session_to_json,
 )
+from gateway.store.postgres_evidence import MIGRATION as EVIDENCE_MIGRATION
+from gateway.store.postgres_evidence import PostgresEvidence
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,6 +108,8 @@ CREATE INDEX auth_flows_created ON auth_flows(created_at);
 CREATE INDEX audit_at ON audit(at);
 ALTER TABLE outbox ADD COLUMN claimed_until DOUBLE PRECISION;
 """),
+    (3, "evidence: health history, canary rounds, usage, notifications, checkpoints",
+     EVIDENCE_MIGRATION),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -149,7 +153,7 @@ async def migrate(conn: Any) -> list[int]:
     return [m[0] for m in todo]
 
 
-class PostgresStore:
+class PostgresStore(PostgresEvidence):
     def __init__(self, dsn: str, *, timeout: float = 5.0, pool_size: int = 10,
                  migrate_on_start: bool = True, listen: bool = True) -> None:
         self.dsn = dsn

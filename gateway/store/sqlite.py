@@ -26,6 +26,8 @@ from gateway.store.base import (
     session_from_row,
     session_to_json,
 )
+from gateway.store.sqlite_evidence import SCHEMA as EVIDENCE_SCHEMA
+from gateway.store.sqlite_evidence import SqliteEvidence
 
 T = TypeVar("T")
 
@@ -84,7 +86,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 
 
-class SqliteStore:
+class SqliteStore(SqliteEvidence):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db: sqlite3.Connection | None = None
@@ -112,7 +114,7 @@ class SqliteStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA + EVIDENCE_SCHEMA)
             columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
             if "claimed_until" not in columns:   # databases made before outbox claims
                 db.execute("ALTER TABLE outbox ADD COLUMN claimed_until REAL")
