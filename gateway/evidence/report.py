@@ -150,7 +150,8 @@ class Report:
 
 
 def _days(since: float, until: float) -> list[str]:
-    out, t = [], since
+    out: list[str] = []
+    t = since
     while t < until:
         d = day_of(t)
         if not out or out[-1] != d:
