@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -42,6 +42,7 @@ from gateway.health import Observation, instant_check
 from gateway.history import HistoryRecorder, UsageMiddleware
 from gateway.logging import RequestIdMiddleware
 from gateway.mail.imap import ImapPool, ImapTarget, ssl_context
+from gateway.mail.outbox import Outbox
 from gateway.mail.smtp import SmtpTarget
 from gateway.metrics import Metrics, MetricsMiddleware
 from gateway.notify import Notifier, NotifyConfig
@@ -57,6 +58,7 @@ from gateway.web import compose as compose_routes
 from gateway.web import events as event_routes
 from gateway.web import health as health_routes
 from gateway.web import mail as mail_routes
+from gateway.web import outbox as outbox_routes
 from gateway.web import search as search_routes
 from gateway.web import status as status_routes
 from gateway.web.middleware import (
@@ -105,7 +107,8 @@ def create_app(settings: Settings, *, store: Store | None = None,
                       settings.get("imap.timeout_seconds"))
     smtp = SmtpTarget(settings.get("smtp.host"), settings.get("smtp.port"),
                       ssl_context(settings.get("smtp.ca_file")),
-                      settings.get("smtp.timeout_seconds"))
+                      settings.get("smtp.timeout_seconds"),
+                      settings.get("smtp.send_deadline_seconds"))
     imap_pool = ImapPool(imap, entra.imap_token)
     # The failover switch: state machine + store, audit trail and notifications as listeners;
     # its policy is what the access gate asks on every request (unless a test passes one).
@@ -171,13 +174,22 @@ def create_app(settings: Settings, *, store: Store | None = None,
         stop_metrics_port = metrics.serve_port(settings.get("metrics.host"),
                                                settings.get("metrics.port"))
 
+        async def purge_once() -> None:
+            steps: list[Callable[[], Awaitable[int]]] = [
+                imap_pool.reap, sessions.purge,
+                lambda: the_store.purge_flows(clock() - auth_routes.FLOW_LIFETIME),
+                # Outbox records past MAX_AGE: encrypted drafts and failed sends do not
+                # pile up (rule: anonymous or not, nothing grows without bound).
+                lambda: Outbox(the_store, keyring).purge(clock())]
+            for step in steps:   # one failing step does not skip the others
+                with contextlib.suppress(GatewayError):
+                    await step()
+        app.state.purge_once = purge_once
+
         async def purge_loop() -> None:
             while True:
                 await asyncio.sleep(PURGE_INTERVAL)
-                with contextlib.suppress(GatewayError):
-                    await imap_pool.reap()
-                    await sessions.purge()
-                    await the_store.purge_flows(clock() - auth_routes.FLOW_LIFETIME)
+                await purge_once()
 
         async def switch_loop() -> None:
             # Re-reads the switch and settles an expired drill even when nobody is asking.
@@ -256,6 +268,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         *api_routes.routes,
         *mail_routes.routes,
         *compose_routes.routes,
+        *outbox_routes.routes,
         *search_routes.routes,
         *event_routes.routes,
         *calendar_routes.routes,

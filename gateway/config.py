@@ -126,6 +126,9 @@ FIELDS: tuple[Field, ...] = (
     _f("smtp", "port", "int", 587, "SMTP submission port."),
     _f("smtp", "ca_file", "str", "", "CA bundle for the SMTP server; empty = the system store."),
     _f("smtp", "timeout_seconds", "float", 30.0, "Timeout for one SMTP exchange."),
+    _f("smtp", "send_deadline_seconds", "float", 150.0,
+       "The most one send may take, start to end; a message being sent is claimed for this "
+       "long plus a margin, so a sender that died frees it soon after."),
     # -- health and monitoring (gateway/health.py, gateway/probes.py, gateway/metrics.py)
     _f("health", "interval_seconds", "float", 30.0,
        "How often the background probes check each upstream; /health serves the latest results."),

@@ -109,6 +109,12 @@ class DevStack:
     def gateway_settings(self, port: int, host: str = "127.0.0.1",
                          **overrides: Any) -> Settings:
         """Settings for a gateway at https://host:port that uses this stack."""
+        settings = load_settings(environ=self.gateway_env(port, host))
+        return settings.replace(**overrides) if overrides else settings
+
+    def gateway_env(self, port: int, host: str = "127.0.0.1") -> dict[str, str]:
+        """The same settings as ``GATEWAY_*`` variables, for a gateway run as its own
+        process (``gateway serve``); each call makes a new crypto key."""
         assert self.certs and self.entra and self.mail, "start() the stack first"
         ca = str(self.certs.ca_cert)
         env = {
@@ -135,5 +141,4 @@ class DevStack:
             "GATEWAY_SMTP_PORT": str(self.mail.smtp_port),
             "GATEWAY_SMTP_CA_FILE": ca,
         }
-        settings = load_settings(environ=env)
-        return settings.replace(**overrides) if overrides else settings
+        return env

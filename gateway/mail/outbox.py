@@ -18,9 +18,24 @@ from gateway.crypto import DecryptError, KeyRing
 from gateway.store.base import OutboxRecord, Store
 
 MAX_AGE = 7 * 86400.0
-# Long enough for one SMTP exchange with a large message; a sender that died frees the
-# message after this.
-SEND_LEASE = 180.0
+# The claim on a message being sent: longer than a send may take (smtp.send_deadline_seconds,
+# enforced in gateway.mail.smtp), plus a margin for clocks between instances; a sender that
+# died frees the message after this. SEND_LEASE is the default's.
+def lease_for(send_deadline: float) -> float:
+    return send_deadline + max(5.0, send_deadline * 0.2)
+
+
+SEND_LEASE = lease_for(150.0)
+# What each state means to the member (the Outbox page). "compose" is a message being
+# written (its copy is in Drafts) and "sent" a content-free marker: neither is listed.
+STATES = {
+    "failed": "Not sent: the send failed.",
+    "unknown": "Perhaps sent: the mail server did not confirm it. Look in Sent Items.",
+    "held": "Held: an earlier try may have gone and Sent Items could not be checked.",
+    "parked": "Kept when your sign-in expired: not sent yet.",
+    "sending": "Being sent, or sending was cut off. Send checks Sent Items first, so it "
+               "cannot go twice.",
+}
 
 
 @dataclass
@@ -68,10 +83,22 @@ def _decode(raw: bytes) -> Draft:
     return Draft(**body, files=files)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A message in the member's Outbox, as the Outbox page lists it."""
+
+    id: str
+    state: str            # a key of STATES
+    draft: Draft
+    updated_at: float
+    expires_at: float
+
+
 class Outbox:
-    def __init__(self, store: Store, keyring: KeyRing) -> None:
+    def __init__(self, store: Store, keyring: KeyRing, lease: float = SEND_LEASE) -> None:
         self.store = store
         self.keyring = keyring
+        self.lease = lease
 
     @staticmethod
     def new_id() -> str:
@@ -105,7 +132,7 @@ class Outbox:
 
     async def claim(self, outbox_id: str, user_oid: str, now: float) -> bool:
         """This instance may send the message (nobody else is sending it now)."""
-        return await self.store.claim_outbox(outbox_id, user_oid, now, SEND_LEASE) is not None
+        return await self.store.claim_outbox(outbox_id, user_oid, now, self.lease) is not None
 
     async def release(self, outbox_id: str, user_oid: str) -> None:
         await self.store.release_outbox(outbox_id, user_oid)
@@ -114,3 +141,20 @@ class Outbox:
         """Keep only a content-free marker, so that a second press of Send (a double tap, a
         resubmitted form, another instance) is recognised and not sent again."""
         await self.save(outbox_id, user_oid, Draft(), "sent", now)
+
+    async def kept(self, user_oid: str) -> list[Kept]:
+        """Messages kept after a failure (rule: a message is never lost; it comes back or
+        stays in a listed outbox). Plain drafts being written are in Drafts, not here."""
+        out = []
+        for rec in await self.store.list_outbox(user_oid):
+            if rec.state not in STATES:
+                continue
+            draft = await self.load(rec.id, user_oid)
+            if draft is not None:
+                out.append(Kept(rec.id, rec.state, draft, rec.updated_at,
+                                rec.created_at + MAX_AGE))
+        return out
+
+    async def purge(self, now: float) -> int:
+        """Remove records past MAX_AGE (encrypted drafts, failed sends and sent markers)."""
+        return await self.store.purge_outbox(now - MAX_AGE, now)

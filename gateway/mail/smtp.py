@@ -8,6 +8,7 @@ the error tree — a refused token is ``ReauthRequired``, a server that cannot b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ class SmtpTarget:
     port: int
     ssl_context: ssl.SSLContext
     timeout: float
+    # The whole send, connect to final answer; the outbox claim outlives it (lease_for).
+    deadline: float = 150.0
 
 
 class _Submission(aiosmtplib.SMTP):
@@ -55,7 +58,7 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
                          tls_context=target.ssl_context, timeout=target.timeout,
                          oauth_token_generator=token_source, username=sender)
     try:
-        async with client:
+        async with asyncio.timeout(target.deadline), client:
             errors, _ = await client.sendmail(sender, list(recipients), message)
     except aiosmtplib.SMTPAuthenticationError as exc:
         if "5.7.139" in exc.message:

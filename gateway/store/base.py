@@ -91,7 +91,7 @@ class OutboxRecord:
     id: str
     user_oid: str
     blob: bytes
-    state: str            # compose | failed
+    state: str            # compose | sending | failed | unknown | held | parked | sent
     created_at: float
     updated_at: float
 
@@ -149,6 +149,9 @@ class Store(EvidenceStore, Protocol):
         """Exactly one caller (across instances) gets the message until the lease ends."""
         ...
     async def release_outbox(self, outbox_id: str, user_oid: str) -> None: ...
+    async def purge_outbox(self, updated_before: float, now: float) -> int:
+        """Delete records last changed before ``updated_before`` that nobody is sending."""
+        ...
 
     # key/value with optimistic concurrency (the failover switch)
     async def kv_get(self, key: str) -> KvRecord | None: ...

@@ -362,6 +362,11 @@ class PostgresStore(PostgresEvidence):
         await self._run(lambda c: c.execute(
             "DELETE FROM outbox WHERE id=$1 AND user_oid=$2", outbox_id, user_oid))
 
+    async def purge_outbox(self, updated_before: float, now: float) -> int:
+        return _count(await self._run(lambda c: c.execute(
+            "DELETE FROM outbox WHERE updated_at < $1 AND "
+            "(claimed_until IS NULL OR claimed_until <= $2)", updated_before, now)))
+
     async def list_outbox(self, user_oid: str) -> list[OutboxRecord]:
         rows = await self._run(lambda c: c.fetch(
             f"SELECT {_OUTBOX_COLS} FROM outbox WHERE user_oid=$1 "  # noqa: S608

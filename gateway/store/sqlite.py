@@ -237,6 +237,11 @@ class SqliteStore(SqliteEvidence):
         await self._run(lambda db: db.execute(
             "DELETE FROM outbox WHERE id=? AND user_oid=?", (outbox_id, user_oid)))
 
+    async def purge_outbox(self, updated_before: float, now: float) -> int:
+        return await self._run(lambda db: db.execute(
+            "DELETE FROM outbox WHERE updated_at < ? AND "
+            "(claimed_until IS NULL OR claimed_until <= ?)", (updated_before, now)).rowcount)
+
     async def list_outbox(self, user_oid: str) -> list[OutboxRecord]:
         rows = await self._run(lambda db: db.execute(
             "SELECT id, user_oid, blob, state, created_at, updated_at FROM outbox "

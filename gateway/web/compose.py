@@ -39,7 +39,7 @@ from gateway.errors import (
 from gateway.mail import compose, mailbox
 from gateway.mail.imap import ImapConn
 from gateway.mail.mime import Address, safe_filename
-from gateway.mail.outbox import Draft, HeldFile, Outbox
+from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox, lease_for
 from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
 from gateway.services import services
@@ -56,7 +56,8 @@ MODES = {"new", "reply", "replyall", "forward", "draft"}
 
 def _outbox(request: Request) -> Outbox:
     svc = services(request)
-    return Outbox(svc.store, svc.keyring)
+    return Outbox(svc.store, svc.keyring,
+                  lease_for(svc.settings.get("smtp.send_deadline_seconds")))
 
 
 def _me(request: Request) -> Any:
@@ -75,8 +76,8 @@ async def _drafts_folder(conn: ImapConn) -> str:
 
 def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "",
                notice: str = "", status: int = 200, kept: list[dict[str, str]] | None = None,
-               hold: bool = False, carry: bool = False, retry_after: int | None = None
-               ) -> Response:
+               hold: bool = False, carry: bool = False, retry_after: int | None = None,
+               listed: bool = False) -> Response:
     svc = services(request)
     session = _me(request)
     # carry: the store could not keep the attachments, so they travel back in the page
@@ -87,7 +88,7 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
         for f in draft.files] if carry else []
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return render(request, "compose.html", {
-        "hold": hold, "carried": carried,
+        "hold": hold, "carried": carried, "listed": listed or hold,
         "d": draft, "outbox_id": outbox_id, "error": error, "notice": notice,
         "action": "/mail/send?" + urlencode({"csrf_token": csrf.mask(session.csrf_token)}),
         "held": [{"index": str(i), "name": f.name, "size": human_size(len(f.data))}
@@ -223,8 +224,10 @@ async def _read_form(request: Request) -> tuple[str, Draft, str, str, bool]:
         draft.files.append(HeldFile(safe_filename(item.filename),
                                     item.content_type or "application/octet-stream", data))
     do = text("do") or "send"
+    # A message kept after a failure stays listed in the Outbox until it is sent or discarded.
+    keep_state = state if state in STATES else "compose"
     try:
-        await _outbox(request).save(outbox_id, session.user_oid, draft, "compose",
+        await _outbox(request).save(outbox_id, session.user_oid, draft, keep_state,
                                     svc.clock())
     except StoreUnavailable:
         # Rule: a message is never lost. Not kept server-side: it goes back in the page.
@@ -282,10 +285,19 @@ async def _remove(conn: ImapConn, folder: str, uid: int) -> None:
 
 
 async def send_or_save(request: Request) -> Response:
-    svc = services(request)
-    session = _me(request)
     wants_json = "application/json" in request.headers.get("accept", "")
     outbox_id, draft, do, problem, stored = await _read_form(request)
+    return await deliver(request, outbox_id, draft, do, problem=problem, stored=stored,
+                         wants_json=wants_json)
+
+
+async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
+                  problem: str = "", stored: bool = True, wants_json: bool = False
+                  ) -> Response:
+    """Send (do = send | send_anyway) or save (draft | autosave) a message the outbox
+    holds; the compose form and the Outbox page's Send both come here."""
+    svc = services(request)
+    session = _me(request)
     kept = await _kept_parts(request, draft)
     if not stored:
         message = ("The gateway cannot keep messages just now (its store is unavailable), so "
@@ -316,7 +328,9 @@ async def send_or_save(request: Request) -> Response:
                            "second tap), or a send of it was cut off moments ago. It is kept "
                            "in your Outbox; look in Sent Items before sending it again.")
         draft.attempts += 1
-        await _outbox(request).save(outbox_id, session.user_oid, draft, "compose", svc.clock())
+        # "sending" until the answer is recorded: if this instance dies now, the Outbox
+        # lists the message as perhaps sent (rule: a message is never lost).
+        await _outbox(request).save(outbox_id, session.user_oid, draft, "sending", svc.clock())
         try:
             # An earlier try (perhaps on an instance that died before it could record the
             # send) may have reached the server. "Send anyway" is the member's own choice.
@@ -366,7 +380,7 @@ async def send_or_save(request: Request) -> Response:
             return JSONResponse({"saved": False, "error": err.message}, err.status)
         return _form_page(request, draft, outbox_id, error=err.message, status=err.status,
                           kept=kept, hold=isinstance(err, SendUncertain),
-                          retry_after=err.retry_after)
+                          retry_after=err.retry_after, listed=do in ("send", "send_anyway"))
     log.info("message sent (recipients=%d, bytes=%d)", len(built.recipients), len(built.data))
     metrics_of(request.app).send_result(ok=True)
     # Metadata only: never content or recipients' addresses.
