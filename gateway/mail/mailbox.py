@@ -282,17 +282,45 @@ async def set_flags(conn: ImapConn, folder: str, uids: Sequence[int], flag: str,
                   "change the message")
 
 
-async def move(conn: ImapConn, folder: str, uids: Sequence[int], target: str) -> None:
+async def move(conn: ImapConn, folder: str, uids: Sequence[int], target: str) -> list[int]:
+    """Move messages; returns their UIDs in ``target`` when the server says (UIDPLUS
+    COPYUID, RFC 4315), else an empty list."""
     await conn.select(mailbox_arg(folder), readonly=False)
     conn.folder_cache = None
     uidset, dest = _uidset(uids), mailbox_arg(target)
     if conn.has("MOVE"):
-        await conn.ok(conn.client.protocol.move(uidset, dest, by_uid=True), "move the message")
-        return
-    await conn.ok(conn.client.protocol.copy(uidset, dest, by_uid=True), "move the message")
+        resp = await conn.ok(conn.client.protocol.move(uidset, dest, by_uid=True),
+                             "move the message")
+        return copyuid(resp.lines)
+    resp = await conn.ok(conn.client.protocol.copy(uidset, dest, by_uid=True),
+                         "move the message")
     await conn.ok(conn.client.protocol.store(uidset, "+FLAGS.SILENT", "(\\Deleted)",
                                              by_uid=True), "move the message")
     await _expunge(conn, uidset)
+    return copyuid(resp.lines)
+
+
+def copyuid(lines: Sequence[object], limit: int = 1000) -> list[int]:
+    """The destination UIDs of a ``[COPYUID validity source-set dest-set]`` code."""
+    for line in lines:
+        if not isinstance(line, bytes) or b"[COPYUID " not in line:
+            continue
+        words = line.split(b"[COPYUID ", 1)[1].split(b"]", 1)[0].split()
+        if len(words) != 3:
+            return []
+        out: list[int] = []
+        try:
+            for piece in words[2].split(b","):
+                lo, _, hi = piece.partition(b":")
+                first, last = int(lo), int(hi or lo)
+                step = 1 if last >= first else -1
+                out.extend(range(first, last + step, step))
+                if len(out) > limit:
+                    return []
+        except ValueError:
+            return []
+        return out
+    return []
 
 
 async def remove_for_good(conn: ImapConn, folder: str, uids: Sequence[int]) -> None:

@@ -43,6 +43,7 @@ from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox, lease_for
 from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
 from gateway.services import services
+from gateway.web import notices
 from gateway.web.mail import Opened, imap_run, open_message
 from gateway.web.mailviews import human_size
 from gateway.web.render import render
@@ -393,7 +394,8 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
         # Sent Items before sending again.
         log.warning("sent message could not be marked sent: store unavailable")
     await _after_send(request, draft)
-    return RedirectResponse("/mail?" + urlencode({"f": "INBOX", "sent": "1"}), 303)
+    note = notices.encode(session, svc.clock(), "sent")
+    return RedirectResponse(notices.with_note("/mail?f=INBOX&sent=1", note), 303)
 
 
 async def _already_sent(request: Request, message_id: str) -> bool | None:

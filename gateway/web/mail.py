@@ -35,6 +35,7 @@ from gateway.metrics import metrics_of
 from gateway.services import Services, services
 from gateway.store.base import SessionRecord
 from gateway.web import mailviews as mv
+from gateway.web import notices
 from gateway.web.auth import safe_next
 from gateway.web.render import render
 
@@ -48,7 +49,7 @@ T = TypeVar("T")
 _ANSWERED = {"declined": "You declined this invitation.",
              "accepted": "You accepted this invitation.",
              "tentative": "You answered tentatively."}
-ACTIONS = {"read", "unread", "flag", "unflag", "delete", "archive", "move", "junk"}
+ACTIONS = {"read", "unread", "flag", "unflag", "delete", "archive", "move", "junk", "undo"}
 
 
 def _tz(svc: Services) -> ZoneInfo:
@@ -107,7 +108,15 @@ async def folder_page(request: Request) -> Response:
         "prev_url": mv.folder_url(folder, page.page - 1) if page.page > 1 else None,
         "next_url": mv.folder_url(folder, page.page + 1) if page.page < page.pages else None,
         "move_targets": [f for f in mv.folder_links(folders, folder) if f.name != folder],
+        "notice": notice_of(request),
+        "here_url": _here(request),
     })
+
+
+def _here(request: Request) -> str:
+    """This page's address without its notice: where an Undo comes back to."""
+    query = notices.without_note(request.url.query)
+    return request.url.path + ("?" + query if query else "")
 
 
 @dataclass
@@ -194,7 +203,9 @@ async def read_message(request: Request) -> Response:
         back_url=mv.folder_url(folder), self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""))
     targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
-    return render(request, "mail_read.html", {"m": page, "move_targets": targets})
+    return render(request, "mail_read.html", {"m": page, "move_targets": targets,
+                                              "notice": notice_of(request),
+                                              "here_url": _here(request)})
 
 
 async def _sanitized(opened: Opened, allow_remote: bool) -> sanitize.SanitizedHtml:
@@ -352,43 +363,64 @@ async def attachment(request: Request) -> Response:
 
 
 async def message_action(request: Request) -> Response:
+    """Act on the chosen messages, then back to the page with a notice saying what was done
+    (and an Undo for moves). Nothing chosen, or no folder chosen to move to, is a notice on
+    the same page, not an error page."""
+    svc = services(request)
+    session = _session(request)
     form = await request.form(max_files=0, max_fields=300)
     folder = str(form.get("f", "INBOX"))
     action = str(form.get("action", ""))
     if action not in ACTIONS:
         raise BadRequest("That action is not available.")
-    uids = [_uid_param(str(v)) for v in form.getlist("uid")][:200]
-    if not uids:
-        raise BadRequest("Choose at least one message first.")
-    target = str(form.get("target", ""))
+    back = safe_next(str(form.get("back", "")) or mv.folder_url(folder))
+    here = safe_next(str(form.get("here", "")) or back)
 
-    async def work(conn: ImapConn) -> None:
+    def noted(url: str, kind: str, **fields: Any) -> Response:
+        token = notices.encode(session, svc.clock(), kind, **fields)
+        return RedirectResponse(notices.with_note(url, token), status_code=303)
+
+    uids = [_uid_param(str(v)) for v in form.getlist("uid")][:notices.MAX_UNDO]
+    if not uids:
+        return noted(here, "none-chosen")
+    target = str(form.get("target", ""))
+    if action in ("move", "undo") and not target:
+        return noted(here, "no-target")
+
+    async def work(conn: ImapConn) -> tuple[str, mailbox.Folder | None, list[int]]:
         if action in ("read", "unread"):
             await mailbox.set_flags(conn, folder, uids, "\\Seen", action == "read")
-        elif action in ("flag", "unflag"):
+            return action, None, []
+        if action in ("flag", "unflag"):
             await mailbox.set_flags(conn, folder, uids, "\\Flagged", action == "flag")
+            return action, None, []
+        folders = await mailbox.list_folders(conn, counts=False)
+        special = {"delete": "trash", "archive": "archive", "junk": "junk"}.get(action)
+        if special:
+            dest = next((f for f in folders if f.special == special), None)
+            if dest is None:
+                raise BadRequest("Your mailbox has no folder for that.")
         else:
-            folders = await mailbox.list_folders(conn, counts=False)
-            special = {"delete": "trash", "archive": "archive", "junk": "junk"}.get(action)
-            if special:
-                dest = next((f.name for f in folders if f.special == special), None)
-                if dest is None:
-                    raise BadRequest("Your mailbox has no folder for that.")
-            else:
-                dest = next((f.name for f in folders if f.name == target), None)
-                if dest is None:
-                    raise BadRequest("Choose a folder to move to.")
-            if dest == folder and action == "delete":
-                # Deleting from Deleted Items removes for good, like Outlook.
-                await mailbox.remove_for_good(conn, folder, uids)
-            elif dest != folder:
-                await mailbox.move(conn, folder, uids, dest)
+            dest = next((f for f in folders if f.name == target), None)
+            if dest is None:
+                raise BadRequest("Choose a folder to move to.")
+        if dest.name == folder and action == "delete":
+            # Deleting from Deleted Items removes for good, like Outlook.
+            await mailbox.remove_for_good(conn, folder, uids)
+            return "removed", None, []
+        if dest.name == folder:
+            return action, dest, []
+        return action, dest, await mailbox.move(conn, folder, uids, dest.name)
 
-    await imap_run(request, work)
-    back = str(form.get("back", "")) or mv.folder_url(folder)
-    if action in ("delete", "archive", "move", "junk") and "/mail/read" in back:
+    kind, dest, moved = await imap_run(request, work)
+    if action in ("delete", "archive", "move", "junk", "undo") and "/mail/read" in back:
         back = mv.folder_url(folder)
-    return RedirectResponse(safe_next(back), status_code=303)
+    if dest is None:
+        return noted(back, kind)
+    # The reverse move needs the UIDs the messages have now (COPYUID); without them the
+    # notice still says what happened, without an Undo.
+    return noted(back, kind, n=len(uids), dest=dest.label, folder=dest.name, back=folder,
+                 uids=moved if len(moved) == len(uids) else [])
 
 
 async def empty_folder(request: Request) -> Response:
@@ -405,7 +437,14 @@ async def empty_folder(request: Request) -> Response:
         return await mailbox.delete_all(conn, folder)
 
     await imap_run(request, work)
-    return RedirectResponse(mv.folder_url(folder), status_code=303)
+    token = notices.encode(_session(request), services(request).clock(), "emptied")
+    return RedirectResponse(notices.with_note(mv.folder_url(folder), token), status_code=303)
+
+
+def notice_of(request: Request) -> notices.Notice | None:
+    """The notice this page was sent with (``?note=``), if genuine and fresh."""
+    return notices.decode(request.scope["state"].get("session"),
+                          request.query_params.get("note"), services(request).clock())
 
 
 routes = [

@@ -566,7 +566,8 @@ def test_invitation_in_mail_is_answered_through_graph(gateway):
 def test_large_attachment_streams_intact(gateway):
     """A 3 MB attachment arrives byte for byte through several partial fetches."""
     import os
-    big = os.urandom(3 * 1024 * 1024)
+    # Opens inline only if its first bytes are a PNG's (the signature), then anything.
+    big = b"\x89PNG\r\n\x1a\n" + os.urandom(3 * 1024 * 1024)
     client = sign_in(gateway, "member")
     uid = deliver(gateway, "member", message(unique("Big scan"), attachments=[
         ("scan.png", "image/png", big)]))
@@ -802,3 +803,38 @@ def test_forward_of_a_large_message_carries_its_attachment(gateway):
         raw_of(gateway, "member2", "INBOX", find_uid(gateway, "member2", "Fw: " + subject)),
         policy=email.policy.default)
     assert [p.get_content() for p in fwd.iter_attachments()] == [big]
+
+
+def test_notices_show_only_to_their_session_and_only_while_fresh(gateway):
+    """A notice link shows its notice to the session it was made for, not to another
+    session (a forged or shared link) and not after ten minutes; a note that was tampered
+    with shows nothing."""
+    client = sign_in(gateway, "member")
+    subject = unique("Notice owner")
+    uid = deliver(gateway, "member", message(subject))
+    r = client.post("/mail/action", data={"csrf_token": csrf_of(client, "/mail"), "f": "INBOX",
+                                          "uid": str(uid), "action": "archive"},
+                    headers={"Origin": gateway.url})
+    assert r.status_code == 303
+    link = r.headers["location"]
+    assert "Moved to Archive (1 message)." in client.get(link).text
+    other = sign_in(gateway, "member")
+    assert "Moved to Archive" not in other.get(link).text
+    token = parse_qs(urlsplit(link).query)["note"][0]
+    body, mac = token.split(".")
+    forged = link.replace(token, body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac)
+    assert "Moved to" not in client.get(forged).text
+    gateway.clock.advance(601)
+    assert "Moved to Archive" not in client.get(link).text
+
+
+def test_nothing_ticked_is_a_redirect_with_a_notice_not_an_error(gateway):
+    """Delete with no message chosen answers 303 back to the list with a notice."""
+    client = sign_in(gateway, "member")
+    r = client.post("/mail/action", data={"csrf_token": csrf_of(client, "/mail"), "f": "INBOX",
+                                          "action": "delete", "back": "/mail?f=INBOX"},
+                    headers={"Origin": gateway.url})
+    assert r.status_code == 303
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200
+    assert "Choose at least one message first" in page.text
