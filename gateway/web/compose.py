@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import re
@@ -97,7 +98,16 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
         "kept": kept or [],
         "max_upload": human_size(svc.settings.get("mail.max_upload_bytes")),
         "autosave": svc.settings.get("mail.autosave_seconds"),
+        "start": _digest(draft),
     }, status=status, headers=headers)
+
+
+def _digest(draft: Draft) -> str:
+    """What the form showed when it was sent to the browser, to tell on Close whether the
+    member changed anything (then it is saved to Drafts, never thrown away)."""
+    fields = "\0".join((draft.to, draft.cc, draft.bcc, draft.subject,
+                        draft.body.replace("\r\n", "\n"), str(len(draft.files))))
+    return hashlib.sha256(fields.encode()).hexdigest()[:32]
 
 
 async def _kept_parts(request: Request, draft: Draft) -> list[dict[str, str]]:
@@ -288,6 +298,8 @@ async def _remove(conn: ImapConn, folder: str, uid: int) -> None:
 async def send_or_save(request: Request) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
     outbox_id, draft, do, problem, stored = await _read_form(request)
+    if do == "close" and stored:
+        return await _close(request, outbox_id, draft)
     return await deliver(request, outbox_id, draft, do, problem=problem, stored=stored,
                          wants_json=wants_json)
 
@@ -396,6 +408,37 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
     await _after_send(request, draft)
     note = notices.encode(session, svc.clock(), "sent")
     return RedirectResponse(notices.with_note("/mail?f=INBOX&sent=1", note), 303)
+
+
+async def _close(request: Request, outbox_id: str, draft: Draft) -> Response:
+    """Close the form. Anything changed since it was shown is saved to Drafts first (it
+    is never thrown away); if Drafts cannot be reached the form stays, with a message."""
+    svc = services(request)
+    session = _me(request)
+    form = await request.form()  # parsed already by _read_form; Starlette keeps it
+    if _digest(draft) == str(form.get("start", "")) and not draft.draft_uid:
+        if await _outbox(request).state(outbox_id, session.user_oid) == "compose":
+            await _outbox(request).discard(outbox_id, session.user_oid)
+        return RedirectResponse("/mail?f=INBOX", 303)
+    try:
+        draft.draft_uid = await _save_to_drafts(request, draft)
+    except ReauthRequired:
+        # Kept in the outbox; after signing in again the member lands back on it.
+        await svc.sessions.end(session)
+        target = "/mail/compose?" + urlencode({"outbox": outbox_id})
+        return RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
+    except GatewayError as err:
+        return _form_page(request, draft, outbox_id, status=err.status,
+                          kept=await _kept_parts(request, draft),
+                          error=f"{err.message} Your message was not closed: it is kept here.")
+    if await _outbox(request).state(outbox_id, session.user_oid) == "compose":
+        await _outbox(request).discard(outbox_id, session.user_oid)
+
+    async def drafts_name(conn: ImapConn) -> str:
+        return await _drafts_folder(conn)
+    drafts = await imap_run(request, drafts_name)
+    note = notices.encode(session, svc.clock(), "draft-saved")
+    return RedirectResponse(notices.with_note("/mail?" + urlencode({"f": drafts}), note), 303)
 
 
 async def _already_sent(request: Request, message_id: str) -> bool | None:

@@ -17,7 +17,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -98,12 +98,13 @@ async def folder_page(request: Request) -> Response:
     folders, page = await imap_run(request, work)
     now = datetime.now(UTC)
     current = next((f for f in folders if f.name == folder), None)
+    rows = mv.rows(folder, page.messages, _tz(svc), now)
     return render(request, "mail_list.html", {
         "folders": mv.folder_links(folders, folder),
         "folder": folder,
         "folder_label": current.label if current else folder,
         "special": current.special if current else None,
-        "rows": mv.rows(folder, page.messages, _tz(svc), now),
+        "rows": _draft_rows(rows) if current and current.special == "drafts" else rows,
         "page": page,
         "prev_url": mv.folder_url(folder, page.page - 1) if page.page > 1 else None,
         "next_url": mv.folder_url(folder, page.page + 1) if page.page < page.pages else None,
@@ -111,6 +112,11 @@ async def folder_page(request: Request) -> Response:
         "notice": notice_of(request),
         "here_url": _here(request),
     })
+
+
+def _draft_rows(rows: list[mv.Row]) -> list[mv.Row]:
+    """In Drafts a message opens to be edited, as in every mail app."""
+    return [replace(r, url=mv.draft_url(r.url)) for r in rows]
 
 
 def _here(request: Request) -> str:
@@ -203,7 +209,10 @@ async def read_message(request: Request) -> Response:
         back_url=mv.folder_url(folder), self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""))
     targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
+    is_draft = any(f.name == folder and f.special == "drafts" for f in folders)
     return render(request, "mail_read.html", {"m": page, "move_targets": targets,
+                                              "edit_url": mv.draft_url(page.self_url)
+                                              if is_draft else "",
                                               "notice": notice_of(request),
                                               "here_url": _here(request)})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 from gateway.mail.mailbox import Folder, MessageSummary
@@ -59,6 +59,12 @@ def folder_url(folder: str, page: int = 1) -> str:
 
 def message_url(folder: str, uid: int, **extra: str) -> str:
     return "/mail/read?" + urlencode({"f": folder, "uid": str(uid), **extra})
+
+
+def draft_url(read_url: str) -> str:
+    """The compose form editing the draft that ``read_url`` (a message_url) opens."""
+    q = parse_qs(urlsplit(read_url).query)
+    return "/mail/compose?" + urlencode({"mode": "draft", "f": q["f"][0], "uid": q["uid"][0]})
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ _MOVED = {"delete": "Moved to {dest}", "archive": "Moved to {dest}", "junk": "Mo
           "move": "Moved to {dest}", "undo": "Moved back to {dest}"}
 _PLAIN = {
     "sent": "Message sent.",
+    "draft-saved": "Your message was saved in Drafts.",
     "removed": "Deleted for good.",
     "read": "Marked as read.", "unread": "Marked as unread.",
     "flag": "Flagged.", "unflag": "Flag removed.",

@@ -24,6 +24,7 @@ class Recorder:
     requests: list[str] = field(default_factory=list)
     console: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
+    dialog_types: list[str] = field(default_factory=list)
 
     def outside(self, allowed_hosts: set[str]) -> list[str]:
         out = []
@@ -62,6 +63,7 @@ class IpadBrowser:
 
         def on_dialog(d: Any) -> None:
             rec.dialogs.append(d.message)
+            rec.dialog_types.append(d.type)
             d.dismiss()
         page.on("dialog", on_dialog)
         return page, rec

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from gateway.mail import mailbox
 from tests.web.browser import (
     SIZES,
     IpadBrowser,
@@ -18,7 +19,7 @@ from tests.web.browser import (
     ipad_browser,
     sign_in_in_browser,
 )
-from tests.web.mailhelp import deliver, find_uid, message, unique
+from tests.web.mailhelp import deliver, direct, find_uid, message, unique
 
 pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
@@ -153,5 +154,83 @@ def test_message_sent_notice(chromium, gateway):
         page.get_by_role("button", name="Send").click()
         page.wait_for_selector("#notice")
         assert page.inner_text("#notice p") == "Message sent."
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("size,javascript", [("ipad-portrait", True), ("ipad-landscape", True),
+                                             ("phone", True), ("phone", False)])
+def test_close_saves_the_typing_and_the_draft_reopens_to_edit_and_send(chromium, gateway,
+                                                                        size, javascript):
+    """Close with typing saves it to Drafts (not thrown away) and says so; in Drafts the
+    message opens in the compose form; edited and sent, it arrives and leaves Drafts."""
+    subject = unique(f"Draft {size}")
+    page, rec = _signed_in(chromium, gateway, size, javascript)
+    try:
+        page.goto(gateway.url + "/mail/compose")
+        page.fill("#to", "jo.evans@council.example")
+        page.fill("#subject", subject)
+        page.fill("#body", "First thoughts on the budget.")
+        page.get_by_role("button", name="Close").click()
+        page.wait_for_selector("#notice")
+        assert page.inner_text("#notice p") == "Your message was saved in Drafts."
+        assert "f=Drafts" in page.url
+        page.get_by_role("link", name=re.compile(re.escape(subject))).click()
+        page.wait_for_selector("#compose-form")
+        assert page.input_value("#subject") == subject
+        assert page.input_value("#body").startswith("First thoughts on the budget.")
+        if javascript:
+            assert axe_violations(page) == []
+        page.fill("#body", "Final thoughts on the budget.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#notice")
+        assert page.inner_text("#notice p") == "Message sent."
+        assert rec.dialogs == []
+    finally:
+        page.context.close()
+    assert find_uid(gateway, "member2", subject) is not None
+    assert find_uid(gateway, "member", subject, "Drafts") is None
+
+
+def test_a_draft_opened_from_drafts_offers_edit(chromium, gateway):
+    """A draft opened on the read page (from search, say) has an Edit draft button."""
+    subject = unique("Read draft")
+    uid = deliver(gateway, "member", message(subject), folder="Drafts")
+    page, _ = _signed_in(chromium, gateway, "ipad-landscape")
+    try:
+        page.goto(f"{gateway.url}/mail/read?f=Drafts&uid={uid}")
+        page.get_by_role("link", name="Edit draft").click()
+        page.wait_for_selector("#compose-form")
+        assert page.input_value("#subject") == subject
+    finally:
+        page.context.close()
+
+
+def _drafts_count(gateway: Any) -> int:
+    async def count(conn: Any) -> int:
+        return (await mailbox.fetch_page(conn, "Drafts")).total
+    result: int = direct(gateway, "member", count)
+    return result
+
+
+def test_close_without_changes_saves_nothing_and_leaving_with_typing_asks(chromium, gateway):
+    """Close on an untouched form goes back to the Inbox without making a draft; following
+    a link away from unsaved typing asks first (and stays when the member says no)."""
+    page, rec = _signed_in(chromium, gateway, "ipad-portrait")
+    try:
+        before = _drafts_count(gateway)
+        page.goto(gateway.url + "/mail/compose?to=jo.evans%40council.example")
+        page.get_by_role("button", name="Close").click()
+        page.wait_for_selector("#folder-count")
+        assert "f=INBOX" in page.url and page.locator("#notice").count() == 0
+        assert _drafts_count(gateway) == before
+        page.goto(gateway.url + "/mail/compose")
+        subject = unique("Unsaved")
+        page.fill("#subject", subject)
+        page.get_by_role("link", name="Mail", exact=True).click()
+        page.wait_for_timeout(500)
+        assert rec.dialog_types == ["beforeunload"]   # dismissed: the member stays
+        assert page.locator("#compose-form").count() == 1
+        assert page.input_value("#subject") == subject
     finally:
         page.context.close()
