@@ -33,12 +33,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gateway import apikeys, audit, failover_seen, timeline
+from gateway import apikeys, audit, directory, failover_seen, timeline
 from gateway.audit import AuditLog, iso
 from gateway.cli_config import command_settings
 from gateway.config import Settings
 from gateway.errors import Conflict, GatewayError
-from gateway.failover import AuditTrail, Flip, Mode, Switch, local, parse_time
+from gateway.failover import AuditTrail, Flip, Mode, Switch, apply, local, parse_time
 from gateway.notify import Notifier, NotifyConfig
 from gateway.store.base import Store
 from gateway.store.factory import build_store
@@ -157,11 +157,13 @@ def cmd_flip(args: argparse.Namespace) -> int:
         expected, seen = args.expect_version, None
         if expected is None:
             expected = seen = await failover_seen.last_seen(kit.store, _login())
+        change = Flip(mode=args.mode, reason=args.reason, by=_who(args), until=until,
+                      group=getattr(args, "group", None) or "", message=args.message or "",
+                      expected_version=expected)
         try:
-            new = await kit.switch.flip(Flip(
-                mode=args.mode, reason=args.reason, by=_who(args), until=until,
-                group=getattr(args, "group", None) or "", message=args.message or "",
-                expected_version=expected))
+            apply(await kit.switch.current(), change, now)   # bad input first, cheaply
+            group = await _checked_group(kit, args) if args.mode == Mode.DRILL else None
+            new = await kit.switch.flip(change)
         except Conflict:
             if seen is None:
                 raise
@@ -170,8 +172,29 @@ def cmd_flip(args: argparse.Namespace) -> int:
                            "pass --expect-version.") from None
         await failover_seen.remember(kit.store, _login(), new.version)
         _print_state(kit, new, False)
+        if group is not None:
+            print(f"members: {group}")
         return 0
     return _kit_run(args, work)
+
+
+async def _checked_group(kit: Kit, args: argparse.Namespace) -> str:
+    """The drill group as the directory knows it (name, member count); a group that matches
+    nobody, or one the directory cannot confirm, is refused unless --force."""
+    try:
+        return (await directory.lookup_group(kit.settings, args.group)).text()
+    except (directory.GroupNotFound, directory.GroupEmpty,
+            directory.DirectoryUnavailable) as err:
+        if not args.force:
+            err.message += " Nothing was changed. To start the drill anyway, add --force."
+            raise
+        print(f"warning: drill group not confirmed: {err.message} Starting the drill anyway "
+              "(--force); this is recorded in the audit trail.", file=sys.stderr)
+        await kit.audit.record("failover.drill.group_unconfirmed", _who(args),
+                               group=args.group, problem=err.message)
+        if isinstance(err, directory.GroupEmpty):
+            return err.info.text()
+        return "not confirmed by the directory (--force)"
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
@@ -266,7 +289,12 @@ def register(sub: Any) -> None:
             p.add_argument("--until", required=mode is Mode.DRILL,
                            help="when it returns to standby: ISO time or 90m, 2h, 1d")
         if mode is Mode.DRILL:
-            p.add_argument("--group", required=True, help="Entra group object id taking part")
+            p.add_argument("--group", required=True,
+                           help="Entra group object id taking part (looked up in the "
+                                "directory: refused if nobody is in it)")
+            p.add_argument("--force", action="store_true",
+                           help="start even if the directory cannot confirm the group has "
+                                "members (warned about and audited)")
         p.set_defaults(fn=_refusing(cmd_flip), mode=str(mode))
     tl = fo_sub.add_parser("timeline", help="the incident timeline (periods in active mode)")
     tl.add_argument("--format", choices=("csv", "json"), default="json")

@@ -184,3 +184,39 @@ def test_store_line_for_postgres_has_no_password(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "store: PostgreSQL postgresql://gw:***@127.0.0.1:9/gateway" in err
     assert "s3cret" not in err
+
+
+def _printed_commands(path: Path) -> list[list[str]]:
+    """The gateway commands in a document's indented code blocks (continuations joined;
+    `gw` and `$G` are the documents' shorthands for `gateway --env-file ...`)."""
+    import shlex
+
+    lines, out = path.read_text().splitlines(), []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        while line.rstrip().endswith("\\") and i + 1 < len(lines):
+            i += 1
+            line = line.rstrip()[:-1] + " " + lines[i].strip()
+        i += 1
+        if not line.startswith("    "):
+            continue
+        words = shlex.split(line, comments=True)
+        if words and words[0] in ("gw", "$G", "gateway"):
+            out.append(words[1:])
+    return out
+
+
+@pytest.mark.parametrize("doc", ["README.md", "deploy/RUNBOOK.md", "docs/failover.md"])
+def test_every_printed_command_parses(doc):
+    """Each gateway command the README, the runbook and the failover guide print is one the
+    command line accepts as written."""
+    from gateway.cli import build_parser
+
+    commands = _printed_commands(ROOT / doc)
+    assert commands, f"no commands found in {doc}"
+    for words in commands:
+        try:
+            build_parser().parse_args(words)
+        except SystemExit as exc:
+            raise AssertionError(f"{doc}: `gateway {' '.join(words)}` does not parse") from exc

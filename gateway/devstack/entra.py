@@ -78,7 +78,8 @@ DELEGATED_PERMISSIONS: dict[str, tuple[str, ...]] = {
 # Application permissions (app roles) for the client_credentials grant (the health canary).
 APPLICATION_PERMISSIONS: dict[str, tuple[str, ...]] = {
     OUTLOOK_AUDIENCE: ("IMAP.AccessAsApp", "SMTP.SendAsApp"),
-    GRAPH_AUDIENCE: ("Calendars.Read",),
+    # GroupMember.Read.All: `gateway failover drill` checks the group in the directory.
+    GRAPH_AUDIENCE: ("Calendars.Read", "GroupMember.Read.All"),
     # Office 365 Exchange Online's application permissions, as granted for the canary.
     EXCHANGE_APP_AUDIENCE: ("IMAP.AccessAsApp", "SMTP.SendAsApp"),
 }

@@ -35,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.calendar.zones import UnknownZone, format_wall, parse_wall, zone
+from gateway.devstack.graph_directory import GraphDirectory
 from gateway.devstack.graph_seed import Seed, seeds
 from gateway.devstack.tokens import GRAPH_AUDIENCE, TokenSigner
 from gateway.devstack.users import by_email, by_oid
@@ -204,6 +205,7 @@ class GraphStandIn:
         self._released = False
         self._lock = threading.Lock()
         self.calendars: dict[str, Calendar] = {}
+        self.directory = GraphDirectory(signer)    # groups, for checking a drill group
         self.app = Starlette(routes=[
             Route("/v1.0/me/calendarView", self._calendar_view, methods=["GET"]),
             Route("/v1.0/me/calendar/calendarView", self._calendar_view, methods=["GET"]),
@@ -212,6 +214,7 @@ class GraphStandIn:
             Route("/v1.0/me/events/{event_id}/{action}", self._action, methods=["POST"]),
             Route("/v1.0/", self._root, methods=["GET"]),
             Route("/v1.0/users/{user}/calendar", self._user_calendar, methods=["GET"]),
+            *self.directory.routes(),
         ])
 
     # ------------------------------------------------------------------ controls

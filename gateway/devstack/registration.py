@@ -80,6 +80,8 @@ CATALOGUE: tuple[Permission, ...] = (
                OUTLOOK_RESOURCE),
     Permission(GRAPH_APP_ID, "798ee544-9d2d-430c-a058-570e29e34338", "Calendars.Read", "Role",
                GRAPH_RESOURCE),
+    Permission(GRAPH_APP_ID, "98830695-27a2-44f7-8c18-0c3ebc9698f6", "GroupMember.Read.All",
+               "Role", GRAPH_RESOURCE),
     Permission(EXCHANGE_APP_ID, "5e5addcd-3e8d-4e90-baf5-964efab2b20a", "IMAP.AccessAsApp",
                "Role", EXCHANGE_APP_RESOURCE),
     Permission(EXCHANGE_APP_ID, "7146a1f0-8703-45b3-9eae-527a64c00995", "SMTP.SendAsApp",

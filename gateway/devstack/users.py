@@ -13,6 +13,14 @@ DEV_CLIENT_SECRET = "dev-stack-client-secret"  # noqa: S105
 DOMAIN = "council.example"
 PILOT_GROUP = "6c1f0a2e-2b3c-4d5e-8f90-a1b2c3d4e5f6"
 DRILL_GROUP = "7d2e1b3f-3c4d-4e5f-9a01-b2c3d4e5f6a7"
+# A group that exists in the directory but has nobody in it yet (a drill set up too early).
+EMPTY_GROUP = "8e3f2c4a-4d5e-4f6a-8b12-c3d4e5f6a7b8"
+# The directory's groups (object id -> display name); members are the USERS that carry them.
+GROUPS: dict[str, str] = {
+    PILOT_GROUP: "Mail gateway pilot (ICT)",
+    DRILL_GROUP: "Mail gateway drill: members",
+    EMPTY_GROUP: "Mail gateway drill: next quarter",
+}
 
 
 @dataclass(frozen=True)
@@ -57,3 +65,7 @@ def by_oid(oid: str) -> SampleUser | None:
 
 def by_email(email: str) -> SampleUser | None:
     return next((u for u in USERS if u.email.lower() == email.lower()), None)
+
+
+def members_of(group_id: str) -> list[SampleUser]:
+    return [u for u in USERS if group_id.lower() in (g.lower() for g in u.groups)]

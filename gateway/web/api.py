@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import apikeys, audit, failover_seen, timeline
+from gateway import apikeys, audit, directory, failover_seen, timeline
 from gateway.errors import BadApiKey, BadRequest, Conflict
-from gateway.failover import Flip, parse_time
+from gateway.failover import Flip, Mode, apply, parse_mode, parse_time
 from gateway.services import services
 from gateway.store.base import ApiKeyRecord
 
@@ -127,7 +127,13 @@ async def flip(request: Request) -> Response:
                   if until else None,
                   group=_text(body, "group"), message=_text(body, "message"),
                   expected_version=expected)
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest("force must be true or false.")
     try:
+        apply(await svc.failover.current(), change, svc.clock())   # bad input first, cheaply
+        check = (await _group_check(request, change.group, force, caller)
+                 if parse_mode(change.mode) is Mode.DRILL else None)
         new = await svc.failover.flip(change)
     except Conflict:
         if seen is None:
@@ -135,7 +141,29 @@ async def flip(request: Request) -> Response:
         raise Conflict(failover_seen.stale_view(await svc.failover.current(), seen) +
                        " GET /api/failover again, then send its version.") from None
     await failover_seen.remember(svc.store, caller, new.version)
-    return JSONResponse(new.public(), headers=_etag(new.version))
+    answer = new.public() if check is None else {**new.public(), "group_check": check}
+    return JSONResponse(answer, headers=_etag(new.version))
+
+
+async def _group_check(request: Request, group: str, force: bool,
+                       caller: str) -> dict[str, Any]:
+    """The drill group in the directory; refused if it matches nobody or cannot be
+    confirmed, unless ``force`` (then audited)."""
+    svc = services(request)
+    try:
+        info = await directory.lookup_group(svc.settings, group)
+    except (directory.GroupNotFound, directory.GroupEmpty,
+            directory.DirectoryUnavailable) as err:
+        if not force:
+            err.message += ' Nothing was changed. To start the drill anyway, send "force": true.'
+            raise
+        await svc.audit.try_record("failover.drill.group_unconfirmed", caller, group=group,
+                                   problem=err.message)
+        found = err.info if isinstance(err, directory.GroupEmpty) else None
+        return {"confirmed": False, "problem": err.message,
+                "name": found.name if found else None,
+                "members": found.members if found else None}
+    return {"confirmed": True, "name": info.name, "members": info.members}
 
 
 async def incidents(request: Request) -> Response:

@@ -98,7 +98,7 @@ def test_commands_in_deploy_exist():
     commands = set()
     for p in deploy_files():
         text = p.read_text()
-        commands |= set(re.findall(r"bin/gateway ([a-z-]+)", text))
+        commands |= set(re.findall(r"bin/gateway (?:--[a-z-]+ \S+ )*([a-z][a-z-]*)", text))
         commands |= set(re.findall(r'(?:CMD|args:|command:)\s*\["([a-z-]+)"\]', text))
     assert {"serve", "migrate", "check-config"} <= commands
     for c in commands:

@@ -41,6 +41,7 @@ MICROSOFT: dict[str, tuple[str, str, str, str]] = {
                                              GRAPH_REF),
     "258f6531-6087-4cc4-bb90-092c5fb3ed3f": (GRAPH, "SMTP.Send", "Scope", GRAPH_REF),
     "798ee544-9d2d-430c-a058-570e29e34338": (GRAPH, "Calendars.Read", "Role", GRAPH_REF),
+    "98830695-27a2-44f7-8c18-0c3ebc9698f6": (GRAPH, "GroupMember.Read.All", "Role", GRAPH_REF),
     "5e5addcd-3e8d-4e90-baf5-964efab2b20a": (EXCHANGE, "IMAP.AccessAsApp", "Role", EXO_REF),
     "7146a1f0-8703-45b3-9eae-527a64c00995": (EXCHANGE, "SMTP.SendAsApp", "Role", EXO_REF),
 }
@@ -74,7 +75,7 @@ def test_manifest_covers_what_the_gateway_asks_for():
     for name in [*asked, "openid", "profile", "offline_access", "email", "User.Read",
                  "People.Read", "MailboxSettings.ReadWrite"]:
         assert (name, "Scope") in values, name
-    for name in ("IMAP.AccessAsApp", "SMTP.SendAsApp", "Calendars.Read"):
+    for name in ("IMAP.AccessAsApp", "SMTP.SendAsApp", "Calendars.Read", "GroupMember.Read.All"):
         assert (name, "Role") in values, name
     claims = {c["name"] for c in manifest["optionalClaims"]["idToken"]}
     assert "email" in claims and ("email", "Scope") in values

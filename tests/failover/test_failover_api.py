@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gateway import apikeys
-from gateway.devstack.users import DRILL_GROUP
+from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP
 from tests.conftest import Gateway, sign_in, start_gateway
 
 
@@ -179,3 +179,28 @@ def test_a_key_that_looked_is_refused_after_another_change(api):
     assert client.get("/api/failover").json()["version"] == 1
     r = client.post("/api/failover", json={"mode": "standby", "reason": "looked again"})
     assert r.status_code == 200 and r.json()["version"] == 2
+
+
+def test_drill_group_is_checked_in_the_directory(api):
+    """A drill names its group's directory name and member count; an empty group is refused
+    (400, nothing changed) unless "force": true, which is audited."""
+    gw, client = api
+    drill = {"mode": "drill", "reason": "rehearsal", "until": "1h"}
+    empty = client.post("/api/failover", json={**drill, "group": EMPTY_GROUP})
+    assert empty.status_code == 400 and "has nobody in it" in empty.json()["message"]
+    assert '"force": true' in empty.json()["message"]
+    assert client.get("/api/failover").json()["version"] == 0
+    assert client.post("/api/failover", json={**drill, "group": EMPTY_GROUP,
+                                              "force": "yes"}).status_code == 400
+    forced = client.post("/api/failover", json={**drill, "group": EMPTY_GROUP, "force": True})
+    assert forced.status_code == 200
+    assert forced.json()["group_check"] == {
+        "confirmed": False, "name": "Mail gateway drill: next quarter", "members": 0,
+        "problem": forced.json()["group_check"]["problem"]}
+    kinds = [e.kind for e in gw.loop.run(gw.app.state.services.audit.entries())]
+    assert "failover.drill.group_unconfirmed" in kinds
+    ok = client.post("/api/failover", json={**drill, "group": DRILL_GROUP})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["group_check"] == {"confirmed": True, "members": 1,
+                                        "name": "Mail gateway drill: members"}
+    assert ok.json()["group"] == DRILL_GROUP

@@ -16,6 +16,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.devstack.mailserver import free_port
+from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP
 from gateway.failover import Mode, Switch
 from gateway.store.sqlite import SqliteStore
 
@@ -55,13 +56,77 @@ def test_activate_standby_and_status(db, capsys):
 
 
 def test_drill_needs_group_and_end_time(db, capsys):
-    """drill without --group or --until is a usage error; with both it starts."""
+    """drill without --group or --until is a usage error; without a reason it is refused
+    before the directory is asked."""
     with pytest.raises(SystemExit) as exit_:
         main(["failover", "drill", "--reason", "r", "--until", "1h"])
     assert exit_.value.code == 2
-    assert main(["failover", "drill", "--group", "g-1", "--until", "30m",
+    with pytest.raises(SystemExit) as exit_:
+        main(["failover", "drill", "--group", DRILL_GROUP, "--reason", "r"])
+    assert exit_.value.code == 2
+    assert main(["failover", "drill", "--group", DRILL_GROUP, "--until", "30m",
+                 "--reason", " "]) == 1
+    assert "reason is required" in capsys.readouterr().err
+    assert stored_mode(db) is Mode.STANDBY
+
+
+@pytest.fixture
+def directory_env(db, stack, monkeypatch):
+    """The CLI's settings point at the dev stack's Entra and Graph stand-ins."""
+    settings = stack.gateway_settings(8443)
+    for key in ("entra.authority", "entra.client_id", "entra.client_secret", "entra.ca_file",
+                "graph.base_url", "graph.ca_file"):
+        monkeypatch.setenv("GATEWAY_" + key.upper().replace(".", "_"), settings.get(key))
+    return db
+
+
+def test_drill_group_is_looked_up_and_shown_with_its_members(directory_env, capsys):
+    """The directory confirms the group: the drill starts and says who it is and how many."""
+    assert main(["failover", "drill", "--group", DRILL_GROUP, "--until", "30m",
                  "--reason", "rehearsal"]) == 0
-    assert "group:   g-1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"group:   {DRILL_GROUP}" in out
+    assert f"members: Mail gateway drill: members ({DRILL_GROUP}), 1 person" in out
+    assert stored_mode(directory_env) is Mode.DRILL
+
+
+@pytest.mark.parametrize("group,words", [
+    (EMPTY_GROUP, "has nobody in it"),
+    ("0f0f0f0f-1111-4222-8333-444455556666", "No group 0f0f0f0f"),
+    ("drill-group", "not an Entra group object id"),
+])
+def test_drill_for_a_group_that_matches_nobody_is_refused(directory_env, capsys, group,
+                                                          words):
+    """An empty group, an unknown id or something that is not an id: refused, nothing
+    changed, and the message says --force exists."""
+    assert main(["failover", "drill", "--group", group, "--until", "30m",
+                 "--reason", "rehearsal"]) == 1
+    err = capsys.readouterr().err
+    assert words in err and "Nothing was changed" in err and "--force" in err
+    assert stored_mode(directory_env) is Mode.STANDBY
+
+
+def test_force_starts_a_drill_for_an_empty_group_with_a_warning_in_the_audit(directory_env,
+                                                                            capsys):
+    """--force goes ahead, warns, shows the count (0) and records that it was not confirmed."""
+    assert main(["failover", "drill", "--group", EMPTY_GROUP, "--until", "30m",
+                 "--reason", "set up early", "--force"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: drill group not confirmed" in captured.err
+    assert "0 people" in captured.out
+    assert stored_mode(directory_env) is Mode.DRILL
+    assert main(["audit", "export", "--format", "json"]) == 0
+    kinds = [e["kind"] for e in json.loads(capsys.readouterr().out)]
+    assert "failover.drill.group_unconfirmed" in kinds and "failover.changed" in kinds
+
+
+def test_drill_without_a_directory_to_ask_needs_force(db, capsys):
+    """No Entra app configured: the group cannot be confirmed; refused, or --force."""
+    args = ["failover", "drill", "--group", DRILL_GROUP, "--until", "30m", "--reason", "r"]
+    assert main(args) == 1
+    assert "needed to ask the directory" in capsys.readouterr().err
+    assert main([*args, "--force"]) == 0
+    assert "not confirmed by the directory" in capsys.readouterr().out
     assert stored_mode(db) is Mode.DRILL
 
 
