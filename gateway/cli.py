@@ -33,12 +33,13 @@ from gateway.cli_config import (
     export_env_file,
 )
 from gateway.cli_deploy import register as register_deploy
+from gateway.cli_evidence import register as register_evidence
 from gateway.cli_failover import register as register_failover
 from gateway.cli_health import register as register_probe
 from gateway.config import ConfigError
 
 # Modules that add subcommands: each has ``register(subparsers)``.
-REGISTRARS = (register_probe, register_failover, register_deploy)
+REGISTRARS = (register_probe, register_failover, register_deploy, register_evidence)
 
 
 def _setup_logging(level: str) -> None:
@@ -180,7 +181,9 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
               f"--reason 'Rehearsal'\n"
               f"Public status: {settings.public_url}/status   "
               f"Health: {settings.public_url}/health\n"
-              f"Monitoring check: {gw} probe")
+              f"Monitoring check: {gw} probe\n"
+              f"Evidence report:  {gw} evidence export --since 1h --format html --out r.html"
+              f"\n                  {gw} evidence verify r.html")
         print("\nPress Ctrl-C to stop.", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -202,7 +202,10 @@ def _check_sections(samples: list[HealthSample], transitions: list[Any],
         stats = []
         for d in days:
             ds = per_day.get(d, [])
-            values = [float(s.value) for s in ds if s.value is not None]
+            # Response times of answered probes only: a failure is counted in availability,
+            # its timeout is not a response time.
+            values = [float(s.value) for s in ds if s.value is not None and
+                      (s.status != "fail" or s.span)]
             stats.append(DayStat(d, sum(s.n for s in ds), sum(failures(s) for s in ds),
                                  percentile(values, 0.5), percentile(values, 0.95),
                                  max(values) if values else None))
