@@ -45,7 +45,8 @@ class ChainCheck:
         if self.ok:
             return (f"audit chain intact: {self.entries} entries, head {self.head}; "
                     f"{self.checkpoints} signed checkpoints agree")
-        return "audit chain BROKEN: " + "; ".join(self.problems)
+        sep = " " if self.problems and self.problems[0].startswith("at entry") else ": "
+        return "audit chain BROKEN" + sep + "; ".join(self.problems)
 
 
 def sign_checkpoint(signer: Signer, day: str, seq: int, head: str, at: float) -> AuditCheckpoint:
