@@ -30,7 +30,9 @@ from gateway.cli_config import (
     add_source_options,
     add_source_options_everywhere,
     command_settings,
+    describe_store,
     export_env_file,
+    settings_and_source,
 )
 from gateway.cli_deploy import register as register_deploy
 from gateway.cli_evidence import register as register_evidence
@@ -50,8 +52,14 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = command_settings(args, needs_store=False)
+    settings, source = settings_and_source(args)
     print(json.dumps(settings.redacted(), indent=2, sort_keys=True))
+    print(f"store: {describe_store(settings)} (settings from "
+          f"{source or 'built-in defaults: no --config, --env-file or GATEWAY_STORE_*'})",
+          file=sys.stderr)
+    if not source:
+        print("warning: no configuration named, so these are not the live gateway's settings "
+              "(give --env-file /etc/gateway/gateway.env or --config FILE)", file=sys.stderr)
     problems = []
     for key in ("server.tls_cert", "server.tls_key", "entra.ca_file", "imap.ca_file"):
         path = settings.get(key)

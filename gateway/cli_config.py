@@ -242,14 +242,20 @@ def redact_dsn(dsn: str) -> str:
     return re.sub(r"(?i)(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn)
 
 
+def settings_and_source(args: argparse.Namespace,
+                        environ: Mapping[str, str] | None = None) -> tuple[Settings, str]:
+    """The settings, and where they were named ("" when nothing named them)."""
+    merged, source = _environ(args, os.environ if environ is None else environ)
+    return load_settings(getattr(args, "config", None) or None, environ=merged), source
+
+
 def command_settings(args: argparse.Namespace, *, needs_store: bool = True,
                      environ: Mapping[str, str] | None = None,
                      announce: bool = True) -> Settings:
     """The settings for this command. With ``needs_store``, refuses (``NoConfiguration``)
     when nothing names the configuration, and says on stderr which store is used."""
-    merged, source = _environ(args, os.environ if environ is None else environ)
     # Bad settings are reported first (naming the key), then a missing configuration.
-    settings = load_settings(getattr(args, "config", None) or None, environ=merged)
+    settings, source = settings_and_source(args, environ)
     if needs_store and not source:
         raise NoConfiguration(NO_CONFIG)
     if needs_store and announce:

@@ -75,7 +75,7 @@ def test_commands_that_touch_no_store_need_no_configuration(tmp_path, args):
     none of them makes a store."""
     done = _gateway(tmp_path, *args)
     assert done.returncode in (0, 1), done.stderr   # check-config: 1 = problems listed
-    assert "no configuration" not in done.stderr
+    assert "nothing was done" not in done.stderr
     assert not (tmp_path / "var").exists()
 
 
@@ -220,3 +220,17 @@ def test_every_printed_command_parses(doc):
             build_parser().parse_args(words)
         except SystemExit as exc:
             raise AssertionError(f"{doc}: `gateway {' '.join(words)}` does not parse") from exc
+
+
+def test_check_config_names_the_store_and_warns_without_a_configuration(tmp_path):
+    """check-config runs with nothing named but says those are only the built-in defaults;
+    with --env-file it names the store the file gives."""
+    bare = _gateway(tmp_path, "check-config")
+    assert "warning: no configuration named" in bare.stderr
+    assert "store: SQLite" in bare.stderr and "built-in defaults" in bare.stderr
+    env_file = tmp_path / "gateway.env"
+    env_file.write_text(f"GATEWAY_STORE_SQLITE_PATH={tmp_path / 'live.db'}\n")
+    named = _gateway(tmp_path, "check-config", "--env-file", str(env_file))
+    assert f"store: SQLite {tmp_path / 'live.db'} (settings from env file" in named.stderr
+    assert "warning: no configuration" not in named.stderr
+    assert not (tmp_path / "live.db").exists()
