@@ -21,6 +21,7 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
         ├── MailError (502)           IMAP said NO/BAD
         ├── CalendarError (502)       Graph refused a calendar request (400 and the like)
         ├── SendRefused (502)         SMTP refused the message
+        │   └── PartlyRefused (502)   sent, but some recipients refused (named)
         │   └── SmtpAuthDisabled (502) 535 5.7.139: SMTP AUTH is off for the mailbox
         ├── SendUncertain (503)       the message went to SMTP but no answer came back
         └── StoreUnavailable (503)
@@ -156,6 +157,20 @@ class CalendarError(UpstreamError):
 class SendRefused(UpstreamError):
     title = "Not sent"
     default_message = "The mail server refused the message. It has been kept; please try again."
+
+
+class PartlyRefused(SendRefused):
+    """The server took the message for some recipients and refused others (RCPT refusals
+    after at least one was accepted): it HAS been sent. ``refused`` names each refused
+    address with the server's words, so the member can send again to those only."""
+
+    title = "Not sent to everyone"
+
+    def __init__(self, refused: list[tuple[str, str]]) -> None:
+        self.refused = refused
+        names = ", ".join(addr for addr, _ in refused)
+        super().__init__(f"Sent, but not to {names}: the mail server refused "
+                         f"{'that address' if len(refused) == 1 else 'those addresses'}.")
 
 
 class SmtpAuthDisabled(SendRefused):

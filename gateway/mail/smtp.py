@@ -18,6 +18,7 @@ from typing import Any
 import aiosmtplib
 
 from gateway.errors import (
+    PartlyRefused,
     ReauthRequired,
     SendRefused,
     SendUncertain,
@@ -68,10 +69,10 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
             raise _busy() from None
         raise ReauthRequired() from None
     except aiosmtplib.SMTPRecipientsRefused as exc:
-        refused = len(exc.recipients)
-        raise SendRefused(f"The mail server refused {refused} recipient"
-                          f"{'' if refused == 1 else 's'}. Check the addresses; your message "
-                          "has been kept.") from None
+        names = ", ".join(f"{r.recipient} ({r.code}{_server_words(r.message)})"
+                          for r in exc.recipients[:20])
+        raise SendRefused(f"Not sent: the mail server refused every recipient: {names}. "
+                          "Check the addresses; your message has been kept.") from None
     except aiosmtplib.SMTPResponseException as exc:
         log.info("smtp refused the message: %s", exc.code)
         if 400 <= exc.code < 500:
@@ -90,8 +91,8 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
         raise UpstreamUnavailable("The mail server cannot be reached just now. Your message "
                                   "has been kept and can be sent again.") from None
     if errors:
-        raise SendRefused(f"The mail server refused {len(errors)} recipient(s). Your message "
-                          "was sent to the others.")
+        raise PartlyRefused([(addr, f"{resp.code}{_server_words(resp.message)}")
+                             for addr, resp in list(errors.items())[:50]])
 
 
 def _busy() -> UpstreamUnavailable:

@@ -32,6 +32,7 @@ from gateway.errors import (
     Conflict,
     GatewayError,
     NotFound,
+    PartlyRefused,
     ReauthRequired,
     SendUncertain,
     StoreUnavailable,
@@ -79,7 +80,7 @@ async def _drafts_folder(conn: ImapConn) -> str:
 def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "",
                notice: str = "", status: int = 200, kept: list[dict[str, str]] | None = None,
                hold: bool = False, carry: bool = False, retry_after: int | None = None,
-               listed: bool = False) -> Response:
+               listed: bool = False, refused: str = "") -> Response:
     svc = services(request)
     session = _me(request)
     # carry: the store could not keep the attachments, so they travel back in the page
@@ -90,7 +91,7 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
         for f in draft.files] if carry else []
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return render(request, "compose.html", {
-        "hold": hold, "carried": carried, "listed": listed or hold,
+        "hold": hold, "carried": carried, "listed": listed or hold, "refused": refused,
         "d": draft, "outbox_id": outbox_id, "error": error, "notice": notice,
         "action": "/mail/send?" + urlencode({"csrf_token": csrf.mask(session.csrf_token)}),
         "held": [{"index": str(i), "name": f.name, "size": human_size(len(f.data))}
@@ -312,6 +313,7 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
     svc = services(request)
     session = _me(request)
     kept = await _kept_parts(request, draft)
+    refused: list[tuple[str, str]] = []
     if not stored:
         message = ("The gateway cannot keep messages just now (its store is unavailable), so "
                    "nothing was sent or saved. Your message is below, attachments included: "
@@ -366,8 +368,13 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
                 log.info("message found in Sent Items; not sent again")
             else:
                 with metrics_of(request.app).upstream_call("smtp"):
-                    await smtp_send(svc.smtp, session.email, token, built.recipients,
-                                    built.data)
+                    try:
+                        await smtp_send(svc.smtp, session.email, token, built.recipients,
+                                        built.data)
+                    except PartlyRefused as partly:
+                        # Sent to the others: recorded as sent below, never offered again
+                        # to everyone; the refused ones get a form of their own.
+                        refused = partly.refused
         except GatewayError:
             await _outbox(request).release(outbox_id, session.user_oid)
             raise
@@ -406,8 +413,32 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
         # Sent Items before sending again.
         log.warning("sent message could not be marked sent: store unavailable")
     await _after_send(request, draft)
+    if refused:
+        return await _resend_form(request, draft, refused)
     note = notices.encode(session, svc.clock(), "sent")
     return RedirectResponse(notices.with_note("/mail?f=INBOX&sent=1", note), 303)
+
+
+async def _resend_form(request: Request, draft: Draft, refused: list[tuple[str, str]]
+                       ) -> Response:
+    """After a partial refusal: the same message in a new form addressed to the refused
+    recipients only (the others have it), each named with the server's reason."""
+    svc = services(request)
+    session = _me(request)
+    again = Draft(mode=draft.mode, to=", ".join(addr for addr, _ in refused),
+                  subject=draft.subject, body=draft.body, orig_folder=draft.orig_folder,
+                  orig_uid=draft.orig_uid, in_reply_to=draft.in_reply_to,
+                  references=list(draft.references), files=list(draft.files),
+                  keep_parts=list(draft.keep_parts))
+    outbox_id = Outbox.new_id()
+    stored = True
+    try:
+        await _outbox(request).save(outbox_id, session.user_oid, again, "compose", svc.clock())
+    except StoreUnavailable:
+        stored = False
+    reasons = "; ".join(f"{addr} ({why})" if why else addr for addr, why in refused)
+    return _form_page(request, again, outbox_id, status=200, kept=await _kept_parts(
+        request, again), carry=not stored, refused=reasons)
 
 
 async def _close(request: Request, outbox_id: str, draft: Draft) -> Response:

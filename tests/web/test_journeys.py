@@ -234,3 +234,42 @@ def test_close_without_changes_saves_nothing_and_leaving_with_typing_asks(chromi
         assert page.input_value("#subject") == subject
     finally:
         page.context.close()
+
+
+def _copies(gateway: Any, who: str, subject: str) -> int:
+    async def count(conn: Any) -> int:
+        return len(await mailbox.search_uids(conn, "INBOX", ["SUBJECT", f'"{subject}"']))
+    result: int = direct(gateway, who, count)
+    return result
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_partial_refusal_names_the_refused_and_resends_to_them_only(chromium, gateway, size):
+    """One good and one mistyped address: the page says it was sent but names the refused
+    address with the server's reason, and the form that follows is addressed to that one
+    only; corrected and sent, the good recipient still has exactly one copy."""
+    subject = unique(f"Partly {size}")
+    page, rec = _signed_in(chromium, gateway, size)
+    try:
+        page.goto(gateway.url + "/mail/compose")
+        page.fill("#to", "jo.evans@council.example, jo.evens@council.example")
+        page.fill("#subject", subject)
+        page.fill("#body", "Agenda attached.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#compose-refused")
+        said = page.inner_text("#compose-refused")
+        assert "jo.evens@council.example" in said and "5.1.1" in said
+        assert "jo.evans@council.example" not in said
+        assert page.input_value("#to") == "jo.evens@council.example"
+        assert page.input_value("#subject") == subject
+        assert page.input_value("#body") == "Agenda attached."
+        assert axe_violations(page) == []
+        page.fill("#to", "priya.shah@council.example")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#notice")
+        assert page.inner_text("#notice p") == "Message sent."
+        assert rec.dialogs == []
+    finally:
+        page.context.close()
+    assert _copies(gateway, "member2", subject) == 1
+    assert _copies(gateway, "admin", subject) == 1

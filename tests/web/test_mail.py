@@ -838,3 +838,17 @@ def test_nothing_ticked_is_a_redirect_with_a_notice_not_an_error(gateway):
     page = client.get(r.headers["location"])
     assert page.status_code == 200
     assert "Choose at least one message first" in page.text
+
+
+def test_every_recipient_refused_names_them_and_keeps_the_message(gateway):
+    """All recipients refused: nothing sent, each refused address named with the server's
+    reason, the form back with everything typed."""
+    client = sign_in(gateway, "member")
+    action, fields = compose_form(client, "/mail/compose")
+    subject = unique("All refused")
+    fields.update(to="nobody.here@council.example", subject=subject, body="Kept", do="send")
+    r = client.post(action, data=fields, headers={"Origin": gateway.url})
+    assert r.status_code == 502
+    text = unescape(r.text)
+    assert "refused every recipient: nobody.here@council.example (550" in text
+    assert subject in text and "Kept</textarea>" in text
