@@ -29,12 +29,20 @@ from starlette.staticfiles import StaticFiles
 from gateway.alerts import Alerts
 from gateway.audit import AuditLog
 from gateway.auth.access import AccessPolicy
+from gateway.auth.blockers import Blockers, IctFault
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, clear_cookie_header
 from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, NotSignedIn
+from gateway.errors import (
+    ClaimsChallenge,
+    GatewayError,
+    ImapDisabled,
+    MethodNotAllowed,
+    NotFound,
+    NotSignedIn,
+)
 from gateway.evidence.checkpoint import take_checkpoint
 from gateway.evidence.signing import Signer, checkpoint_path, key_path
 from gateway.failover import STATE_KEY, AuditTrail, FailoverPolicy, Mode, Switch
@@ -129,6 +137,13 @@ def create_app(settings: Settings, *, store: Store | None = None,
                    notifier=notifier)
 
     metrics = Metrics()
+    # Faults only ICT can fix (gateway.auth.blockers): counted, audited, in /health.
+    from prometheus_client import Counter
+    ict_faults = Counter("gateway_ict_faults_total", "Faults only ICT can fix, by kind "
+                         "(imap_disabled, smtp_auth_disabled, consent_missing, app_refused).",
+                         ["kind"], registry=metrics.registry)
+    blockers = Blockers(the_store, audit_log, clock,
+                        count=lambda kind: ict_faults.labels(kind=kind).inc())
     imap_pool.on_open = lambda: metrics.connection_opened("imap")
     metrics.imap_open.set_function(lambda: imap_pool.open_connections)
     # Evidence (gateway.history, gateway.alerts, gateway.evidence): the probe history, ICT
@@ -166,7 +181,9 @@ def create_app(settings: Settings, *, store: Store | None = None,
             instant={"history:writes": instant_check("history:writes", recorder.status, clock,
                                                      "system"),
                      "notify:deliveries": instant_check("notify:deliveries", notify_status,
-                                                        clock, "system")}))
+                                                        clock, "system"),
+                     "tenant:faults": instant_check("tenant:faults", blockers.observation,
+                                                    clock, "system")}))
         metrics.on_upstream_failure.append(
             lambda upstream: monitor.reprobe(f"{upstream}:responseTime"))
         recorder.start()
@@ -248,13 +265,27 @@ def create_app(settings: Settings, *, store: Store | None = None,
     async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
         session = request.scope.get("state", {}).get("session")
+        is_page = request.method == "GET" and not request.url.path.startswith("/api/")
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if isinstance(exc, IctFault):
+            # Named, counted and audited; the session stays (other parts may work).
+            await blockers.report(exc.kind, session)
+            return error_response(request.scope, exc)
+        if isinstance(exc, ImapDisabled) and session is not None and \
+                await blockers.report("imap_disabled", session):
+            # A fresh sign-in was tried and Exchange still refuses: stop the loop here.
+            return error_response(request.scope, IctFault("imap_disabled"))
+        if isinstance(exc, ClaimsChallenge) and session is not None and is_page:
+            # Conditional access wants a sign-in with these claims: straight to Entra with
+            # them, and back to this page. The session is replaced at the callback.
+            return RedirectResponse(auth_routes.claims_start_url(keyring, exc.claims, target),
+                                    303)
         if isinstance(exc, NotSignedIn) and session is not None:
             # The member's tokens can no longer be refreshed: end this session and send them
             # through sign-in, back to the page they wanted.
             await sessions.end(session)
             request.scope["state"]["session"] = None
-            if request.method == "GET" and not request.url.path.startswith("/api/"):
-                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            if is_page:
                 response = RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
                 response.headers.append("Set-Cookie", clear_cookie_header(SESSION_COOKIE))
                 return response
@@ -295,6 +326,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, GatewayError: gateway_error})
     app.state.services = svc
+    app.state.blockers = blockers
     app.state.ready = False
     app.state.metrics = metrics
     app.state.health = None

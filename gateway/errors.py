@@ -6,7 +6,8 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
     ├── BadRequest (400)
     │   └── PayloadTooLarge (413)
     ├── NotSignedIn (401)            -> the web layer sends the browser to sign-in
-    │   └── ReauthRequired (401)     token can no longer be refreshed
+    │   ├── ReauthRequired (401)     token can no longer be refreshed
+    │   └── ClaimsChallenge (401)    conditional access wants a sign-in with these claims
     │       └── ImapDisabled (401)   Exchange refused a still-valid token: IMAP off for the mailbox
     ├── BadApiKey (401)              API bearer key missing, unknown or revoked
     ├── Forbidden (403)
@@ -18,6 +19,7 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
     ├── SignInFailed (400)           the Entra round trip failed (state, code, consent)
     └── UpstreamError (502)
         ├── UpstreamUnavailable (503) server down, timed out, throttled
+        │   └── EntraUnavailable (503) Entra's passing fault (5xx, temporarily_unavailable)
         ├── MailError (502)           IMAP said NO/BAD
         ├── CalendarError (502)       Graph refused a calendar request (400 and the like)
         ├── SendRefused (502)         SMTP refused the message
@@ -77,6 +79,18 @@ class ImapDisabled(ReauthRequired):
     title = "Mail access is turned off"
     default_message = ("Mail access (IMAP) is turned off for your mailbox, or the gateway is "
                        "not allowed to use it. ICT must turn it on.")
+
+
+class ClaimsChallenge(NotSignedIn):
+    """Conditional access answered a silent token request with ``interaction_required`` and a
+    ``claims`` challenge (AADSTS50076/50079/53003): the member must sign in again *with those
+    claims* (msal's ``claims_challenge``), then comes back to the page they were on."""
+
+    default_message = "Your organisation asks you to confirm your sign-in. Please sign in again."
+
+    def __init__(self, claims: str, message: str | None = None) -> None:
+        super().__init__(message)
+        self.claims = claims
 
 
 class BadApiKey(GatewayError):
@@ -143,6 +157,18 @@ class UpstreamUnavailable(UpstreamError):
     status = 503
     title = "Service unavailable"
     default_message = "The mail service cannot be reached just now. Please try again shortly."
+
+
+class EntraUnavailable(UpstreamUnavailable):
+    """Entra answered with a passing fault (HTTP 5xx, ``temporarily_unavailable``) or could
+    not be reached: the session stays, the member is asked to try again in a minute."""
+
+    title = "Sign-in service busy"
+    default_message = ("Microsoft's sign-in service is having a problem just now. You are "
+                       "still signed in: please try again in a minute.")
+
+    def __init__(self, message: str | None = None, *, retry_after: int | None = 60) -> None:
+        super().__init__(message, retry_after=retry_after)
 
 
 class MailError(UpstreamError):

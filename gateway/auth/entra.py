@@ -26,15 +26,45 @@ import msal
 import requests
 from msal.exceptions import MsalServiceError
 
+from gateway.auth.blockers import IctFault
 from gateway.config import Settings
 from gateway.crypto import DecryptError, KeyRing
-from gateway.errors import ReauthRequired, SignInFailed, UpstreamUnavailable
+from gateway.errors import (
+    ClaimsChallenge,
+    EntraUnavailable,
+    ReauthRequired,
+    SignInFailed,
+)
 from gateway.store.base import Store
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_TTL = 3600.0
 HTTP_TIMEOUT = 15.0
+# Entra's passing faults: retry later, keep the session (Microsoft identity platform error
+# codes: "temporarily_unavailable ... retry the request after a small delay"; 5xx).
+TRANSIENT_ERRORS = ("temporarily_unavailable", "server_error", "service_unavailable")
+# The app itself refused: secret wrong or expired, client unknown. Only ICT can fix these.
+APP_REFUSED_ERRORS = ("invalid_client", "unauthorized_client")
+
+
+def classify(result: dict[str, Any]) -> Exception | None:
+    """Map an Entra error response (as msal returns it) onto the gateway's error tree:
+    consent missing and the app refused are ICT faults, passing faults keep the session, a
+    claims challenge goes back through sign-in with the claims; None for the rest (the
+    member's own grant is gone: sign in again)."""
+    error = str(result.get("error") or "")
+    codes = [int(c) for c in result.get("error_codes") or [] if str(c).isdigit()]
+    if error == "interaction_required" and result.get("claims"):
+        return ClaimsChallenge(str(result["claims"]))
+    if 65001 in codes or result.get("suberror") == "consent_required" or \
+            error == "consent_required":
+        return IctFault("consent_missing")
+    if error in APP_REFUSED_ERRORS:
+        return IctFault("app_refused")
+    if error in TRANSIENT_ERRORS or any(500 <= c < 600 for c in codes if c < 1000):
+        return EntraUnavailable()
+    return None
 
 
 class CachingHttpClient:
@@ -82,6 +112,8 @@ class SignedIn:
     roles: list[str]
     groups: list[str]
     account_id: str
+    # More than 200 groups: Entra sent `_claim_names` instead of `groups`; ask Graph.
+    groups_overage: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,21 +146,21 @@ class Entra:
                 http_client=self.http, token_cache=cache, instance_discovery=False)
         except (ValueError, requests.RequestException, MsalServiceError) as exc:
             log.warning("entra unreachable while building the msal app: %s", type(exc).__name__)
-            raise UpstreamUnavailable("The sign-in service cannot be reached just now. "
-                                      "Please try again shortly.") from None
+            raise EntraUnavailable() from None
 
     async def start_sign_in(self, login_hint: str | None = None,
-                            prompt: str | None = None) -> StartedFlow:
+                            prompt: str | None = None,
+                            claims_challenge: str | None = None) -> StartedFlow:
         def start() -> dict[str, Any]:
             flow: dict[str, Any] = self._app().initiate_auth_code_flow(
                 scopes=self.signin_scopes, redirect_uri=self.settings.redirect_uri,
-                response_mode="form_post", login_hint=login_hint, prompt=prompt)
+                response_mode="form_post", login_hint=login_hint, prompt=prompt,
+                claims_challenge=claims_challenge)
             return flow
         try:
             flow = await asyncio.to_thread(start)
         except (requests.RequestException, MsalServiceError):
-            raise UpstreamUnavailable("The sign-in service cannot be reached just now. "
-                                      "Please try again shortly.") from None
+            raise EntraUnavailable() from None
         blob = self.keyring.encrypt(json.dumps(flow).encode(), b"auth-flow")
         return StartedFlow(auth_uri=flow["auth_uri"], flow_json=blob)
 
@@ -142,6 +174,13 @@ class Entra:
             # The member declined consent, or Entra refused; the description may carry an
             # AADSTS code worth showing ICT, but never a token.
             code = form.get("error", "")
+            described = form.get("error_description", "")
+            if code == "consent_required" or described.startswith("AADSTS65001"):
+                # User consent is off: the app registration lacks (admin consent for) a
+                # permission. The member cannot fix it by trying again; ICT can.
+                raise IctFault("consent_missing")
+            if code in ("temporarily_unavailable", "server_error"):
+                raise EntraUnavailable()
             msg = ("You did not give the gateway permission to reach your mailbox, so sign-in "
                    "stopped." if code in ("access_denied", "consent_required")
                    else "Entra ID did not complete the sign-in.")
@@ -159,10 +198,13 @@ class Entra:
             raise SignInFailed("This sign-in link was out of date or had been altered. "
                                "Please start again.") from None
         except (requests.RequestException, MsalServiceError):
-            raise UpstreamUnavailable("The sign-in service cannot be reached just now.") from None
+            raise EntraUnavailable() from None
         if "error" in result:
             log.info("sign-in refused by entra: %s %s", result.get("error"),
                      (result.get("error_codes") or [""])[0])
+            mapped = classify(result)
+            if isinstance(mapped, (IctFault, EntraUnavailable)):
+                raise mapped
             raise SignInFailed()
         claims = result.get("id_token_claims") or {}
         account_id = self._account_id(claims, cache)
@@ -173,7 +215,8 @@ class Entra:
             oid=str(claims["oid"]), name=str(claims.get("name") or ""),
             email=str(claims.get("email") or claims.get("preferred_username") or ""),
             roles=[str(r) for r in claims.get("roles", [])],
-            groups=[str(g) for g in claims.get("groups", [])], account_id=account_id)
+            groups=[str(g) for g in claims.get("groups", [])], account_id=account_id,
+            groups_overage="groups" in (claims.get("_claim_names") or {}))
 
     @staticmethod
     def _account_id(claims: dict[str, Any], cache: msal.SerializableTokenCache) -> str:
@@ -223,10 +266,14 @@ class Entra:
             try:
                 result = await asyncio.to_thread(silent)
             except (requests.RequestException, MsalServiceError):
-                raise UpstreamUnavailable("The sign-in service cannot be reached just "
-                                          "now.") from None
+                raise EntraUnavailable() from None
             await self._save_cache(account_id, cache)
         if not result or "access_token" not in result:
+            mapped = classify(result) if result else None
+            if mapped is not None:
+                log.info("token refresh answered %s (%s)", (result or {}).get("error"),
+                         type(mapped).__name__)
+                raise mapped
             if result and result.get("error") not in ("invalid_grant", "interaction_required"):
                 log.warning("token refresh failed: %s", result.get("error"))
             raise ReauthRequired()

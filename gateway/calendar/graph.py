@@ -233,6 +233,17 @@ async def _pages(g: GraphHttp, token: TokenSource, url: str,
 # ---------------------------------------------------------------------- reading
 
 
+async def member_groups(g: GraphHttp, token: TokenSource) -> list[str]:
+    """The signed-in member's group ids (transitive, security groups), for group overage:
+    ``POST /me/getMemberObjects`` needs only User.Read for the signed-in user."""
+    body = _json(await _send(g, token, "POST", "me/getMemberObjects",
+                             json={"securityEnabledOnly": True}))
+    value = body.get("value")
+    if not isinstance(value, list):
+        raise UpstreamError("Microsoft Graph sent a group list the gateway cannot read.")
+    return [str(v) for v in value if isinstance(v, str)]
+
+
 async def calendar_view(g: GraphHttp, token: TokenSource, start: datetime,
                         end: datetime) -> list[Event]:
     """Every event, occurrence and exception between ``start`` and ``end`` (aware), in

@@ -9,9 +9,21 @@ as Entra does: the same paths, parameters, response fields, token claims and AAD
 error shapes. Where it is deliberately stricter than Entra (PKCE S256 is required, only https://
 redirect URIs) the code says so.
 
+Consent follows the app registration: the stand-in reads the shipped
+``deploy/entra/manifest.json`` (``gateway.devstack.registration``), takes its permissions as
+admin-consented with user consent off (as in most councils), and refuses any scope the
+manifest does not grant under the right resource as Entra does (AADSTS65001). Sample users
+model what real tenants do to an app: one behind conditional access (a silent Graph token
+answers ``interaction_required`` with a claims challenge, AADSTS50076, until they sign in again
+with those claims), one in more than 200 groups (group overage: ``_claim_names`` and
+``_claim_sources`` instead of ``groups``); the ``email`` claim appears only when the ``email``
+permission is granted.
+
 It also owns the controls tests and rehearsals use to make Entra misbehave: revoke or expire
 refresh tokens, deny consent, change a user's groups, spoil an ID token's nonce, answer every
-request with a 503, or hang.
+request with a 503, hang, or fail the next token requests with a 500 or
+``temporarily_unavailable``. The same controls are served over HTTPS at ``/_devstack/control``
+(bearer ``admin_key``), so a test or a rehearsal in another process can flip them.
 
 Everything is in memory. No code, token or secret is logged."""
 
@@ -46,6 +58,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.devstack import entra_pages
 from gateway.devstack.entra_pages import FormPost, read_form_post, read_forms
+from gateway.devstack.registration import (
+    CATALOGUE,
+    EXCHANGE_APP_RESOURCE,
+    Registration,
+    load_registration,
+)
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
     EXCHANGE_APP_AUDIENCE,
@@ -53,7 +71,14 @@ from gateway.devstack.tokens import (
     OUTLOOK_AUDIENCE,
     TokenSigner,
 )
-from gateway.devstack.users import CLIENT_ID, DEV_CLIENT_SECRET, TENANT_ID, USERS, SampleUser
+from gateway.devstack.users import (
+    CLIENT_ID,
+    DEV_CLIENT_SECRET,
+    GROUP_CLAIM_LIMIT,
+    TENANT_ID,
+    USERS,
+    SampleUser,
+)
 
 __all__ = [
     "APPLICATION_PERMISSIONS",
@@ -68,21 +93,29 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The app registration the stand-in plays: API permissions already granted tenant-wide (admin
-# consent), per resource. Entra issues every consented scope of a resource in one token, so
-# these are also what `scp` carries. Names are matched case-insensitively, as Entra does.
+# The delegated permissions that exist per resource (Microsoft's catalogue, not what this app
+# is granted: that is the manifest's business). A scope outside this is invalid (AADSTS70011);
+# one inside it that the manifest does not grant is not consented (AADSTS65001). Entra issues
+# every consented scope of a resource in one token, so the granted ones are what `scp` carries.
+# Names are matched case-insensitively, as Entra does.
 DELEGATED_PERMISSIONS: dict[str, tuple[str, ...]] = {
-    OUTLOOK_AUDIENCE: ("IMAP.AccessAsUser.All", "SMTP.Send"),
-    GRAPH_AUDIENCE: ("User.Read", "Calendars.ReadWrite", "MailboxSettings.Read"),
+    aud: tuple(p.value for p in CATALOGUE if p.kind == "Scope" and p.audience == aud)
+    for aud in (OUTLOOK_AUDIENCE, GRAPH_AUDIENCE)
 }
-# Application permissions (app roles) for the client_credentials grant (the health canary).
+# Application permissions (app roles) that exist per resource, for client_credentials.
 APPLICATION_PERMISSIONS: dict[str, tuple[str, ...]] = {
-    OUTLOOK_AUDIENCE: ("IMAP.AccessAsApp", "SMTP.SendAsApp"),
-    # GroupMember.Read.All: `gateway failover drill` checks the group in the directory.
-    GRAPH_AUDIENCE: ("Calendars.Read", "GroupMember.Read.All"),
+    OUTLOOK_AUDIENCE: tuple(p.value for p in CATALOGUE
+                            if p.kind == "Role" and p.audience == EXCHANGE_APP_RESOURCE),
+    GRAPH_AUDIENCE: tuple(p.value for p in CATALOGUE
+                          if p.kind == "Role" and p.audience == GRAPH_AUDIENCE),
     # Office 365 Exchange Online's application permissions, as granted for the canary.
-    EXCHANGE_APP_AUDIENCE: ("IMAP.AccessAsApp", "SMTP.SendAsApp"),
+    EXCHANGE_APP_AUDIENCE: tuple(p.value for p in CATALOGUE
+                                 if p.kind == "Role" and p.audience == EXCHANGE_APP_RESOURCE),
 }
+# The conditional-access policy the step-up sample user is under (MFA for Microsoft Graph).
+CA_POLICY_ID = "4c8a2f1e-6d3b-4e5a-9f70-1b2c3d4e5f60"
+CONTROL_PATH = "/_devstack/control"
+_TOKEN_FAULTS = ("server_error", "temporarily_unavailable")
 # The object id of the app's service principal: the subject of app-only tokens.
 APP_SERVICE_PRINCIPAL_OID = "0e9f8d7c-6b5a-4c3d-9e2f-1a0b9c8d7e6f"
 APP_DISPLAY_NAME = "Failover mail gateway (dev)"
@@ -95,6 +128,9 @@ _GRAPH_ECHOED_OIDC = ("openid", "profile", "email")
 _DISCOVERY_ALIASES = ("common", "organizations")
 _SSO_COOKIE = "ESTSAUTH"
 _FAULTS = ("error", "hang")
+_MFA_CLAIMS = json.dumps({"access_token": {"capolids": {"essential": True,
+                                                        "values": [CA_POLICY_ID]}}},
+                         separators=(",", ":"))
 _HANG_POLL = 0.05
 _MAX_BODY = 64 * 1024
 _MAX_PARAMS = 50
@@ -111,13 +147,14 @@ class EntraError(Exception):
     """An OAuth error the way Entra words it: an OAuth ``error`` plus an AADSTS code."""
 
     def __init__(self, error: str, code: int, message: str, *, status: int = 400,
-                 suberror: str | None = None) -> None:
+                 suberror: str | None = None, claims: str | None = None) -> None:
         super().__init__(f"{error}: AADSTS{code}: {message}")
         self.error = error
         self.code = code
         self.message = message
         self.status = status
         self.suberror = suberror
+        self.claims = claims
 
     @property
     def aadsts(self) -> str:
@@ -244,6 +281,8 @@ class _AuthCode:
     auth_time: int
     expires_at: float
     redeemed: bool = False
+    mfa: bool = False
+    email_scope: bool = False
 
 
 @dataclass
@@ -255,6 +294,7 @@ class _RefreshGrant:
     issued_at: float
     expires_at: float
     serial: int
+    mfa: bool = False
 
 
 @dataclass
@@ -279,6 +319,7 @@ class _AuthorizeRequest:
     prompt: str | None = None
     login_hint: str | None = None
     dev_auto: bool = False
+    mfa: bool = False       # asked with the claims challenge of our CA policy: MFA done
 
 
 # ------------------------------------------------------------------------------ middleware
@@ -298,6 +339,10 @@ class _Controls:
             return
         s = self.stand_in
         s.requests_seen[scope["path"]] += 1
+        if scope["path"] == CONTROL_PATH:
+            # The switch that clears a fault must work while the fault is on.
+            await self.app(scope, receive, send)
+            return
         # "hang" holds the request without blocking the loop, until the fault is cleared or
         # changed (read without a lock: one attribute, set from any thread).
         while s._fault == "hang":
@@ -328,8 +373,12 @@ class EntraStandIn:
     def __init__(self, signer: TokenSigner, *, users: Sequence[SampleUser] = USERS,
                  client_id: str = CLIENT_ID, client_secret: str = DEV_CLIENT_SECRET,
                  clock: Callable[[], float] = time.time, access_token_lifetime: int = 3600,
-                 refresh_token_lifetime: int = 90 * 86400) -> None:
+                 refresh_token_lifetime: int = 90 * 86400,
+                 registration: Registration | None = None) -> None:
         self.signer = signer
+        self.registration = registration or load_registration()
+        # Bearer key of the HTTPS control endpoint; whoever started the stand-in hands it on.
+        self.admin_key = secrets.token_urlsafe(32)
         self.users: tuple[SampleUser, ...] = tuple(users)
         self.client_id = client_id
         self._client_secret = client_secret
@@ -353,6 +402,8 @@ class EntraStandIn:
         self._groups: dict[str, tuple[str, ...]] = {}
         self._tamper_nonce = False
         self._fault: str | None = None
+        self._token_faults: collections.deque[str] = collections.deque()
+        self._step_up: set[str] = {u.oid for u in self.users if u.step_up}
 
         tenant_routes = [
             Route("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery,
@@ -365,7 +416,8 @@ class EntraStandIn:
         ]
         self.app = Starlette(
             routes=[Route("/common/discovery/instance", self._instance_discovery,
-                          methods=["GET"]), *tenant_routes],
+                          methods=["GET"]),
+                    Route(CONTROL_PATH, self._control, methods=["POST"]), *tenant_routes],
             middleware=[Middleware(_Controls, stand_in=self)],
             max_body_size=_MAX_BODY,
         )
@@ -444,6 +496,92 @@ class EntraStandIn:
         self._fault = fault
         log.info("entra stand-in: fault set to %s", fault)
 
+    def fail_token_requests(self, kind: str | None, count: int = 1) -> None:
+        """The next ``count`` token requests fail as Entra's passing outages do: "server_error"
+        (HTTP 500, AADSTS50000) or "temporarily_unavailable" (HTTP 503 with Retry-After,
+        AADSTS90033); then the endpoint recovers. None clears what is left."""
+        if kind is not None and kind not in _TOKEN_FAULTS:
+            raise ValueError(f"unknown token fault {kind!r}; expected one of {_TOKEN_FAULTS}")
+        with self._lock:
+            self._token_faults.clear()
+            if kind is not None:
+                self._token_faults.extend([kind] * max(0, count))
+
+    def set_step_up(self, oid: str, on: bool) -> None:
+        """Put the user under (or take them out of) the conditional-access policy that wants
+        MFA for Microsoft Graph; sessions that already did MFA keep it."""
+        with self._lock:
+            if on:
+                self._step_up.add(oid)
+            else:
+                self._step_up.discard(oid)
+
+    async def _control(self, request: Request) -> Response:
+        """The controls over HTTPS, for tests and rehearsals in another process. Body: JSON
+        with any of ``fault`` (None, "error", "hang"), ``token_fault`` ({"kind", "count"}),
+        ``deny_consent`` (an oid or None), ``step_up`` ({"oid", "on"})."""
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), self.admin_key.encode()):
+            return JSONResponse({"error": "unauthorized"}, status_code=401, headers=_NO_STORE)
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+            if "fault" in body:
+                self.set_fault(body["fault"])
+            if "token_fault" in body:
+                tf = body["token_fault"] or {}
+                self.fail_token_requests(tf.get("kind"), int(tf.get("count", 1)))
+            if "deny_consent" in body:
+                self.deny_consent(body["deny_consent"])
+            if "step_up" in body:
+                self.set_step_up(str(body["step_up"]["oid"]), bool(body["step_up"]["on"]))
+        except (ValueError, TypeError, KeyError) as exc:
+            return JSONResponse({"error": "bad_request", "detail": str(exc)[:200]},
+                                status_code=400, headers=_NO_STORE)
+        return JSONResponse({"ok": True, "fault": self._fault,
+                             "token_faults": len(self._token_faults)}, headers=_NO_STORE)
+
+    # ------------------------------------------------------------------ consent
+
+    def _consent_error(self, error: str) -> EntraError:
+        # AADSTS65001 as Entra words it; at the token endpoint the OAuth error is
+        # invalid_grant with suberror consent_required (Microsoft identity platform error
+        # codes reference; msal's docs on handling consent_required).
+        return EntraError(
+            error, 65001,
+            f"The user or administrator has not consented to use the application with ID "
+            f"'{self.client_id}' named '{APP_DISPLAY_NAME}'. Send an interactive "
+            "authorization request for this user and resource.",
+            suberror="consent_required" if error == "invalid_grant" else None)
+
+    def _check_consent(self, scopes: _ScopeSet, error: str) -> None:
+        """Every scope asked for must be granted by the app registration (admin consent; user
+        consent is off): a resource's .default needs at least one of its permissions."""
+        reg = self.registration
+        for name in scopes.oidc:
+            if not reg.grants_oidc(name):
+                raise self._consent_error(error)
+        for s in scopes.resource_scopes:
+            granted = {p.lower() for p in reg.delegated(s.resource)}
+            if (s.name == ".default" and not granted) or \
+                    (s.name != ".default" and s.name.lower() not in granted):
+                raise self._consent_error(error)
+
+    def _check_step_up(self, oid: str, resource: str, mfa: bool) -> None:
+        """Conditional access: MFA required for Microsoft Graph. A grant without it gets
+        interaction_required, AADSTS50076, with the claims challenge msal takes as
+        ``claims_challenge`` (Microsoft: "Handle conditional access challenges"; msal
+        python's acquire_token_silent returns the error dict with ``claims``)."""
+        with self._lock:
+            wanted = oid in self._step_up
+        if wanted and resource == GRAPH_AUDIENCE and not mfa:
+            raise EntraError(
+                "interaction_required", 50076,
+                "Due to a configuration change made by your administrator, or because you "
+                "moved to a new location, you must use multi-factor authentication to access "
+                f"'{GRAPH_AUDIENCE}'.", suberror="basic_action", claims=_MFA_CLAIMS)
+
     def issue_access_token(self, user: SampleUser, audience: str, scopes: list[str],
                            lifetime: int = 3600, **extra_claims: Any) -> str:
         """A delegated access token as Entra would issue it for ``audience``; ``scopes`` may be
@@ -512,6 +650,8 @@ class EntraStandIn:
         }
         if err.suberror:
             body["suberror"] = err.suberror
+        if err.claims:
+            body["claims"] = err.claims
         headers = dict(_NO_STORE)
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
@@ -701,6 +841,17 @@ class EntraStandIn:
         # At authorize Entra accepts scopes of several resources (consent up front); only the
         # token endpoint insists on one.
         req.scope = _parse_scopes(scope, DELEGATED_PERMISSIONS)
+        self._check_consent(req.scope, "consent_required")
+        if p.get("claims"):
+            try:
+                asked = json.loads(p["claims"])
+                ids = asked["access_token"]["capolids"]["values"]
+            except (ValueError, KeyError, TypeError):
+                # Entra: AADSTS90015-like refusal of a claims value it cannot read; the
+                # stand-in only understands the capolids challenge it issues itself.
+                raise _malformed("the claims parameter is not a claims request this tenant "
+                                 "understands.") from None
+            req.mfa = isinstance(ids, list) and CA_POLICY_ID in ids
         challenge = p.get("code_challenge")
         if not challenge:
             # Stricter than Entra: the gateway must always use PKCE.
@@ -752,7 +903,8 @@ class EntraStandIn:
                 client_id=req.client_id, redirect_uri=req.redirect_uri,
                 code_challenge=req.code_challenge, nonce=req.nonce, scope=req.scope,
                 oid=user.oid, sid=session.sid, auth_time=session.auth_time,
-                expires_at=now + CODE_LIFETIME)
+                expires_at=now + CODE_LIFETIME, mfa=req.mfa,
+                email_scope=req.scope.has("email"))
         log.info("entra stand-in: %s signed in; authorization code issued", user.key)
         fields = {"code": code}
         if req.params.get("client_info") == "1":
@@ -812,6 +964,17 @@ class EntraStandIn:
             self._check_tenant(request.path_params["tenant"])
             form = await _request_params(request)
             client_id = self._authenticate_client(form, request)
+            with self._lock:
+                fault = self._token_faults.popleft() if self._token_faults else None
+            if fault == "server_error":
+                raise EntraError("server_error", 50000,
+                                 "There was an error issuing a token or an issue with our "
+                                 "sign-in service.", status=500)
+            if fault == "temporarily_unavailable":
+                err = EntraError("temporarily_unavailable", 90033,
+                                 "A transient error has occurred. Please try again.",
+                                 status=503)
+                return self._error_json(err, request, retry_after=60)
             grant_type = form.get("grant_type")
             if not grant_type:
                 raise _missing("grant_type")
@@ -930,6 +1093,8 @@ class EntraStandIn:
                              "The request was denied because one or more scopes requested are "
                              "unauthorized or expired. The user must first sign in and grant "
                              "the client application access to the requested scope.")
+        self._check_consent(scopes, "invalid_grant")
+        self._check_step_up(rec.oid, resource, rec.mfa)
         user = self._user_by_oid(rec.oid)
         if user is None:
             raise _bad_grant("The user no longer exists.")
@@ -941,7 +1106,8 @@ class EntraStandIn:
         return self._user_token_response(
             user, resource, scopes, client_info=form.get("client_info") == "1",
             id_token=rec.scope.has("openid"), refresh=rec.scope.has("offline_access"),
-            nonce=nonce, sid=rec.sid, auth_time=rec.auth_time)
+            nonce=nonce, sid=rec.sid, auth_time=rec.auth_time, mfa=rec.mfa,
+            email_scope=rec.email_scope)
 
     def _redeem_refresh(self, form: Mapping[str, str], client_id: str) -> dict[str, Any]:
         token = form.get("refresh_token")
@@ -970,6 +1136,8 @@ class EntraStandIn:
                     f"The refresh token has expired due to inactivity. The token was issued on "
                     f"{_iso(grant.issued_at)} and was inactive for "
                     f"{dt.timedelta(seconds=int(now - grant.issued_at))}.")
+        self._check_consent(scopes, "invalid_grant")
+        self._check_step_up(grant.oid, resource, grant.mfa)
         user = self._user_by_oid(grant.oid)
         if user is None:
             raise _bad_grant("The user no longer exists.")
@@ -977,7 +1145,7 @@ class EntraStandIn:
         return self._user_token_response(
             user, resource, scopes, client_info=form.get("client_info") == "1",
             id_token=scopes.has("openid"), refresh=True, nonce=None, sid=grant.sid,
-            auth_time=grant.auth_time)
+            auth_time=grant.auth_time, mfa=grant.mfa, email_scope=scopes.has("email"))
 
     def _client_credentials(self, form: Mapping[str, str], client_id: str) -> dict[str, Any]:
         raw = form.get("scope", "")
@@ -998,7 +1166,8 @@ class EntraStandIn:
             "aud": resource, "iss": ACCESS_ISSUER, "iat": now, "nbf": now,
             "exp": now + self.access_token_lifetime, "tid": TENANT_ID,
             "oid": APP_SERVICE_PRINCIPAL_OID, "sub": APP_SERVICE_PRINCIPAL_OID,
-            "idtyp": "app", "roles": list(APPLICATION_PERMISSIONS.get(resource, ())),
+            "idtyp": "app", "roles": list(self.registration.app_roles(
+                EXCHANGE_APP_RESOURCE if resource == OUTLOOK_AUDIENCE else resource)),
             "appid": client_id, "azp": client_id, "appidacr": "1", "ver": "1.0",
             "uti": secrets.token_urlsafe(16),
         }
@@ -1012,18 +1181,19 @@ class EntraStandIn:
 
     def _user_token_response(self, user: SampleUser, resource: str, scopes: _ScopeSet, *,
                              client_info: bool, id_token: bool, refresh: bool,
-                             nonce: str | None, sid: str, auth_time: int) -> dict[str, Any]:
+                             nonce: str | None, sid: str, auth_time: int, mfa: bool = False,
+                             email_scope: bool = False) -> dict[str, Any]:
         now_f = self._clock()
         now = int(now_f)
-        granted = list(DELEGATED_PERMISSIONS[resource])
+        granted = list(self.registration.delegated(resource))
         body: dict[str, Any] = {
             "token_type": "Bearer",
-            "scope": _response_scope(scopes, resource),
+            "scope": _response_scope(scopes, resource, granted),
             "expires_in": self.access_token_lifetime,
             "ext_expires_in": self.access_token_lifetime,
             "access_token": self.signer.sign(self._user_access_claims(
                 user, resource, granted, now=now, lifetime=self.access_token_lifetime,
-                sid=sid)),
+                sid=sid, mfa=mfa)),
         }
         if refresh:
             rt = secrets.token_urlsafe(64)
@@ -1031,22 +1201,25 @@ class EntraStandIn:
                 self._refresh[rt] = _RefreshGrant(
                     client_id=self.client_id, oid=user.oid, sid=sid, auth_time=auth_time,
                     issued_at=now_f, expires_at=now_f + self.refresh_token_lifetime,
-                    serial=self._next_serial())
+                    serial=self._next_serial(), mfa=mfa)
             body["refresh_token"] = rt
         if id_token:
             body["id_token"] = self.signer.sign(self._id_claims(
-                user, nonce=nonce, now=now, lifetime=3600, sid=sid, auth_time=auth_time))
+                user, nonce=nonce, now=now, lifetime=3600, sid=sid, auth_time=auth_time,
+                email_scope=email_scope))
         if client_info:
             body["client_info"] = self._client_info(user.oid)
         log.info("entra stand-in: token issued to %s for %s", user.key, resource)
         return body
 
     def _user_access_claims(self, user: SampleUser, audience: str, scp: list[str], *,
-                            now: int, lifetime: int, sid: str | None) -> dict[str, Any]:
+                            now: int, lifetime: int, sid: str | None,
+                            mfa: bool = False) -> dict[str, Any]:
         # Entra issues v1-shaped access tokens for Exchange Online and Graph.
         claims: dict[str, Any] = {
             "aud": audience, "iss": ACCESS_ISSUER, "iat": now, "nbf": now,
-            "exp": now + lifetime, "acr": "1", "amr": ["pwd"], "appid": self.client_id,
+            "exp": now + lifetime, "acr": "1", "amr": ["pwd", "mfa"] if mfa else ["pwd"],
+            "appid": self.client_id,
             "azp": self.client_id, "appidacr": "1", "idtyp": "user", "name": user.name,
             "oid": user.oid, "scp": " ".join(scp), "sub": self._pairwise_sub(user.oid),
             "tid": TENANT_ID, "unique_name": user.upn, "upn": user.upn,
@@ -1058,22 +1231,36 @@ class EntraStandIn:
         return claims
 
     def _id_claims(self, user: SampleUser, *, nonce: str | None, now: int, lifetime: int,
-                   sid: str | None, auth_time: int) -> dict[str, Any]:
+                   sid: str | None, auth_time: int, email_scope: bool = False
+                   ) -> dict[str, Any]:
         claims: dict[str, Any] = {
             "aud": self.client_id, "iss": f"{self.base_url}/{TENANT_ID}/v2.0", "iat": now,
             "nbf": now, "exp": now + lifetime, "auth_time": auth_time, "tid": TENANT_ID,
             "oid": user.oid, "sub": self._pairwise_sub(user.oid),
             "preferred_username": user.upn, "name": user.name,
-            # `email`, `groups` and `roles` are what the app registration's optional claims and
-            # app roles add; the deployment guide configures the same.
-            "email": user.email, "uti": secrets.token_urlsafe(16), "ver": "2.0",
+            "uti": secrets.token_urlsafe(16), "ver": "2.0",
         }
+        reg = self.registration
+        # The email optional claim (or the email scope) yields a claim only when the Microsoft
+        # Graph `email` permission is granted: the portal's Token configuration says so when
+        # the claim is added ("Turn on the Microsoft Graph email permission").
+        if reg.email_claim and (reg.email_optional_claim or email_scope):
+            claims["email"] = user.email
         if user.roles:
             claims["roles"] = list(user.roles)
         with self._lock:
             groups = self._groups.get(user.oid, user.groups)
-        if groups:
-            claims["groups"] = list(groups)
+        if groups and reg.group_claims:
+            if len(groups) > GROUP_CLAIM_LIMIT:
+                # Group overage (Microsoft: "Configure group claims", "ID token claims
+                # reference"): over 200 groups no `groups` claim is sent; `_claim_names` points
+                # at `_claim_sources`, and the app must ask Graph for the member's groups.
+                claims["_claim_names"] = {"groups": "src1"}
+                claims["_claim_sources"] = {"src1": {
+                    "endpoint": f"https://graph.windows.net/{TENANT_ID}/users/{user.oid}/"
+                                "getMemberObjects"}}
+            else:
+                claims["groups"] = list(groups)
         if nonce is not None:
             # msal sent sha256-hex(its secret nonce) and compares this claim to that: echo it.
             claims["nonce"] = nonce
@@ -1149,14 +1336,14 @@ async def _request_params(request: Request) -> dict[str, str]:
     return out
 
 
-def _response_scope(scopes: _ScopeSet, resource: str) -> str:
+def _response_scope(scopes: _ScopeSet, resource: str, granted: Sequence[str]) -> str:
     """The `scope` of a token response. msal uses it as the cache key, so the scopes the app
     asked for come back exactly as asked; Entra adds the resource's other consented scopes
     (the token carries them all) and, for Graph only, the OIDC scopes asked for."""
     asked = [s.raw for s in scopes.resource_scopes if s.name != ".default"]
     asked_names = {s.name.lower() for s in scopes.resource_scopes}
     others = [p if resource == GRAPH_AUDIENCE else f"{resource}/{p}"
-              for p in DELEGATED_PERMISSIONS[resource] if p.lower() not in asked_names]
+              for p in granted if p.lower() not in asked_names]
     parts = asked + others
     if resource == GRAPH_AUDIENCE:
         parts += [s for s in scopes.oidc if s in _GRAPH_ECHOED_OIDC]

@@ -215,6 +215,7 @@ class GraphStandIn:
             Route("/v1.0/", self._root, methods=["GET"]),
             Route("/v1.0/users/{user}/calendar", self._user_calendar, methods=["GET"]),
             *self.directory.routes(),
+            Route("/v1.0/me/getMemberObjects", self._member_objects, methods=["POST"]),
         ])
 
     # ------------------------------------------------------------------ controls
@@ -463,6 +464,37 @@ class GraphStandIn:
                 "id": "AAMkAG" + base64.urlsafe_b64encode(user.oid.encode()).decode(),
                 "name": "Calendar", "canEdit": True, "isDefaultCalendar": True,
                 "owner": {"name": user.name, "address": user.email}})
+        except GraphError as err:
+            return self._error(err)
+
+    async def _member_objects(self, request: Request) -> Response:
+        """``POST /me/getMemberObjects``: the signed-in user's group ids, transitively, for an
+        app whose ID token had group overage. Microsoft's "directoryObject: getMemberObjects"
+        page: for the signed-in user the least privileged delegated permission is User.Read;
+        ``securityEnabledOnly`` is required in the body."""
+        try:
+            with self._lock:
+                self.requests += 1
+            auth = request.headers.get("authorization", "")
+            try:
+                claims = self.signer.verify(auth.removeprefix("Bearer "), GRAPH_AUDIENCE)
+            except jwt.InvalidTokenError:
+                raise self._unauthorized("Access token has expired or is not yet valid.")\
+                    from None
+            scopes = {s.lower() for s in str(claims.get("scp", "")).split()}
+            if not scopes & {"user.read", "user.read.all", "directory.read.all",
+                             "groupmember.read.all"}:
+                raise GraphError(403, "Authorization_RequestDenied",
+                                 "Insufficient privileges to complete the operation.")
+            body = await self._json_body(request)
+            if not isinstance(body.get("securityEnabledOnly"), bool):
+                raise GraphError(400, "Request_BadRequest",
+                                 "Invalid request: securityEnabledOnly is required.")
+            user = by_oid(str(claims.get("oid", "")))
+            groups = list(user.groups) if user else []
+            return JSONResponse({
+                "@odata.context": f"{self.base_url}/v1.0/$metadata#Collection(Edm.String)",
+                "value": groups})
         except GraphError as err:
             return self._error(err)
 

@@ -883,7 +883,7 @@ def seed(mail: MailServer, *, now: datetime | None = None, messages_per_user: in
         per_folder = dict.fromkeys(SEED_FOLDERS, 0)
         for folder in SEED_FOLDERS:
             mail.ensure_folder(owner.email, folder)
-        if owner.key != CANARY_KEY:
+        if owner.key != CANARY_KEY and owner.seed_mail:
             planned, marks = plan_mailbox(owner, now=now, messages=messages_per_user,
                                           rng_seed=rng_seed)
             highlights[email] = marks

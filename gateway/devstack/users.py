@@ -21,6 +21,9 @@ GROUPS: dict[str, str] = {
     DRILL_GROUP: "Mail gateway drill: members",
     EMPTY_GROUP: "Mail gateway drill: next quarter",
 }
+# Entra puts at most 200 groups in a JWT; beyond that it sends an overage indicator instead.
+GROUP_CLAIM_LIMIT = 200
+OVERAGE_GROUPS = tuple(f"8e3f2c4a-4d5e-4f60-9b12-{n:012x}" for n in range(1, 251))
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,13 @@ class SampleUser:
     email: str
     roles: tuple[str, ...] = ()
     groups: tuple[str, ...] = field(default=())
+    # Behind a conditional-access policy that wants MFA for Microsoft Graph: the first silent
+    # Graph token answers interaction_required with a claims challenge (AADSTS50076) until the
+    # member signs in again with those claims.
+    step_up: bool = False
+    # Whether the seeder fills the mailbox (the special-purpose users' stay empty, which also
+    # keeps every stack start as quick as before they existed).
+    seed_mail: bool = True
 
     @property
     def upn(self) -> str:
@@ -49,6 +59,16 @@ USERS: tuple[SampleUser, ...] = (
                f"jo.evans@{DOMAIN}", roles=("Gateway.Member",), groups=(DRILL_GROUP,)),
     SampleUser("canary", "55555555-5555-4555-8555-555555555555", "Gateway Canary",
                f"gateway.canary@{DOMAIN}"),
+    SampleUser("stepup", "66666666-6666-4666-8666-666666666666", "Cllr Dana Hughes",
+               f"dana.hughes@{DOMAIN}", roles=("Gateway.Member",), step_up=True,
+               seed_mail=False),
+    # In more than 200 groups: Entra leaves `groups` out of the ID token (overage) and points
+    # at Graph instead. The pilot group is one of the many: a pilot or drill admits them only
+    # if the gateway resolves their groups through Graph.
+    SampleUser("overage", "77777777-7777-4777-8777-777777777777", "Cllr Chris Owen",
+               f"chris.owen@{DOMAIN}", roles=("Gateway.Member",),
+               groups=(*OVERAGE_GROUPS[:120], PILOT_GROUP, *OVERAGE_GROUPS[120:]),
+               seed_mail=False),
 )
 
 

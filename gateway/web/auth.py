@@ -5,18 +5,26 @@ The sign-in flow's state lives server-side; the browser carries only a random fl
 cross-site form POST (``response_mode=form_post``) and a Lax cookie would not come with it.
 The flow is single-use and lives ten minutes. The session cookie proper is made only after
 the callback, with a new id, and is ``SameSite=Lax``.
+
+A conditional-access claims challenge comes to ``/auth/start`` sealed (AES-GCM with the key
+ring, so nobody can make the gateway ask Entra for claims of their choosing) and goes to msal
+as ``claims_challenge``. A member in more than 200 groups (group overage) has their groups read
+from Graph at sign-in; if Graph cannot say, sign-in stops with a plain message rather than
+letting them in without the groups that decide their access.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.auth.access import entitlement
+from gateway.auth.blockers import IctFault
 from gateway.auth.sessions import (
     FLOW_COOKIE,
     SESSION_COOKIE,
@@ -25,7 +33,9 @@ from gateway.auth.sessions import (
     new_id,
     read_cookie,
 )
-from gateway.errors import BadRequest, SignInFailed
+from gateway.calendar.graph import member_groups, member_token
+from gateway.crypto import DecryptError
+from gateway.errors import BadRequest, GatewayError, SignInFailed, UpstreamUnavailable
 from gateway.services import services
 from gateway.store.base import AuthFlowRecord
 from gateway.web.render import render
@@ -33,6 +43,25 @@ from gateway.web.render import render
 log = logging.getLogger(__name__)
 FLOW_LIFETIME = 600.0
 MAX_CALLBACK_FIELD = 16_384
+_CLAIMS_CONTEXT = b"claims-challenge"
+
+
+def claims_start_url(keyring: object, claims: str, next_url: str) -> str:
+    """Where a claims challenge sends the member: /auth/start with the claims sealed."""
+    sealed = keyring.encrypt(claims.encode(), _CLAIMS_CONTEXT)  # type: ignore[attr-defined]
+    token = base64.urlsafe_b64encode(sealed).rstrip(b"=").decode()
+    return "/auth/start?" + urlencode({"next": safe_next(next_url), "claims": token})
+
+
+def _unseal_claims(keyring: object, token: str | None) -> str | None:
+    if not token or len(token) > 8192:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        return bytes(keyring.decrypt(raw, _CLAIMS_CONTEXT)).decode()  # type: ignore[attr-defined]
+    except (DecryptError, ValueError):
+        raise BadRequest("This sign-in link was altered or is out of date. Please start "
+                         "again.") from None
 
 
 def safe_next(value: str | None) -> str:
@@ -66,7 +95,9 @@ async def start(request: Request) -> Response:
     # fresh=1: the admin page asks for a recent sign-in; make Entra ask for credentials
     # again rather than answer silently from its own session.
     fresh = request.query_params.get("fresh") == "1"
-    flow = await svc.entra.start_sign_in(login_hint=hint, prompt="login" if fresh else None)
+    claims = _unseal_claims(svc.keyring, request.query_params.get("claims"))
+    flow = await svc.entra.start_sign_in(login_hint=hint, prompt="login" if fresh else None,
+                                         claims_challenge=claims)
     flow_id = new_id()
     await svc.store.put_flow(AuthFlowRecord(flow_id, flow.flow_json, nxt, svc.clock()))
     response = RedirectResponse(flow.auth_uri, status_code=303)
@@ -89,8 +120,15 @@ async def callback(request: Request) -> Response:
     record = await svc.store.take_flow(flow_id) if flow_id else None
     if record is None or svc.clock() - record.created_at > FLOW_LIFETIME:
         raise SignInFailed("This sign-in had expired or was already used. Please start again.")
-    who = await svc.entra.complete_sign_in(record.flow_json, fields)
-    ent = entitlement(svc.settings, who.roles, who.groups)
+    try:
+        who = await svc.entra.complete_sign_in(record.flow_json, fields)
+    except IctFault as fault:
+        await request.app.state.blockers.report(fault.kind, None)
+        raise
+    groups = who.groups
+    if who.groups_overage:
+        groups = await _overage_groups(request, who.account_id)
+    ent = entitlement(svc.settings, who.roles, groups)
     if not ent.any:
         await svc.entra.forget(who.account_id)
         log.info("sign-in refused: no role or group")
@@ -105,13 +143,33 @@ async def callback(request: Request) -> Response:
         await svc.sessions.end(old)
     session = await svc.sessions.create(
         user_oid=who.oid, user_name=who.name, email=who.email, roles=tuple(who.roles),
-        groups=tuple(who.groups), account_id=who.account_id, is_admin=ent.admin)
+        groups=tuple(groups), account_id=who.account_id, is_admin=ent.admin)
     log.info("signed in (admin=%s)", ent.admin)
     await svc.audit.try_record("auth.signin", who.email, admin=ent.admin)
     response = RedirectResponse(safe_next(record.next_url), status_code=303)
     response.headers.append("Set-Cookie", svc.sessions.cookie(session))
     response.headers.append("Set-Cookie", clear_cookie_header(FLOW_COOKIE, "None"))
     return response
+
+
+async def _overage_groups(request: Request, account_id: str) -> list[str]:
+    """The member's groups from Graph (``/me/getMemberObjects``, User.Read) when the ID token
+    carried the overage indicator instead of ``groups``."""
+    svc = services(request)
+    if svc.graph is None:
+        raise UpstreamUnavailable("Your groups could not be read just now, so sign-in "
+                                  "stopped. Please try again in a minute.", retry_after=60)
+    try:
+        groups = await member_groups(svc.graph, member_token(svc.entra, account_id))
+    except GatewayError:
+        await svc.entra.forget(account_id)
+        log.warning("group overage: groups could not be read from Graph")
+        raise UpstreamUnavailable("You are in more groups than Microsoft puts in a sign-in, "
+                                  "and the gateway could not read them from Microsoft 365 just "
+                                  "now, so sign-in stopped. Please try again in a minute.",
+                                  retry_after=60) from None
+    log.info("group overage: %d groups read from Graph", len(groups))
+    return groups
 
 
 async def sign_out(request: Request) -> Response:

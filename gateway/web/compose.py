@@ -35,6 +35,7 @@ from gateway.errors import (
     PartlyRefused,
     ReauthRequired,
     SendUncertain,
+    SmtpAuthDisabled,
     StoreUnavailable,
     UpstreamError,
 )
@@ -384,6 +385,9 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
         target = "/mail/compose?" + urlencode({"outbox": outbox_id})
         return RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
     except GatewayError as err:
+        if isinstance(err, SmtpAuthDisabled):
+            # Only ICT can fix it: named, counted, audited (gateway.auth.blockers).
+            await request.app.state.blockers.report("smtp_auth_disabled", session)
         if isinstance(err, Conflict):
             # Someone else is sending (or has sent) this very message: leave its record be.
             return _form_page(request, draft, outbox_id, error=err.message, status=err.status,

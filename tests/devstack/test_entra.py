@@ -623,3 +623,173 @@ async def test_fault_hang_holds_requests_without_blocking(stack: Stack) -> None:
         s.set_fault(None)
         r = await asyncio.wait_for(held, timeout=5)
     assert r.status_code == 200 and s.requests_seen[path] == 2
+
+
+# ------------------------------------------------- strict as Entra: registration, CA, overage
+
+STEPUP = user("stepup")
+OVERAGE = user("overage")
+
+
+def _registration(drop: tuple[str, ...] = (), move_to_exchange: tuple[str, ...] = ()) -> Any:
+    """The shipped manifest with some permissions dropped or put under Exchange Online (as
+    the manifest first shipped did)."""
+    from gateway.devstack.registration import (
+        CATALOGUE,
+        EXCHANGE_APP_ID,
+        manifest_path,
+        parse_manifest,
+    )
+    names = {p.id: p.value for p in CATALOGUE}
+    manifest = json.loads(manifest_path().read_text())
+    moved = []
+    for block in manifest["requiredResourceAccess"]:
+        keep = []
+        for a in block["resourceAccess"]:
+            if names.get(a["id"]) in move_to_exchange:
+                moved.append(a)
+            elif names.get(a["id"]) not in drop:
+                keep.append(a)
+        block["resourceAccess"] = keep
+    manifest["requiredResourceAccess"].append({"resourceAppId": EXCHANGE_APP_ID,
+                                               "resourceAccess": moved})
+    return parse_manifest(manifest)
+
+
+async def test_scope_the_manifest_does_not_grant_is_consent_required(
+        certs: DevCerts, signer: TokenSigner) -> None:
+    """With IMAP/SMTP under the wrong resource (the manifest as first shipped) sign-in ends in
+    AADSTS65001 consent_required, as in a tenant with user consent off."""
+    reg = _registration(move_to_exchange=("IMAP.AccessAsUser.All", "SMTP.Send"))
+    async with serve(EntraStandIn(signer, registration=reg), certs) as stack:
+        app = await stack.msal_app()
+        _, response = await stack.sign_in(app)
+        assert response["error"] == "consent_required"
+        assert response["error_description"].startswith("AADSTS65001: ")
+        # Graph alone is still granted: a Graph-only sign-in works.
+        _, ok = await stack.sign_in(app, scopes=[CALENDAR])
+        assert "code" in ok
+
+
+async def test_refresh_for_an_ungranted_resource_is_invalid_grant_65001(
+        certs: DevCerts, signer: TokenSigner) -> None:
+    """Token endpoint shape: invalid_grant, AADSTS65001, suberror consent_required."""
+    reg = _registration(drop=("Calendars.ReadWrite", "Calendars.Read", "User.Read",
+                              "People.Read", "MailboxSettings.ReadWrite"))
+    async with serve(EntraStandIn(signer, registration=reg), certs) as stack:
+        app = await stack.msal_app()
+        flow, response = await stack.sign_in(app)
+        result = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow, response)
+        assert "access_token" in result
+        account = (await asyncio.to_thread(app.get_accounts))[0]
+        graph = await asyncio.to_thread(app.acquire_token_silent_with_error, [CALENDAR],
+                                        account)
+        assert graph["error"] == "invalid_grant" and graph["error_codes"] == [65001]
+        assert graph.get("suberror") == "consent_required"
+
+
+async def test_email_claim_only_when_granted(certs: DevCerts, signer: TokenSigner) -> None:
+    for reg, has_email in ((None, True), (_registration(drop=("email",)), False)):
+        async with serve(EntraStandIn(signer, registration=reg), certs) as stack:
+            app = await stack.msal_app()
+            flow, response = await stack.sign_in(app)
+            result = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow,
+                                             response)
+            assert ("email" in result["id_token_claims"]) is has_email
+
+
+async def test_token_scp_is_what_the_manifest_grants(stack: Stack) -> None:
+    app = await stack.msal_app()
+    flow, response = await stack.sign_in(app)
+    result = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow, response)
+    account = (await asyncio.to_thread(app.get_accounts))[0]
+    graph = await asyncio.to_thread(app.acquire_token_silent, [CALENDAR], account)
+    assert set(_unverified(graph["access_token"])["scp"].split()) == {
+        "User.Read", "Calendars.ReadWrite", "MailboxSettings.ReadWrite", "People.Read"}
+    assert _unverified(result["access_token"])["scp"] == "IMAP.AccessAsUser.All SMTP.Send"
+
+
+async def test_conditional_access_claims_challenge_until_signed_in_with_claims(
+        stack: Stack) -> None:
+    """The step-up user: IMAP/SMTP fine; a silent Graph token answers interaction_required
+    (AADSTS50076) with a claims challenge; signing in again with those claims satisfies it."""
+    app = await stack.msal_app()
+    flow, response = await stack.sign_in(app, who=STEPUP)
+    first = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow, response)
+    assert "access_token" in first
+    account = (await asyncio.to_thread(app.get_accounts))[0]
+    graph = await asyncio.to_thread(app.acquire_token_silent_with_error, [CALENDAR], account)
+    assert graph["error"] == "interaction_required" and graph["error_codes"] == [50076]
+    claims = graph["claims"]
+    assert json.loads(claims)["access_token"]["capolids"]["essential"] is True
+    again = await asyncio.to_thread(app.acquire_token_silent_with_error, [CALENDAR], account)
+    assert again["error"] == "interaction_required"      # still, until they sign in again
+    flow2 = app.initiate_auth_code_flow(scopes=[IMAP, SMTP], redirect_uri=REDIRECT_URI,
+                                        response_mode="form_post", login_hint=STEPUP.email,
+                                        claims_challenge=claims)
+    assert "claims=" in flow2["auth_uri"]
+    r = await stack.authorize(flow2, dev_auto="1")
+    fields = read_form_post(r.text).fields
+    done = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow2, fields)
+    assert "access_token" in done
+    ok = await asyncio.to_thread(app.acquire_token_silent_with_error, [CALENDAR], account,
+                                 claims_challenge=claims)
+    assert ok and "access_token" in ok and "mfa" in _unverified(ok["access_token"])["amr"]
+
+
+async def test_group_overage_sends_claim_names_not_groups(stack: Stack) -> None:
+    app = await stack.msal_app()
+    flow, response = await stack.sign_in(app, who=OVERAGE)
+    result = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow, response)
+    claims = result["id_token_claims"]
+    assert "groups" not in claims and len(OVERAGE.groups) > 200
+    assert claims["_claim_names"] == {"groups": "src1"}
+    assert claims["_claim_sources"]["src1"]["endpoint"].endswith(
+        f"/users/{OVERAGE.oid}/getMemberObjects")
+    assert claims["roles"] == ["Gateway.Member"]       # roles are never in overage
+
+
+async def test_transient_token_faults_then_recovery(stack: Stack) -> None:
+    """server_error (500, AADSTS50000) and temporarily_unavailable (503 + Retry-After) for
+    the next N token requests, then the endpoint answers again."""
+    s = stack.stand_in
+    app = await stack.msal_app()
+    flow, response = await stack.sign_in(app)
+    await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow, response)
+    account = (await asyncio.to_thread(app.get_accounts))[0]
+    for kind, status, code in (("server_error", 500, 50000),
+                               ("temporarily_unavailable", 503, 90033)):
+        s.fail_token_requests(kind, 1)
+        async with stack.http() as client:
+            r = await client.post(TOKEN_PATH, data={
+                "grant_type": "client_credentials", "client_id": CLIENT_ID,
+                "client_secret": DEV_CLIENT_SECRET,
+                "scope": "https://graph.microsoft.com/.default"})
+        assert r.status_code == status
+        _assert_entra_error(r.json(), kind, code)
+        assert (r.headers.get("retry-after") == "60") is (status == 503)
+    ok = await asyncio.to_thread(app.acquire_token_silent, [CALENDAR], account)
+    assert ok and "access_token" in ok
+    with pytest.raises(ValueError, match="unknown token fault"):
+        s.fail_token_requests("slow")
+
+
+async def test_control_endpoint_over_https(stack: Stack) -> None:
+    """The controls answer over HTTPS only with the admin key, and work during a fault."""
+    s = stack.stand_in
+    async with stack.http() as client:
+        refused = await client.post("/_devstack/control", json={"fault": "error"})
+        assert refused.status_code == 401 and s._fault is None
+        auth = {"Authorization": f"Bearer {s.admin_key}"}
+        on = await client.post("/_devstack/control", json={"fault": "error"}, headers=auth)
+        assert on.status_code == 200 and on.json()["fault"] == "error"
+        down = await client.get(f"/{TENANT_ID}/v2.0/.well-known/openid-configuration")
+        assert down.status_code == 503
+        off = await client.post("/_devstack/control", json={
+            "fault": None, "token_fault": {"kind": "server_error", "count": 2},
+            "step_up": {"oid": MEMBER.oid, "on": True}}, headers=auth)
+        assert off.json() == {"ok": True, "fault": None, "token_faults": 2}
+        bad = await client.post("/_devstack/control", json={"fault": "melt"}, headers=auth)
+        assert bad.status_code == 400
+    s.fail_token_requests(None)
+    s.set_step_up(MEMBER.oid, False)

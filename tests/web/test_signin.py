@@ -126,8 +126,10 @@ def test_consent_denied_gives_a_plain_message(gateway):
         r = post_callback(gateway, client, reply)
     finally:
         gateway.stack.entra.deny_consent(None)
-    assert r.status_code == 400
-    assert "permission" in r.text
+    # User consent is off in councils: consent_required means the registration lacks a
+    # permission, which only ICT can fix; the page says so and ICT has been told.
+    assert r.status_code == 503
+    assert "permission" in r.text and "ICT has been told" in r.text
     assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
 
 
@@ -303,3 +305,113 @@ def test_fresh_sign_in_asks_entra_for_credentials_again(gateway):
     assert parse_qs(urlsplit(r.headers["location"]).query)["prompt"] == ["login"]
     plain = gateway.client().get("/auth/start", params={"next": "/admin"})
     assert "prompt" not in parse_qs(urlsplit(plain.headers["location"]).query)
+
+
+# ------------------------------------------------- faults ICT must fix, transient, step-up
+
+
+def _entra_control(gw, body: dict) -> dict:
+    """Flip the Entra stand-in's switches through its real HTTPS control endpoint."""
+    import httpx
+
+    from tests.conftest import ca_context
+    entra = gw.stack.entra
+    with httpx.Client(verify=ca_context(gw.stack), trust_env=False) as c:
+        r = c.post(entra.base_url + "/_devstack/control", json=body,
+                   headers={"Authorization": f"Bearer {entra.admin_key}"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_consent_missing_is_named_audited_counted_and_in_health(gateway):
+    """AADSTS65001 at sign-in: a page saying ICT has been told, an audit row, a metric and a
+    /health warning naming the fault and its fix."""
+    u = user("member2")
+    _entra_control(gateway, {"deny_consent": u.oid})
+    try:
+        client = gateway.client()
+        r = post_callback(gateway, client, authorize(gateway, client, "member2"))
+    finally:
+        _entra_control(gateway, {"deny_consent": None})
+    assert r.status_code == 503 and "ICT has been told" in r.text
+    assert "Traceback" not in r.text
+    rows = gateway.loop.run(gateway.app.state.services.store.audit_rows())
+    assert any('"ict.fault"' in row.body and "consent_missing" in row.body for row in rows)
+    admin = sign_in(gateway, "admin")
+    metrics = admin.get("/metrics")
+    assert metrics.status_code == 200
+    counted = re.search(r'gateway_ict_faults_total\{kind="consent_missing"\} (\d+\.\d+)',
+                        metrics.text)
+    assert counted and float(counted.group(1)) >= 1, metrics.text[-500:]
+    health = gateway.app.state.health.document(version="t", release_id="t",
+                                              service_id="t")[0]
+    check = health["checks"]["tenant:faults"][0]
+    assert check["status"] == "warn" and "consent_missing" in check["output"]
+    assert "AADSTS65001" in check["output"]
+
+
+def test_passing_entra_error_keeps_the_session_and_says_try_again(gateway):
+    """A 500 or temporarily_unavailable while refreshing: 503 with Retry-After and "try
+    again in a minute", the session stays, and the next try works."""
+    entra = gateway.stack.entra
+    old = entra.access_token_lifetime
+    _expire_access_tokens(gateway)      # every page refreshes its token
+    try:
+        client = sign_in(gateway, "member")
+        assert client.get("/calendar").status_code == 200
+        for kind in ("server_error", "temporarily_unavailable"):
+            _entra_control(gateway, {"token_fault": {"kind": kind, "count": 1}})
+            r = client.get("/calendar")
+            assert r.status_code == 503, (kind, r.status_code)
+            assert r.headers["retry-after"] == "60"
+            assert "try again in a minute" in r.text and "still signed in" in r.text
+            assert client.get("/calendar").status_code == 200   # same session, recovered
+    finally:
+        entra.access_token_lifetime = old
+        entra.fail_token_requests(None)
+
+
+def test_claims_challenge_sends_member_through_sign_in_and_back(gateway):
+    """The step-up user's calendar: interaction_required with claims -> /auth/start with the
+    claims sealed -> Entra with claims= -> back on the calendar, which now works."""
+    import httpx
+
+    from tests.conftest import ca_context, form_action, form_fields
+    client = sign_in(gateway, "stepup")
+    r = client.get("/calendar")
+    assert r.status_code == 303
+    start = r.headers["location"]
+    assert start.startswith("/auth/start?") and "claims=" in start
+    assert "capolids" not in start                      # sealed, not readable
+    tampered = client.get(start[:-3] + "AAA")
+    assert tampered.status_code == 400
+    to_entra = client.get(start)
+    assert to_entra.status_code == 303
+    location = to_entra.headers["location"]
+    assert "claims=" in location and "capolids" in httpx.URL(location).params["claims"]
+    with httpx.Client(verify=ca_context(gateway.stack), trust_env=False) as browser:
+        page = browser.get(location + "&dev_auto=1&login_hint=" + user("stepup").email)
+    back = post_callback(gateway, client, type("R", (), {
+        "action": form_action(page.text), "fields": form_fields(page.text)})())
+    assert back.status_code == 303 and back.headers["location"] == "/calendar"
+    assert client.get("/calendar").status_code == 200
+
+
+def test_group_overage_resolves_groups_through_graph(stack, loop_thread, tmp_path):
+    """The member in 251 groups gets no groups claim; the gateway reads them from Graph, so
+    a pilot that admits only the pilot group still admits them."""
+    from gateway.devstack.users import PILOT_GROUP
+    from tests.conftest import start_gateway
+    gw = start_gateway(stack, loop_thread, tmp_path, failover__initial_mode="standby",
+                       failover__pilot_groups=[PILOT_GROUP])
+    try:
+        client = sign_in(gw, "overage")
+        r = client.get("/")
+        assert r.status_code == 200 and "Cllr Chris Owen" in r.text
+        sessions = loop_thread.run(gw.app.state.services.store.list_sessions())
+        mine = next(s for s in sessions if s.email == user("overage").email)
+        assert PILOT_GROUP in mine.groups and len(mine.groups) == 251
+    finally:
+        for c in gw.clients:
+            c.close()
+        loop_thread.run(gw.server.stop())
