@@ -38,10 +38,12 @@ from gateway.cli_deploy import register as register_deploy
 from gateway.cli_evidence import register as register_evidence
 from gateway.cli_failover import register as register_failover
 from gateway.cli_health import register as register_probe
+from gateway.cli_tenant import register as register_tenant
 from gateway.config import ConfigError
 
 # Modules that add subcommands: each has ``register(subparsers)``.
-REGISTRARS = (register_probe, register_failover, register_deploy, register_evidence)
+REGISTRARS = (register_probe, register_failover, register_deploy, register_evidence,
+              register_tenant)
 
 
 def _setup_logging(level: str) -> None:
