@@ -275,11 +275,14 @@ def create_app(settings: Settings, *, store: Store | None = None,
                 await blockers.report("imap_disabled", session):
             # A fresh sign-in was tried and Exchange still refuses: stop the loop here.
             return error_response(request.scope, IctFault("imap_disabled"))
-        if isinstance(exc, ClaimsChallenge) and session is not None and is_page:
+        if isinstance(exc, ClaimsChallenge) and session is not None:
             # Conditional access wants a sign-in with these claims: straight to Entra with
-            # them, and back to this page. The session is replaced at the callback.
-            return RedirectResponse(auth_routes.claims_start_url(keyring, exc.claims, target),
-                                    303)
+            # them, and back to this page. The session is replaced at the callback. A form
+            # post keeps the session: the next page the member opens takes them through.
+            if is_page:
+                return RedirectResponse(
+                    auth_routes.claims_start_url(keyring, exc.claims, target), 303)
+            return error_response(request.scope, exc)
         if isinstance(exc, NotSignedIn) and session is not None:
             # The member's tokens can no longer be refreshed: end this session and send them
             # through sign-in, back to the page they wanted.

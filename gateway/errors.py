@@ -164,8 +164,11 @@ class EntraUnavailable(UpstreamUnavailable):
     not be reached: the session stays, the member is asked to try again in a minute."""
 
     title = "Sign-in service busy"
-    default_message = ("Microsoft's sign-in service is having a problem just now. You are "
-                       "still signed in: please try again in a minute.")
+    default_message = ("Microsoft's sign-in service is having a problem just now. Please try "
+                       "again in a minute.")
+    # When the member's session is fine and only a token refresh failed.
+    SIGNED_IN = ("Microsoft's sign-in service is having a problem just now. You are still "
+                 "signed in: please try again in a minute.")
 
     def __init__(self, message: str | None = None, *, retry_after: int | None = 60) -> None:
         super().__init__(message, retry_after=retry_after)

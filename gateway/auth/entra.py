@@ -266,10 +266,14 @@ class Entra:
             try:
                 result = await asyncio.to_thread(silent)
             except (requests.RequestException, MsalServiceError):
-                raise EntraUnavailable() from None
+                raise EntraUnavailable(EntraUnavailable.SIGNED_IN) from None
+            except EntraUnavailable:
+                raise EntraUnavailable(EntraUnavailable.SIGNED_IN) from None
             await self._save_cache(account_id, cache)
         if not result or "access_token" not in result:
             mapped = classify(result) if result else None
+            if isinstance(mapped, EntraUnavailable):
+                mapped = EntraUnavailable(EntraUnavailable.SIGNED_IN)
             if mapped is not None:
                 log.info("token refresh answered %s (%s)", (result or {}).get("error"),
                          type(mapped).__name__)

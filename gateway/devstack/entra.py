@@ -791,7 +791,10 @@ class EntraStandIn:
             if user is None:
                 return self._picker(req, request, session, notice=_unknown_account(req.login_hint))
             return self._complete(req, user)
-        return self._picker(req, request, session)
+        notice = ("Your organisation asks for multi-factor authentication for this sign-in. "
+                  "(Dev stand-in: choosing your account counts as the second factor.)"
+                  if req.mfa else None)
+        return self._picker(req, request, session, notice=notice)
 
     def _trust_redirect(self, params: dict[str, str]) -> _AuthorizeRequest:
         """Checks that must pass before anything may be sent to the redirect URI; their

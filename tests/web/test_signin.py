@@ -415,3 +415,16 @@ def test_group_overage_resolves_groups_through_graph(stack, loop_thread, tmp_pat
         for c in gw.clients:
             c.close()
         loop_thread.run(gw.server.stop())
+
+
+def test_passing_entra_error_during_sign_in_says_try_again(gateway):
+    """Entra's 500 while redeeming the code: a plain 503 with Retry-After, no session and no
+    loop; the next sign-in works."""
+    client = gateway.client()
+    reply = authorize(gateway, client, "member")
+    _entra_control(gateway, {"token_fault": {"kind": "server_error", "count": 1}})
+    r = post_callback(gateway, client, reply)
+    assert r.status_code == 503 and r.headers["retry-after"] == "60"
+    assert "try again in a minute" in r.text and "Traceback" not in r.text
+    assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
+    assert sign_in(gateway, "member").get("/").status_code == 200
