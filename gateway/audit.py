@@ -16,8 +16,9 @@ for callers whose own work must go on (sign-in, sign-out, refusals, sends).
 Kinds written so far: ``auth.signin``, ``auth.signout``, ``auth.refused`` (no role or
 group), ``access.refused`` (the failover mode keeps a member out; once per session and
 switch version), ``api.refused`` (bad or revoked API key), ``failover.changed``,
-``admin.apikey.created``, ``admin.apikey.revoked``, ``admin.audit.exported``; ``mail.sent``
-is for the mail engineer.
+``admin.apikey.created``, ``admin.apikey.revoked``, ``admin.audit.exported``, ``ict.fault``
+(a fault only ICT can fix met by a member: kind and fix, once per member and kind while it
+lasts; ``gateway.auth.blockers``); ``mail.sent`` is for the mail engineer.
 
 The chain: entry *n* stores the hash of entry *n-1* (the first stores 64 zeros), and its own
 hash is SHA-256 over canonical JSON (sorted keys, no spaces, UTF-8) of its sequence number,
