@@ -44,7 +44,7 @@ from gateway.errors import (
     NotSignedIn,
 )
 from gateway.evidence.checkpoint import take_checkpoint
-from gateway.evidence.signing import Signer, checkpoint_path, key_path
+from gateway.evidence.signing import Signer, checkpoint_path, key_path, store_id
 from gateway.failover import STATE_KEY, AuditTrail, FailoverPolicy, Mode, Switch
 from gateway.health import Observation, instant_check
 from gateway.history import HistoryRecorder, UsageMiddleware
@@ -86,8 +86,9 @@ NOTIFY_POLL = 5.0
 
 
 async def _checkpoint(store: Store, signer: Signer, clock: Callable[[], float],
-                      file: str) -> None:
-    await take_checkpoint(store, signer, clock, file)
+                      settings: Settings) -> None:
+    await take_checkpoint(store, signer, clock, str(checkpoint_path(settings)),
+                          store_id(settings))
 
 
 def _keyring(settings: Settings) -> KeyRing:
@@ -153,7 +154,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         the_store, clock, queue_size=settings.get("health.history_queue"),
         history_days=settings.get("health.history_days"),
         raw_days=settings.get("health.history_raw_days"),
-        daily=lambda: _checkpoint(the_store, signer, clock, str(checkpoint_path(settings))))
+        daily=lambda: _checkpoint(the_store, signer, clock, settings))
     alerts = Alerts(notifier.send, alert_after=settings.get("health.alert_after_seconds"),
                     recover_after=settings.get("health.recover_after_seconds"),
                     service=settings.get("health.service_id"))

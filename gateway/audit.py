@@ -24,7 +24,8 @@ The chain: entry *n* stores the hash of entry *n-1* (the first stores 64 zeros),
 hash is SHA-256 over canonical JSON (sorted keys, no spaces, UTF-8) of its sequence number,
 time, body and previous hash. ``verify`` walks the chain and names the first entry that was
 altered, moved, inserted or is missing. Removing entries from the very end leaves a shorter
-valid chain, so ``verify`` prints the head hash for ICT to note outside the gateway.
+valid chain: the signed daily checkpoints of ``gateway.evidence.checkpoint`` catch that,
+and ``gateway audit verify`` checks both. Exports carry each entry's previous hash.
 """
 
 from __future__ import annotations
@@ -69,15 +70,16 @@ class AuditEntry:
     actor: str
     data: dict[str, Any]
     hash: str
+    prev_hash: str = ""           # exported, so a third party can recompute the chain
 
     @classmethod
     def from_row(cls, row: AuditRow) -> AuditEntry:
         try:
             body = json.loads(row.body)
             return cls(row.seq, row.at, str(body["kind"]), str(body["actor"]),
-                       dict(body.get("data", {})), row.hash)
+                       dict(body.get("data", {})), row.hash, row.prev_hash)
         except (ValueError, KeyError, TypeError):
-            return cls(row.seq, row.at, "unreadable", "", {}, row.hash)
+            return cls(row.seq, row.at, "unreadable", "", {}, row.hash, row.prev_hash)
 
 
 @dataclass(frozen=True)
@@ -150,16 +152,17 @@ class AuditLog:
 
 def export_json(entries: Iterable[AuditEntry]) -> str:
     return json.dumps([{"seq": e.seq, "time": iso(e.at), "kind": e.kind, "actor": e.actor,
-                        "data": e.data, "hash": e.hash} for e in entries], indent=1)
+                        "data": e.data, "hash": e.hash, "prev_hash": e.prev_hash}
+                       for e in entries], indent=1)
 
 
 def export_csv(entries: Iterable[AuditEntry]) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\r\n")
-    w.writerow(["seq", "time", "kind", "actor", "data", "hash"])
+    w.writerow(["seq", "time", "kind", "actor", "data", "hash", "prev_hash"])
     for e in entries:
         w.writerow([e.seq, iso(e.at), e.kind, _csv_safe(e.actor), _csv_safe(canonical(e.data)),
-                    e.hash])
+                    e.hash, e.prev_hash])
     return out.getvalue()
 
 

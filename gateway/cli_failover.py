@@ -209,12 +209,13 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     from gateway.evidence.checkpoint import check_chain
-    from gateway.evidence.signing import Signer, checkpoint_path, key_path
+    from gateway.evidence.signing import Signer, checkpoint_path, key_path, store_id
 
     async def work(kit: Kit) -> int:
         # The chain, and the signed daily checkpoints that catch a re-chained or cut one.
         signer = Signer.from_file(key_path(kit.settings))
-        verdict = await check_chain(kit.store, signer, str(checkpoint_path(kit.settings)))
+        verdict = await check_chain(kit.store, signer, str(checkpoint_path(kit.settings)),
+                                    store_id(kit.settings))
         print(verdict.text(), file=sys.stdout if verdict.ok else sys.stderr)
         return 0 if verdict.ok else 1
     return _kit_run(args, work)

@@ -133,7 +133,6 @@ class DevStack:
             "GATEWAY_CRYPTO_KEYS": new_key(),
             "GATEWAY_FAILOVER_PILOT_GROUPS": PILOT_GROUP,
             "GATEWAY_STORE_SQLITE_PATH": str(self.workdir / "gateway.db"),
-            "GATEWAY_EVIDENCE_SIGNING_KEY_FILE": str(self.workdir / "evidence-signing.key"),
             "GATEWAY_IMAP_HOST": self.mail.host,
             "GATEWAY_IMAP_PORT": str(self.mail.imap_port),
             "GATEWAY_IMAP_CA_FILE": ca,

@@ -54,7 +54,7 @@ def sign_checkpoint(signer: Signer, day: str, seq: int, head: str, at: float) ->
                            signer.sign_b64(checkpoint_message(day, seq, head, at)))
 
 
-def _file_checkpoints(path: str) -> list[AuditCheckpoint]:
+def _file_checkpoints(path: str, store_id: str = "") -> list[AuditCheckpoint]:
     p = Path(path) if path else None
     if p is None or not p.exists():
         return []
@@ -62,6 +62,8 @@ def _file_checkpoints(path: str) -> list[AuditCheckpoint]:
     for line in p.read_text().splitlines():
         try:
             d = json.loads(line)
+            if store_id and d.get("store", store_id) != store_id:
+                continue
             out.append(AuditCheckpoint(str(d["day"]), int(d["seq"]), str(d["head"]),
                                        float(d["at"]), str(d["signature"])))
         except (ValueError, KeyError, TypeError):
@@ -70,7 +72,7 @@ def _file_checkpoints(path: str) -> list[AuditCheckpoint]:
 
 
 async def take_checkpoint(store: Store, signer: Signer, clock: Callable[[], float],
-                          file: str = "") -> AuditCheckpoint | None:
+                          file: str = "", store_id: str = "") -> AuditCheckpoint | None:
     """Today's checkpoint, if there is none yet and the chain verifies (a broken chain is
     never blessed). Returns the new checkpoint, or None."""
     rows = await store.audit_rows()
@@ -88,7 +90,7 @@ async def take_checkpoint(store: Store, signer: Signer, clock: Callable[[], floa
         p.parent.mkdir(parents=True, exist_ok=True)
         with p.open("a") as fh:
             fh.write(json.dumps({"day": cp.day, "seq": cp.seq, "head": cp.head, "at": cp.at,
-                                 "signature": cp.signature}) + "\n")
+                                 "signature": cp.signature, "store": store_id}) + "\n")
     log.info("audit checkpoint for %s: %d entries", day, cp.seq)
     return cp
 
@@ -127,6 +129,7 @@ def check_rows(rows: list[AuditRow], stored: list[AuditCheckpoint],
     return check
 
 
-async def check_chain(store: Store, signer: Signer, file: str = "") -> ChainCheck:
+async def check_chain(store: Store, signer: Signer, file: str = "",
+                      store_id: str = "") -> ChainCheck:
     return check_rows(await store.audit_rows(), await store.checkpoints(),
-                      _file_checkpoints(file), signer.public)
+                      _file_checkpoints(file, store_id), signer.public)

@@ -24,7 +24,7 @@ from gateway.config import Settings
 from gateway.errors import BadRequest
 from gateway.evidence.checkpoint import check_chain, take_checkpoint
 from gateway.evidence.report import Report, build_report
-from gateway.evidence.signing import SIG_SUFFIX, Signer, checkpoint_path, verify
+from gateway.evidence.signing import SIG_SUFFIX, Signer, checkpoint_path, store_id, verify
 from gateway.failover import parse_time
 from gateway.store.base import Store
 
@@ -55,9 +55,9 @@ def parse_period(since: str | None, until: str | None, now: float, tz: str,
 async def make_report(settings: Settings, store: Store, signer: Signer, *, since: float,
                       until: float, now: float,
                       clock: Callable[[], float] = time.time) -> Report:
-    file = str(checkpoint_path(settings))
-    await take_checkpoint(store, signer, clock, file)
-    chain = await check_chain(store, signer, file)
+    file, sid = str(checkpoint_path(settings)), store_id(settings)
+    await take_checkpoint(store, signer, clock, file, sid)
+    chain = await check_chain(store, signer, file, sid)
     return await build_report(
         store, chain, since=since, until=until, now=now, tz=settings.get("general.timezone"),
         service=settings.get("health.service_id"), public_url=settings.public_url,

@@ -47,7 +47,8 @@ def _overall(c: CheckSection, q: float) -> str:
     return "—" if v is None else f"{_num(v)} {c.unit}"
 
 
-def html(r: Report, *, nonce: str = "", name: str = "report.html") -> str:
+def html(r: Report, *, nonce: str = "", name: str = "report.html",
+         admin: dict[str, str] | None = None) -> str:
     days = _days(r.since, r.until)
 
     def bars_svg(c: CheckSection) -> str:
@@ -67,7 +68,7 @@ def html(r: Report, *, nonce: str = "", name: str = "report.html") -> str:
                         "prev": row.prev_hash, "hash": row.hash})
     success = [None if d.rounds == 0 else 100.0 * d.ok / d.rounds for d in r.canary.days]
     return env.get_template("evidence-report.html").render(
-        r=r, rid=report_id(r), nonce=nonce, name=name, days=days, entries=entries,
+        r=r, rid=report_id(r), nonce=nonce, name=name, days=days, entries=entries, admin=admin,
         pct=_pct, num=_num, secs=_secs, dur=fmt_duration, failing=_failing(r),
         overall=_overall, bars_svg=bars_svg, lines_svg=lines_svg,
         canary_bars=charts.bars("Canary: messages delivered per day", days, success),

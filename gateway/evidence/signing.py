@@ -29,6 +29,14 @@ def key_path(settings: Any) -> Path:
     return Path(settings.get("store.sqlite_path")).parent / "evidence-signing.key"
 
 
+def store_id(settings: Any) -> str:
+    """Names the store (never its password) in the checkpoint file, so that one file beside
+    several test or staging stores mixes nothing up."""
+    from gateway.cli_config import describe_store
+
+    return hashlib.sha256(describe_store(settings).encode()).hexdigest()[:16]
+
+
 def checkpoint_path(settings: Any) -> Path:
     configured = settings.get("evidence.checkpoint_file")
     return Path(configured) if configured else key_path(settings).parent / \

@@ -10,15 +10,22 @@ with that change named, never a silent overwrite.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from dataclasses import dataclass
-from urllib.parse import quote
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway import audit, timeline
-from gateway.errors import BadRequest, Conflict, Forbidden, StaleSignIn
+from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, StaleSignIn
+from gateway.evidence import render as evidence_render
+from gateway.evidence.checkpoint import ChainCheck, check_chain
+from gateway.evidence.export import make_report, parse_period
+from gateway.evidence.signing import checkpoint_path, store_id
 from gateway.failover import (
     Flip,
     Mode,
@@ -150,8 +157,8 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
                    for m in reversed(timeline.monthly(found, now, tz))],
         "audit": [AuditView(e.seq, local(e.at, tz), e.kind, e.actor, _details(e))
                   for e in reversed(entries[-AUDIT_ROWS:])],
-        "verdict": audit.verify_rows(await svc.store.audit_rows()),
-        "deliveries": list(reversed(svc.notifier.recent)),
+        "verdict": await _chain(svc),
+        "deliveries": await _deliveries(svc, tz),
         "form": form or FlipForm(version=str(state.version)),
         "error": error,
         "fresh_minutes": svc.settings.get("failover.reauth_minutes"),
@@ -160,6 +167,104 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
         "changed": request.query_params.get("changed") == "1",
         "modes": [str(m) for m in Mode],
     }, status=status)
+
+
+async def _chain(svc: Services) -> ChainCheck:
+    """The audit chain and its signed checkpoints (gateway.evidence.checkpoint)."""
+    if svc.signer is None:
+        v = audit.verify_rows(await svc.store.audit_rows())
+        return ChainCheck(v.ok, v.entries, v.head, 0, [] if v.ok else [v.problem])
+    return await check_chain(svc.store, svc.signer, str(checkpoint_path(svc.settings)),
+                             store_id(svc.settings))
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    at: str
+    change: str
+    target: str
+    state: str
+    attempts: int
+    detail: str
+    next_try: str
+
+
+async def _deliveries(svc: Services, tz: str) -> list[DeliveryView]:
+    """Kept deliveries, newest first, with the change each belongs to (from the page, the
+    API or the command line, on any instance)."""
+    try:
+        kept = await svc.store.notifications_recent(50)
+    except GatewayError:
+        kept = []
+    out = [DeliveryView(local(n.created_at, tz), n.change, _target_label(n.target), n.state,
+                        n.attempts, n.last_error,
+                        local(n.next_at, tz) if n.state == "pending" else "")
+           for n in kept]
+    if not out:   # no store-kept deliveries (or the store is down): what this instance saw
+        out = [DeliveryView(local(d.at, tz), d.change, d.target,
+                            "delivered" if d.ok else "failed", d.attempts, d.detail, "")
+               for d in reversed(svc.notifier.recent)]
+    return out
+
+
+def _target_label(target: str) -> str:
+    return "webhook " + target.split(":", 2)[2] if target.startswith("webhook:") else target
+
+
+async def evidence_page(request: Request) -> Response:
+    """The evidence report of a period, on screen (prints on A4 as the exported file)."""
+    _admin(request)
+    svc = services(request)
+    q = request.query_params
+    since_q, until_q = q.get("since", "7d")[:40], q.get("until", "")[:40]
+    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    error = ""
+    try:
+        since, until = parse_period(since_q, until_q or None, now, tz)
+    except BadRequest as err:
+        error, (since, until) = err.message, parse_period("7d", None, now, tz)
+        since_q, until_q = "7d", ""
+    assert svc.signer is not None
+    report = await make_report(svc.settings, svc.store, svc.signer, since=since, until=until,
+                               now=now, clock=svc.clock)
+    query = urlencode({"since": since_q, **({"until": until_q} if until_q else {})})
+    nonce = request.scope.get("state", {}).get("csp_nonce", "")
+    page = evidence_render.html(report, nonce=nonce, admin={
+        "since": since_q, "until": until_q, "query": query, "error": error})
+    return HTMLResponse(page, status_code=400 if error else 200)
+
+
+async def evidence_download(request: Request) -> Response:
+    """The signed report as a ZIP: the file, its .sig and the public key to check it."""
+    session = _admin(request)
+    svc = services(request)
+    q = request.query_params
+    fmt = q.get("format", "html")
+    if fmt not in evidence_render.FORMATS:
+        raise BadRequest("Ask for html, json or csv.")
+    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    since, until = parse_period(q.get("since", "7d")[:40], (q.get("until") or "")[:40] or None,
+                                now, tz)
+    assert svc.signer is not None
+    report = await make_report(svc.settings, svc.store, svc.signer, since=since, until=until,
+                               now=now, clock=svc.clock)
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"evidence-{stamp}.{fmt}"
+    data = evidence_render.render(report, fmt, name=name)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(name, data)
+        z.writestr(name + ".sig", svc.signer.sign(data))
+        z.writestr("evidence-public.pem", svc.signer.public_pem())
+        z.writestr("HOW-TO-VERIFY.txt",
+                   "openssl pkey -pubin -in evidence-public.pem -outform DER | "
+                   "openssl dgst -sha256\n"
+                   f"openssl pkeyutl -verify -pubin -inkey evidence-public.pem -rawin "
+                   f"-in {name} -sigfile {name}.sig\n")
+    await svc.audit.try_record("admin.evidence.exported", session.email, since=since,
+                               until=until, format=fmt, chain_ok=report.chain.ok)
+    return Response(buf.getvalue(), media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="evidence-{stamp}-{fmt}.zip"'})
 
 
 async def admin_page(request: Request) -> Response:
@@ -213,6 +318,15 @@ async def _export(request: Request, what: str, fmt: str) -> Response:
     now, tz = svc.clock(), svc.settings.get("general.timezone")
     media = "text/csv" if fmt == "csv" else "application/json"
     headers = {"Content-Disposition": f'attachment; filename="{what}.{fmt}"'}
+    chain = await _chain(svc)
+    if not chain.ok:
+        # Never hand over altered entries as if they were sound: refused, unless asked for
+        # knowingly, and then the response says so.
+        if request.query_params.get("force") != "1":
+            raise Conflict("The audit chain does not verify (" + "; ".join(chain.problems) +
+                           "): this export could carry altered entries. Add ?force=1 to "
+                           "export it anyway.")
+        headers["X-Audit-Chain"] = "does-not-verify"
     if what == "incidents":
         found = timeline.incidents(await svc.audit.entries())
         body = timeline.export_csv(found, now) if fmt == "csv" else \
@@ -238,5 +352,7 @@ async def export(request: Request) -> Response:
 routes = [
     Route("/admin", admin_page, methods=["GET"]),
     Route("/admin/switch", switch, methods=["POST"]),
+    Route("/admin/evidence", evidence_page, methods=["GET"]),
+    Route("/admin/evidence/download", evidence_download, methods=["GET"]),
     Route("/admin/{what}.{fmt}", export, methods=["GET"]),
 ]

@@ -116,7 +116,7 @@ async def test_export_filters_by_time_and_guards_csv_formulas(store, clock):
     mid = await log.entries(since=t0 + 50, until=t0 + 150)
     assert [e.kind for e in mid] == ["mail.sent"]
     rows = list(csv.reader(io.StringIO(export_csv(mid))))
-    assert rows[0] == ["seq", "time", "kind", "actor", "data", "hash"]
+    assert rows[0] == ["seq", "time", "kind", "actor", "data", "hash", "prev_hash"]
     assert rows[1][3].startswith("'=") and json.loads(rows[1][4]) == {"recipients": 2,
                                                                        "size": 10}
     data = json.loads(export_json(mid))
@@ -161,3 +161,26 @@ def test_monthly_summary_splits_periods_across_months():
     out = json.loads(timeline.export_json([inc], start + 10**6))
     assert out["incidents"][0]["duration_seconds"] == 14400
     assert timeline.export_csv([inc], 0).splitlines()[1].startswith("2026-03-31T22:00:00Z")
+
+
+async def test_a_third_party_recomputes_the_chain_from_the_json_export(store, clock):
+    """The export carries each entry's previous hash; with the documented hashing rule the
+    chain is recomputed from the export alone, and matches the head."""
+    import hashlib
+
+    log = AuditLog(store, clock)
+    for i in range(4):
+        await log.record("failover.changed", f"cli:ict{i}", reason=f"r{i}")
+        clock.advance(10)
+    exported = json.loads(export_json(await log.entries()))
+    rows = await store.audit_rows()
+    prev = "0" * 64
+    for e, row in zip(exported, rows, strict=True):
+        assert e["prev_hash"] == prev
+        body = json.dumps({"kind": e["kind"], "actor": e["actor"], "data": e["data"]},
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps({"seq": e["seq"], "at": row.at, "body": body, "prev": prev},
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode()).hexdigest() == e["hash"]
+        prev = e["hash"]
+    assert prev == (await log.verify()).head
