@@ -77,6 +77,10 @@ def _report_notifications(notifier: Notifier, unfinished: int) -> bool:
         print(f"notification to {d.target}: "
               f"{'delivered' if d.ok else 'FAILED: ' + d.detail}", file=sys.stderr)
         ok = ok and d.ok
+    for target, detail, next_try in notifier.deferred:
+        print(f"notification to {target}: FAILED: {detail}; kept in the store, the running "
+              f"gateway retries it (next try {iso(next_try)})", file=sys.stderr)
+        ok = False
     if unfinished:
         print(f"notification: {unfinished} not confirmed within {CLI_NOTIFY_BUDGET:.0f} s "
               "(no answer)", file=sys.stderr)
@@ -94,7 +98,8 @@ def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[int]]) ->
         store = build_store(settings, listen=False)
         await store.open()
         log = AuditLog(store, clock)
-        notifier = Notifier(cli_notify_config(settings), clock)
+        # Kept in the store: what cannot be delivered now is retried by the running gateway.
+        notifier = Notifier(cli_notify_config(settings), clock, store=store)
         switch = Switch(store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
                         listeners=[AuditTrail(log), notifier])
         try:

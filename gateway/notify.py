@@ -181,6 +181,8 @@ class Notifier:
         self.store = store            # an EvidenceStore, or None: retries in memory only
         self.recent: deque[Delivery] = deque(maxlen=50)
         self.on_given_up: list[Callable[[str], None]] = []
+        # Kept deliveries whose attempt here failed and that wait for a retry (the CLI says so).
+        self.deferred: list[tuple[str, str, float]] = []       # (target, detail, next try)
         self.given_up_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
@@ -203,8 +205,10 @@ class Notifier:
                 self._spawn(self._retrying(_label(target), self._attempt_for(target, message),
                                            change))
                 continue
+            # Leased for the attempts made at once: no other instance takes it meanwhile.
             rec = NotificationRecord(secrets.token_hex(12), change, target, message.to_json(),
-                                     "pending", 0, now + self._lease(), now, now)
+                                     "pending", 0, now + self._lease(self.config.attempts),
+                                     now, now)
             try:
                 await self.store.notification_put(rec)
             except GatewayError:
@@ -214,11 +218,12 @@ class Notifier:
                 self._spawn(self._retrying(_label(target), self._attempt_for(target, message),
                                            change))
                 continue
-            self._spawn(self._deliver(rec))
+            self._spawn(self._deliver(rec, tries=self.config.attempts))
 
     # -- the durable path
-    def _lease(self) -> float:
-        return 2 * self.config.timeout_seconds + 5
+    def _lease(self, tries: int = 1) -> float:
+        waits = sum(self.config.backoff_seconds * 2 ** (n - 1) for n in range(1, tries))
+        return tries * (self.config.timeout_seconds + 1) + waits + 5
 
     def _backoff(self, attempts: int) -> float:
         return min(self.config.backoff_max_seconds,
@@ -241,27 +246,43 @@ class Notifier:
     def given_up_recently(self, within: float = 86400) -> bool:
         return self.given_up_at is not None and self.clock() - self.given_up_at < within
 
-    async def _deliver(self, rec: NotificationRecord) -> None:
+    async def _deliver(self, rec: NotificationRecord, tries: int = 1) -> None:
+        """Up to ``tries`` attempts now (quick backoff), then, if still failing, the next try
+        is kept in the store for ``run_due``."""
         label = _label(rec.target)
-        attempts = rec.attempts + 1
-        try:
-            await self._attempt_for(rec.target, Message.from_json(rec.payload))()
-        except _Permanent as exc:
-            await self._finish(rec, attempts, "failed", str(exc), label)
-            return
-        except (httpx.HTTPError, aiosmtplib.SMTPException, OSError, _Retry) as exc:
-            detail = str(exc) or type(exc).__name__
-            now = self.clock()
-            if now - rec.created_at + self._backoff(attempts) > self.config.retry_hours * 3600:
-                await self._finish(rec, attempts, "failed", detail, label)
+        attempts = rec.attempts
+        attempt = self._attempt_for(rec.target, Message.from_json(rec.payload))
+        for n in range(1, tries + 1):
+            attempts += 1
+            try:
+                await attempt()
+            except _Permanent as exc:
+                await self._finish(rec, attempts, "failed", str(exc), label)
                 return
-            log.warning("notification to %s failed (attempt %d, retried in %.0f s): %s", label,
-                        attempts, self._backoff(attempts), detail)
-            await self._save(NotificationRecord(
-                rec.id, rec.change, rec.target, rec.payload, "pending", attempts,
-                now + self._backoff(attempts), rec.created_at, now, detail))
+            except (httpx.HTTPError, aiosmtplib.SMTPException, OSError, _Retry) as exc:
+                detail = str(exc) or type(exc).__name__
+                if n < tries:
+                    log.warning("notification to %s failed (attempt %d): %s", label, attempts,
+                                detail)
+                    await self.sleep(self.config.backoff_seconds * 2 ** (n - 1))
+                    continue
+                await self._defer(rec, attempts, detail, label)
+                return
+            await self._finish(rec, attempts, "delivered", "", label)
             return
-        await self._finish(rec, attempts, "delivered", "", label)
+
+    async def _defer(self, rec: NotificationRecord, attempts: int, detail: str,
+                 label: str) -> None:
+        now = self.clock()
+        if now - rec.created_at + self._backoff(attempts) > self.config.retry_hours * 3600:
+            await self._finish(rec, attempts, "failed", detail, label)
+            return
+        log.warning("notification to %s failed (attempt %d, retried in %.0f s): %s", label,
+                    attempts, self._backoff(attempts), detail)
+        self.deferred.append((label, detail, now + self._backoff(attempts)))
+        await self._save(NotificationRecord(
+            rec.id, rec.change, rec.target, rec.payload, "pending", attempts,
+            now + self._backoff(attempts), rec.created_at, now, detail))
 
     async def _finish(self, rec: NotificationRecord, attempts: int, state: str, detail: str,
                       label: str) -> None:

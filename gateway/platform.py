@@ -103,10 +103,17 @@ async def check_https(client: httpx.AsyncClient, check: PlatformCheck) -> None:
 
 
 def _reason(exc: Exception) -> str:
-    cause = exc.__context__ or exc.__cause__
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"certificate not trusted ({cause.verify_message})"
-    return type(cause or exc).__name__
+    """The root of an httpx connect error (it wraps httpcore's, which wraps the socket's)."""
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return f"certificate not trusted ({seen.verify_message})"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return type(exc).__name__
 
 
 def _host_port(target: str) -> tuple[str, int]:

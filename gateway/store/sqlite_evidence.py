@@ -73,6 +73,7 @@ class SqliteEvidence:
                             transitions: list[HealthTransition],
                             rounds: list[CanaryRound]) -> None:
         def write(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")      # all or nothing (the connection is in autocommit mode)
             db.executemany(f"INSERT INTO health_samples ({_SAMPLE}) VALUES "  # noqa: S608
                            "(?,?,?,?,?,?,?,?,?,?,?)", [_sample_row(s) for s in samples])
             db.executemany("INSERT INTO health_transitions VALUES (?,?,?,?,?)",
@@ -111,6 +112,7 @@ class SqliteEvidence:
 
     async def history_rollup(self, before: float) -> int:
         def roll(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN IMMEDIATE")
             rows = db.execute(f"SELECT {_SAMPLE} FROM health_samples "  # noqa: S608
                               "WHERE span = 0 AND at < ?", (before,)).fetchall()
             if not rows:
@@ -124,6 +126,7 @@ class SqliteEvidence:
 
     async def history_purge(self, before: float) -> int:
         def purge(db: sqlite3.Connection) -> int:
+            db.execute("BEGIN")
             n = 0
             for table in ("health_samples", "health_transitions", "canary_rounds"):
                 n += db.execute(f"DELETE FROM {table} WHERE at < ?",  # noqa: S608
@@ -134,11 +137,14 @@ class SqliteEvidence:
         return await self._run(purge)
 
     async def usage_add(self, rows: list[UsageDay]) -> None:
-        await self._run(lambda db: db.executemany(
-            "INSERT INTO usage_daily VALUES (?,?,?,?,?) ON CONFLICT(day, member) DO UPDATE SET "
-            "signins = signins + excluded.signins, sends = sends + excluded.sends, "
-            "pages = pages + excluded.pages",
-            [(u.day, u.member, u.signins, u.sends, u.pages) for u in rows]))
+        def add(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN")
+            db.executemany(
+                "INSERT INTO usage_daily VALUES (?,?,?,?,?) ON CONFLICT(day, member) DO "
+                "UPDATE SET signins = signins + excluded.signins, "
+                "sends = sends + excluded.sends, pages = pages + excluded.pages",
+                [(u.day, u.member, u.signins, u.sends, u.pages) for u in rows])
+        await self._run(add)
 
     async def usage_days(self, since_day: str, until_day: str) -> list[UsageDay]:
         rows = await self._run(lambda db: db.execute(

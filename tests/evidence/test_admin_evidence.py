@@ -22,7 +22,7 @@ from tests.conftest import Gateway, csrf_of, sign_in, start_gateway
 def gw(stack: Any, loop_thread: Any, tmp_path: Path):
     g = start_gateway(stack, loop_thread, tmp_path, failover__initial_mode="standby",
                       notify__webhooks=["http://127.0.0.1:9/hook-secret-token"],
-                      notify__backoff_seconds=60.0)
+                      notify__backoff_seconds=60.0, notify__attempts=1)
     yield g
     for c in g.clients:
         c.close()
