@@ -37,9 +37,12 @@ class GatewayError(Exception):
     title = "Something went wrong"
     default_message = "The gateway could not complete that. Please try again."
 
+    # Seconds a client should wait before trying again (the Retry-After header), if any.
+    default_retry_after: int | None = None
+
     def __init__(self, message: str | None = None, *, retry_after: int | None = None) -> None:
         self.message = message or self.default_message
-        self.retry_after = retry_after
+        self.retry_after = retry_after if retry_after is not None else self.default_retry_after
         super().__init__(self.message)
 
 
@@ -155,6 +158,7 @@ class UpstreamError(GatewayError):
 
 class UpstreamUnavailable(UpstreamError):
     status = 503
+    default_retry_after = 30
     title = "Service unavailable"
     default_message = "The mail service cannot be reached just now. Please try again shortly."
 
@@ -225,5 +229,6 @@ class SendUncertain(UpstreamUnavailable):
 
 class StoreUnavailable(UpstreamError):
     status = 503
+    default_retry_after = 30
     title = "Service unavailable"
     default_message = "The gateway's store is unavailable. Please try again shortly."

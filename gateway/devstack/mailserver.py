@@ -850,6 +850,12 @@ service auth-worker {{
         return (f"--- {self.log_path} (tail) ---\n{_tail(self.log_path)}\n"
                 f"--- {self._stderr_path} (tail) ---\n{_tail(self._stderr_path)}")
 
+    def freeze_imap(self, frozen: bool = True) -> None:
+        """Stop (SIGSTOP) or resume (SIGCONT) every Dovecot process: connections are still
+        accepted by the kernel, but nothing answers (a hung server, not a dead one)."""
+        if self._dovecot is not None:
+            os.killpg(self._dovecot.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
     async def stop_imap(self) -> None:
         """Stop Dovecot and every process it started. Idempotent."""
         proc, self._dovecot = self._dovecot, None

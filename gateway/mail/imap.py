@@ -43,6 +43,10 @@ DROPPED = (OSError, TimeoutError, asyncio.TimeoutError, aioimaplib.AioImapExcept
            asyncio.IncompleteReadError, ConnectionError)
 
 
+class _TimedOut(UpstreamUnavailable):
+    """The server did not answer within the timeout (frozen, not gone): not worth a retry."""
+
+
 # Response codes (RFC 5530) that mean "not now", as opposed to "not this token".
 BUSY_CODES = (b"[LIMIT]", b"[UNAVAILABLE]", b"[INUSE]", b"[SERVERBUG]", b"[OVERQUOTA]")
 
@@ -160,7 +164,11 @@ class ImapConn:
                 if self.selected is not None:
                     self.note_untagged(getattr(resp, "lines", ()))
                 return resp
-            raise TimeoutError
+            if lost not in done:
+                self.broken = True
+                raise _TimedOut("The mail server is not answering just now. Please try again "
+                                "shortly.")
+            raise ConnectionError
         except DROPPED:
             self.broken = True
             raise UpstreamUnavailable("The connection to the mail server was lost. "
@@ -245,17 +253,22 @@ async def open_connection(target: ImapTarget, user: str, token: str) -> ImapConn
                                   ssl_context=target.ssl_context, timeout=target.timeout)
     try:
         await asyncio.wait_for(client.wait_hello_from_server(), target.timeout)
-    except DROPPED:
+    except DROPPED as exc:
         with contextlib.suppress(Exception):
             client.protocol.transport.close()
+        if isinstance(exc, TimeoutError):
+            raise _TimedOut("The mail server is not answering just now. Please try again "
+                            "shortly.") from None
         raise UpstreamUnavailable("The mail server cannot be reached just now. "
                                   "Please try again shortly.") from None
     _answer_auth_challenge(client)
     conn = ImapConn(client, target.timeout)
     try:
         resp = await asyncio.wait_for(client.xoauth2(user, token), target.timeout)
-    except DROPPED:
+    except DROPPED as exc:
         await conn.close()
+        if isinstance(exc, TimeoutError):
+            raise _TimedOut("The mail server did not answer the sign-in.") from None
         raise UpstreamUnavailable("The mail server did not answer the sign-in.") from None
     if resp.result != "OK":
         await conn.close()
@@ -303,6 +316,9 @@ class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     conn: ImapConn | None = None
     last_used: float = 0.0
+    # After a timeout, calls fail at once until then: a page that asks twice, or a retry,
+    # must not wait a second full timeout on a frozen server.
+    silent_until: float = 0.0
 
 
 class ImapPool:
@@ -329,25 +345,39 @@ class ImapPool:
         dropped (server restart, idle cut), reconnect and run ``fn`` once more."""
         slot = self._slots.setdefault(key, _Slot())
         async with slot.lock:
-            for attempt in (1, 2):
-                if slot.conn is None or not slot.conn.alive:
-                    if slot.conn is not None:
-                        await slot.conn.close()
-                        slot.conn = None
-                    token = await self.token_for(account_id)
-                    slot.conn = await open_connection(self.target, user, token)
-                    self.on_open()
-                conn = slot.conn
-                slot.last_used = self.clock()
-                try:
-                    return await fn(conn)
-                except UpstreamUnavailable:
-                    if not conn.broken or conn.throttled or not retry or attempt == 2:
-                        raise
-                    # Also how an expired token ends a session on Exchange ("* BYE Session
-                    # invalidated - AccessTokenExpired"): token_for gives a fresh one.
-                    log.info("imap connection dropped; reconnecting")
-            raise AssertionError("unreachable")
+            # Rule: a member waits at most one timeout for a frozen server, not two.
+            if self.clock() < slot.silent_until:
+                raise UpstreamUnavailable("The mail server is not answering just now. Please "
+                                          "try again shortly.")
+            try:
+                return await self._run_locked(slot, user, account_id, fn, retry)
+            except _TimedOut:
+                slot.silent_until = self.clock() + self.target.timeout
+                raise
+
+    async def _run_locked(self, slot: _Slot, user: str, account_id: str,
+                          fn: Callable[[ImapConn], Awaitable[T]], retry: bool) -> T:
+        for attempt in (1, 2):
+            if slot.conn is None or not slot.conn.alive:
+                if slot.conn is not None:
+                    await slot.conn.close()
+                    slot.conn = None
+                token = await self.token_for(account_id)
+                slot.conn = await open_connection(self.target, user, token)
+                self.on_open()
+            conn = slot.conn
+            slot.last_used = self.clock()
+            try:
+                return await fn(conn)
+            except _TimedOut:
+                raise      # frozen, not dropped: a reconnect would wait a second timeout
+            except UpstreamUnavailable:
+                if not conn.broken or conn.throttled or not retry or attempt == 2:
+                    raise
+                # Also how an expired token ends a session on Exchange ("* BYE Session
+                # invalidated - AccessTokenExpired"): token_for gives a fresh one.
+                log.info("imap connection dropped; reconnecting")
+        raise AssertionError("unreachable")
 
     async def drop(self, key: str) -> None:
         slot = self._slots.pop(key, None)

@@ -2,9 +2,9 @@
 over HTTP, JSON in and out, for runbooks and monitors. Authenticated by a named bearer API
 key (``gateway.apikeys``), never by a session; documented in ``docs/api.md``.
 
-A request here without a cookie skips the session gate, and with a bearer header and no
-cookie also the CSRF check (a cross-site page cannot forge that); the routes then check the
-key themselves. A request with a cookie is the browser's and gets no special treatment.
+A request here with a bearer header (or without a cookie) skips the session gate, and with
+a bearer header also the CSRF check (a cross-site page cannot make a browser send one); the
+routes then check the key themselves, whatever cookie came along.
 The rules of a flip are the switch's, the same as for the page and the CLI; the version guard
 (``version`` or ``If-Match``, else the version this key last saw) is ``gateway.failover_seen``.
 """

@@ -47,7 +47,7 @@ from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
 from gateway.services import services
 from gateway.web import notices
-from gateway.web.mail import Opened, imap_run, open_message
+from gateway.web.mail import MAX_UID, Opened, _uid_param, imap_run, open_message
 from gateway.web.mailviews import human_size
 from gateway.web.render import render
 
@@ -143,10 +143,7 @@ async def compose_page(request: Request) -> Response:
     draft = Draft(mode=mode, to=q.get("to", "")[:2000])
     if mode != "new":
         folder = q.get("f", "INBOX")
-        uid_text = q.get("uid", "")
-        if not uid_text.isdigit():
-            raise BadRequest("That message reference is not valid.")
-        draft.orig_folder, draft.orig_uid = folder, int(uid_text)
+        draft.orig_folder, draft.orig_uid = folder, _uid_param(q.get("uid", ""))
         view = (await _original(request, folder, draft.orig_uid)).view
         if mode in ("reply", "replyall"):
             r = compose.reply_fields(view, session.email, reply_all=mode == "replyall")
@@ -213,7 +210,8 @@ async def _read_form(request: Request) -> tuple[str, Draft, str, str, bool]:
     draft = Draft(
         to=text("to", 5000), cc=text("cc", 5000), bcc=text("bcc", 5000),
         subject=text("subject", 1000), body=text("body", 2_000_000), mode=mode,
-        orig_folder=text("orig_folder", 500), orig_uid=int(uid_text) if uid_text.isdigit() else 0,
+        orig_folder=text("orig_folder", 500),
+        orig_uid=int(uid_text) if uid_text.isdigit() and 0 < int(uid_text) <= MAX_UID else 0,
         in_reply_to=text("in_reply_to", 1000),
         references=text("references", 10_000).split(),
         draft_uid=held.draft_uid if held else (int(text("draft_uid")) if text("draft_uid")

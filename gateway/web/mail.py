@@ -77,8 +77,13 @@ def _folder_param(request: Request, default: str = "INBOX") -> str:
     return f
 
 
+# IMAP UIDs are non-zero 32-bit numbers (RFC 3501 2.3.1.1).
+MAX_UID = 2**32 - 1
+
+
 def _uid_param(value: str | None) -> int:
-    if not value or not value.isdigit() or len(value) > 10:
+    # Rule: every refusal is a 4xx with a plain page; uid=0 used to reach the server (502).
+    if not value or not value.isdigit() or len(value) > 10 or not 0 < int(value) <= MAX_UID:
         raise BadRequest("That message reference is not valid.")
     return int(value)
 

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.auth import csrf
 from gateway.auth.access import AccessPolicy, Admission
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, read_cookie
-from gateway.errors import CsrfFailed, GatewayError, NotSignedIn, PayloadTooLarge
+from gateway.errors import BadRequest, CsrfFailed, GatewayError, NotSignedIn, PayloadTooLarge
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Paths anyone may reach without a session.
@@ -30,6 +30,8 @@ PUBLIC_PREFIXES = ("/auth/", "/static/", "/livez", "/readyz", "/health", "/statu
 # Unsafe requests exempt from the CSRF token: Entra's form_post callback (protected by the
 # flow cookie, state, nonce and PKCE instead), and bearer-authenticated API calls.
 CSRF_EXEMPT = ("/auth/callback",)
+# No form of ours has more than a few dozen fields.
+MAX_FORM_FIELDS = 1000
 
 ErrorRenderer = Callable[[Scope, GatewayError], Awaitable[Callable[[Receive, Send],
                                                                    Awaitable[None]]]]
@@ -40,6 +42,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if k == name:
             return str(v.decode("latin-1"))
     return None
+
+
+def bearer(scope: Scope) -> bool:
+    """The request carries ``Authorization: Bearer ...`` (the scheme in any case, RFC 9110
+    11.1, as ``gateway.apikeys`` reads it)."""
+    scheme, _, secret = (_header(scope, b"authorization") or "").partition(" ")
+    return scheme.lower() == "bearer" and bool(secret.strip())
 
 
 class CompressMiddleware:
@@ -133,7 +142,14 @@ class CsrfMiddleware:
                 body += message.get("body", b"")
                 if not message.get("more_body", False):
                     break
-            values = parse_qs(body.decode("latin-1"), max_num_fields=1000).get("csrf_token")
+            try:
+                values = parse_qs(body.decode("latin-1"),
+                                  max_num_fields=MAX_FORM_FIELDS).get("csrf_token")
+            except ValueError:
+                # Rule: every refusal is a 4xx with a plain page (1,001 fields was a 500).
+                await (await self.render_error(scope, BadRequest(
+                    "That form has too many fields.")))(receive, send)
+                return
             supplied = values[0] if values else None
         elif supplied is None:
             qs = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("csrf_token")
@@ -152,10 +168,9 @@ class CsrfMiddleware:
         await self.app(scope, replaying_receive, send)
 
     def _bearer_api(self, scope: Scope) -> bool:
-        auth = _header(scope, b"authorization") or ""
-        has_cookie = _header(scope, b"cookie") is not None
-        # A bearer API call carries no cookie, so a cross-site page cannot forge one.
-        return scope["path"].startswith("/api/") and auth.startswith("Bearer ") and not has_cookie
+        # A cross-site page cannot make a browser send an Authorization header (that needs a
+        # CORS preflight we never grant), so a bearer call is no CSRF risk, cookie or not.
+        return scope["path"].startswith("/api/") and bearer(scope)
 
     def _origin_ok(self, scope: Scope) -> bool:
         origin = _header(scope, b"origin")
@@ -187,8 +202,10 @@ class AccessGateMiddleware:
         if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
-        if self.bearer_prefixes and scope["path"].startswith(self.bearer_prefixes) \
-                and _header(scope, b"cookie") is None:
+        if self.bearer_prefixes and scope["path"].startswith(self.bearer_prefixes) and (
+                bearer(scope) or _header(scope, b"cookie") is None):
+            # An API call: its key decides, whatever cookie came along (a valid key with a
+            # stale cookie was refused).
             await self.app(scope, receive, send)
             return
         session = scope.get("state", {}).get("session")

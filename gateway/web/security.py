@@ -56,7 +56,9 @@ class SecurityHeadersMiddleware:
                 headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
                 headers["X-Content-Type-Options"] = "nosniff"
                 headers["Referrer-Policy"] = "no-referrer"
-                headers["X-Frame-Options"] = "DENY"
+                # The mail frame may be framed by our own page and says so itself
+                # (frame-ancestors 'self', SAMEORIGIN); everything else: DENY.
+                headers.setdefault("X-Frame-Options", "DENY")
                 headers["Cross-Origin-Opener-Policy"] = "same-origin"
                 headers["Cross-Origin-Resource-Policy"] = "same-origin"
                 headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
