@@ -342,7 +342,9 @@ def from_environment() -> Starlette:
     settings from ``GATEWAY_CONFIG`` and the environment, logging as the parent does."""
     from gateway.config import load_settings
     from gateway.logging import setup_logging
+    from gateway.serverlimits import configure
 
     settings = load_settings()
     setup_logging(settings.get("general.log_level"))
+    configure(settings)      # this worker's connection limits (gateway.serverlimits)
     return create_app(settings)

@@ -91,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _setup_logging(settings.get("general.log_level"))
     cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
     proxies = settings.get("server.trusted_proxies")
+    from gateway.serverlimits import uvicorn_options
     from gateway.tls import serve
 
     workers = settings.get("server.workers")
@@ -106,7 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ssl_certfile=cert or None, ssl_keyfile=key or None,
             proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
             server_header=False, access_log=False, timeout_graceful_shutdown=10,
-            log_level=settings.get("general.log_level"), log_config=None)
+            log_level=settings.get("general.log_level"), log_config=None,
+            **uvicorn_options(settings))
         return 0
     serve(uvicorn.Config(
         create_app(settings), host=settings.get("server.host"), port=settings.get("server.port"),
@@ -116,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_header=False, access_log=False, log_level=settings.get("general.log_level"),
         # Open new-mail streams never finish by themselves: give them a bound at shutdown
         # (browsers reconnect on their own).
-        timeout_graceful_shutdown=10, log_config=None))
+        timeout_graceful_shutdown=10, log_config=None, **uvicorn_options(settings)))
     return 0
 
 

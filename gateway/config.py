@@ -75,6 +75,16 @@ FIELDS: tuple[Field, ...] = (
     _f("server", "max_body_bytes", "int", 26_214_400,
        "Largest request body accepted (uploads included), in bytes."),
     # -- entra
+    _f("server", "header_timeout_seconds", "float", 10.0,
+       "A request's line and headers must arrive within this time, else 408 and close."),
+    _f("server", "body_timeout_seconds", "float", 30.0,
+       "The longest pause allowed while a request body arrives, else the connection closes."),
+    _f("server", "max_header_bytes", "int", 16_384,
+       "Largest request line plus headers, in bytes; larger gets 400."),
+    _f("server", "max_requests_per_connection", "int", 1000,
+       "Requests served on one connection before it is closed (Connection: close)."),
+    _f("server", "keepalive_seconds", "float", 5.0,
+       "How long an idle kept-alive connection stays open between requests."),
     _f("entra", "authority", "str", "",
        "Entra ID authority, e.g. https://login.microsoftonline.com/<tenant-id>."),
     _f("entra", "client_id", "str", "",
@@ -438,6 +448,15 @@ def _validated(values: dict[str, Any]) -> Settings:
         raise bad("server.workers", "must be between 1 and 64.")
     if values["server.max_body_bytes"] < 1024:
         raise bad("server.max_body_bytes", "must be at least 1024.")
+    for key in ("server.header_timeout_seconds", "server.body_timeout_seconds",
+                "server.keepalive_seconds"):
+        if values[key] <= 0:
+            raise bad(key, "must be a positive number of seconds.")
+    if values["server.max_header_bytes"] < 4096:
+        raise bad("server.max_header_bytes", "must be at least 4096 (browsers send cookies "
+                  "and long URLs).")
+    if values["server.max_requests_per_connection"] < 1:
+        raise bad("server.max_requests_per_connection", "must be at least 1.")
     auth = values["entra.authority"]
     if auth and not auth.startswith("https://"):
         raise bad("entra.authority", "must start with https:// (msal refuses anything else).")

@@ -11,9 +11,15 @@ wraps the real SQLite store and fails its writes as SQLite does on a full disk
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,7 @@ from gateway.devstack.stack import DevStack
 from gateway.errors import StoreUnavailable
 from gateway.mail.outbox import Outbox
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import FakeClock, Gateway, LoopThread, form_fields
+from tests.conftest import FakeClock, Gateway, LoopThread, ca_context, form_fields
 
 # Store methods that write; FullDisk fails them while ``full`` is set.
 WRITES = {"ping", "create_session", "touch_session", "delete_session", "delete_sessions_of",
@@ -116,6 +122,66 @@ def rig(fault_stack: DevStack, loop_thread: LoopThread, tmp_path: Path) -> Itera
     r = Rig(fault_stack, loop_thread, tmp_path)
     yield r
     r.close()
+
+
+@dataclass
+class ProcGateway:
+    """The gateway as its own process (``gateway serve``), to be SIGKILLed."""
+
+    url: str
+    stack: DevStack
+    loop: LoopThread
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    @classmethod
+    def prepare(cls, rig: Rig, **env: str) -> ProcGateway:
+        """A gateway process on a free port with the fault stack's settings plus ``env``
+        (not started yet)."""
+        port = free_port()
+        full = {**os.environ, **rig.stack.gateway_env(port)}
+        full.update(GATEWAY_STORE_SQLITE_PATH=str(rig.tmp_path / f"proc-{port}.db"),
+                    GATEWAY_FAILOVER_INITIAL_MODE="active", GATEWAY_GENERAL_LOG_LEVEL="warning")
+        full.update(env)
+        return cls(f"https://127.0.0.1:{port}", rig.stack, rig.loop, full,
+                   rig.tmp_path / f"gw-{port}.log")
+
+    def client(self, **kw: Any) -> httpx.Client:
+        c = httpx.Client(base_url=self.url, verify=ca_context(self.stack),
+                         follow_redirects=False, trust_env=False, timeout=60, **kw)
+        self.clients.append(c)
+        return c
+
+    def start(self) -> None:
+        gateway_cmd = Path(sys.executable).with_name("gateway")
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([str(gateway_cmd), "serve"], env=self.env,
+                                         stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        with httpx.Client(verify=ca_context(self.stack), trust_env=False, timeout=2) as c:
+            while time.monotonic() < deadline:
+                assert self.proc.poll() is None, self.log.read_text()[-2000:]
+                try:
+                    if c.get(self.url + "/readyz").status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+        raise AssertionError("gateway did not start: " + self.log.read_text()[-2000:])
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(15)
 
 
 def compose_form(client: httpx.Client, page: httpx.Response | str) -> tuple[str, dict[str, Any]]:

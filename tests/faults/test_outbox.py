@@ -4,24 +4,18 @@ and Send then finds it in Sent Items instead of sending it twice; old records ar
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
 from gateway.mail.outbox import MAX_AGE
-from tests.conftest import LoopThread, ca_context, form_fields, sign_in
-from tests.faults.conftest import EXTERNAL, Rig, compose_form, free_port, outbox_of, received
+from tests.conftest import form_fields, sign_in
+from tests.faults.conftest import EXTERNAL, ProcGateway, Rig, compose_form, outbox_of, received
 from tests.web.mailhelp import PDF, unique
 
 
@@ -100,67 +94,16 @@ def test_purge_removes_records_past_their_age(rig: Rig):
     assert old_id not in ids and fields["outbox_id"] in ids
 
 
-@dataclass
-class ProcGateway:
-    """The gateway as its own process (``gateway serve``), to be SIGKILLed."""
-
-    url: str
-    stack: DevStack
-    loop: LoopThread
-    env: dict[str, str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    clients: list[httpx.Client] = field(default_factory=list)
-
-    def client(self, **kw: Any) -> httpx.Client:
-        c = httpx.Client(base_url=self.url, verify=ca_context(self.stack),
-                         follow_redirects=False, trust_env=False, timeout=60, **kw)
-        self.clients.append(c)
-        return c
-
-    def start(self) -> None:
-        gateway_cmd = Path(sys.executable).with_name("gateway")
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([str(gateway_cmd), "serve"], env=self.env,
-                                         stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        with httpx.Client(verify=ca_context(self.stack), trust_env=False, timeout=2) as c:
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, self.log.read_text()[-2000:]
-                try:
-                    if c.get(self.url + "/readyz").status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.2)
-        raise AssertionError("gateway did not start: " + self.log.read_text()[-2000:])
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def close(self) -> None:
-        for c in self.clients:
-            c.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(15)
-
-
 def test_sigkill_after_the_server_took_the_message_then_restart(rig: Rig, tmp_path: Path):
     """The gateway is SIGKILLed after the SMTP server took the message but before its answer
     arrived. Restarted, it lists the message in the Outbox; while the dead sender's claim
     lasts, Send says so; after it, Send finds the copy in Sent Items and does not send it
     again. The server received it exactly once; the store holds a 'sent' marker."""
     stack = rig.stack
-    port = free_port()
-    env = {**os.environ, **stack.gateway_env(port)}
     db = tmp_path / "proc.db"
-    env.update(GATEWAY_STORE_SQLITE_PATH=str(db), GATEWAY_FAILOVER_INITIAL_MODE="active",
-               GATEWAY_SMTP_TIMEOUT_SECONDS="20", GATEWAY_SMTP_SEND_DEADLINE_SECONDS="4",
-               GATEWAY_GENERAL_LOG_LEVEL="warning")
-    gw = ProcGateway(f"https://127.0.0.1:{port}", stack, rig.loop, env, tmp_path / "gw.log")
+    gw = ProcGateway.prepare(rig, GATEWAY_STORE_SQLITE_PATH=str(db),
+                             GATEWAY_SMTP_TIMEOUT_SECONDS="20",
+                             GATEWAY_SMTP_SEND_DEADLINE_SECONDS="4")
     try:
         gw.start()
         client = sign_in(gw, "member")
