@@ -123,13 +123,17 @@ def test_timeline_and_audit_over_the_api(api):
     assert verdict["ok"] and verdict["entries"] >= 2
 
 
-def test_bearer_from_a_browser_session_is_not_an_api_call(api):
-    """A request carrying a session cookie is treated as the browser's, so CSRF applies."""
+def test_bearer_with_a_browser_cookie_is_still_an_api_call(api):
+    """A bearer key decides, whatever cookie comes along (issue 14, case 8): a cross-site page
+    cannot make a browser send an Authorization header without a CORS preflight we never
+    grant. Without the key, the same cookie-carrying POST still needs the CSRF token."""
     gw, _ = api
     admin = sign_in(gw, "admin")
     key = gw.loop.run(apikeys.create(gw.app.state.services.store, "second", "t", time.time()))
     r = admin.post("/api/failover", json={"mode": "active", "reason": "r"},
                    headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    r = admin.post("/api/failover", json={"mode": "active", "reason": "r"})
     assert r.status_code == 403 and r.json()["error"] == "CsrfFailed"
 
 
