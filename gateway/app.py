@@ -58,6 +58,7 @@ from gateway.probes import running_monitor
 from gateway.services import Services
 from gateway.store.base import Store
 from gateway.store.factory import build_store, follow_switch
+from gateway.throttle import Limits
 from gateway.web import admin as admin_routes
 from gateway.web import api as api_routes
 from gateway.web import auth as auth_routes
@@ -137,6 +138,8 @@ def create_app(settings: Settings, *, store: Store | None = None,
                    imap_pool=imap_pool, smtp=smtp, audit=audit_log, failover=switch,
                    notifier=notifier)
 
+    # Per-address limits on anonymous work (gateway.throttle), shared by the routes.
+    limits = Limits.from_settings(settings, clock, auth_routes.FLOW_LIFETIME)
     metrics = Metrics()
     # Faults only ICT can fix (gateway.auth.blockers): counted, audited, in /health.
     from prometheus_client import Counter
@@ -198,7 +201,8 @@ def create_app(settings: Settings, *, store: Store | None = None,
                 lambda: the_store.purge_flows(clock() - auth_routes.FLOW_LIFETIME),
                 # Outbox records past MAX_AGE: encrypted drafts and failed sends do not
                 # pile up (rule: anonymous or not, nothing grows without bound).
-                lambda: Outbox(the_store, keyring).purge(clock())]
+                lambda: Outbox(the_store, keyring).purge(clock()),
+                lambda: api_routes.flush_refusals(audit_log, limits)]
             for step in steps:   # one failing step does not skip the others
                 with contextlib.suppress(GatewayError):
                     await step()
@@ -330,6 +334,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, GatewayError: gateway_error})
     app.state.services = svc
+    app.state.limits = limits
     app.state.blockers = blockers
     app.state.ready = False
     app.state.metrics = metrics

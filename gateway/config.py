@@ -105,6 +105,13 @@ FIELDS: tuple[Field, ...] = (
     _f("access", "admin_roles", "list", ["Gateway.Admin"], "App roles that make an ICT admin."),
     _f("access", "member_groups", "list", [], "Entra group object ids that make a member."),
     _f("access", "admin_groups", "list", [], "Entra group object ids that make an ICT admin."),
+    _f("access", "api_refusals_per_minute", "int", 20,
+       "Bad API keys one address may send in a minute; then 429 until the minute ends."),
+    _f("access", "signin_starts_per_address", "int", 300,
+       "Sign-ins one address may start in ten minutes (each keeps ~1 KB until used or "
+       "expired); then 429."),
+    _f("access", "signin_starts_total", "int", 5000,
+       "Sign-ins all addresses together may start in ten minutes, per instance; then 429."),
     # -- session
     _f("session", "idle_minutes", "int", 30, "A session unused this long ends."),
     _f("session", "absolute_hours", "int", 12,
@@ -457,6 +464,10 @@ def _validated(values: dict[str, Any]) -> Settings:
                   "and long URLs).")
     if values["server.max_requests_per_connection"] < 1:
         raise bad("server.max_requests_per_connection", "must be at least 1.")
+    for key in ("access.api_refusals_per_minute", "access.signin_starts_per_address",
+                "access.signin_starts_total"):
+        if values[key] < 1:
+            raise bad(key, "must be at least 1.")
     auth = values["entra.authority"]
     if auth and not auth.startswith("https://"):
         raise bad("entra.authority", "must start with https:// (msal refuses anything else).")

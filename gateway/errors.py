@@ -14,6 +14,7 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
     │   ├── CsrfFailed (403)
     │   ├── NotEntitled (403)        signed in, but no role or group lets them in
     │   └── StaleSignIn (403)        an admin action needs a more recent sign-in
+    ├── TooManyRequests (429)        a per-address limit on anonymous work
     ├── NotFound (404)
     ├── Conflict (409)
     ├── SignInFailed (400)           the Entra round trip failed (state, code, consent)
@@ -124,6 +125,15 @@ class NotEntitled(Forbidden):
 class StaleSignIn(Forbidden):
     title = "Please sign in again"
     default_message = "Changing the failover switch needs a recent sign-in. Sign in again."
+
+
+class TooManyRequests(GatewayError):
+    """An address (or everyone together) used up a limit on anonymous work (gateway.throttle)."""
+
+    status = 429
+    title = "Too many requests"
+    default_message = "Too many attempts from your address just now. Wait a minute and try again."
+    default_retry_after = 60
 
 
 class NotFound(GatewayError):

@@ -20,10 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import apikeys, audit, directory, failover_seen, timeline
-from gateway.errors import BadApiKey, BadRequest, Conflict
+from gateway.audit import AuditLog
+from gateway.errors import BadApiKey, BadRequest, Conflict, TooManyRequests
 from gateway.failover import Flip, Mode, apply, parse_mode, parse_time
 from gateway.services import services
 from gateway.store.base import ApiKeyRecord
+from gateway.throttle import Limits, address_of
 
 PREFIXES = ("/api/failover", "/api/audit")
 MAX_JSON = 16_384
@@ -32,12 +34,35 @@ _ETAG = re.compile(r'^"(\d{1,18})"$')
 
 async def _key(request: Request) -> ApiKeyRecord:
     svc = services(request)
+    limits: Limits = request.app.state.limits
+    address = address_of(request.scope)
+    # Rule: anonymous clients cannot make the gateway do unbounded work or storage. An
+    # address that has sent too many bad keys gets 429 before any store work.
+    wait = limits.api_refused.over(address)
+    if wait is not None:
+        limits.api_digest.note(address)    # counted for the aggregated entry, no row now
+        await flush_refusals(svc.audit, limits)
+        raise TooManyRequests("Too many refused API keys from your address. Wait and try "
+                              "again.", retry_after=wait)
     try:
         return await apikeys.authenticate(svc.store, request.headers.get("authorization"),
                                           svc.clock())
     except BadApiKey:
-        await svc.audit.try_record("api.refused", "api", path=request.url.path)
+        limits.api_refused.hit(address)
+        if limits.api_digest.note(address):
+            await svc.audit.try_record("api.refused", "api", path=request.url.path,
+                                       address=address)
+        await flush_refusals(svc.audit, limits)
         raise
+
+
+async def flush_refusals(audit_log: AuditLog, limits: Limits) -> int:
+    """Write the refusals folded since the last aggregated entry, once a window has passed
+    (one audit row a minute at most, however many bad keys came)."""
+    if not limits.api_digest.due():
+        return 0
+    await audit_log.try_record("api.refused", "api", **limits.api_digest.take())
+    return 1
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

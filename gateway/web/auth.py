@@ -35,9 +35,16 @@ from gateway.auth.sessions import (
 )
 from gateway.calendar.graph import member_groups, member_token
 from gateway.crypto import DecryptError
-from gateway.errors import BadRequest, GatewayError, SignInFailed, UpstreamUnavailable
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    SignInFailed,
+    TooManyRequests,
+    UpstreamUnavailable,
+)
 from gateway.services import services
 from gateway.store.base import AuthFlowRecord
+from gateway.throttle import address_of
 from gateway.web.render import render
 
 log = logging.getLogger(__name__)
@@ -88,6 +95,12 @@ async def sign_in_page(request: Request) -> Response:
 
 async def start(request: Request) -> Response:
     svc = services(request)
+    # Rule: bounded pre-sign-in state. Each start keeps a flow (~1 KB) for FLOW_LIFETIME; an
+    # address (and everyone together) may start only so many in that time.
+    wait = request.app.state.limits.signin.hit(address_of(request.scope))
+    if wait is not None:
+        raise TooManyRequests("Too many sign-ins were started from your address just now. "
+                              "Wait a few minutes and try again.", retry_after=wait)
     nxt = safe_next(request.query_params.get("next"))
     hint = request.query_params.get("login_hint")
     if hint is not None and (len(hint) > 254 or "@" not in hint):
