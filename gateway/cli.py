@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
     proxies = settings.get("server.trusted_proxies")
     from gateway.serverlimits import uvicorn_options
-    from gateway.tls import serve
+    from gateway.tls import serve, server_context
 
     workers = settings.get("server.workers")
     if workers > 1:
@@ -105,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "gateway.app:from_environment", factory=True, workers=workers,
             host=settings.get("server.host"), port=settings.get("server.port"),
             ssl_certfile=cert or None, ssl_keyfile=key or None,
+            ssl_context_factory=server_context if cert else None,
             proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
             server_header=False, access_log=False, timeout_graceful_shutdown=10,
             log_level=settings.get("general.log_level"), log_config=None,
@@ -113,6 +114,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     serve(uvicorn.Config(
         create_app(settings), host=settings.get("server.host"), port=settings.get("server.port"),
         ssl_certfile=cert or None, ssl_keyfile=key or None,
+        # Mozilla's intermediate TLS profile (gateway.tls.server_context).
+        ssl_context_factory=server_context if cert else None,
         # Forwarded headers are believed only from the configured proxies.
         proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
         server_header=False, access_log=False, log_level=settings.get("general.log_level"),

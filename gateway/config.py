@@ -214,8 +214,12 @@ FIELDS: tuple[Field, ...] = (
        "empty = `audit-checkpoints.jsonl` beside the signing key."),
     _f("metrics", "port", "int", 0,
        "Serve Prometheus /metrics on this separate port (and not on the main one); 0 = serve "
-       "/metrics on the main port to callers health.access admits."),
+       "/metrics on the main port to the callers metrics.allow or health.access admit."),
     _f("metrics", "host", "str", "127.0.0.1", "Address the separate metrics port listens on."),
+    _f("metrics", "allow", "list", [],
+       "Client networks (the scraper's address; behind a trusted proxy, the address the proxy "
+       "forwards) that may read /metrics on the main port, besides those health.access admits. "
+       "Keep it the same as the proxy's own allow-list for /metrics."),
     # -- mail
     _f("mail", "mark_read_on_open", "bool", True, "Opening a message marks it read."),
     _f("mail", "max_upload_bytes", "int", 20_971_520,
@@ -509,6 +513,11 @@ def _validated(values: dict[str, Any]) -> Settings:
         raise bad("health.mailflow_warn_seconds", "must not exceed mailflow_fail_seconds.")
     if not 0 <= values["metrics.port"] < 65536:
         raise bad("metrics.port", "must be between 0 and 65535.")
+    for net in values["metrics.allow"]:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise bad("metrics.allow", f"{net!r} is not an address or network.") from None
     if values["failover.initial_mode"] not in ("standby", "active"):
         raise bad("failover.initial_mode", "must be standby or active (a drill needs an end "
                   "time; start one with `gateway failover drill`).")

@@ -3,6 +3,13 @@
 - ``check_certificate``: what ``gateway check-config`` says about them: problems (unreadable,
   the key does not match the certificate, not yet valid, expired) and a warning from
   ``WARN_DAYS`` days before the certificate expires.
+- ``server_context``: the server's SSL context (uvicorn's ``ssl_context_factory``, so every
+  worker process builds the same one), offering exactly Mozilla's "intermediate" profile
+  (https://ssl-config.mozilla.org/, guidelines 5.7, the version sslyze checks against):
+  TLS 1.2 and 1.3; for 1.2 only ECDHE with AES-GCM or ChaCha20-Poly1305 (no CBC, no DHE:
+  Python sets no DH parameters); the TLS 1.3 suites are OpenSSL's three, all in the profile;
+  key-exchange groups X25519, P-256 and P-384 (OpenSSL 3's default also offers X448 and
+  P-521, which the profile rejects); the client's cipher order wins, as the profile says.
 - ``serve``: runs uvicorn and re-reads both files on SIGHUP (``systemctl reload gateway``).
   New connections get the new certificate; open ones are not dropped. A pair that fails to
   load is logged and the old one stays in use.
@@ -10,10 +17,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +31,56 @@ from cryptography.hazmat.primitives import serialization
 
 log = logging.getLogger(__name__)
 WARN_DAYS = 30
+
+# Mozilla intermediate (5.7), OpenSSL names, TLS 1.2 only (1.3 suites are set apart).
+TLS12_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+))
+GROUPS = "X25519:P-256:P-384"
+_SSL_CTRL_SET_GROUPS_LIST = 92  # OpenSSL's SSL_CTX_set1_groups_list() is this ctrl
+
+
+def _set_groups(context: ssl.SSLContext, groups: str) -> None:
+    """Limit the key-exchange groups. Python 3.11's ssl module can name only one curve
+    (``set_ecdh_curve``), so this calls OpenSSL's SSL_CTX_set1_groups_list on the context's
+    SSL_CTX, resolved through the _ssl module's own libssl. The SSL_CTX pointer is the first
+    field after the object header of CPython's PySSLContext; it is checked (its options must
+    be the ones Python reports) before anything is written through it."""
+    setter = getattr(context, "set_groups", None)  # a later Python may have it
+    if callable(setter):
+        setter(groups)
+        return
+    import _ssl
+
+    lib = ctypes.CDLL(_ssl.__file__)
+    lib.SSL_CTX_get_options.restype = ctypes.c_uint64
+    lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
+    lib.SSL_CTX_ctrl.restype = ctypes.c_long
+    lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
+    header = object.__basicsize__  # ob_refcnt + ob_type
+    ctx_ptr = ctypes.c_void_p.from_address(id(context) + header).value
+    if not ctx_ptr or lib.SSL_CTX_get_options(ctx_ptr) != int(context.options):
+        raise RuntimeError("cannot reach OpenSSL's SSL_CTX to set the TLS groups")
+    if lib.SSL_CTX_ctrl(ctx_ptr, _SSL_CTRL_SET_GROUPS_LIST, 0, groups.encode()) != 1:
+        raise RuntimeError(f"OpenSSL refused the TLS groups {groups!r}")
+
+
+def harden(context: ssl.SSLContext) -> ssl.SSLContext:
+    """Make a server context offer Mozilla's intermediate profile and nothing else."""
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE  # "server_preferred_order": false
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    _set_groups(context, GROUPS)
+    return context
+
+
+def server_context(config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's ``ssl_context_factory``: its context (certificate, key, ALPN), hardened."""
+    return harden(default())
 
 
 def check_certificate(cert_path: str, key_path: str,

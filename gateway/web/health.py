@@ -4,7 +4,8 @@
 - ``/health``: the ``application/health+json`` document built by ``gateway.health`` from the
   background probes' latest results (no upstream call per request). Callers that
   ``health.access`` admits (open, a bearer token, or a network allow-list) get every check;
-  others get the overall status only. The same predicate guards ``/metrics`` on the main port.
+  others get the overall status only. ``/metrics`` on the main port is for the same callers
+  plus the scraper networks of ``metrics.allow`` (``metrics_allowed``).
 """
 
 from __future__ import annotations
@@ -55,15 +56,26 @@ def detail_allowed(settings: Settings, scope: Scope) -> bool:
                 return bool(expected) and hmac.compare_digest(
                     supplied.encode(), f"Bearer {expected}".encode())
         return False
+    return _client_in(scope, settings.get("health.allow"))
+
+
+def metrics_allowed(settings: Settings, scope: Scope) -> bool:
+    """May this caller scrape /metrics on the main port? The scraper networks of
+    ``metrics.allow``, and whoever may read the detailed health."""
+    return _client_in(scope, settings.get("metrics.allow")) or detail_allowed(settings, scope)
+
+
+def _client_in(scope: Scope, networks: list[str]) -> bool:
+    # scope["client"] is the TCP peer, or the forwarded client when the peer is a trusted
+    # proxy (uvicorn's proxy headers, limited to server.trusted_proxies).
     client = scope.get("client")
-    if not client:
+    if not client or not networks:
         return False
     try:
         addr = ipaddress.ip_address(client[0])
     except ValueError:
         return False
-    return any(addr in ipaddress.ip_network(n, strict=False)
-               for n in settings.get("health.allow"))
+    return any(addr in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 async def health(request: Request) -> Response:
