@@ -74,6 +74,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     problems += cert_problems
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if settings.get("store.backend") == "sqlite":
+        from gateway.store.sqlite import path_problem
+
+        store_problem = path_problem(settings.get("store.sqlite_path"))
+        if store_problem:
+            problems.append(store_problem)
     if not settings.get("entra.authority"):
         problems.append("entra.authority: not set; members cannot sign in. Set it to "
                         "https://login.microsoftonline.com/<tenant-id>.")
@@ -88,6 +94,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
 
     settings = command_settings(args)
+    if settings.get("store.backend") == "sqlite":
+        from gateway.store.sqlite import path_problem
+
+        # Say so in one line now, not in a start-up traceback from every worker.
+        store_problem = path_problem(settings.get("store.sqlite_path"))
+        if store_problem:
+            raise ConfigError(store_problem)
     _setup_logging(settings.get("general.log_level"))
     cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
     proxies = settings.get("server.trusted_proxies")

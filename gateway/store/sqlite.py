@@ -7,7 +7,9 @@ created here too so the schema has one home; each is filled by its own module.""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +88,42 @@ CREATE TABLE IF NOT EXISTS outbox (
 
 
 
+_PATH_FIX = ("Set store.sqlite_path (GATEWAY_STORE_SQLITE_PATH) to a file in a directory "
+             "this user can write (relative paths start from the working directory).")
+
+
+def path_problem(path: str) -> str | None:
+    """Why a database at ``path`` could not be opened for writing by this process, or None.
+    For ``gateway check-config``: it tries what the store will do (create the file in its
+    directory, or the directory in the nearest existing parent) and undoes it, so root on a
+    read-only filesystem and an unprivileged user in ``/`` are both caught."""
+    if path == ":memory:":
+        return None
+    target = Path(path)
+    where = os.path.abspath(target)
+    if target.exists():
+        if target.is_dir():
+            return f"store.sqlite_path: {where!r} is a directory. {_PATH_FIX}"
+        try:
+            with open(target, "ab"):
+                pass
+        except OSError as exc:
+            return f"store.sqlite_path: cannot write {where!r} ({exc.strerror}). {_PATH_FIX}"
+        parent = target.parent  # WAL and shared-memory files are created beside it
+    else:
+        parent = target.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".gateway-check-", dir=parent)
+    except OSError as exc:
+        return (f"store.sqlite_path: cannot create {where!r}: {os.path.abspath(parent)!r} is "
+                f"not writable ({exc.strerror}). {_PATH_FIX}")
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
 class SqliteStore(SqliteEvidence):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -123,8 +161,11 @@ class SqliteStore(SqliteEvidence):
             return db
         try:
             self._db = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable() from exc
+        except (sqlite3.Error, OSError) as exc:
+            # Only at start-up (no member sees it): say which setting to fix.
+            raise StoreUnavailable(
+                f"store.sqlite_path: cannot open the SQLite database {self.path!r} "
+                f"({exc}). {_PATH_FIX}") from exc
 
     async def close(self) -> None:
         db, self._db = self._db, None
