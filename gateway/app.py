@@ -315,7 +315,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         Route("/favicon.ico", lambda r: Response(status_code=204)),
     ]
     middleware = [
-        Middleware(RequestIdMiddleware),
+        Middleware(RequestIdMiddleware, trusted_proxies=settings.get("server.trusted_proxies")),
         Middleware(SecurityHeadersMiddleware, entra_authority=settings.get("entra.authority")),
         Middleware(MetricsMiddleware, metrics=metrics, routes=routes,
                    serve_path=None if settings.get("metrics.port") else "/metrics",

@@ -103,7 +103,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise ConfigError(store_problem)
     _setup_logging(settings.get("general.log_level"))
     cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
-    proxies = settings.get("server.trusted_proxies")
     from gateway.serverlimits import uvicorn_options
     from gateway.tls import serve, server_context
 
@@ -119,7 +118,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=settings.get("server.host"), port=settings.get("server.port"),
             ssl_certfile=cert or None, ssl_keyfile=key or None,
             ssl_context_factory=server_context if cert else None,
-            proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
+            # server.trusted_proxies is applied by the app (gateway.logging).
+            proxy_headers=False,
             server_header=False, access_log=False, timeout_graceful_shutdown=10,
             log_level=settings.get("general.log_level"), log_config=None,
             **uvicorn_options(settings))
@@ -129,8 +129,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_certfile=cert or None, ssl_keyfile=key or None,
         # Mozilla's intermediate TLS profile (gateway.tls.server_context).
         ssl_context_factory=server_context if cert else None,
-        # Forwarded headers are believed only from the configured proxies.
-        proxy_headers=bool(proxies), forwarded_allow_ips=proxies or "",
+        # Forwarded headers are believed only from server.trusted_proxies, by the app itself
+        # (gateway.logging), which must see the real peer first.
+        proxy_headers=False,
         server_header=False, access_log=False, log_level=settings.get("general.log_level"),
         # Open new-mail streams never finish by themselves: give them a bound at shutdown
         # (browsers reconnect on their own).

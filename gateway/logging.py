@@ -1,10 +1,16 @@
 """Structured logs: one JSON object per line, each with the id of the request it belongs to,
 and a filter that refuses to print tokens, cookies or secrets.
 
-- ``RequestIdMiddleware`` (outermost) gives every request an id (a well-formed incoming
-  ``X-Request-ID`` from the proxy, or a new one), keeps it in a context variable for every log
-  line written while the request runs (worker threads included: ``asyncio.to_thread`` copies
-  the context), returns it as ``X-Request-ID``, and logs one access line per request.
+- ``RequestIdMiddleware`` (outermost) gives every request an id, keeps it in a context
+  variable for every log line written while the request runs (worker threads included:
+  ``asyncio.to_thread`` copies the context), returns it as ``X-Request-ID``, and logs one
+  access line per request with the client's address. An incoming ``X-Request-ID`` is kept
+  only when the TCP peer is one of ``server.trusted_proxies`` (nginx sends its own
+  ``$request_id``) and the value is a plain token (8-64 of ``A-Za-z0-9._-``); otherwise the
+  gateway makes a new one, so a client cannot write what it likes into the logs or make two
+  requests look like one. The middleware also applies those proxies' ``X-Forwarded-For``/
+  ``-Proto`` (uvicorn's ProxyHeadersMiddleware, inside it): it sees the real peer first, and
+  the access line carries the real client behind a trusted proxy.
 - ``RedactingFilter`` rewrites each record's message before any handler prints it: JWTs,
   ``Bearer`` values, XOAUTH2 blobs, cookie headers, ``name=value`` secrets and any long opaque
   token-like string. Message content is kept out by the rule that no module logs it.
@@ -14,16 +20,19 @@ and a filter that refuses to print tokens, cookies or secrets.
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
 import logging
 import re
 import secrets
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 access_log = logging.getLogger("gateway.access")
@@ -99,8 +108,9 @@ def setup_logging(level: str = "info", stream: IO[str] | None = None) -> logging
     handler = make_handler(stream)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Libraries that log request lines or payloads at debug stay at warning.
-    for name in ("urllib3", "httpcore", "hpack", "msal", "mail.log", "aioimaplib"):
+    # Libraries that log request lines or payloads at debug stay at warning; httpx logs
+    # every request URL at info (each probe, every Graph call with its query).
+    for name in ("urllib3", "httpcore", "httpx", "hpack", "msal", "mail.log", "aioimaplib"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         lg = logging.getLogger(name)
@@ -110,17 +120,35 @@ def setup_logging(level: str = "info", stream: IO[str] | None = None) -> logging
 
 
 class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, trusted_proxies: Sequence[str] = ()) -> None:
+        self.trusted = [ipaddress.ip_network(n, strict=False) for n in trusted_proxies]
+        # uvicorn is started without proxy headers: they are applied here, after the peer
+        # has been looked at, and only for the configured proxies.
+        self.app: ASGIApp = app
+        if trusted_proxies:
+            # uvicorn types its middleware with its own (stricter) ASGI types.
+            self.app = cast(ASGIApp, ProxyHeadersMiddleware(
+                cast(Any, app), trusted_hosts=list(trusted_proxies)))
+
+    def _from_trusted_proxy(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client or not self.trusted:
+            return False
+        try:
+            addr = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         incoming = ""
-        for k, v in scope.get("headers", []):
-            if k == b"x-request-id":
-                incoming = v.decode("latin-1")
+        if self._from_trusted_proxy(scope):
+            for k, v in scope.get("headers", []):
+                if k == b"x-request-id":
+                    incoming = v.decode("latin-1")
         rid = incoming if _INCOMING_ID.match(incoming) else secrets.token_hex(8)
         token = request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
@@ -138,8 +166,12 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            # The path only: a query string may carry an authorization code.
-            access_log.info("%s %s %s", scope["method"], scope["path"], status, extra={
-                "http": {"method": scope["method"], "path": scope["path"], "status": status,
-                         "ms": round((time.perf_counter() - started) * 1000, 1)}})
+            # The path only: a query string may carry an authorization code. The client is
+            # the forwarded one when the peer is a trusted proxy (set in scope just above).
+            client = (scope.get("client") or ("-", 0))[0]
+            access_log.info("%s %s %s %s", client, scope["method"], scope["path"], status,
+                            extra={"http": {
+                                "client": client, "method": scope["method"],
+                                "path": scope["path"], "status": status,
+                                "ms": round((time.perf_counter() - started) * 1000, 1)}})
             request_id.reset(token)

@@ -56,9 +56,11 @@ class TLSServer:
         if self.certs:
             tls = {"ssl_certfile": str(self.certs.server_cert),
                    "ssl_keyfile": str(self.certs.server_key)}
+        # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from loopback;
+        # the gateway applies server.trusted_proxies itself (gateway.logging).
+        options: dict[str, Any] = {"proxy_headers": False, **tls, **self._extra}
         config = uvicorn.Config(self.app, log_level=self._log_level, access_log=False,
-                                lifespan="auto", timeout_graceful_shutdown=3,
-                                **tls, **self._extra)
+                                lifespan="auto", timeout_graceful_shutdown=3, **options)
         self._server = _QuietServer(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:

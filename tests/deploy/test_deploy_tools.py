@@ -131,8 +131,7 @@ def live_nginx(stack: DevStack, loop_thread: LoopThread,
         gw_port, store__sqlite_path=str(tmp / "gw.db"), server__tls_cert="",
         server__tls_key="", server__public_url=f"https://{SERVER_NAME}",
         server__trusted_proxies=["127.0.0.1/32"], failover__initial_mode="active")
-    server = TLSServer(create_app(settings), None, port=gw_port, proxy_headers=True,
-                       forwarded_allow_ips="127.0.0.1")
+    server = TLSServer(create_app(settings), None, port=gw_port)
     loop_thread.run(server.start())
     http_port, https_port = _free_port(), _free_port()
     conf = nginx_tree(tmp, "gateway.conf", stack, ports={"80": http_port, "443": https_port},

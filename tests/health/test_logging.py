@@ -73,3 +73,118 @@ def test_logs_are_json_with_request_ids_and_hold_no_secrets(gateway: Gateway,
         assert secret[-24:] not in text
     for body in bodies:
         assert body not in text
+
+
+# ---------------------------------------------------------------- request ids, client address
+@pytest.fixture
+def proxied(stack, loop_thread, tmp_path) -> Iterator[Gateway]:
+    """A gateway that trusts a proxy on 127.0.0.1 only (as the example environment does)."""
+    from tests.conftest import start_gateway
+
+    gw = start_gateway(stack, loop_thread, tmp_path, server__trusted_proxies=["127.0.0.1/32"])
+    yield gw
+    for c in gw.clients:
+        c.close()
+    loop_thread.run(gw.server.stop())
+
+
+def _from(gw: Gateway, source: str):
+    """A client whose TCP connections come from ``source`` (127.0.0.x)."""
+    import httpx
+
+    from tests.conftest import ca_context
+
+    transport = httpx.HTTPTransport(local_address=source, verify=ca_context(gw.stack))
+    c = httpx.Client(base_url=gw.url, transport=transport, trust_env=False, timeout=30)
+    gw.clients.append(c)
+    return c
+
+
+def _access(stream: io.StringIO, rid: str) -> dict:
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    [line] = [x for x in lines if x["logger"] == "gateway.access" and x["request_id"] == rid]
+    return line
+
+
+def test_request_id_from_the_trusted_proxy_is_kept_and_its_client_logged(
+        proxied: Gateway, captured: io.StringIO):
+    """nginx's id and the member's address (X-Forwarded-For) from the trusted proxy are used:
+    the access line carries both."""
+    r = _from(proxied, "127.0.0.1").get("/livez", headers={
+        "X-Request-ID": "0123456789abcdef0123456789abcdef",
+        "X-Forwarded-For": "198.51.100.23"})
+    assert r.headers["x-request-id"] == "0123456789abcdef0123456789abcdef"
+    line = _access(captured, "0123456789abcdef0123456789abcdef")
+    assert line["http"]["client"] == "198.51.100.23"
+    assert line["message"].startswith("198.51.100.23 GET /livez 200")
+
+
+def test_request_id_from_anyone_else_is_replaced_and_their_own_address_logged(
+        proxied: Gateway, captured: io.StringIO):
+    """A client that is not the proxy cannot choose its request id, nor its logged address."""
+    r = _from(proxied, "127.0.0.2").get("/livez", headers={
+        "X-Request-ID": "chosen-by-the-client-1", "X-Forwarded-For": "198.51.100.23"})
+    rid = r.headers["x-request-id"]
+    assert rid != "chosen-by-the-client-1"
+    assert _access(captured, rid)["http"]["client"] == "127.0.0.2"
+    assert "chosen-by-the-client-1" not in captured.getvalue()
+
+
+@pytest.mark.parametrize("bad", ["short", "x" * 65, "id with spaces 123",
+                                 "line1\\nFAKE log line", "<script>alert(1)</script>"])
+def test_a_malformed_request_id_is_replaced_even_from_the_proxy(proxied: Gateway,
+                                                                captured: io.StringIO, bad):
+    r = _from(proxied, "127.0.0.1").get("/livez", headers={"X-Request-ID": bad})
+    assert r.headers["x-request-id"] != bad
+    assert len(r.headers["x-request-id"]) == 16
+
+
+def test_without_trusted_proxies_nothing_forwarded_is_believed(gateway: Gateway,
+                                                               captured: io.StringIO):
+    r = gateway.client().get("/livez", headers={"X-Request-ID": "0123456789abcdef",
+                                                "X-Forwarded-For": "198.51.100.23"})
+    rid = r.headers["x-request-id"]
+    assert rid != "0123456789abcdef"
+    assert _access(captured, rid)["http"]["client"] == "127.0.0.1"
+
+
+def test_httpx_does_not_log_request_urls_at_info():
+    """gateway.logging.setup_logging quiets httpx, which logs every request URL at info
+    (every probe, every Graph call): a real request leaves no line."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    import httpx
+
+    from gateway.logging import setup_logging
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level, logging.getLogger("httpx").level)
+    try:
+        setup_logging("info", stream)
+        url = f"http://127.0.0.1:{server.server_address[1]}/probe?canary=visible-marker"
+        assert httpx.get(url, trust_env=False).status_code == 204
+        logging.getLogger("gateway.test").info("after the request")
+    finally:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        logging.getLogger("httpx").setLevel(saved[2])
+        server.shutdown()
+        server.server_close()
+    text = stream.getvalue()
+    assert "after the request" in text  # the handler did print info lines
+    assert "visible-marker" not in text and "/probe" not in text
