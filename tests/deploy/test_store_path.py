@@ -98,7 +98,8 @@ def test_serve_names_the_setting_when_the_store_cannot_be_opened(tmp_path):
     assert check.returncode == 1 and "problem: store.sqlite_path" in check.stderr
     r = _gateway(["serve"], conf, tmp_path, timeout=60)
     assert r.returncode == 1
-    assert r.stderr.startswith("configuration error: store.sqlite_path: cannot create")
+    assert any(line.startswith("configuration error: store.sqlite_path: cannot create")
+               for line in r.stderr.splitlines()), r.stderr
     assert "GATEWAY_STORE_SQLITE_PATH" in r.stderr and "Traceback" not in r.stderr
 
 
