@@ -343,3 +343,28 @@ def test_tools_are_installed_where_the_suite_runs():
     """These checks run the real tools (installed by scripts/install-system-deps.sh test)."""
     assert shutil.which("systemd-analyze") and Path(NGINX).is_file()
     assert Path(sys.executable).with_name("kubernetes-validate").is_file()
+
+
+def test_nginx_offers_the_same_mozilla_intermediate_set_as_the_gateway(live_nginx: LiveNginx):
+    """sslyze against the live nginx: TLS 1.2 and 1.3 only, the profile's ECDHE suites for
+    this (ECDSA) certificate, curves X25519, P-256, P-384 (Debian's nginx.conf alone would
+    also allow TLS 1.0/1.1 were the site not to set its own)."""
+    from sslyze import ScanCommand
+
+    from tests.deploy.test_live_tools import MOZILLA_TLS12, MOZILLA_TLS13, _offer, _scan
+
+    result = _scan(live_nginx.https_port, {
+        ScanCommand.TLS_1_0_CIPHER_SUITES, ScanCommand.TLS_1_1_CIPHER_SUITES,
+        ScanCommand.TLS_1_2_CIPHER_SUITES, ScanCommand.TLS_1_3_CIPHER_SUITES,
+        ScanCommand.ELLIPTIC_CURVES})
+    sr = result.scan_result
+    versions = {v for v, a in (("TLSv1", sr.tls_1_0_cipher_suites),
+                               ("TLSv1.1", sr.tls_1_1_cipher_suites),
+                               ("TLSv1.2", sr.tls_1_2_cipher_suites),
+                               ("TLSv1.3", sr.tls_1_3_cipher_suites))
+                if a.result and a.result.is_tls_version_supported}
+    _, tls12, tls13, curves = _offer(sr)
+    assert versions == {"TLSv1.2", "TLSv1.3"}
+    assert tls12 == {n for n in MOZILLA_TLS12 if "ECDSA" in n}, tls12
+    assert tls13 == MOZILLA_TLS13
+    assert curves == {"X25519", "secp256r1", "secp384r1"}, curves
