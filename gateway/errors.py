@@ -82,7 +82,7 @@ class ImapDisabled(ReauthRequired):
 
     title = "Mail access is turned off"
     default_message = ("Mail access (IMAP) is turned off for your mailbox, or the gateway is "
-                       "not allowed to use it. ICT must turn it on.")
+                       "not allowed to use it. ICT has been told; they need to turn it on.")
 
 
 class ClaimsChallenge(NotSignedIn):
@@ -224,7 +224,7 @@ class SmtpAuthDisabled(SendRefused):
 
     title = "Sending is turned off"
     default_message = ("Sending from the gateway (SMTP AUTH) is turned off for your mailbox. "
-                       "ICT must turn it on. Your message has been kept.")
+                       "ICT has been told; they need to turn it on. Your message has been kept.")
 
 
 class SendUncertain(UpstreamUnavailable):
