@@ -68,7 +68,10 @@ FIELDS: tuple[Field, ...] = (
        "(only behind a TLS-terminating proxy)."),
     _f("server", "tls_key", "str", "", "Path to the PEM private key for `tls_cert`."),
     _f("server", "trusted_proxies", "list", [],
-       "Addresses or networks whose X-Forwarded-For/-Proto headers are believed; empty = none."),
+       "Addresses or networks of the TLS-terminating proxies: only from them are "
+       "X-Forwarded-For/-Proto believed (the client address in logs and allow-lists) and an "
+       "X-Request-ID kept (a plain token of 8-64 characters; otherwise, and from anyone else, "
+       "the gateway makes its own); empty = none."),
     _f("server", "workers", "int", 1,
        "Gateway processes sharing the port (one per core is usual). With more than one, "
        "SIGHUP restarts them, which also reloads the certificate."),
