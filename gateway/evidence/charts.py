@@ -29,8 +29,9 @@ def _x_labels(days: list[str], step: float, x0: float) -> str:
     for i, d in enumerate(days):
         if i % every == 0 or i == len(days) - 1:
             x = x0 + step * (i + 0.5)
+            label = d[11:] if len(d) > 10 else d[5:]        # "07:00" per hour, "03-29" per day
             out.append(f'<text x="{x:.1f}" y="{H - 14}" font-size="10" '
-                       f'text-anchor="middle">{escape(d[5:])}</text>')
+                       f'text-anchor="middle">{escape(label)}</text>')
     return "".join(out)
 
 
@@ -48,7 +49,7 @@ def _y_axis(top: float, unit: str, ticks: int = 4) -> str:
 
 
 def _num(v: float) -> str:
-    return f"{v:.0f}" if abs(v) >= 10 or v == 0 else f"{v:.1f}"
+    return f"{v:.0f}" if v == int(v) or abs(v) >= 100 else f"{v:.1f}"
 
 
 def bars(title: str, days: list[str], values: list[float | None], *, unit: str = "%",

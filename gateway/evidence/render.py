@@ -49,15 +49,16 @@ def _overall(c: CheckSection, q: float) -> str:
 
 def html(r: Report, *, nonce: str = "", name: str = "report.html",
          admin: dict[str, str] | None = None) -> str:
-    days = _days(r.since, r.until)
+    days = _days(r.since, r.until, r.hourly)
+    per = "hour" if r.hourly else "day"
 
     def bars_svg(c: CheckSection) -> str:
-        return charts.bars(f"{c.name}: availability per day", days,
+        return charts.bars(f"{c.name}: availability per {per}", days,
                            [d.availability for d in c.days])
 
     def lines_svg(c: CheckSection) -> str:
         unit = f" {c.unit}" if c.unit else ""
-        return charts.lines(f"{c.name}: response time per day", days,
+        return charts.lines(f"{c.name}: response time per {per}", days,
                             {"p50": [d.p50 for d in c.days], "p95": [d.p95 for d in c.days]},
                             unit=unit)
 
@@ -69,10 +70,11 @@ def html(r: Report, *, nonce: str = "", name: str = "report.html",
     success = [None if d.rounds == 0 else 100.0 * d.ok / d.rounds for d in r.canary.days]
     return env.get_template("evidence-report.html").render(
         r=r, rid=report_id(r), nonce=nonce, name=name, days=days, entries=entries, admin=admin,
+        per=per,
         pct=_pct, num=_num, secs=_secs, dur=fmt_duration, failing=_failing(r),
         overall=_overall, bars_svg=bars_svg, lines_svg=lines_svg,
-        canary_bars=charts.bars("Canary: messages delivered per day", days, success),
-        canary_lines=charts.lines("Canary: delivery latency per day", days,
+        canary_bars=charts.bars(f"Canary: messages delivered per {per}", days, success),
+        canary_lines=charts.lines(f"Canary: delivery latency per {per}", days,
                                   {"p50": [d.p50 for d in r.canary.days],
                                    "p95": [d.p95 for d in r.canary.days],
                                    "max": [d.vmax for d in r.canary.days]}, unit=" s"))

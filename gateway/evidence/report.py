@@ -139,6 +139,7 @@ class Report:
     entries: list[AuditRow]
     key_fingerprint: str
     notes: list[str] = field(default_factory=list)
+    hourly: bool = False          # the check and canary figures are per hour, not per day
 
     def local(self, t: float | None) -> str:
         if t is None:
@@ -149,15 +150,25 @@ class Report:
         return iso(t) if t is not None else ""
 
 
-def _days(since: float, until: float) -> list[str]:
+HOURLY_UP_TO = 2 * 86400      # a period shorter than this is shown per hour, not per day
+
+
+def bucket_of(t: float, hourly: bool) -> str:
+    if hourly:
+        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:00")
+    return day_of(t)
+
+
+def _days(since: float, until: float, hourly: bool = False) -> list[str]:
+    """The buckets of the period: UTC days, or UTC hours for a short period."""
     out: list[str] = []
     t = since
     while t < until:
-        d = day_of(t)
+        d = bucket_of(t, hourly)
         if not out or out[-1] != d:
             out.append(d)
-        t += 3600
-    last = day_of(max(since, until - 1e-6))
+        t += 600 if hourly else 3600
+    last = bucket_of(max(since, until - 1e-6), hourly)
     if not out or out[-1] != last:
         out.append(last)
     return out
@@ -181,7 +192,8 @@ def _outages(key: str, start_state: str, transitions: Iterable[Any], since: floa
 
 
 def _check_sections(samples: list[HealthSample], transitions: list[Any],
-                    state: dict[str, Any], since: float, until: float) -> list[CheckSection]:
+                    state: dict[str, Any], since: float, until: float,
+                    hourly: bool) -> list[CheckSection]:
     by_key: dict[str, list[HealthSample]] = {}
     for s in samples:
         if s.key not in NOT_UPSTREAMS:
@@ -190,7 +202,7 @@ def _check_sections(samples: list[HealthSample], transitions: list[Any],
         if key not in NOT_UPSTREAMS:
             by_key.setdefault(key, [])
     sections = []
-    days = _days(since, until)
+    days = _days(since, until, hourly)
     order = list(NAMES)
     for key in sorted(by_key, key=lambda k: (k.startswith("platform:"),
                                              order.index(k.split(":")[0])
@@ -198,7 +210,7 @@ def _check_sections(samples: list[HealthSample], transitions: list[Any],
         items = by_key[key]
         per_day: dict[str, list[HealthSample]] = {d: [] for d in days}
         for s in items:
-            per_day.setdefault(day_of(s.at), []).append(s)
+            per_day.setdefault(bucket_of(s.at, hourly), []).append(s)
         stats = []
         for d in days:
             ds = per_day.get(d, [])
@@ -222,11 +234,11 @@ def _check_sections(samples: list[HealthSample], transitions: list[Any],
     return sections
 
 
-def _canary(rounds: list[Any], since: float, until: float) -> CanarySection:
-    days = _days(since, until)
+def _canary(rounds: list[Any], since: float, until: float, hourly: bool) -> CanarySection:
+    days = _days(since, until, hourly)
     per_day: dict[str, list[Any]] = {d: [] for d in days}
     for r in rounds:
-        per_day.setdefault(day_of(r.at), []).append(r)
+        per_day.setdefault(bucket_of(r.at, hourly), []).append(r)
     out = []
     for d in days:
         rs = per_day.get(d, [])
@@ -283,11 +295,13 @@ async def build_report(store: Store, chain: ChainCheck, *, since: float, until: 
     if not samples:
         notes.append("No probe results are stored for this period (was the gateway "
                      "running?).")
+    hourly = until - since < HOURLY_UP_TO
     return Report(
-        title="Mail service evidence report", service=service, public_url=public_url, tz=tz,
+        title="Mail service evidence report", hourly=hourly, service=service,
+        public_url=public_url, tz=tz,
         since=since, until=until, generated=now,
-        checks=_check_sections(samples, transitions, state, since, until),
-        canary=_canary(rounds, since, until), incidents=found, changes=changes,
+        checks=_check_sections(samples, transitions, state, since, until, hourly),
+        canary=_canary(rounds, since, until, hourly), incidents=found, changes=changes,
         usage=_usage(usage, entries, since, until), chain=chain,
         entries=[r for r in rows if since <= r.at < until], key_fingerprint=key_fingerprint,
         notes=notes)
@@ -308,7 +322,8 @@ def as_dict(r: Report) -> dict[str, Any]:
         "report": {"title": r.title, "id": report_id(r), "service": r.service,
                    "public_url": r.public_url, "timezone": r.tz, "since": t(r.since),
                    "until": t(r.until), "generated": t(r.generated),
-                   "signing_key_sha256": r.key_fingerprint, "notes": r.notes},
+                   "signing_key_sha256": r.key_fingerprint, "notes": r.notes,
+                   "buckets": "hour" if r.hourly else "day"},
         "checks": [{
             "key": c.key, "name": c.name, "supplier_platform": c.platform, "unit": c.unit,
             "samples": c.samples, "failures": c.failures,

@@ -155,3 +155,18 @@ def test_periods_ago_and_iso():
     assert parse_period("7d", None, now, "UTC") == (now - 7 * 86400, now)
     start, end = parse_period("2026-03-28", "2026-03-29T12:00Z", now, "Europe/London")
     assert (start, end) == (SINCE, SINCE + 86400 + 12 * 3600)
+
+
+async def test_a_short_period_is_shown_per_hour(store: Store, tmp_path: Path):
+    """A few hours (the demo's --since 1h) are charted per hour, not as one bar."""
+    await populate(store)
+    signer = Signer.from_file(tmp_path / "evidence.key")
+    r = await make_report(settings(tmp_path), store, signer, since=OUT_START - 1800,
+                          until=OUT_END + 1800, now=UNTIL)
+    imap = next(c for c in r.checks if c.key == "imap:responseTime")
+    assert r.hourly and [d.day for d in imap.days] == ["2026-03-29 00:00", "2026-03-29 01:00"]
+    assert [d.failures for d in imap.days] == [6, 6]
+    assert [d.samples for d in imap.days] == [12, 12]
+    page = render(r, "html").decode()
+    assert "availability per hour" in page and "Hour (UTC)" in page
+    assert json.loads(render(r, "json"))["report"]["buckets"] == "hour"
