@@ -167,7 +167,8 @@ def cmd_flip(args: argparse.Namespace) -> int:
                       expected_version=expected)
         try:
             apply(await kit.switch.current(), change, now)   # bad input first, cheaply
-            group = await _checked_group(kit, args) if args.mode == Mode.DRILL else None
+            group, unconfirmed = (await _checked_group(args.group, kit, args.force)
+                                  if args.mode == Mode.DRILL else (None, ""))
             new = await kit.switch.flip(change)
         except Conflict:
             if seen is None:
@@ -176,6 +177,9 @@ def cmd_flip(args: argparse.Namespace) -> int:
                            " Look with `gateway failover status`, then run this again, or "
                            "pass --expect-version.") from None
         await failover_seen.remember(kit.store, _login(), new.version)
+        if unconfirmed:
+            await kit.audit.record("failover.drill.group_unconfirmed", new.by, group=new.group,
+                                   problem=unconfirmed, version=new.version)
         _print_state(kit, new, False)
         if group is not None:
             print(f"members: {group}")
@@ -183,23 +187,22 @@ def cmd_flip(args: argparse.Namespace) -> int:
     return _kit_run(args, work)
 
 
-async def _checked_group(kit: Kit, args: argparse.Namespace) -> str:
-    """The drill group as the directory knows it (name, member count); a group that matches
-    nobody, or one the directory cannot confirm, is refused unless --force."""
+async def _checked_group(group: str, kit: Kit, force: bool) -> tuple[str, str]:
+    """The drill group as the directory knows it (name, member count), and the problem when
+    it could not be confirmed. A group that matches nobody, or one the directory cannot
+    confirm, is refused unless ``force``."""
     try:
-        return (await directory.lookup_group(kit.settings, args.group)).text()
+        return (await directory.lookup_group(kit.settings, group)).text(), ""
     except (directory.GroupNotFound, directory.GroupEmpty,
             directory.DirectoryUnavailable) as err:
-        if not args.force:
+        if not force:
             err.message += " Nothing was changed. To start the drill anyway, add --force."
             raise
         print(f"warning: drill group not confirmed: {err.message} Starting the drill anyway "
               "(--force); this is recorded in the audit trail.", file=sys.stderr)
-        await kit.audit.record("failover.drill.group_unconfirmed", _who(args),
-                               group=args.group, problem=err.message)
         if isinstance(err, directory.GroupEmpty):
-            return err.info.text()
-        return "not confirmed by the directory (--force)"
+            return err.info.text(), err.message
+        return "not confirmed by the directory (--force)", err.message
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:

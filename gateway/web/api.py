@@ -157,7 +157,7 @@ async def flip(request: Request) -> Response:
         raise BadRequest("force must be true or false.")
     try:
         apply(await svc.failover.current(), change, svc.clock())   # bad input first, cheaply
-        check = (await _group_check(request, change.group, force, caller)
+        check = (await _group_check(request, change.group, force)
                  if parse_mode(change.mode) is Mode.DRILL else None)
         new = await svc.failover.flip(change)
     except Conflict:
@@ -166,14 +166,16 @@ async def flip(request: Request) -> Response:
         raise Conflict(failover_seen.stale_view(await svc.failover.current(), seen) +
                        " GET /api/failover again, then send its version.") from None
     await failover_seen.remember(svc.store, caller, new.version)
+    if check is not None and not check["confirmed"]:
+        await svc.audit.try_record("failover.drill.group_unconfirmed", caller, group=new.group,
+                                   problem=check["problem"], version=new.version)
     answer = new.public() if check is None else {**new.public(), "group_check": check}
     return JSONResponse(answer, headers=_etag(new.version))
 
 
-async def _group_check(request: Request, group: str, force: bool,
-                       caller: str) -> dict[str, Any]:
+async def _group_check(request: Request, group: str, force: bool) -> dict[str, Any]:
     """The drill group in the directory; refused if it matches nobody or cannot be
-    confirmed, unless ``force`` (then audited)."""
+    confirmed, unless ``force`` (then audited once the drill has started)."""
     svc = services(request)
     try:
         info = await directory.lookup_group(svc.settings, group)
@@ -182,8 +184,6 @@ async def _group_check(request: Request, group: str, force: bool,
         if not force:
             err.message += ' Nothing was changed. To start the drill anyway, send "force": true.'
             raise
-        await svc.audit.try_record("failover.drill.group_unconfirmed", caller, group=group,
-                                   problem=err.message)
         found = err.info if isinstance(err, directory.GroupEmpty) else None
         return {"confirmed": False, "problem": err.message,
                 "name": found.name if found else None,
