@@ -66,15 +66,24 @@ class SessionManager:
 
     async def load(self, session_id: str | None) -> SessionRecord | None:
         """The live session for a cookie value, or None (unknown, idle or too old: deleted)."""
+        return (await self.load_or_expired(session_id))[0]
+
+    async def load_or_expired(self, session_id: str | None
+                              ) -> tuple[SessionRecord | None, SessionRecord | None]:
+        """(the live session, None), or (None, the session that just ended by idling or
+        age: deleted now, but its record lets a message being sent be kept for its member)."""
         if not session_id:
-            return None
+            return None, None
         rec = await self.store.get_session(session_id)
         if rec is None:
-            return None
+            return None, None
         now = self.clock()
         if now - rec.last_seen > self.idle or now - rec.created_at > self.absolute:
-            await self.store.delete_session(session_id)
-            return None
+            try:
+                await self.store.delete_session(session_id)
+            except StoreUnavailable:
+                log.warning("ended session could not be deleted: store unavailable")
+            return None, rec
         if now - rec.last_seen > TOUCH_INTERVAL:
             rec.last_seen = now
             try:
@@ -83,7 +92,7 @@ class SessionManager:
                 # Rule: reading mail does not depend on a store write succeeding (a full
                 # disk shows on /health, not as every page failing).
                 log.warning("session time could not be written: store unavailable")
-        return rec
+        return rec, None
 
     async def create(self, *, user_oid: str, user_name: str, email: str, roles: tuple[str, ...],
                      groups: tuple[str, ...], account_id: str, is_admin: bool) -> SessionRecord:

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import csrf
+from gateway.auth.sessions import SESSION_COOKIE, clear_cookie_header
 from gateway.errors import (
     BadRequest,
     Conflict,
@@ -46,6 +47,7 @@ from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox, lease_for
 from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
 from gateway.services import services
+from gateway.store.base import SessionRecord
 from gateway.web import notices
 from gateway.web.mail import MAX_UID, Opened, _uid_param, imap_run, open_message
 from gateway.web.mailviews import human_size
@@ -136,7 +138,12 @@ async def compose_page(request: Request) -> Response:
         draft = await _outbox(request).load(outbox_id, session.user_oid)
         if draft is None:
             raise NotFound("That message is no longer being kept.")
-        return _form_page(request, draft, outbox_id, kept=await _kept_parts(request, draft))
+        notice = ("Your sign-in had ended while you were writing; your message was kept, "
+                  "attachments too. Check it and send it."
+                  if await _outbox(request).state(outbox_id, session.user_oid) == "parked"
+                  else "")
+        return _form_page(request, draft, outbox_id, notice=notice,
+                          kept=await _kept_parts(request, draft))
     mode = q.get("mode", "new")
     if mode not in MODES:
         raise BadRequest("That is not a way to write a message.")
@@ -180,12 +187,13 @@ def _carried(value: object) -> HeldFile | None:
         return None
 
 
-async def _read_form(request: Request) -> tuple[str, Draft, str, str, bool]:
+async def _read_form(request: Request, session: SessionRecord | None = None
+                     ) -> tuple[str, Draft, str, str, bool]:
     """Parse the compose form into a Draft merged with what the outbox already holds.
     Returns (outbox id, draft, what to do, a problem with uploads or "", whether the outbox
     now holds it)."""
     svc = services(request)
-    session = _me(request)
+    session = session or _me(request)
     limit = svc.settings.get("mail.max_upload_bytes")
     # Attachments carried back in the page (store unavailable) arrive as base64 fields.
     form = await request.form(max_files=50, max_fields=200,
@@ -297,11 +305,38 @@ async def _remove(conn: ImapConn, folder: str, uid: int) -> None:
 
 async def send_or_save(request: Request) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
+    ended = request.scope["state"].get("ended_session")
+    if request.scope["state"].get("session") is None and ended is not None:
+        return await _keep_for_sign_in(request, ended, wants_json)
     outbox_id, draft, do, problem, stored = await _read_form(request)
     if do == "close" and stored:
         return await _close(request, outbox_id, draft)
     return await deliver(request, outbox_id, draft, do, problem=problem, stored=stored,
                          wants_json=wants_json)
+
+
+async def _keep_for_sign_in(request: Request, ended: SessionRecord,
+                            wants_json: bool) -> Response:
+    """The sign-in ended while the member wrote (idle or too old). Rule: a message is never
+    lost: the form, attachments included, is kept for that member (nothing is sent), and
+    after signing in again they land back on it."""
+    svc = services(request)
+    outbox_id, draft, _do, _problem, stored = await _read_form(request, ended)
+    if not stored:
+        raise StoreUnavailable("Your sign-in has ended and the gateway could not keep your "
+                               "message just now. Go back and copy your text before signing "
+                               "in again.")
+    await _outbox(request).save(outbox_id, ended.user_oid, draft, "parked", svc.clock())
+    log.info("sign-in ended while writing; message kept for after sign-in")
+    target = "/mail/compose?" + urlencode({"outbox": outbox_id})
+    if wants_json:
+        return JSONResponse({"saved": False, "kept": True, "signin": "/auth/signin?next="
+                             + quote(target, safe=""),
+                             "error": "Your sign-in has ended. Your message is kept: sign in "
+                                      "again to carry on."}, 401)
+    response = RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
+    response.headers.append("Set-Cookie", clear_cookie_header(SESSION_COOKIE))
+    return response
 
 
 async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,

@@ -30,6 +30,10 @@ PUBLIC_PREFIXES = ("/auth/", "/static/", "/livez", "/readyz", "/health", "/statu
 # Unsafe requests exempt from the CSRF token: Entra's form_post callback (protected by the
 # flow cookie, state, nonce and PKCE instead), and bearer-authenticated API calls.
 CSRF_EXEMPT = ("/auth/callback",)
+# Where a form posted with a session that just ended is still taken, to be kept for its
+# member (never acted on) until they sign in again: the compose form (rule: a message is
+# never lost). The ended session's CSRF token and the Origin check still apply.
+KEEP_ON_EXPIRY = ("/mail/send",)
 # No form of ours has more than a few dozen fields.
 MAX_FORM_FIELDS = 1000
 
@@ -108,8 +112,11 @@ class SessionMiddleware:
             sid = read_cookie(scope.get("headers", []), SESSION_COOKIE)
             state = scope.setdefault("state", {})
             state["session"] = None
+            state["ended_session"] = None
             if sid and not scope["path"].startswith("/static/"):
-                state["session"] = await self.sessions.load(sid)
+                state["session"], ended = await self.sessions.load_or_expired(sid)
+                if scope["path"] in KEEP_ON_EXPIRY and scope["method"] == "POST":
+                    state["ended_session"] = ended
         await self.app(scope, receive, send)
 
 
@@ -127,7 +134,8 @@ class CsrfMiddleware:
         if not self._origin_ok(scope):
             await (await self.render_error(scope, CsrfFailed()))(receive, send)
             return
-        session = scope.get("state", {}).get("session")
+        session = scope.get("state", {}).get("session") or scope.get("state", {}).get(
+            "ended_session")
         expected = session.csrf_token if session is not None else None
         ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         supplied = _header(scope, b"x-csrf-token")
@@ -209,6 +217,9 @@ class AccessGateMiddleware:
             await self.app(scope, receive, send)
             return
         session = scope.get("state", {}).get("session")
+        if session is None and scope.get("state", {}).get("ended_session") is not None:
+            await self.app(scope, receive, send)    # the route only keeps the message
+            return
         if session is None:
             await self._to_sign_in(scope, receive, send)
             return
