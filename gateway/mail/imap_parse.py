@@ -397,6 +397,9 @@ class FetchData:
     envelope: Envelope | None = None
     bodystructure: BodyPart | None = None
     sections: dict[str, bytes | None] = field(default_factory=dict)   # BODY[...] and the like
+    # The response could not be parsed (a hostile structure thousands of levels deep, say):
+    # only seq and, if it could be found, the UID are known.
+    unreadable: bool = False
 
     def section(self, spec: str) -> bytes | None:
         """Contents of e.g. "BODY.PEEK[HEADER.FIELDS (FROM)]" (servers answer without PEEK)."""
@@ -418,8 +421,23 @@ def parse_fetch(lines: Lines, *, tail: bool = True) -> list[FetchData]:
     memo = _Memo()
     for response in split_responses(lines, tail=tail):
         if _FETCH_START.match(response):
-            out.append(_fetch_response(response, memo))
+            try:
+                out.append(_fetch_response(response, memo))
+            except (ImapParseError, RecursionError):
+                # Rule: one bad message costs only itself; the others in the answer stand.
+                out.append(_unreadable(response))
     return out
+
+
+_SEQ = re.compile(rb"(?:\* )?(\d+) FETCH", re.IGNORECASE)
+_UID = re.compile(rb"[( ]UID (\d{1,10})[ )]", re.IGNORECASE)
+
+
+def _unreadable(response: bytes) -> FetchData:
+    seq = _SEQ.match(response)
+    uid = _UID.search(response[:4096]) or _UID.search(response)
+    return FetchData(seq=int(seq.group(1)) if seq else 0, items={},
+                     uid=int(uid.group(1)) if uid else None, unreadable=True)
 
 
 def parse_fetch_response(response: bytes) -> FetchData:

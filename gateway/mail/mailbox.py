@@ -152,6 +152,11 @@ def has_attachment(part: BodyPart | None) -> bool:
 
 
 def _summary(item: FetchData) -> MessageSummary:
+    if item.unreadable:
+        return MessageSummary(
+            uid=item.uid or 0, subject="(this message could not be read)",
+            sender="(unknown sender)", sender_email="", date=None, unread=False,
+            flagged=False, answered=False, has_attachment=False, size=0)
     env = item.envelope
     flags = {f.lower() for f in (item.flags or ())}
     sender = env.from_[0] if env and env.from_ else None

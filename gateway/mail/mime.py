@@ -306,7 +306,9 @@ def safe_filename(name: str | None, fallback: str = "attachment.bin", limit: int
     name = unicodedata.normalize("NFC", name)
     name = re.split(r"[\\/]", name)[-1]
     name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")  # Cc Cf Cs Co Cn
-    name = re.sub(r'[<>:"|?*]', "_", name).strip(" .")
+    name = re.sub(r'[<>:"|?*]', "_", name)
+    # No ".." anywhere: some unpackers and download managers still read it as "go up".
+    name = re.sub(r"\.{2,}", ".", name).strip(" .")
     if not name:
         return fallback
     if len(name) > limit:

@@ -148,9 +148,16 @@ async def open_message(request: Request, folder: str, uid: int, mark_read: bool)
                                            mark_read=mark_read), None
         return None, await structure.view_from_structure(conn, folder, uid, mark_read)
     raw, structured = await imap_run(request, work)
-    if raw is not None:
-        whole = raw
-        view = await asyncio.to_thread(parse_message, whole)
+    parsed = await asyncio.to_thread(parse_message, raw) if raw is not None else None
+    if parsed is not None and not await _numbering_agrees(request, folder, uid, parsed):
+        # Rule: part numbers are the server's. Our parser and the server split this message
+        # differently (a boundary reused in nested parts, say): open it from the server's
+        # BODYSTRUCTURE, so every attachment link names a part the server has.
+        async def from_structure(conn: ImapConn) -> Any:
+            return await structure.view_from_structure(conn, folder, uid, False)
+        raw, structured = None, await imap_run(request, from_structure)
+    if raw is not None and parsed is not None:
+        whole, view = raw, parsed
 
         async def from_raw(part_id: str, limit: int) -> bytes | None:
             try:
@@ -170,6 +177,30 @@ async def open_message(request: Request, folder: str, uid: int, mark_read: bool)
             return await structure.part_bytes(conn, folder, uid, part)
         return await imap_run(request, fetch)
     return Opened(view, from_server)
+
+
+async def _numbering_agrees(request: Request, folder: str, uid: int,
+                            view: MessageView) -> bool:
+    """Whether each attachment our parser finds is the same part (type and name) under the
+    same number in the server's BODYSTRUCTURE. Messages without attachments: yes."""
+    if not view.attachments:
+        return True
+
+    async def work(conn: ImapConn) -> Any:
+        await conn.select(mailbox.mailbox_arg(folder))
+        return await mailbox.uid_fetch(conn, uid, "(BODYSTRUCTURE)", "open the message")
+    items = await imap_run(request, work)
+    root = items[0].bodystructure if items else None
+    if root is None:
+        return True            # nothing better to go by
+    for att in view.attachments:
+        leaf = root.find(att.part_id)
+        if leaf is None or leaf.type == "multipart" or leaf.content_type != att.content_type:
+            return False
+        name = leaf.filename or leaf.params.get("name")
+        if name and safe_filename(name) != att.filename:
+            return False
+    return True
 
 
 async def read_message(request: Request) -> Response:
