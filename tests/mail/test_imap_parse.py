@@ -227,13 +227,19 @@ def test_fetch_odd_but_valid_forms() -> None:
                                 ).internaldate is None
 
 
-def test_fetch_skips_other_responses_and_rejects_bad_fetch() -> None:
-    """Unsolicited responses are skipped; a FETCH with a bad UID raises."""
+def test_fetch_skips_other_responses_and_marks_a_bad_fetch_unreadable() -> None:
+    """Unsolicited responses are skipped; a FETCH that cannot be read costs only itself
+    (issue 14, case 11): it comes back marked unreadable, with its UID when one is there,
+    and the responses beside it are read as usual. One response alone still raises."""
     assert parse_fetch([b"* 3 EXISTS", b"* OK [ALERT] hi", b"done"]) == []
+    [bad] = parse_fetch([b"* 1 FETCH (UID x)", b"done"])
+    assert bad.unreadable and bad.seq == 1 and bad.uid is None
+    good, worse = parse_fetch([b"* 1 FETCH (UID 7 FLAGS (\\Seen))",
+                               b"* 2 FETCH (UID 8 FLAGS (\\Seen) RFC822.SIZE x)", b"done"])
+    assert (good.uid, good.unreadable) == (7, False)
+    assert (worse.uid, worse.seq, worse.unreadable) == (8, 2, True)
     with pytest.raises(ImapParseError):
-        parse_fetch([b"* 1 FETCH (UID x)", b"done"])
-    with pytest.raises(ImapParseError):
-        parse_fetch([b"* 1 FETCH (UID)", b"done"])
+        parse_fetch_response(b"* 1 FETCH (UID)")
 
 
 # ---- LIST, STATUS, SEARCH, ESEARCH, CAPABILITY, SELECT ---------------------------------------
