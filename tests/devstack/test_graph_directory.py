@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from gateway.devstack.tokens import ACCESS_ISSUER, GRAPH_AUDIENCE
-from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP, PILOT_GROUP
+from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP, PILOT_GROUP, USERS
 from gateway.probes import AppTokens
 from tests.conftest import ca_context
 
@@ -41,7 +41,11 @@ def test_app_only_token_from_the_entra_stand_in_reads_a_group_and_counts(stack, 
     assert g.status_code == 200
     assert g.json()["displayName"] == "Mail gateway drill: members"
     assert "securityEnabled" not in g.json()        # $select honoured
-    for gid, n in ((DRILL_GROUP, "1"), (PILOT_GROUP, "1"), (EMPTY_GROUP, "0")):
+    def members(gid: str) -> str:
+        return str(sum(1 for u in USERS if gid in u.groups))
+    assert members(DRILL_GROUP) == "1" and members(EMPTY_GROUP) == "0"
+    for gid in (DRILL_GROUP, PILOT_GROUP, EMPTY_GROUP):
+        n = members(gid)
         c = graph.get(COUNT.format(gid), headers={**auth, "ConsistencyLevel": "eventual"})
         assert (c.status_code, c.text, c.headers["content-type"].split(";")[0]) == (
             200, n, "text/plain")
