@@ -265,10 +265,17 @@ async def find_by_ical_uid(g: GraphHttp, token: TokenSource, ical_uid: str) -> E
     """The member's event carrying this iCalendar UID (a meeting request's UID), or None."""
     if not ical_uid or len(ical_uid) > 1024:
         return None
-    literal = ical_uid.replace("'", "''")
-    rows = await _pages(g, token, "me/events", {
-        "$filter": f"iCalUId eq '{literal}'", "$select": ",".join(DETAIL_FIELDS), "$top": "5"})
-    return _event(rows[0]) if rows else None
+    from gateway.calendar.itip import exchange_ical_uid
+    # An outside organiser's UID is not what Graph shows: Exchange wraps it in a
+    # GlobalObjectId (gateway.calendar.itip). Ask for the UID as sent, then that form.
+    for candidate in dict.fromkeys((ical_uid, exchange_ical_uid(ical_uid))):
+        literal = candidate.replace("'", "''")
+        rows = await _pages(g, token, "me/events", {
+            "$filter": f"iCalUId eq '{literal}'", "$select": ",".join(DETAIL_FIELDS),
+            "$top": "5"})
+        if rows:
+            return _event(rows[0])
+    return None
 
 
 # ---------------------------------------------------------------------- changing

@@ -99,6 +99,17 @@ class Instance:
     end_utc: datetime
 
 
+def wrap_uid(uid: str) -> str:
+    """The iCalUId Exchange gives a meeting whose invitation carried a third-party UID (not
+    an Outlook GlobalObjectId): the UID inside a GlobalObjectId with the "vCal-Uid" marker,
+    instance date and creation time zero, in upper-case hex (MS-OXCICAL 2.1.3.1.1.20.26;
+    byte layout in MS-ASEMAIL 4.3 example 2). Filtering on the UID as sent finds nothing."""
+    data = b"vCal-Uid\x01\x00\x00\x00" + uid.encode("utf-8") + b"\x00"
+    goid = (bytes.fromhex("040000008200E00074C5B7101A82E008") + b"\x00" * 20
+            + len(data).to_bytes(4, "little") + data)
+    return goid.hex().upper()
+
+
 def _new_id() -> str:
     # Shaped like Exchange ids: a long URL-safe base64 string with padding.
     raw = b"\x00\x00\x8d\x00" + uuid.uuid4().bytes + secrets.token_bytes(12)
@@ -130,8 +141,10 @@ class Calendar:
         self.events: dict[str, Stored] = {}
 
     def add(self, seed: Seed, now: datetime) -> Stored:
-        ev = Stored(_new_id(), "040000008200E00074C5B7101A82E008" + uuid.uuid4().hex.upper(),
-                    seed, seed.organizer is None, now, now, secrets.token_urlsafe(12))
+        ical_uid = wrap_uid(seed.ics_uid) if seed.ics_uid else (
+            "040000008200E00074C5B7101A82E008" + uuid.uuid4().hex.upper())
+        ev = Stored(_new_id(), ical_uid, seed, seed.organizer is None, now, now,
+                    secrets.token_urlsafe(12))
         self.events[ev.id] = ev
         return ev
 

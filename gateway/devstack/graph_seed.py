@@ -13,6 +13,8 @@ from gateway.devstack.users import DOMAIN, SampleUser
 LONDON = "Europe/London"
 CLERK = ("Democratic Services", f"democratic.services@{DOMAIN}")
 CHAIR = ("Cllr Sam Patel", f"sam.patel@{DOMAIN}")
+PARTNER_DOMAIN = "transport-partnership.example"
+PARTNER = ("Regional Transport Partnership", f"board@{PARTNER_DOMAIN}")
 
 
 @dataclass
@@ -31,6 +33,9 @@ class Seed:
     attendees: list[dict[str, Any]] = field(default_factory=list)
     response: str = "accepted"
     recurrence: dict[str, Any] | None = None
+    # The UID an outside organiser's own calendar system wrote in the invitation (not an
+    # Outlook GlobalObjectId); Graph shows it wrapped (gateway.devstack.graph.wrap_uid).
+    ics_uid: str = ""
 
 
 def last_sunday(year: int, month: int) -> date:
@@ -88,6 +93,12 @@ def seeds(user: SampleUser, anchor: date) -> list[Seed]:
         Seed("Ward walkabout with the police", _at(day + timedelta(days=5), 11),
              _at(day + timedelta(days=5), 12, 30), location="Market Square", organizer=CHAIR,
              response="none", attendees=_people((*me, "none"))),
+        # From outside the tenant: a meeting request from another body's calendar system.
+        Seed("Regional transport partnership", _at(day + timedelta(days=4), 14),
+             _at(day + timedelta(days=4), 15, 30), location="Online", organizer=PARTNER,
+             response="notResponded", ics_uid=f"tfwp-{user.oid[:8]}-2031@{PARTNER_DOMAIN}",
+             body="<p>Quarterly meeting of the partnership board.</p>",
+             attendees=_people((*me, "none"), (*PARTNER, "accepted"))),
         Seed("Full Council", datetime.combine(day + timedelta(days=7), time()),
              datetime.combine(day + timedelta(days=8), time()), all_day=True,
              location="Council Chamber", organizer=CLERK,

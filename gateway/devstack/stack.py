@@ -84,7 +84,8 @@ class DevStack:
                     continue
                 start = sd.start.replace(tzinfo=ZoneInfo(sd.tz))
                 end = sd.end.replace(tzinfo=ZoneInfo(sd.tz))
-                ics = invitation_ics(uid=stored.ical_uid, organizer=sd.organizer,
+                # An outside organiser's invitation carries their own UID, not Graph's.
+                ics = invitation_ics(uid=sd.ics_uid or stored.ical_uid, organizer=sd.organizer,
                                      attendees=[(u.name, u.email)], summary=sd.subject,
                                      location=sd.location, start=start, end=end,
                                      stamp=datetime.now(UTC))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -391,22 +391,75 @@ def _local_path(value: str) -> str:
 
 async def answer_invite(request: Request) -> Response:
     """Answer a meeting request shown in mail, found in the calendar by its iCalendar UID.
-    Form fields: ``uid``, ``answer``, ``comment``, ``send_response``, ``back`` (the page to
-    return to on decline or failure)."""
+    Form fields: ``uid``, ``answer``, ``comment``, ``send_response``, ``back`` (the read
+    page), ``f`` and ``msg`` (the message carrying the invitation). When the meeting is not
+    in the calendar (an outside organiser's that Exchange did not file, a deleted event)
+    the answer goes to the organiser by mail (iTIP REPLY); any failure shows the form again
+    with the comment as typed."""
     svc = services(request)
     form = await _form(request)
     uid, choice = _str(form, "uid", 1024).strip(), _str(form, "answer", 20)
     comment, send = _str(form, "comment", 2000), _str(form, "send_response") == "1"
     back = _local_path(_str(form, "back", 2000))
+    folder, msg = _str(form, "f", 500), _str(form, "msg", 10)
+    values: dict[str, Any] = {"answer": choice, "comment": comment, "send_response": send}
+
+    def again(error: str, status: int) -> Response:
+        return render(request, "calendar_answer.html", _ctx(
+            request, a=values, action="/calendar/invite/answer", back_url=back,
+            back_label="Back to the message", error=error,
+            hidden={"uid": uid, "back": back, "f": folder, "msg": msg}), status=status)
+
     if choice not in ANSWER_DONE or not uid:
-        raise BadRequest("Choose Accept, Tentative or Decline.")
-    found = await graph.respond(_graph(svc), _token(request), uid, choice, comment, send,
-                                by_ical_uid=True)
+        return again("Choose Accept, Tentative or Decline.", 422)
+    try:
+        found = await graph.find_by_ical_uid(_graph(svc), _token(request), uid)
+        if found is not None:
+            await graph.respond(_graph(svc), _token(request), found.id, choice, comment, send)
+    except NotSignedIn:
+        raise
+    except GatewayError as err:
+        return again(err.message, err.status)
     done = ANSWER_DONE[choice]
-    if choice == "decline" or found is None:
-        sep = "&" if "?" in back else "?"
-        return RedirectResponse(f"{back}{sep}done={done}", 303)
-    return RedirectResponse(event_url(found.id, done=done), 303)
+    sep = "&" if "?" in back else "?"
+    if found is not None:
+        if choice == "decline":
+            return RedirectResponse(f"{back}{sep}done={done}", 303)
+        return RedirectResponse(event_url(found.id, done=done), 303)
+    if not send:
+        return again("This meeting is not in your calendar (the organiser may be outside the "
+                     "council, or the event was deleted), so there is nothing to change there. "
+                     "Tick \u201cSend my answer to the organiser\u201d to answer by mail.", 409)
+    try:
+        await _answer_by_mail(request, folder, msg, uid, choice, comment)
+    except NotSignedIn:
+        raise
+    except GatewayError as err:
+        return again(f"{err.message} Your answer was not sent.", err.status)
+    return RedirectResponse(f"{back}{sep}done={done}-by-mail", 303)
+
+
+async def _answer_by_mail(request: Request, folder: str, msg: str, uid: str, choice: str,
+                          comment: str) -> None:
+    """Send the organiser an iTIP REPLY built from the invitation in the member's mail (read
+    again from the mailbox, never from the form)."""
+    from gateway.calendar import itip
+    from gateway.mail.mime import Address
+    from gateway.mail.smtp import send as smtp_send
+    from gateway.web.mail import open_message
+    if not msg.isdigit() or not folder:
+        raise BadRequest("That invitation could not be found in your mail.")
+    view = (await open_message(request, folder, int(msg), mark_read=False)).view
+    invite = view.calendar
+    if invite is None or invite.uid != uid:
+        raise NotFound("That invitation is no longer in your mail.")
+    svc = services(request)
+    session = request.scope["state"]["session"]
+    me = Address(session.user_name, session.email)
+    data, organizer = itip.reply_message(invite, me, choice, comment, datetime.now(UTC))
+    token = await svc.entra.smtp_token(session.account_id)
+    await smtp_send(svc.smtp, session.email, token, [organizer], data)
+    await svc.audit.try_record("calendar.answered_by_mail", session.email, answer=choice)
 
 
 routes = [

@@ -49,6 +49,9 @@ T = TypeVar("T")
 _ANSWERED = {"declined": "You declined this invitation.",
              "accepted": "You accepted this invitation.",
              "tentative": "You answered tentatively."}
+_BY_MAIL = (" The meeting is not in your calendar, so your answer went to the organiser by "
+            "mail.")
+_ANSWERED.update({f"{k}-by-mail": v + _BY_MAIL for k, v in list(_ANSWERED.items())})
 ACTIONS = {"read", "unread", "flag", "unflag", "delete", "archive", "move", "junk", "undo"}
 
 

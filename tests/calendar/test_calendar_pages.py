@@ -235,5 +235,9 @@ def test_answer_invitation_from_mail_by_uid(member: httpx.Client,
         "back": "//evil.example/x"})
     assert r.headers["location"] == "/calendar?done=declined"
     assert [s["kind"] for s in fresh_calendar.sent] == ["tentativelyAccepted"]
-    r = post(member, "/calendar/invite/answer", {"uid": "gone", "answer": "accept"})
-    assert r.status_code == 404
+    # Not in the calendar and no answer to send: a plain message and the form, not a 404
+    # (tests/calendar/test_invitations.py answers such invitations by mail).
+    r = post(member, "/calendar/invite/answer", {"uid": "gone", "answer": "accept",
+                                                 "comment": "Typed"})
+    assert r.status_code == 409
+    assert "not in your calendar" in r.text and "Typed</textarea>" in r.text

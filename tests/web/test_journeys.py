@@ -273,3 +273,26 @@ def test_partial_refusal_names_the_refused_and_resends_to_them_only(chromium, ga
         page.context.close()
     assert _copies(gateway, "member2", subject) == 1
     assert _copies(gateway, "admin", subject) == 1
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_invitation_not_in_the_calendar_is_answered_by_mail(chromium, gateway, size):
+    """An invitation whose meeting is not in the calendar: the typed comment and Accept end
+    on the message saying the answer went by mail (not a 404), and the organiser gets it."""
+    from tests.calendar.test_invitations import _outside_invite
+    subject = unique(f"Outside invite {size}")
+    uid = deliver(gateway, "member", _outside_invite(subject, f"{subject}@audit.example"))
+    before = len(gateway.stack.mail.outbound)
+    page, rec = _signed_in(chromium, gateway, size)
+    try:
+        page.goto(f"{gateway.url}/mail/read?f=INBOX&uid={uid}")
+        page.fill("#invite-comment", "Happy to join")
+        page.locator(".invite-answer").get_by_role("button", name="Accept").click()
+        page.wait_for_load_state("load")
+        assert "went to the organiser by mail" in page.inner_text(".invite")
+        assert axe_violations(page) == []
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()
+    sent = gateway.stack.mail.outbound[before:]
+    assert len(sent) == 1 and b"Happy to join" in sent[0].data
