@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from gateway.cli_config import NoConfiguration, command_settings
@@ -54,28 +55,41 @@ async def run_checks(settings: Settings) -> dict[str, CheckResult]:
         await store.close()
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
+def run_plugin(label: str, settings_for: Callable[[], Settings],
+               check: Callable[[Settings], Coroutine[Any, Any, tuple[int, str]]]) -> int:
+    """Run one Nagios-style check (``probe``, ``check-tenant``): print its one line and return
+    its exit code. A missing or broken configuration, or checks that cannot run at all, are
+    UNKNOWN, not CRITICAL: the plugin convention for "the check could not run"."""
     try:
+        settings = settings_for()
+    except NoConfiguration:
+        print(f"{label} UNKNOWN - no configuration: give --env-file or --config (or "
+              "GATEWAY_CONFIG, or GATEWAY_STORE_* variables) naming the gateway's settings")
+        return UNKNOWN
+    except ConfigError as exc:
+        print(f"{label} UNKNOWN - configuration error: {exc}")
+        return UNKNOWN
+    try:
+        code, text = asyncio.run(check(settings))
+    except Exception as exc:  # noqa: BLE001 - any failure to run the checks is UNKNOWN
+        print(f"{label} UNKNOWN - the checks could not run: {type(exc).__name__}")
+        return UNKNOWN
+    print(text)
+    sys.stdout.flush()
+    return code
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    def settings_for() -> Settings:
         settings = command_settings(args)
         if args.timeout is not None:
             settings = settings.replace(health__timeout_seconds=args.timeout)
-    except NoConfiguration:
-        # UNKNOWN, not CRITICAL: the plugin convention for "the check could not run".
-        print("HEALTH UNKNOWN - no configuration: give --env-file or --config (or GATEWAY_CONFIG, "
-              "or GATEWAY_STORE_* variables) naming the gateway's settings")
-        return UNKNOWN
-    except ConfigError as exc:
-        print(f"HEALTH UNKNOWN - configuration error: {exc}")
-        return UNKNOWN
-    try:
-        results = asyncio.run(run_checks(settings))
-    except Exception as exc:  # noqa: BLE001 - any failure to run the checks is UNKNOWN
-        print(f"HEALTH UNKNOWN - the checks could not run: {type(exc).__name__}")
-        return UNKNOWN
-    code, line = summary(results)
-    print(line)
-    sys.stdout.flush()
-    return code
+        return settings
+
+    async def check(settings: Settings) -> tuple[int, str]:
+        return summary(await run_checks(settings))
+
+    return run_plugin("HEALTH", settings_for, check)
 
 
 def register(subparsers: Any) -> None:

@@ -27,7 +27,6 @@ import base64
 import contextlib
 import json
 import ssl
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,8 +41,9 @@ import msal
 import requests
 
 from gateway.auth.entra import CachingHttpClient
-from gateway.cli_config import NoConfiguration, command_settings
-from gateway.config import ConfigError, Settings
+from gateway.cli_config import command_settings
+from gateway.cli_health import run_plugin
+from gateway.config import Settings
 from gateway.errors import GatewayError, ImapDisabled, MailError, ReauthRequired
 from gateway.mail.imap import ImapTarget, connect, ssl_context
 from gateway.probes import resource_of
@@ -439,24 +439,10 @@ def render(lines: list[Line]) -> tuple[int, str]:
 
 
 def cmd_check_tenant(args: argparse.Namespace) -> int:
-    try:
-        settings = command_settings(args, announce=False)
-    except NoConfiguration:
-        print("TENANT UNKNOWN - no configuration: give --config or --env-file naming the "
-              "gateway's settings")
-        return UNKNOWN
-    except ConfigError as exc:
-        print(f"TENANT UNKNOWN - configuration error: {exc}")
-        return UNKNOWN
-    try:
-        lines = asyncio.run(check_tenant(settings))
-    except Exception as exc:  # noqa: BLE001 - any failure to run the checks is UNKNOWN
-        print(f"TENANT UNKNOWN - the checks could not run: {type(exc).__name__}")
-        return UNKNOWN
-    code, text = render(lines)
-    print(text)
-    sys.stdout.flush()
-    return code
+    async def check(settings: Settings) -> tuple[int, str]:
+        return render(await check_tenant(settings))
+
+    return run_plugin("TENANT", lambda: command_settings(args, announce=False), check)
 
 
 def register(subparsers: Any) -> None:

@@ -62,6 +62,8 @@ def test_logs_are_json_with_request_ids_and_hold_no_secrets(gateway: Gateway,
     ]
     bodies = _bodies(gateway, "member")
     assert secrets and bodies
+    for rid in ids:
+        _access(captured, rid)  # every page's access line has been written (waits if not yet)
     text = captured.getvalue()
     lines = [json.loads(line) for line in text.splitlines()]
     assert lines and all({"time", "level", "logger", "message", "request_id"} <= set(x)
@@ -101,8 +103,19 @@ def _from(gw: Gateway, source: str):
 
 
 def _access(stream: io.StringIO, rid: str) -> dict:
-    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
-    [line] = [x for x in lines if x["logger"] == "gateway.access" and x["request_id"] == rid]
+    """The one access line for request ``rid``. The server writes it on its own thread once
+    the response has gone, so the client can get the answer before the line exists: wait for
+    it (bounded), then require exactly one."""
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+        found = [x for x in lines if x["logger"] == "gateway.access" and x["request_id"] == rid]
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    [line] = found
     return line
 
 
