@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aioimaplib
 
@@ -311,6 +311,13 @@ async def select_count(conn: ImapConn, folder: str = "INBOX") -> int:
     return conn.exists
 
 
+class Runner(Protocol):
+    """Runs ``fn`` on a held connection (``ImapPool.hold``)."""
+
+    def __call__(self, fn: Callable[[ImapConn], Awaitable[T]],
+                 retry: bool = True) -> Awaitable[T]: ...
+
+
 @dataclass
 class _Slot:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -334,26 +341,42 @@ class ImapPool:
         self._slots: dict[str, _Slot] = {}
         # Called for every new connection (metrics count them).
         self.on_open: Callable[[], None] = lambda: None
+        # How many times a connection lock was taken (a request should take it once).
+        self.lock_acquisitions = 0
 
     @property
     def open_connections(self) -> int:
         return sum(1 for s in self._slots.values() if s.conn is not None)
 
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str, user: str, account_id: str
+                   ) -> AsyncIterator[Runner]:
+        """Take this session's connection lock once and keep it for a whole request
+        (``gateway.mail.session``); yields a runner for as many ``fn`` as the request needs.
+        Every lock taken is counted in ``lock_acquisitions``."""
+        slot = self._slots.setdefault(key, _Slot())
+        async with slot.lock:
+            self.lock_acquisitions += 1
+
+            async def runner(fn: Callable[[ImapConn], Awaitable[T]], retry: bool = True) -> T:
+                # Rule: a member waits at most one timeout for a frozen server, not two.
+                if self.clock() < slot.silent_until:
+                    raise UpstreamUnavailable("The mail server is not answering just now. "
+                                              "Please try again shortly.")
+                try:
+                    return await self._run_locked(slot, user, account_id, fn, retry)
+                except _TimedOut:
+                    slot.silent_until = self.clock() + self.target.timeout
+                    raise
+            yield runner
+
     async def run(self, key: str, user: str, account_id: str,
                   fn: Callable[[ImapConn], Awaitable[T]], *, retry: bool = True) -> T:
         """Run ``fn`` on this session's connection. If the connection turns out to have been
         dropped (server restart, idle cut), reconnect and run ``fn`` once more."""
-        slot = self._slots.setdefault(key, _Slot())
-        async with slot.lock:
-            # Rule: a member waits at most one timeout for a frozen server, not two.
-            if self.clock() < slot.silent_until:
-                raise UpstreamUnavailable("The mail server is not answering just now. Please "
-                                          "try again shortly.")
-            try:
-                return await self._run_locked(slot, user, account_id, fn, retry)
-            except _TimedOut:
-                slot.silent_until = self.clock() + self.target.timeout
-                raise
+        async with self.hold(key, user, account_id) as runner:
+            result: T = await runner(fn, retry)
+            return result
 
     async def _run_locked(self, slot: _Slot, user: str, account_id: str,
                           fn: Callable[[ImapConn], Awaitable[T]], retry: bool) -> T:

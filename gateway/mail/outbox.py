@@ -95,10 +95,18 @@ class Kept:
 
 
 class Outbox:
-    def __init__(self, store: Store, keyring: KeyRing, lease: float = SEND_LEASE) -> None:
+    """The members' kept messages in the store. ``remember=True`` is for one request: the
+    records it read or wrote are remembered, so that reading a message's state and content
+    and then saving it asks the store once, not three times. A long-lived Outbox (the purge
+    task) must not remember: other instances change the records."""
+
+    def __init__(self, store: Store, keyring: KeyRing, lease: float = SEND_LEASE,
+                 remember: bool = False) -> None:
         self.store = store
         self.keyring = keyring
         self.lease = lease
+        self.remember = remember
+        self._seen: dict[tuple[str, str], OutboxRecord | None] = {}
 
     @staticmethod
     def new_id() -> str:
@@ -107,15 +115,27 @@ class Outbox:
     def _context(self, outbox_id: str, user_oid: str) -> bytes:
         return f"outbox:{user_oid}:{outbox_id}".encode()
 
+    async def _record(self, outbox_id: str, user_oid: str) -> OutboxRecord | None:
+        key = (outbox_id, user_oid)
+        if self.remember and key in self._seen:
+            return self._seen[key]
+        rec = await self.store.get_outbox(outbox_id, user_oid)
+        if self.remember:
+            self._seen[key] = rec
+        return rec
+
     async def save(self, outbox_id: str, user_oid: str, draft: Draft, state: str,
                    now: float) -> None:
-        existing = await self.store.get_outbox(outbox_id, user_oid)
+        existing = await self._record(outbox_id, user_oid)
         blob = self.keyring.encrypt(_encode(draft), self._context(outbox_id, user_oid))
-        await self.store.put_outbox(OutboxRecord(
-            outbox_id, user_oid, blob, state, existing.created_at if existing else now, now))
+        rec = OutboxRecord(outbox_id, user_oid, blob, state,
+                           existing.created_at if existing else now, now)
+        await self.store.put_outbox(rec)
+        if self.remember:
+            self._seen[(outbox_id, user_oid)] = rec
 
     async def load(self, outbox_id: str, user_oid: str) -> Draft | None:
-        rec = await self.store.get_outbox(outbox_id, user_oid)
+        rec = await self._record(outbox_id, user_oid)
         if rec is None:
             return None
         try:
@@ -124,10 +144,11 @@ class Outbox:
             return None
 
     async def discard(self, outbox_id: str, user_oid: str) -> None:
+        self._seen.pop((outbox_id, user_oid), None)
         await self.store.delete_outbox(outbox_id, user_oid)
 
     async def state(self, outbox_id: str, user_oid: str) -> str | None:
-        rec = await self.store.get_outbox(outbox_id, user_oid)
+        rec = await self._record(outbox_id, user_oid)
         return rec.state if rec else None
 
     async def claim(self, outbox_id: str, user_oid: str, now: float) -> bool:

@@ -17,8 +17,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from starlette.datastructures import UploadFile
@@ -40,17 +39,18 @@ from gateway.errors import (
     StoreUnavailable,
     UpstreamError,
 )
-from gateway.mail import compose, mailbox
-from gateway.mail.imap import ImapConn
+from gateway.mail import compose
 from gateway.mail.mime import Address, safe_filename
-from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox, lease_for
+from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox
+from gateway.mail.reader import Opened
 from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
 from gateway.services import services
 from gateway.store.base import SessionRecord
 from gateway.web import notices
-from gateway.web.mail import MAX_UID, Opened, _uid_param, imap_run, open_message
+from gateway.web.mail import MAX_UID, _uid_param, open_message
 from gateway.web.mailviews import human_size
+from gateway.web.member import member, outbox, sender, sign_in_redirect, sign_in_url
 from gateway.web.render import render
 
 log = logging.getLogger(__name__)
@@ -60,24 +60,9 @@ MAX_FORWARD_BYTES = 35 * 1024 * 1024
 MODES = {"new", "reply", "replyall", "forward", "draft"}
 
 
-def _outbox(request: Request) -> Outbox:
-    svc = services(request)
-    return Outbox(svc.store, svc.keyring,
-                  lease_for(svc.settings.get("smtp.send_deadline_seconds")))
-
-
-def _me(request: Request) -> Any:
-    return request.scope["state"]["session"]
-
-
 async def _original(request: Request, folder: str, uid: int) -> Opened:
     """The message being answered or forwarded (opened as the read page opens it)."""
     return await open_message(request, folder, uid, mark_read=False)
-
-
-async def _drafts_folder(conn: ImapConn) -> str:
-    folders = await mailbox.list_folders(conn, counts=False)
-    return next((f.name for f in folders if f.special == "drafts"), "Drafts")
 
 
 def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "",
@@ -85,7 +70,7 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
                hold: bool = False, carry: bool = False, retry_after: int | None = None,
                listed: bool = False, refused: str = "") -> Response:
     svc = services(request)
-    session = _me(request)
+    session = member(request)
     # carry: the store could not keep the attachments, so they travel back in the page
     # (rule: a message is never lost; the member's form comes back, attachments included).
     carried = [base64.b64encode(json.dumps({
@@ -129,18 +114,18 @@ async def _kept_parts(request: Request, draft: Draft) -> list[dict[str, str]]:
 
 
 async def compose_page(request: Request) -> Response:
-    session = _me(request)
+    session = member(request)
     q = request.query_params
     outbox_id = q.get("outbox", "")
     if outbox_id:
         if not OUTBOX_ID.fullmatch(outbox_id):
             raise BadRequest("That draft reference is not valid.")
-        draft = await _outbox(request).load(outbox_id, session.user_oid)
+        draft = await outbox(request).load(outbox_id, session.user_oid)
         if draft is None:
             raise NotFound("That message is no longer being kept.")
         notice = ("Your sign-in had ended while you were writing; your message was kept, "
                   "attachments too. Check it and send it."
-                  if await _outbox(request).state(outbox_id, session.user_oid) == "parked"
+                  if await outbox(request).state(outbox_id, session.user_oid) == "parked"
                   else "")
         return _form_page(request, draft, outbox_id, notice=notice,
                           kept=await _kept_parts(request, draft))
@@ -193,7 +178,7 @@ async def _read_form(request: Request, session: SessionRecord | None = None
     Returns (outbox id, draft, what to do, a problem with uploads or "", whether the outbox
     now holds it)."""
     svc = services(request)
-    session = session or _me(request)
+    session = session or member(request)
     limit = svc.settings.get("mail.max_upload_bytes")
     # Attachments carried back in the page (store unavailable) arrive as base64 fields.
     form = await request.form(max_files=50, max_fields=200,
@@ -202,8 +187,8 @@ async def _read_form(request: Request, session: SessionRecord | None = None
     if not OUTBOX_ID.fullmatch(outbox_id):
         raise BadRequest("The form was incomplete. Go back and try again.")
     try:
-        state = await _outbox(request).state(outbox_id, session.user_oid)
-        held = await _outbox(request).load(outbox_id, session.user_oid)
+        state = await outbox(request).state(outbox_id, session.user_oid)
+        held = await outbox(request).load(outbox_id, session.user_oid)
     except StoreUnavailable:
         state, held = None, None   # the save below fails too, and the form comes back
     if state == "sent":
@@ -246,7 +231,7 @@ async def _read_form(request: Request, session: SessionRecord | None = None
     # A message kept after a failure stays listed in the Outbox until it is sent or discarded.
     keep_state = state if state in STATES else "compose"
     try:
-        await _outbox(request).save(outbox_id, session.user_oid, draft, keep_state,
+        await outbox(request).save(outbox_id, session.user_oid, draft, keep_state,
                                     svc.clock())
     except StoreUnavailable:
         # Rule: a message is never lost. Not kept server-side: it goes back in the page.
@@ -259,9 +244,15 @@ def _addresses(text: str) -> list[Address]:
     return compose.parse_address_list(text) if text.strip() else []
 
 
+async def _save_to_drafts(request: Request, draft: Draft) -> int:
+    built = await _build(request, draft, strict=False)
+    return await sender(request, member(request).user_oid).save_to_drafts(built.data,
+                                                                          draft.draft_uid)
+
+
 async def _build(request: Request, draft: Draft, strict: bool,
                  message_id_local: str | None = None) -> compose.BuiltMessage:
-    session = _me(request)
+    session = member(request)
     to, cc, bcc = _addresses(draft.to), _addresses(draft.cc), _addresses(draft.bcc)
     if strict and not (to or cc or bcc):
         raise BadRequest("Add at least one recipient.")
@@ -282,25 +273,6 @@ async def _build(request: Request, draft: Draft, strict: bool,
         in_reply_to=draft.in_reply_to or None, references=draft.references,
         message_id_domain=domain, date=datetime.now(UTC), require_recipients=strict,
         message_id_local=message_id_local)
-
-
-async def _save_to_drafts(request: Request, draft: Draft) -> int:
-    built = await _build(request, draft, strict=False)
-
-    async def work(conn: ImapConn) -> int:
-        drafts = await _drafts_folder(conn)
-        uid = await mailbox.append(conn, drafts, built.data, "\\Draft \\Seen")
-        if draft.draft_uid:
-            await _remove(conn, drafts, draft.draft_uid)
-        return uid or 0
-    return await imap_run(request, work)
-
-
-async def _remove(conn: ImapConn, folder: str, uid: int) -> None:
-    try:
-        await mailbox.remove_for_good(conn, folder, [uid])
-    except GatewayError:
-        log.info("old draft could not be removed")
 
 
 async def send_or_save(request: Request) -> Response:
@@ -326,15 +298,14 @@ async def _keep_for_sign_in(request: Request, ended: SessionRecord,
         raise StoreUnavailable("Your sign-in has ended and the gateway could not keep your "
                                "message just now. Go back and copy your text before signing "
                                "in again.")
-    await _outbox(request).save(outbox_id, ended.user_oid, draft, "parked", svc.clock())
+    await outbox(request).save(outbox_id, ended.user_oid, draft, "parked", svc.clock())
     log.info("sign-in ended while writing; message kept for after sign-in")
     target = "/mail/compose?" + urlencode({"outbox": outbox_id})
     if wants_json:
-        return JSONResponse({"saved": False, "kept": True, "signin": "/auth/signin?next="
-                             + quote(target, safe=""),
+        return JSONResponse({"saved": False, "kept": True, "signin": sign_in_url(target),
                              "error": "Your sign-in has ended. Your message is kept: sign in "
                                       "again to carry on."}, 401)
-    response = RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
+    response = sign_in_redirect(target)
     response.headers.append("Set-Cookie", clear_cookie_header(SESSION_COOKIE))
     return response
 
@@ -345,7 +316,7 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
     """Send (do = send | send_anyway) or save (draft | autosave) a message the outbox
     holds; the compose form and the Outbox page's Send both come here."""
     svc = services(request)
-    session = _me(request)
+    session = member(request)
     kept = await _kept_parts(request, draft)
     refused: list[tuple[str, str]] = []
     if not stored:
@@ -360,7 +331,7 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
     try:
         if do in ("draft", "autosave"):
             draft.draft_uid = await _save_to_drafts(request, draft)
-            await _outbox(request).save(outbox_id, session.user_oid, draft, "compose",
+            await outbox(request).save(outbox_id, session.user_oid, draft, "compose",
                                         svc.clock())
             when = datetime.now(ZoneInfo(svc.settings.get("general.timezone")))
             notice = f"Saved to Drafts at {when:%H:%M}."
@@ -372,51 +343,35 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
             return _form_page(request, draft, outbox_id, error=problem, status=400, kept=kept)
         built = await _build(request, draft, strict=True, message_id_local=outbox_id)
         token = await svc.entra.smtp_token(session.account_id)
-        if not await _outbox(request).claim(outbox_id, session.user_oid, svc.clock()):
-            raise Conflict("This message is being sent already (from another window or a "
-                           "second tap), or a send of it was cut off moments ago. It is kept "
-                           "in your Outbox; look in Sent Items before sending it again.")
-        draft.attempts += 1
-        # "sending" until the answer is recorded: if this instance dies now, the Outbox
-        # lists the message as perhaps sent (rule: a message is never lost).
-        await _outbox(request).save(outbox_id, session.user_oid, draft, "sending", svc.clock())
-        try:
-            # An earlier try (perhaps on an instance that died before it could record the
-            # send) may have reached the server. "Send anyway" is the member's own choice.
-            found = (await _already_sent(request, built.message_id)
-                     if draft.attempts > 1 and do != "send_anyway" else False)
-            if found is None:
-                # Rule: a message is never sent twice. Unknown is not "not sent": hold it.
-                await _outbox(request).save(outbox_id, session.user_oid, draft, "held",
-                                            svc.clock())
-                await _outbox(request).release(outbox_id, session.user_oid)
-                message = ("An earlier try to send this message may have gone, and Sent Items "
-                           "cannot be checked just now, so it was not sent again. It is kept "
-                           "in your Outbox. Look in Sent Items when you can; if it is not "
-                           "there, press Send anyway.")
-                if wants_json:
-                    return JSONResponse({"saved": True, "held": True, "error": message}, 409)
-                return _form_page(request, draft, outbox_id, error=message, status=409,
-                                  kept=kept, hold=True)
-            if found:
-                log.info("message found in Sent Items; not sent again")
-            else:
-                with metrics_of(request.app).upstream_call("smtp"):
-                    try:
-                        await smtp_send(svc.smtp, session.email, token, built.recipients,
-                                        built.data)
-                    except PartlyRefused as partly:
-                        # Sent to the others: recorded as sent below, never offered again
-                        # to everyone; the refused ones get a form of their own.
-                        refused = partly.refused
-        except GatewayError:
-            await _outbox(request).release(outbox_id, session.user_oid)
-            raise
+
+        async def transmit() -> None:
+            partly: PartlyRefused | None = None
+            with metrics_of(request.app).upstream_call("smtp"):
+                try:
+                    await smtp_send(svc.smtp, session.email, token, built.recipients,
+                                    built.data)
+                except PartlyRefused as exc:
+                    partly = exc       # sent to the others: not a failed call
+            if partly is not None:
+                raise partly
+        # "Send anyway" is the member's own choice: no Sent Items check.
+        sent = await sender(request, session.user_oid).send(
+            outbox_id, draft, built.message_id, check_sent=do != "send_anyway",
+            transmit=transmit)
+        if sent.held:
+            message = ("An earlier try to send this message may have gone, and Sent Items "
+                       "cannot be checked just now, so it was not sent again. It is kept "
+                       "in your Outbox. Look in Sent Items when you can; if it is not "
+                       "there, press Send anyway.")
+            if wants_json:
+                return JSONResponse({"saved": True, "held": True, "error": message}, 409)
+            return _form_page(request, draft, outbox_id, error=message, status=409,
+                              kept=kept, hold=True)
+        refused = sent.refused
     except ReauthRequired:
         # Keep the message; after signing in again the member lands back on it.
         await svc.sessions.end(session)
-        target = "/mail/compose?" + urlencode({"outbox": outbox_id})
-        return RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
+        return sign_in_redirect("/mail/compose?" + urlencode({"outbox": outbox_id}))
     except GatewayError as err:
         if isinstance(err, SmtpAuthDisabled):
             # Only ICT can fix it: named, counted, audited (gateway.auth.blockers).
@@ -429,7 +384,7 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
             metrics_of(request.app).send_result(ok=False)
             state = "unknown" if isinstance(err, SendUncertain) else "failed"
             try:
-                await _outbox(request).save(outbox_id, session.user_oid, draft, state,
+                await outbox(request).save(outbox_id, session.user_oid, draft, state,
                                             svc.clock())
             except StoreUnavailable:
                 log.warning("outbox could not record a failed send: store unavailable")
@@ -444,12 +399,12 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
     await svc.audit.try_record("mail.sent", session.email, size=len(built.data),
                                recipients=len(built.recipients))
     try:
-        await _outbox(request).mark_sent(outbox_id, session.user_oid, svc.clock())
+        await outbox(request).mark_sent(outbox_id, session.user_oid, svc.clock())
     except StoreUnavailable:
         # Sent, but not recorded: the record keeps its attempt count, so a resubmit checks
         # Sent Items before sending again.
         log.warning("sent message could not be marked sent: store unavailable")
-    await _after_send(request, draft)
+    await sender(request, session.user_oid).after_send(draft)
     if refused:
         return await _resend_form(request, draft, refused)
     note = notices.encode(session, svc.clock(), "sent")
@@ -461,7 +416,7 @@ async def _resend_form(request: Request, draft: Draft, refused: list[tuple[str, 
     """After a partial refusal: the same message in a new form addressed to the refused
     recipients only (the others have it), each named with the server's reason."""
     svc = services(request)
-    session = _me(request)
+    session = member(request)
     again = Draft(mode=draft.mode, to=", ".join(addr for addr, _ in refused),
                   subject=draft.subject, body=draft.body, orig_folder=draft.orig_folder,
                   orig_uid=draft.orig_uid, in_reply_to=draft.in_reply_to,
@@ -470,7 +425,7 @@ async def _resend_form(request: Request, draft: Draft, refused: list[tuple[str, 
     outbox_id = Outbox.new_id()
     stored = True
     try:
-        await _outbox(request).save(outbox_id, session.user_oid, again, "compose", svc.clock())
+        await outbox(request).save(outbox_id, session.user_oid, again, "compose", svc.clock())
     except StoreUnavailable:
         stored = False
     reasons = "; ".join(f"{addr} ({why})" if why else addr for addr, why in refused)
@@ -482,62 +437,28 @@ async def _close(request: Request, outbox_id: str, draft: Draft) -> Response:
     """Close the form. Anything changed since it was shown is saved to Drafts first (it
     is never thrown away); if Drafts cannot be reached the form stays, with a message."""
     svc = services(request)
-    session = _me(request)
+    session = member(request)
     form = await request.form()  # parsed already by _read_form; Starlette keeps it
     if _digest(draft) == str(form.get("start", "")) and not draft.draft_uid:
-        if await _outbox(request).state(outbox_id, session.user_oid) == "compose":
-            await _outbox(request).discard(outbox_id, session.user_oid)
+        if await outbox(request).state(outbox_id, session.user_oid) == "compose":
+            await outbox(request).discard(outbox_id, session.user_oid)
         return RedirectResponse("/mail?f=INBOX", 303)
     try:
         draft.draft_uid = await _save_to_drafts(request, draft)
     except ReauthRequired:
         # Kept in the outbox; after signing in again the member lands back on it.
         await svc.sessions.end(session)
-        target = "/mail/compose?" + urlencode({"outbox": outbox_id})
-        return RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
+        return sign_in_redirect("/mail/compose?" + urlencode({"outbox": outbox_id}))
     except GatewayError as err:
         return _form_page(request, draft, outbox_id, status=err.status,
                           kept=await _kept_parts(request, draft),
                           error=f"{err.message} Your message was not closed: it is kept here.")
-    if await _outbox(request).state(outbox_id, session.user_oid) == "compose":
-        await _outbox(request).discard(outbox_id, session.user_oid)
+    if await outbox(request).state(outbox_id, session.user_oid) == "compose":
+        await outbox(request).discard(outbox_id, session.user_oid)
 
-    async def drafts_name(conn: ImapConn) -> str:
-        return await _drafts_folder(conn)
-    drafts = await imap_run(request, drafts_name)
+    drafts = await sender(request, session.user_oid).drafts_name()
     note = notices.encode(session, svc.clock(), "draft-saved")
     return RedirectResponse(notices.with_note("/mail?" + urlencode({"f": drafts}), note), 303)
-
-
-async def _already_sent(request: Request, message_id: str) -> bool | None:
-    """Whether a copy with this Message-ID is in Sent Items; None when that cannot be known
-    (the mailbox is out of reach, or it has no Sent Items folder)."""
-    async def work(conn: ImapConn) -> bool | None:
-        folders = await mailbox.list_folders(conn, counts=False)
-        sent = next((f.name for f in folders if f.special == "sent"), None)
-        if sent is None:
-            return None
-        hits = await mailbox.search_uids(conn, sent, ["HEADER", "Message-ID",
-                                                      f'"{message_id}"'])
-        return bool(hits)
-    try:
-        return await imap_run(request, work)
-    except GatewayError:
-        return None
-
-
-async def _after_send(request: Request, draft: Draft) -> None:
-    """Mark the original answered and remove the draft copy; neither may fail the send."""
-    async def work(conn: ImapConn) -> None:
-        if draft.mode in ("reply", "replyall") and draft.orig_uid:
-            await mailbox.set_flags(conn, draft.orig_folder, [draft.orig_uid], "\\Answered",
-                                    True)
-        if draft.draft_uid:
-            await _remove(conn, await _drafts_folder(conn), draft.draft_uid)
-    try:
-        await imap_run(request, work)
-    except GatewayError:
-        log.info("after-send tidy-up did not complete")
 
 
 routes = [

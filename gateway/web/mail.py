@@ -10,16 +10,12 @@ images are embedded as data URLs because an opaque-origin frame sends no cookies
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import mimetypes
 import re
-import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
@@ -27,24 +23,18 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.errors import BadRequest, GatewayError, NotFound
-from gateway.mail import mailbox, parts, sanitize, structure
+from gateway.errors import BadRequest, NotFound
+from gateway.mail import mailbox, parts, reader, sanitize
 from gateway.mail.imap import ImapConn
-from gateway.mail.mime import MessageView, attachment_bytes, parse_message, safe_filename
-from gateway.metrics import metrics_of
+from gateway.mail.mime import safe_filename
+from gateway.mail.reader import FRAMES, Opened
 from gateway.services import Services, services
-from gateway.store.base import SessionRecord
 from gateway.web import mailviews as mv
 from gateway.web import notices
 from gateway.web.auth import safe_next
+from gateway.web.member import imap_run, mail_session, member
 from gateway.web.render import render
 
-MAX_MESSAGE_BYTES = 50 * 1024 * 1024
-# Messages up to this size are fetched whole; larger ones open from their structure.
-WHOLE_MESSAGE_BYTES = 2 * 1024 * 1024
-MAX_INLINE_IMAGES = 8 * 1024 * 1024
-SAFE_IMAGE = {"image/png", "image/jpeg", "image/gif", "image/webp"}
-T = TypeVar("T")
 # What the calendar's invitation route reports back (?done=...) after a decline.
 _ANSWERED = {"declined": "You declined this invitation.",
              "accepted": "You accepted this invitation.",
@@ -59,18 +49,9 @@ def _tz(svc: Services) -> ZoneInfo:
     return ZoneInfo(svc.settings.get("general.timezone"))
 
 
-def _session(request: Request) -> SessionRecord:
-    session: SessionRecord = request.scope["state"]["session"]
-    return session
-
-
-async def imap_run(request: Request, fn: Callable[[ImapConn], Awaitable[T]]) -> T:
-    svc = services(request)
-    s = _session(request)
-    # One connection per member, shared by their sessions (iPad and laptop): Exchange
-    # allows only about 20 per mailbox.
-    with metrics_of(request.app).upstream_call("imap"):
-        return await svc.imap_pool.run(s.account_id, s.email, s.account_id, fn)
+async def open_message(request: Request, folder: str, uid: int, mark_read: bool) -> Opened:
+    """Open a message on the member's mail session (``gateway.mail.reader``)."""
+    return await reader.open_message(mail_session(request), folder, uid, mark_read)
 
 
 def _folder_param(request: Request, default: str = "INBOX") -> str:
@@ -133,100 +114,29 @@ def _here(request: Request) -> str:
     return request.url.path + ("?" + query if query else "")
 
 
-@dataclass
-class Opened:
-    """A message ready to show, and how to get the decoded bytes of one of its parts."""
-
-    view: MessageView
-    # part(part_id, limit): the decoded bytes, or None when missing or over the limit.
-    part: Callable[[str, int], Awaitable[bytes | None]]
-
-
-async def open_message(request: Request, folder: str, uid: int, mark_read: bool) -> Opened:
-    """Small messages are fetched and parsed whole; large ones are opened from their
-    structure, fetching only what is shown (gateway.mail.structure)."""
-    async def work(conn: ImapConn) -> tuple[bytes | None, Any]:
-        if await mailbox.message_size(conn, folder, uid) <= WHOLE_MESSAGE_BYTES:
-            return await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES,
-                                           mark_read=mark_read), None
-        return None, await structure.view_from_structure(conn, folder, uid, mark_read)
-    raw, structured = await imap_run(request, work)
-    parsed = await asyncio.to_thread(parse_message, raw) if raw is not None else None
-    if parsed is not None and not await _numbering_agrees(request, folder, uid, parsed):
-        # Rule: part numbers are the server's. Our parser and the server split this message
-        # differently (a boundary reused in nested parts, say): open it from the server's
-        # BODYSTRUCTURE, so every attachment link names a part the server has.
-        async def from_structure(conn: ImapConn) -> Any:
-            return await structure.view_from_structure(conn, folder, uid, False)
-        raw, structured = None, await imap_run(request, from_structure)
-    if raw is not None and parsed is not None:
-        whole, view = raw, parsed
-
-        async def from_raw(part_id: str, limit: int) -> bytes | None:
-            try:
-                data = (await asyncio.to_thread(attachment_bytes, whole, part_id))[1]
-            except (GatewayError, KeyError, ValueError):
-                return None
-            return data if len(data) <= limit else None
-        return Opened(view, from_raw)
-    view, leaves = structured
-
-    async def from_server(part_id: str, limit: int) -> bytes | None:
-        part = leaves.get(part_id)
-        if part is None or structure.decoded_size(part) > limit:
-            return None
-
-        async def fetch(conn: ImapConn) -> bytes:
-            return await structure.part_bytes(conn, folder, uid, part)
-        return await imap_run(request, fetch)
-    return Opened(view, from_server)
-
-
-async def _numbering_agrees(request: Request, folder: str, uid: int,
-                            view: MessageView) -> bool:
-    """Whether each attachment our parser finds is the same part (type and name) under the
-    same number in the server's BODYSTRUCTURE. Messages without attachments: yes."""
-    if not view.attachments:
-        return True
-
-    async def work(conn: ImapConn) -> Any:
-        await conn.select(mailbox.mailbox_arg(folder))
-        return await mailbox.uid_fetch(conn, uid, "(BODYSTRUCTURE)", "open the message")
-    items = await imap_run(request, work)
-    root = items[0].bodystructure if items else None
-    if root is None:
-        return True            # nothing better to go by
-    for att in view.attachments:
-        leaf = root.find(att.part_id)
-        if leaf is None or leaf.type == "multipart" or leaf.content_type != att.content_type:
-            return False
-        name = leaf.filename or leaf.params.get("name")
-        if name and safe_filename(name) != att.filename:
-            return False
-    return True
-
-
 async def read_message(request: Request) -> Response:
     svc = services(request)
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
     mark = svc.settings.get("mail.mark_read_on_open")
-
-    opened = await open_message(request, folder, uid, mark_read=mark)
-    view = opened.view
+    images = request.query_params.get("images") == "1"
 
     async def work(conn: ImapConn) -> list[mailbox.Folder]:
         return await mailbox.list_folders(conn, counts=False)
-    folders = await imap_run(request, work)
+    # One take of the member's connection for the whole page (inline images included).
+    async with mail_session(request) as ms:
+        opened = await reader.open_message(ms, folder, uid, mark_read=mark)
+        folders = await ms.run(work)
+        view = opened.view
+        result = (await reader.sanitized(opened, allow_remote=images) if view.html
+                  else None)
     tz = _tz(svc)
-    images = request.query_params.get("images") == "1"
     blocked = 0
     frame_url = None
     text_html = None
-    if view.html:
-        result = await _sanitized(opened, allow_remote=images)
+    if result is not None:
         blocked = result.blocked_remote
-        FRAMES.put((_session(request).account_id, folder, uid, images), result.html)
+        FRAMES.put((member(request).account_id, folder, uid, images), result.html)
         q = {"f": folder, "uid": str(uid)}
         if images:
             q["images"] = "1"
@@ -256,72 +166,19 @@ async def read_message(request: Request) -> Response:
                                               "here_url": _here(request)})
 
 
-async def _sanitized(opened: Opened, allow_remote: bool) -> sanitize.SanitizedHtml:
-    view = opened.view
-    inline: dict[str, str] = {}
-    budget = MAX_INLINE_IMAGES
-    for att in view.attachments:
-        if att.content_id and att.content_type in SAFE_IMAGE and att.size <= budget:
-            data = await opened.part(att.part_id, budget)
-            if data is None:
-                continue
-            budget -= len(data)
-            inline[att.content_id] = (f"data:{att.content_type};base64,"
-                                      + base64.b64encode(data).decode())
-
-    def cid_url(cid: str) -> str | None:
-        return inline.get(cid.strip("<>"))
-
-    html = view.html or ""
-    return await asyncio.to_thread(sanitize.sanitize_html, html,
-                                   allow_remote_images=allow_remote, cid_url=cid_url)
-
-
-class FrameCache:
-    """Sanitised message bodies, briefly: the read page sanitises the body (to say whether
-    pictures were blocked) and the frame asks for the same body a moment later. Keyed by
-    member, folder, message and the pictures choice; bounded in bytes; a few minutes old
-    at most. Only sanitised HTML is kept, in memory, never on disk."""
-
-    def __init__(self, max_bytes: int = 16 * 1024 * 1024, ttl: float = 300.0) -> None:
-        self.max_bytes, self.ttl = max_bytes, ttl
-        self._items: OrderedDict[tuple[str, str, int, bool], tuple[float, str]] = OrderedDict()
-        self._size = 0
-
-    def get(self, key: tuple[str, str, int, bool]) -> str | None:
-        hit = self._items.get(key)
-        if hit is None or time.monotonic() - hit[0] > self.ttl:
-            return None
-        return hit[1]
-
-    def put(self, key: tuple[str, str, int, bool], html: str) -> None:
-        if len(html) > self.max_bytes // 4:
-            return
-        old = self._items.pop(key, None)
-        if old is not None:
-            self._size -= len(old[1])
-        self._items[key] = (time.monotonic(), html)
-        self._size += len(html)
-        while self._size > self.max_bytes and self._items:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self._size -= len(dropped)
-
-
-FRAMES = FrameCache()
-
-
 async def message_frame(request: Request) -> Response:
     """The sanitised HTML body as its own document, for the sandboxed iframe."""
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
     images = request.query_params.get("images") == "1"
-    key = (_session(request).account_id, folder, uid, images)
+    key = (member(request).account_id, folder, uid, images)
     body = FRAMES.get(key)
     if body is None:
-        opened = await open_message(request, folder, uid, mark_read=False)
-        if not opened.view.html:
-            raise NotFound("This message has no formatted body.")
-        body = (await _sanitized(opened, allow_remote=images)).html
+        async with mail_session(request) as ms:
+            opened = await reader.open_message(ms, folder, uid, mark_read=False)
+            if not opened.view.html:
+                raise NotFound("This message has no formatted body.")
+            body = (await reader.sanitized(opened, allow_remote=images)).html
     csp = sanitize.frame_csp(images)
     doc = sanitize.frame_document(body, csp)
     headers = {
@@ -415,7 +272,7 @@ async def message_action(request: Request) -> Response:
     (and an Undo for moves). Nothing chosen, or no folder chosen to move to, is a notice on
     the same page, not an error page."""
     svc = services(request)
-    session = _session(request)
+    session = member(request)
     form = await request.form(max_files=0, max_fields=300)
     folder = str(form.get("f", "INBOX"))
     action = str(form.get("action", ""))
@@ -485,7 +342,7 @@ async def empty_folder(request: Request) -> Response:
         return await mailbox.delete_all(conn, folder)
 
     await imap_run(request, work)
-    token = notices.encode(_session(request), services(request).clock(), "emptied")
+    token = notices.encode(member(request), services(request).clock(), "emptied")
     return RedirectResponse(notices.with_note(mv.folder_url(folder), token), status_code=303)
 
 

@@ -22,6 +22,7 @@ from gateway.mail.outbox import STATES
 from gateway.services import services
 from gateway.web import compose
 from gateway.web.mailviews import human_size
+from gateway.web.member import member, outbox
 from gateway.web.render import render
 
 
@@ -48,10 +49,10 @@ async def _form_id(request: Request) -> str:
 
 async def outbox_page(request: Request) -> Response:
     svc = services(request)
-    session = request.scope["state"]["session"]
+    session = member(request)
     tz = ZoneInfo(svc.settings.get("general.timezone"))
     rows = []
-    for k in await compose._outbox(request).kept(session.user_oid):
+    for k in await outbox(request).kept(session.user_oid):
         d = k.draft
         names = ", ".join(f.name for f in d.files)
         rows.append(KeptRow(
@@ -68,18 +69,18 @@ async def outbox_page(request: Request) -> Response:
 
 
 async def send_kept(request: Request) -> Response:
-    session = request.scope["state"]["session"]
+    session = member(request)
     outbox_id = await _form_id(request)
-    draft = await compose._outbox(request).load(outbox_id, session.user_oid)
+    draft = await outbox(request).load(outbox_id, session.user_oid)
     if draft is None:
         raise NotFound("That message is no longer being kept.")
     return await compose.deliver(request, outbox_id, draft, "send")
 
 
 async def discard_kept(request: Request) -> Response:
-    session = request.scope["state"]["session"]
+    session = member(request)
     outbox_id = await _form_id(request)
-    await compose._outbox(request).discard(outbox_id, session.user_oid)
+    await outbox(request).discard(outbox_id, session.user_oid)
     return RedirectResponse("/mail/outbox?done=discarded", status_code=303)
 
 

@@ -21,7 +21,7 @@ from gateway.mail import mailbox
 from gateway.mail.imap import ImapConn
 from gateway.services import services
 from gateway.web import mailviews as mv
-from gateway.web.mail import imap_run
+from gateway.web.member import imap_run
 from gateway.web.render import render
 
 PER_PAGE = 50

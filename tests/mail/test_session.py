@@ -1,0 +1,96 @@
+"""The mail session against real Dovecot: a page that opens a message takes the member's
+connection lock once (counted by the pool itself), and a session used outside its ``with``
+block, or entered twice, still runs each call on the one pooled connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.devstack.tokens import OUTLOOK_AUDIENCE
+from gateway.devstack.users import user
+from gateway.mail import imap, mailbox, reader
+from gateway.mail.session import MailSession
+from tests.conftest import sign_in
+from tests.web.mailhelp import PDF, PNG, deliver, message, unique, with_inline_image
+
+
+def _locks(gateway: Any) -> int:
+    count: int = gateway.app.state.services.imap_pool.lock_acquisitions
+    return count
+
+
+def test_reading_a_message_with_attachments_takes_the_lock_once(gateway):
+    """The read page opens the message, checks the part numbers against the server's
+    structure and lists the folders: one take of the connection lock for all of it."""
+    client = sign_in(gateway, "member")
+    subject = unique("Locked once")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Agenda.pdf", "application/pdf", PDF)]))
+    client.get("/mail", params={"f": "INBOX"})          # the connection is open already
+    before = _locks(gateway)
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
+    assert page.status_code == 200
+    assert subject in page.text and "Agenda.pdf" in page.text
+    assert _locks(gateway) - before == 1
+
+
+def test_html_message_with_inline_image_takes_the_lock_once(gateway):
+    """Sanitising the body fetches its inline image inside the same held session; the
+    frame then comes from the frame cache without touching the mailbox."""
+    client = sign_in(gateway, "member")
+    subject = unique("Inline once")
+    uid = deliver(gateway, "member", with_inline_image(
+        subject, "text", '<p>Logo <img src="cid:logo1"></p>', "logo1",
+        attachments=[("Agenda.pdf", "application/pdf", PDF)]))
+    client.get("/mail", params={"f": "INBOX"})
+    before = _locks(gateway)
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
+    assert page.status_code == 200 and "/mail/frame?" in page.text
+    assert _locks(gateway) - before == 1
+    frame = client.get("/mail/frame", params={"f": "INBOX", "uid": uid})
+    assert frame.status_code == 200 and "data:image/png;base64," in frame.text
+    assert _locks(gateway) - before == 1
+
+
+def _pool(gateway: Any) -> tuple[imap.ImapPool, str]:
+    u = user("member")
+    target = imap.ImapTarget(gateway.stack.mail.host, gateway.stack.mail.imap_port,
+                             imap.ssl_context(str(gateway.stack.certs.ca_cert)), 15)
+
+    async def token_for(account_id: str) -> str:
+        token: str = gateway.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE,
+                                                            ["IMAP.AccessAsUser.All"])
+        return token
+    return imap.ImapPool(target, token_for), u.email
+
+
+def test_session_holds_once_nests_and_runs_outside_its_block(gateway):
+    pool, email = _pool(gateway)
+    subject = unique("Session")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Agenda.pdf", "application/pdf", PDF), ("Logo.png", "image/png", PNG)]))
+
+    async def run() -> tuple[int, int, bytes | None, int]:
+        ms = MailSession(pool, "k", email, "acct")
+        async with ms:
+            async with ms:                     # entering again does not take it twice
+                opened = await reader.open_message(ms, "INBOX", uid, mark_read=False)
+            folders = await ms.run(lambda conn: mailbox.list_folders(conn, counts=False))
+        held = pool.lock_acquisitions
+        # After the block each call takes the lock for itself (the part is fetched later).
+        logo = next(a for a in opened.view.attachments if a.filename == "Logo.png")
+        data = await opened.part(logo.part_id, 10_000_000)
+        await ms.run(lambda conn: mailbox.list_folders(conn, counts=False))
+        after = pool.lock_acquisitions
+        assert reader.named(folders, "INBOX") is not None
+        assert reader.special(folders, "sent") is not None
+        conns = pool.open_connections
+        await pool.close_all()
+        return held, after, data, conns
+    held, after, data, conns = gateway.loop.run(run())
+    assert held == 1
+    assert data == PNG
+    # A small message's parts come from the bytes fetched; the call after the block takes
+    # the lock for itself.
+    assert after == 2
+    assert conns == 1
