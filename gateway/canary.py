@@ -28,6 +28,7 @@ from gateway.config import Settings
 from gateway.errors import GatewayError, ReauthRequired
 from gateway.health import Observation, ProbeFailed
 from gateway.mail.imap import ImapTarget, connect
+from gateway.mail.imap_parse import ImapParseError, parse_search
 from gateway.probes import AppTokens
 from gateway.store.evidence import CanaryRound
 
@@ -37,16 +38,13 @@ FOLDERS = ("INBOX", '"Sent Items"')
 
 
 def _uids(resp: aioimaplib.Response) -> list[str]:
-    """The numbers of a SEARCH answer (aioimaplib strips the ``* SEARCH`` prefix)."""
+    """The numbers of a SEARCH answer; none when refused or unreadable."""
     if resp.result != "OK":
         return []
-    for line in resp.lines[:-1]:
-        text = bytes(line).decode("ascii", "replace") if isinstance(line, (bytes, bytearray)) \
-            else str(line)
-        words = text.removeprefix("SEARCH").split()
-        if words and all(w.isdigit() for w in words):
-            return words
-    return []
+    try:
+        return [str(uid) for uid in parse_search(resp.lines)]
+    except ImapParseError:
+        return []
 
 
 class MailFlowCanary:

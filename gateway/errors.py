@@ -12,7 +12,6 @@ them as a page or JSON. Each carries the HTTP status and a message fit to show a
     ├── BadApiKey (401)              API bearer key missing, unknown or revoked
     ├── Forbidden (403)
     │   ├── CsrfFailed (403)
-    │   ├── NotEntitled (403)        signed in, but no role or group lets them in
     │   └── StaleSignIn (403)        an admin action needs a more recent sign-in
     ├── TooManyRequests (429)        a per-address limit on anonymous work
     ├── NotFound (404)
@@ -114,12 +113,6 @@ class CsrfFailed(Forbidden):
     title = "Please try again"
     default_message = ("This form had expired or did not come from the gateway. "
                        "Go back, reload the page and try again.")
-
-
-class NotEntitled(Forbidden):
-    title = "No access"
-    default_message = ("Your account is not set up to use the mail gateway. "
-                       "Contact ICT if you think it should be.")
 
 
 class StaleSignIn(Forbidden):

@@ -1,14 +1,18 @@
 """IMAP to Exchange Online (or the dev stack's Dovecot) with the member's own XOAUTH2 token.
 
-Owns the connection: implicit TLS, XOAUTH2 login, capabilities (asked again after login, as
-aioimaplib does not), the selected folder, and turning protocol failures into the error tree:
-a refused token is ``ReauthRequired``; a server that is down, slow or drops the connection
-is ``UpstreamUnavailable``; a NO/BAD is ``MailError``.
+Owns the connection: implicit TLS, XOAUTH2 login (answering the challenge aioimaplib
+leaves unanswered), capabilities (asked again after login, as aioimaplib does not), the
+selected folder and its count, and turning protocol failures into the error tree: a
+refused token is ``ReauthRequired``, or ``ImapDisabled`` when it is still inside its
+lifetime; a server that is down, slow, throttling or drops the connection is
+``UpstreamUnavailable``; a NO/BAD is ``MailError``.
 
-``ImapPool`` keeps one connection per session behind a lock, reuses it across requests,
-reconnects once when it was dropped, and closes connections left idle. Views never see a
-connection: they call the small functions in ``gateway.mail.mailbox`` through
-``pool.run(session, fn)``.
+``ImapPool`` keeps one connection per member (keyed by account, shared by their sessions)
+behind a lock, reuses it across requests, reconnects once when it was dropped, stays
+silent for a timeout after the server froze, and closes connections left idle. Views never
+see a connection: they call the small functions in ``gateway.mail.mailbox`` through the
+request's ``gateway.mail.session.MailSession``, which holds the lock (``pool.hold``) once
+for a whole page; ``pool.run`` is one call under the lock.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from gateway.errors import (
     ReauthRequired,
     UpstreamUnavailable,
 )
+from gateway.mail.imap_parse import parse_select
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -204,16 +209,9 @@ class ImapConn:
             raise NotFound("That folder could not be opened. It may have been moved or "
                            "deleted.")
         self.selected = raw_name
-        self.exists, self.uidvalidity = 0, 0
-        for line in resp.lines:
-            if not isinstance(line, (bytes, bytearray)):
-                continue
-            text = bytes(line).strip()
-            if text.endswith(b" EXISTS") and text.split()[0].isdigit():
-                self.exists = int(text.split()[0])
-            elif b"UIDVALIDITY" in text:
-                with contextlib.suppress(ValueError, IndexError):
-                    self.uidvalidity = int(text.split(b"UIDVALIDITY")[1].split(b"]")[0])
+        info = parse_select([bytes(line).strip() for line in resp.lines
+                             if isinstance(line, (bytes, bytearray))])
+        self.exists, self.uidvalidity = info.exists or 0, info.uidvalidity or 0
 
     async def refresh(self) -> None:
         """NOOP: its untagged EXISTS / EXPUNGE bring the count up to date (``call``); a
@@ -303,12 +301,6 @@ async def connect(target: ImapTarget, user: str, token: str) -> AsyncIterator[Im
         yield conn
     finally:
         await conn.close()
-
-
-async def select_count(conn: ImapConn, folder: str = "INBOX") -> int:
-    """EXAMINE a folder and return its message count."""
-    await conn.select(folder, readonly=True)
-    return conn.exists
 
 
 class Runner(Protocol):

@@ -1,7 +1,10 @@
 """The store interface: everything the gateway keeps between requests. It keeps no mail.
 
-Records are typed dataclasses. Implementations: ``sqlite.SqliteStore`` (embedded, one
-instance) and, later, a PostgreSQL store for several instances. Session ids and flow ids are
+Records are typed dataclasses: sessions, sign-in flows, token caches, the outbox, the
+switch's key/value records, the audit trail, API keys and the evidence
+(``evidence.EvidenceStore``). Implementations: ``sqlite.SqliteStore`` (embedded, one
+instance) and ``postgres.PostgresStore`` (several instances), chosen by ``store.backend``
+in ``factory.build_store``. Session ids and flow ids are
 stored only as SHA-256 hashes, so a copy of the database gives nobody a live cookie. Token
 caches arrive here already encrypted (``gateway.crypto``)."""
 

@@ -1,5 +1,5 @@
 """The IMAP response parser: tokens, FETCH items, ENVELOPE, BODYSTRUCTURE, LIST, STATUS,
-SEARCH, ESEARCH, CAPABILITY, SELECT; hostile and truncated input; aioimaplib's line shape."""
+SEARCH, SELECT; hostile and truncated input; aioimaplib's line shape."""
 
 from __future__ import annotations
 
@@ -13,13 +13,11 @@ from aioimaplib import aioimaplib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import imap_parse, mime
+from gateway.mail import imap_tokens, mime
 from gateway.mail.imap_parse import (
     Atom,
     ImapParseError,
     parse_bodystructure,
-    parse_capability,
-    parse_esearch,
     parse_fetch,
     parse_fetch_response,
     parse_list,
@@ -123,8 +121,8 @@ async def test_fetch_lines_from_aioimaplib_parse_with_literals() -> None:
             6, b"abc", b"")
 
 
-async def test_list_status_search_capability_lines_from_aioimaplib() -> None:
-    """LIST/STATUS/SEARCH/CAPABILITY parse in the keyword-stripped form aioimaplib returns."""
+async def test_list_status_search_lines_from_aioimaplib() -> None:
+    """LIST/STATUS/SEARCH parse in the keyword-stripped form aioimaplib returns."""
     lines = await through_aioimaplib("LIST", b'* LIST (\\HasNoChildren) "/" INBOX\r\n'
                                      b'* LIST (\\Sent) "/" {10}\r\nSent Items\r\n'
                                      b'* LIST () "/" "Entw&APw-rfe"\r\nA1 OK LIST completed.\r\n')
@@ -137,9 +135,6 @@ async def test_list_status_search_capability_lines_from_aioimaplib() -> None:
     lines = await through_aioimaplib("SEARCH", b"* SEARCH 1 2 3\r\n* SEARCH\r\n"
                                      b"A1 OK SEARCH completed.\r\n")
     assert parse_search(lines) == [1, 2, 3]
-    lines = await through_aioimaplib("CAPABILITY", b"* CAPABILITY IMAP4rev1 IDLE\r\n"
-                                     b"A1 OK [CAPABILITY IMAP4rev1 MOVE] done\r\n")
-    assert parse_capability(lines) == {"IMAP4REV1", "IDLE", "MOVE"}
 
 
 def test_split_responses_rejects_a_missing_or_wrong_sized_literal() -> None:
@@ -242,7 +237,7 @@ def test_fetch_skips_other_responses_and_marks_a_bad_fetch_unreadable() -> None:
         parse_fetch_response(b"* 1 FETCH (UID)")
 
 
-# ---- LIST, STATUS, SEARCH, ESEARCH, CAPABILITY, SELECT ---------------------------------------
+# ---- LIST, STATUS, SEARCH, SELECT ----------------------------------------------------------
 
 def test_list_flags_special_use_delimiter_and_names() -> None:
     """Flags are lower-cased; special-use, Noselect and children are read; NIL delimiter."""
@@ -256,27 +251,14 @@ def test_list_flags_special_use_delimiter_and_names() -> None:
     assert junk.special_use == "\\junk"
 
 
-def test_status_search_and_esearch() -> None:
-    """STATUS counts, SEARCH numbers (with MODSEQ), ESEARCH ranges, foreign lines skipped."""
+def test_status_and_search() -> None:
+    """STATUS counts, SEARCH numbers (with MODSEQ), foreign lines skipped."""
     assert parse_status([b"* STATUS INBOX (MESSAGES 10 UNSEEN 2)", b"OK"])[0].unseen == 2
     assert parse_status([b"STATUS (MESSAGES 1)", b"OK"])[0].name == "STATUS"
     assert parse_search([b"* SEARCH 2 84 882 (MODSEQ 917162500)", b"* 5 EXISTS", b"OK"]) == [
         2, 84, 882]
-    result = parse_esearch([b'* ESEARCH (TAG "A282") UID MIN 2 COUNT 4 ALL 2,10:12', b"OK"])
-    assert result is not None
-    assert (result.tag, result.uid, result.min, result.count) == ("A282", True, 2, 4)
-    assert result.numbers() == [2, 10, 11, 12]
-    assert parse_esearch([b"OK"]) is None
     with pytest.raises(ImapParseError):
         parse_search([b"* SEARCH 1 two", b"OK"])
-
-
-def test_capability_from_responses_and_codes() -> None:
-    """CAPABILITY lines, greeting codes and tagged-text codes all count."""
-    assert parse_capability([b"* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2 SASL-IR] ready"],
-                            tail=False) == {"IMAP4REV1", "AUTH=XOAUTH2", "SASL-IR"}
-    assert parse_capability([b"* CAPABILITY IMAP4rev1 LITERAL+", b"Logged in"]) == {
-        "IMAP4REV1", "LITERAL+"}
 
 
 def test_select_counts_flags_and_codes() -> None:
@@ -310,8 +292,7 @@ def _only_parse_errors(call: object, *args: object) -> None:
     assert time.perf_counter() - started < 1.0
 
 
-PARSERS = [parse_fetch, parse_list, parse_status, parse_search, parse_esearch,
-           parse_capability, parse_select]
+PARSERS = [parse_fetch, parse_list, parse_status, parse_search, parse_select]
 
 
 @FUZZ
@@ -379,9 +360,9 @@ MORE_PIECES = [*PIECES, b'"a b"', b'""', b'"(x)"', b"~", b"~{1}\r\n", b"nil", b"
 def test_plain_and_literal_fast_paths_read_as_the_general_tokenizer(data: bytes) -> None:
     """Split-based tokenizing (and literals rewritten as strings) never differs from the
     regex tokenizer: same values, or an ImapParseError from both."""
-    general = _outcome(imap_parse._parse_general, data, imap_parse._Memo())
+    general = _outcome(imap_tokens._parse_general, data, imap_tokens._Memo())
     assert _outcome(parse_values, data) == general
-    plain = _outcome(imap_parse._parse_plain, data, {}, imap_parse._Memo())
+    plain = _outcome(imap_tokens._parse_plain, data, {}, imap_tokens._Memo())
     assert plain in (("ok", "None"), general)
 
 
