@@ -20,6 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from gateway.mail.headers import (
+    Address,
+    clean_text,
+    decode_bytes,
+    decode_rfc2047,
+    decode_rfc2231_params,
+    parse_date,
+)
 from gateway.mail.imap_tokens import (
     Atom,
     ImapParseError,
@@ -35,14 +43,6 @@ from gateway.mail.imap_tokens import (
     _text,
     parse_values,
     split_responses,
-)
-from gateway.mail.mime import (
-    Address,
-    clean_text,
-    decode_bytes,
-    decode_rfc2047,
-    decode_rfc2231_params,
-    parse_date,
 )
 from gateway.mail.utf7 import Utf7Error, decode_mailbox
 
@@ -222,7 +222,7 @@ class BodyPart:
     lines: int | None = None
     disposition: str | None = None
     disposition_params: dict[str, str] = field(default_factory=dict)
-    filename: str | None = None          # decoded, not yet made safe: see mime.safe_filename
+    filename: str | None = None          # decoded, not yet made safe: see headers.safe_filename
     envelope: Envelope | None = None     # of an attached message/rfc822
     children: list[BodyPart] = field(default_factory=list)
 

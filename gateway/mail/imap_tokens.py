@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TypeAlias
 
-from gateway.mail.mime import Address, decode_bytes
+from gateway.mail.headers import Address, decode_bytes
 
 MAX_DEPTH = 100
 

@@ -1,6 +1,7 @@
-"""Raw RFC 5322 bytes -> typed view models for the mail pages (no email objects leak out),
-plus the header-decoding helpers that imap_parse shares: RFC 2047 words, RFC 2231
-parameters, charsets with fallback, dates, safe attachment filenames.
+"""Raw RFC 5322 bytes -> typed view models for the mail pages (no email objects leak out):
+the message's text and HTML bodies, its attachments by IMAP part number, and a meeting
+invitation it carries. Header decoding (RFC 2047, RFC 2231, charsets, dates, addresses,
+safe filenames) is ``gateway.mail.headers``, re-exported here.
 
 Mail is hostile input. Everything here degrades instead of raising: an unknown charset
 falls back, a malformed header reads as empty, a multipart nested deeper than the stdlib
@@ -11,29 +12,39 @@ that raise ValueError on a CR or LF inside an address (see CVE-2024-6923 in FIEL
 
 from __future__ import annotations
 
-import base64
-import binascii
-import codecs
 import email
 import email.header
 import email.parser
 import email.policy
 import email.utils
-import functools
 import re
-import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime
 from email.errors import MessageError
 from email.message import Message
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import NotFound
+from gateway.mail.headers import (
+    Address,
+    clean_text,
+    decode_bytes,
+    decode_rfc2047,
+    decode_rfc2231_params,
+    parse_addresses,
+    parse_date,
+    safe_filename,
+)
 
-MAX_HEADER_CHARS = 16_384      # decoding cost of RFC 2047 words grows fast on hostile input
-MAX_ADDRESS_CHARS = 65_536     # a council-wide To: line is large but not this large
-MAX_ADDRESSES = 1_000
+# The header helpers are part of this module's interface too (the views and the IMAP
+# parser have long imported them from here).
+__all__ = ["Address", "AttachmentInfo", "CalendarAttendee", "CalendarInvite", "MessageView",
+           "attachment_bytes", "clean_text", "decode_bytes", "decode_rfc2047",
+           "decode_rfc2231_params", "parse_addresses", "parse_calendar", "parse_date",
+           "parse_message", "safe_filename"]
+
+MAX_ADDRESSES = 1_000         # attendees read from an invitation
 MAX_DEPTH = 50                 # multipart levels walked; deeper parts are not shown
 MAX_TEXT_CHARS = 2_000_000
 
@@ -42,23 +53,8 @@ MAX_TEXT_CHARS = 2_000_000
 _PARSE_ERRORS = (ValueError, LookupError, TypeError, IndexError, AttributeError,
                  MessageError, RecursionError)
 
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
-# Embedding, override and isolate controls reorder what the reader sees (U+202E turns
-# "invoice\u202efdp.exe" into "invoiceexe.pdf"); marks are harmless but go too.
-_BIDI = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
-# What either of the two takes out: text without any is only collapsed.
-_UNCLEAN = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u061c]")
 _MSGID = re.compile(r"<[^<>\s]{1,250}>")
 _TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}")
-
-
-@dataclass(frozen=True, slots=True)
-class Address:
-    name: str
-    email: str
-
-    def __str__(self) -> str:
-        return f"{self.name} <{self.email}>" if self.name else self.email
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,235 +83,6 @@ class MessageView:
     attachments: list[AttachmentInfo] = field(default_factory=list)
     calendar: CalendarInvite | None = None
     notes: list[str] = field(default_factory=list)   # what could not be shown, for the member
-
-
-# ---- header helpers (shared with imap_parse) -------------------------------------------
-
-def clean_text(value: str) -> str:
-    """One line of display text: controls and bidi overrides out, whitespace collapsed."""
-    if (value.isascii() and value.isprintable()) or not _UNCLEAN.search(value):
-        return " ".join(value.split())   # the common case: nothing to take out
-    return " ".join(_BIDI.sub("", _CONTROLS.sub(" ", value)).split())
-
-
-def _codec(charset: str | None) -> str | None:
-    if not charset:
-        return None
-    # Looked up for every string of every message: cached, but only for names short enough
-    # to be real charsets, so hostile input cannot fill the cache with large keys.
-    return _codec_cached(charset) if len(charset) <= 64 else _codec_lookup(charset)
-
-
-@functools.lru_cache(maxsize=256)
-def _codec_cached(charset: str) -> str | None:
-    return _codec_lookup(charset)
-
-
-def _codec_lookup(charset: str) -> str | None:
-    name = charset.strip().strip("\"'").lower()
-    name = {"iso-8859-8-i": "iso-8859-8", "gb2312": "gb18030", "x-gbk": "gb18030"}.get(name, name)
-    try:
-        info = codecs.lookup(name)
-    except (LookupError, ValueError):
-        return None
-    # "base64", "zlib", "hex" are codecs too, but bytes-to-bytes ones: not a charset.
-    return info.name if getattr(info, "_is_text_encoding", True) else None
-
-
-def decode_bytes(data: bytes, charset: str | None) -> str:
-    """Decode with the declared charset; fall back to UTF-8, then Windows-1252, never raise."""
-    codec = _codec(charset)
-    for name in (codec, "utf-8"):
-        if name:
-            try:
-                return data.decode(name)
-            except (ValueError, LookupError):  # UnicodeError is a ValueError
-                continue
-    return data.decode("cp1252", errors="replace")
-
-
-def _unsurrogate(value: str) -> str:
-    # compat32 keeps 8-bit header octets as surrogate escapes. Decode each run on its own:
-    # one header may mix UTF-8 and Latin-1 names.
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
-        return value
-    return re.sub("[\udc80-\udcff]+", lambda m: decode_bytes(
-        m.group().encode("utf-8", "surrogateescape"), "utf-8"), value)
-
-
-# An RFC 2047 encoded word. Charset may carry a language ("utf-8*en"); the text holds no
-# spaces or "?". Matching is linear: no part can overlap the next.
-_EWORD = re.compile(r"=\?([^?\s]{1,64})\?([qQbB])\?([^?\s]*)\?=")
-
-
-def decode_rfc2047(value: str) -> str:
-    """Decode RFC 2047 encoded words and return clean one-line text (never raises).
-
-    Our own loop rather than email.header.decode_header, which gives up on the whole header
-    when one word is bad base64. Adjacent words of one charset are joined before decoding,
-    since mailers split multi-byte characters across words."""
-    value = value[:MAX_HEADER_CHARS]
-    if not value.isascii():
-        value = _unsurrogate(value)
-    if "=?" not in value:   # no encoded word: nothing to decode
-        return clean_text(value)
-    out: list[str] = []
-    pending: tuple[str, bytearray] | None = None
-    pos = 0
-    for match in _EWORD.finditer(value):
-        between = value[pos:match.start()]
-        charset = match.group(1).split("*", 1)[0].lower()
-        data = _word_bytes(match.group(2).lower(), match.group(3))
-        if data is None:   # undecodable: keep the word as it was written
-            between, data, charset = between + match.group(), bytearray(), ""
-        if pending and (between.strip() or charset != pending[0]):
-            out.append(decode_bytes(bytes(pending[1]), pending[0]))
-            pending = None
-        if pending is None or between.strip():
-            out.append(between)
-        if pending is None:
-            pending = (charset, bytearray())
-        pending[1].extend(data)
-        pos = match.end()
-    if pending:
-        out.append(decode_bytes(bytes(pending[1]), pending[0]))
-    out.append(value[pos:])
-    return clean_text("".join(out))
-
-
-def _word_bytes(encoding: str, text: str) -> bytearray | None:
-    if encoding == "q":
-        raw = text.replace("_", " ").encode("ascii", "replace")
-        return bytearray(re.sub(rb"=([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw))
-    try:
-        return bytearray(base64.b64decode(text + "=" * (-len(text) % 4), validate=True))
-    except (binascii.Error, ValueError):
-        return None
-
-
-def decode_rfc2231_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Join RFC 2231 continuations (name*0*=utf-8''a%20b; name*1*=...) into one value each.
-
-    Keys come back lower-case. An encoded value wins over a plain one of the same name.
-    """
-    plain: dict[str, str] = {}
-    pieces: dict[str, dict[int, tuple[str, bool]]] = {}
-    for key, value in pairs:
-        key = key.strip().lower()
-        match = re.fullmatch(r"([^*]+)\*(\d{1,3})?(\*?)", key)
-        if match is None:
-            plain.setdefault(key, value)
-        elif match.group(2) is None:
-            pieces.setdefault(match.group(1), {})[0] = (value, True)
-        else:
-            index = int(match.group(2))
-            pieces.setdefault(match.group(1), {})[index] = (value, bool(match.group(3)))
-    for base, segments in pieces.items():
-        charset = None
-        buf = bytearray()
-        index = 0
-        while index in segments:
-            text, encoded = segments[index]
-            if encoded:
-                if index == 0 and text.count("'") >= 2:
-                    charset, _lang, text = text.split("'", 2)
-                buf += _percent_decode(text)
-            else:
-                buf += text.encode("utf-8", "surrogateescape")
-            index += 1
-        if index:
-            plain[base] = decode_bytes(bytes(buf), charset or "utf-8")
-    return plain
-
-
-def _percent_decode(text: str) -> bytes:
-    raw = text.encode("utf-8", "surrogateescape")
-    return re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m.group(1), 16)]), raw)
-
-
-_ZONES: dict[str, timezone] = {}   # "+0100" -> its zone; few exist, bounded all the same
-_MONTH_NUMBERS = {m: i for i, m in enumerate(
-    "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), 1)}
-_RFC5322_DATE = re.compile(
-    r"(?:(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), )?(\d{1,2}) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|"
-    r"Nov|Dec) ([1-9]\d{3}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})")
-
-
-def parse_date(value: str | None) -> datetime | None:
-    """RFC 5322 date -> aware datetime (UTC when the zone is unknown), or None."""
-    if not value:
-        return None
-    if match := _RFC5322_DATE.fullmatch(value):
-        # The usual "Wed, 04 Nov 2026 03:30:04 +0000", read as parsedate_to_datetime reads
-        # it (-0000 means "zone unknown": UTC; an odd offset such as +0160 is 1 h + 60 min
-        # there too), and None where that raises. Anything else takes the general path.
-        day, month, year, hour, minute, second, sign, tzh, tzm = match.groups()
-        try:
-            zone = _ZONES.get(sign + tzh + tzm)
-            if zone is None:
-                seconds = int(tzh) * 3600 + int(tzm) * 60
-                zone = UTC if sign == "-" and not seconds else timezone(
-                    timedelta(seconds=-seconds if sign == "-" else seconds))
-                if len(_ZONES) < 512:
-                    _ZONES[sign + tzh + tzm] = zone
-            return datetime(int(year), _MONTH_NUMBERS[month], int(day), int(hour), int(minute),
-                            int(second), tzinfo=zone)
-        except (ValueError, OverflowError):
-            return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(clean_text(value[:200]))
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def parse_addresses(value: str | None) -> list[Address]:
-    """An address header -> Address list; names decoded, nothing raised."""
-    if not value:
-        return []
-    # Encoded words may hide ",", ":" or "@" (=?utf-8?q?x=0D=0ABcc:_a@b?=), which would
-    # split the list in the wrong places: stand each in for a placeholder while splitting.
-    words: list[str] = []
-
-    def stash(match: re.Match[str]) -> str:
-        words.append(match.group())
-        return f"\ue000{len(words) - 1}\ue001"
-
-    def restore(text: str) -> str:
-        return re.sub("\ue000(\\d+)\ue001", lambda m: words[int(m.group(1))], text)
-
-    masked = _EWORD.sub(stash, _unsurrogate(value[:MAX_ADDRESS_CHARS]))
-    try:
-        pairs = email.utils.getaddresses([_CONTROLS.sub(" ", masked)])
-    except (ValueError, IndexError, TypeError):
-        return []
-    out: list[Address] = []
-    for name, addr in pairs[:MAX_ADDRESSES]:
-        addr = "".join(clean_text(restore(addr)).split())
-        name = decode_rfc2047(restore(name))
-        if addr or name:
-            out.append(Address(name, addr))
-    return out
-
-
-def safe_filename(name: str | None, fallback: str = "attachment.bin", limit: int = 120) -> str:
-    """A filename fit to offer for download: no path, controls, bidi tricks or leading dots;
-    the extension kept when the name must be shortened."""
-    if not name:
-        return fallback
-    name = unicodedata.normalize("NFC", name)
-    name = re.split(r"[\\/]", name)[-1]
-    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")  # Cc Cf Cs Co Cn
-    name = re.sub(r'[<>:"|?*]', "_", name)
-    # No ".." anywhere: some unpackers and download managers still read it as "go up".
-    name = re.sub(r"\.{2,}", ".", name).strip(" .")
-    if not name:
-        return fallback
-    if len(name) > limit:
-        _stem, dot, ext = name.rpartition(".")
-        ext = ext if dot and 0 < len(ext) <= 16 else ""
-        name = name[: limit - len(ext) - 1].rstrip(" .") + ("." + ext if ext else "")
-    return name or fallback
 
 
 # ---- meeting invitations (text/calendar) ------------------------------------------------

@@ -13,7 +13,7 @@ from aioimaplib import aioimaplib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import imap_tokens, mime
+from gateway.mail import headers, imap_tokens, mime
 from gateway.mail.imap_parse import (
     Atom,
     ImapParseError,
@@ -429,5 +429,5 @@ def test_date_fast_path_reads_as_parsedate_to_datetime(value: str) -> None:
 @given(st.text(max_size=40))
 def test_clean_text_fast_path(value: str) -> None:
     """Nothing to take out: the fast path; otherwise the same as the full clean-up."""
-    slow = " ".join(mime._BIDI.sub("", mime._CONTROLS.sub(" ", value)).split())
+    slow = " ".join(headers._BIDI.sub("", headers._CONTROLS.sub(" ", value)).split())
     assert mime.clean_text(value) == slow
