@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from starlette.applications import Starlette
@@ -70,6 +69,7 @@ from gateway.web import mail as mail_routes
 from gateway.web import outbox as outbox_routes
 from gateway.web import search as search_routes
 from gateway.web import status as status_routes
+from gateway.web.member import sign_in_redirect
 from gateway.web.middleware import (
     AccessGateMiddleware,
     BodyLimitMiddleware,
@@ -294,7 +294,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
             await sessions.end(session)
             request.scope["state"]["session"] = None
             if is_page:
-                response = RedirectResponse("/auth/signin?next=" + quote(target, safe=""), 303)
+                response = sign_in_redirect(target)
                 response.headers.append("Set-Cookie", clear_cookie_header(SESSION_COOKIE))
                 return response
         return error_response(request.scope, exc)

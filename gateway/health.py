@@ -23,8 +23,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
+
+from gateway.audit import iso
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,6 @@ class CheckResult:
         if self.informational:
             out["affectsStatus"] = False
         return out
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def worst(statuses: Iterable[str]) -> Status:

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.audit import iso
 from gateway.errors import GatewayError
 from gateway.health import CheckResult, Observation
 from gateway.store.base import Store
@@ -197,7 +198,7 @@ class HistoryRecorder:
         if self.failing_since is not None:
             waiting = len(self._samples) + len(self._rounds)
             return Observation(waiting, None, "warn",
-                               f"history not written since {_iso(self.failing_since)}: "
+                               f"history not written since {iso(self.failing_since)}: "
                                f"{self.last_error}; {waiting} results waiting, "
                                f"{self.dropped} dropped")
         if self.dropped:
@@ -211,10 +212,6 @@ def _why(exc: GatewayError) -> str:
     if "full" in cause.lower():
         return "the disk is full"
     return "the store is unavailable"
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 class UsageMiddleware:

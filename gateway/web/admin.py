@@ -38,6 +38,7 @@ from gateway.failover import (
 )
 from gateway.services import Services, services
 from gateway.store.base import SessionRecord
+from gateway.web.member import member, signed_in
 from gateway.web.render import render
 
 AUDIT_ROWS = 25
@@ -100,7 +101,7 @@ class FlipForm:
 
 
 def _admin(request: Request) -> SessionRecord:
-    session = request.scope["state"].get("session")
+    session = signed_in(request)
     if session is None or not session.is_admin:
         raise Forbidden("This page is for ICT administrators.")
     return session
@@ -145,7 +146,7 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
     now = svc.clock()
     found = timeline.incidents(entries)
     people = await _people(svc, state, tz)
-    session = request.scope["state"]["session"]
+    session = member(request)
     return render(request, "admin.html", {
         "state": state_view(state, tz),
         "store_ok": svc.failover.store_ok,

@@ -45,6 +45,7 @@ from gateway.errors import (
 from gateway.services import services
 from gateway.store.base import AuthFlowRecord
 from gateway.throttle import address_of
+from gateway.web.member import signed_in
 from gateway.web.render import render
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def safe_next(value: str | None) -> str:
 
 async def sign_in_page(request: Request) -> Response:
     nxt = safe_next(request.query_params.get("next"))
-    if request.scope["state"].get("session") is not None:
+    if signed_in(request) is not None:
         return RedirectResponse(nxt, status_code=303)
     return render(request, "signin.html", {"next": nxt,
                                            "start_url": "/auth/start?next=" + quote(nxt, "")})
@@ -151,7 +152,7 @@ async def callback(request: Request) -> Response:
                        "you think it should be."}, status=403)
         refusal.headers.append("Set-Cookie", clear_cookie_header(FLOW_COOKIE, "None"))
         return refusal
-    old = request.scope["state"].get("session")
+    old = signed_in(request)
     if old is not None:
         await svc.sessions.end(old)
     session = await svc.sessions.create(
@@ -187,7 +188,7 @@ async def _overage_groups(request: Request, account_id: str) -> list[str]:
 
 async def sign_out(request: Request) -> Response:
     svc = services(request)
-    session = request.scope["state"].get("session")
+    session = signed_in(request)
     target = svc.settings.get("entra.post_logout_url") or svc.settings.public_url + \
         "/auth/signed-out"
     if session is not None:

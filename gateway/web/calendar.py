@@ -29,6 +29,7 @@ from gateway.calendar.zones import zone
 from gateway.errors import BadRequest, GatewayError, NotFound, NotSignedIn
 from gateway.mail import sanitize
 from gateway.services import Services, services
+from gateway.web.member import member
 from gateway.web.render import render
 
 AGENDA_DAYS = 15                 # today and the next 14
@@ -80,7 +81,7 @@ def _graph(svc: Services) -> GraphHttp:
 
 
 def _token(request: Request) -> TokenSource:
-    session = request.scope["state"]["session"]
+    session = member(request)
     return graph.member_token(services(request).entra, session.account_id)
 
 
@@ -454,7 +455,7 @@ async def _answer_by_mail(request: Request, folder: str, msg: str, uid: str, cho
     if invite is None or invite.uid != uid:
         raise NotFound("That invitation is no longer in your mail.")
     svc = services(request)
-    session = request.scope["state"]["session"]
+    session = member(request)
     me = Address(session.user_name, session.email)
     data, organizer = itip.reply_message(invite, me, choice, comment, datetime.now(UTC))
     token = await svc.entra.smtp_token(session.account_id)

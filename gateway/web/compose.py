@@ -50,7 +50,14 @@ from gateway.store.base import SessionRecord
 from gateway.web import notices
 from gateway.web.mail import MAX_UID, _uid_param, open_message
 from gateway.web.mailviews import human_size
-from gateway.web.member import member, outbox, sender, sign_in_redirect, sign_in_url
+from gateway.web.member import (
+    member,
+    outbox,
+    sender,
+    sign_in_redirect,
+    sign_in_url,
+    signed_in,
+)
 from gateway.web.render import render
 
 log = logging.getLogger(__name__)
@@ -278,7 +285,7 @@ async def _build(request: Request, draft: Draft, strict: bool,
 async def send_or_save(request: Request) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
     ended = request.scope["state"].get("ended_session")
-    if request.scope["state"].get("session") is None and ended is not None:
+    if signed_in(request) is None and ended is not None:
         return await _keep_for_sign_in(request, ended, wants_json)
     outbox_id, draft, do, problem, stored = await _read_form(request)
     if do == "close" and stored:

@@ -32,7 +32,7 @@ from gateway.services import Services, services
 from gateway.web import mailviews as mv
 from gateway.web import notices
 from gateway.web.auth import safe_next
-from gateway.web.member import imap_run, mail_session, member
+from gateway.web.member import imap_run, mail_session, member, signed_in
 from gateway.web.render import render
 
 # What the calendar's invitation route reports back (?done=...) after a decline.
@@ -348,7 +348,7 @@ async def empty_folder(request: Request) -> Response:
 
 def notice_of(request: Request) -> notices.Notice | None:
     """The notice this page was sent with (``?note=``), if genuine and fresh."""
-    return notices.decode(request.scope["state"].get("session"),
+    return notices.decode(signed_in(request),
                           request.query_params.get("note"), services(request).clock())
 
 

@@ -30,6 +30,12 @@ def member(request: Request) -> SessionRecord:
     return session
 
 
+def signed_in(request: Request) -> SessionRecord | None:
+    """The member's session on a page anyone may open (sign-in, sign-out), or None."""
+    session: SessionRecord | None = request.scope["state"].get("session")
+    return session
+
+
 def mail_session(request: Request) -> MailSession:
     """This request's mail session, made on first use. ``async with`` it to hold the
     member's connection across several steps of one page."""
