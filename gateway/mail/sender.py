@@ -20,14 +20,15 @@ from gateway.errors import Conflict, GatewayError, PartlyRefused
 from gateway.mail import mailbox
 from gateway.mail.imap import ImapConn
 from gateway.mail.outbox import Draft, Outbox
+from gateway.mail.reader import special
 from gateway.mail.session import MailSession
 
 log = logging.getLogger(__name__)
 
 
 async def drafts_folder(conn: ImapConn) -> str:
-    folders = await mailbox.list_folders(conn, counts=False)
-    return next((f.name for f in folders if f.special == "drafts"), "Drafts")
+    drafts = special(await mailbox.list_folders(conn, counts=False), "drafts")
+    return drafts.name if drafts else "Drafts"
 
 
 async def remove_quietly(conn: ImapConn, folder: str, uid: int) -> None:
@@ -108,12 +109,11 @@ class Sender:
         """Whether a copy with this Message-ID is in Sent Items; None when that cannot be
         known (the mailbox is out of reach, or it has no Sent Items folder)."""
         async def work(conn: ImapConn) -> bool | None:
-            folders = await mailbox.list_folders(conn, counts=False)
-            sent = next((f.name for f in folders if f.special == "sent"), None)
+            sent = special(await mailbox.list_folders(conn, counts=False), "sent")
             if sent is None:
                 return None
-            hits = await mailbox.search_uids(conn, sent, ["HEADER", "Message-ID",
-                                                          f'"{message_id}"'])
+            hits = await mailbox.search_uids(conn, sent.name, ["HEADER", "Message-ID",
+                                                               f'"{message_id}"'])
             return bool(hits)
         try:
             return await self.ms.run(work)

@@ -47,6 +47,7 @@ from gateway.mail.smtp import send as smtp_send
 from gateway.metrics import metrics_of
 from gateway.services import services
 from gateway.store.base import SessionRecord
+from gateway.web import mailviews as mv
 from gateway.web import notices
 from gateway.web.mail import MAX_UID, _uid_param, open_message
 from gateway.web.mailviews import human_size
@@ -73,7 +74,7 @@ async def _original(request: Request, folder: str, uid: int) -> Opened:
 
 
 def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "",
-               notice: str = "", status: int = 200, kept: list[dict[str, str]] | None = None,
+               notice: str = "", status: int = 200, kept: list[mv.KeptPart] | None = None,
                hold: bool = False, carry: bool = False, retry_after: int | None = None,
                listed: bool = False, refused: str = "") -> Response:
     svc = services(request)
@@ -87,9 +88,14 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return render(request, "compose.html", {
         "hold": hold, "carried": carried, "listed": listed or hold, "refused": refused,
-        "d": draft, "outbox_id": outbox_id, "error": error, "notice": notice,
+        "d": mv.ComposeFields(
+            mode=draft.mode, to=draft.to, cc=draft.cc, bcc=draft.bcc, subject=draft.subject,
+            body=draft.body, orig_folder=draft.orig_folder, orig_uid=draft.orig_uid,
+            in_reply_to=draft.in_reply_to, references=tuple(draft.references),
+            draft_uid=draft.draft_uid),
+        "outbox_id": outbox_id, "error": error, "notice": notice,
         "action": "/mail/send?" + urlencode({"csrf_token": csrf.mask(session.csrf_token)}),
-        "held": [{"index": str(i), "name": f.name, "size": human_size(len(f.data))}
+        "held": [mv.HeldFileRow(str(i), f.name, human_size(len(f.data)))
                  for i, f in enumerate(draft.files)],
         "kept": kept or [],
         "max_upload": human_size(svc.settings.get("mail.max_upload_bytes")),
@@ -106,7 +112,7 @@ def _digest(draft: Draft) -> str:
     return hashlib.sha256(fields.encode()).hexdigest()[:32]
 
 
-async def _kept_parts(request: Request, draft: Draft) -> list[dict[str, str]]:
+async def _kept_parts(request: Request, draft: Draft) -> list[mv.KeptPart]:
     """The original's attachments that travel with a forward or a reopened draft. With the
     mailbox out of reach they are listed by part only: the form must still come back."""
     if not draft.keep_parts or not draft.orig_uid:
@@ -114,9 +120,9 @@ async def _kept_parts(request: Request, draft: Draft) -> list[dict[str, str]]:
     try:
         view = (await _original(request, draft.orig_folder, draft.orig_uid)).view
     except UpstreamError:
-        return [{"part": p, "name": f"Attachment {p} of the original message", "size": "?"}
+        return [mv.KeptPart(p, f"Attachment {p} of the original message", "?")
                 for p in draft.keep_parts]
-    return [{"part": a.part_id, "name": a.filename, "size": human_size(a.size)}
+    return [mv.KeptPart(a.part_id, a.filename, human_size(a.size))
             for a in view.attachments if a.part_id in draft.keep_parts]
 
 

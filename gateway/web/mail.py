@@ -86,7 +86,7 @@ async def folder_page(request: Request) -> Response:
 
     folders, page = await imap_run(request, work)
     now = datetime.now(UTC)
-    current = next((f for f in folders if f.name == folder), None)
+    current = reader.named(folders, folder)
     rows = mv.rows(folder, page.messages, _tz(svc), now)
     return render(request, "mail_list.html", {
         "folders": mv.folder_links(folders, folder),
@@ -94,7 +94,7 @@ async def folder_page(request: Request) -> Response:
         "folder_label": current.label if current else folder,
         "special": current.special if current else None,
         "rows": _draft_rows(rows) if current and current.special == "drafts" else rows,
-        "page": page,
+        "page": mv.PageCount(total=page.total, page=page.page, pages=page.pages),
         "prev_url": mv.folder_url(folder, page.page - 1) if page.page > 1 else None,
         "next_url": mv.folder_url(folder, page.page + 1) if page.page < page.pages else None,
         "move_targets": [f for f in mv.folder_links(folders, folder) if f.name != folder],
@@ -302,11 +302,11 @@ async def message_action(request: Request) -> Response:
         folders = await mailbox.list_folders(conn, counts=False)
         special = {"delete": "trash", "archive": "archive", "junk": "junk"}.get(action)
         if special:
-            dest = next((f for f in folders if f.special == special), None)
+            dest = reader.special(folders, special)
             if dest is None:
                 raise BadRequest("Your mailbox has no folder for that.")
         else:
-            dest = next((f for f in folders if f.name == target), None)
+            dest = reader.named(folders, target)
             if dest is None:
                 raise BadRequest("Choose a folder to move to.")
         if dest.name == folder and action == "delete":
@@ -336,7 +336,7 @@ async def empty_folder(request: Request) -> Response:
 
     async def work(conn: ImapConn) -> int:
         folders = await mailbox.list_folders(conn, counts=False)
-        target = next((f for f in folders if f.name == folder), None)
+        target = reader.named(folders, folder)
         if target is None or target.special not in ("junk", "trash"):
             raise BadRequest("Only Junk Email and Deleted Items can be emptied.")
         return await mailbox.delete_all(conn, folder)

@@ -152,3 +152,47 @@ class MessagePage:
     back_url: str = ""
     self_url: str = ""
     answered: str = ""
+
+
+@dataclass(frozen=True)
+class ComposeFields:
+    """What the compose form shows in its fields (from the outbox's Draft, not the Draft)."""
+
+    mode: str
+    to: str
+    cc: str
+    bcc: str
+    subject: str
+    body: str
+    orig_folder: str
+    orig_uid: int
+    in_reply_to: str
+    references: tuple[str, ...]
+    draft_uid: int
+
+
+@dataclass(frozen=True)
+class HeldFileRow:
+    """An attachment the outbox holds, with its Remove box (``index`` in the held list)."""
+
+    index: str
+    name: str
+    size: str
+
+
+@dataclass(frozen=True)
+class KeptPart:
+    """An attachment of the original that travels with a forward or a reopened draft."""
+
+    part: str
+    name: str
+    size: str
+
+
+@dataclass(frozen=True)
+class PageCount:
+    """Where a folder page is: messages in all, this page's number, how many pages."""
+
+    total: int
+    page: int
+    pages: int
