@@ -19,6 +19,7 @@ from typing import Any
 from gateway.errors import GatewayError
 from gateway.mail import mailbox, sanitize, structure
 from gateway.mail.imap import ImapConn
+from gateway.mail.imap_parse import BodyPart
 from gateway.mail.mime import MessageView, attachment_bytes, parse_message, safe_filename
 from gateway.mail.session import MailSession
 
@@ -92,8 +93,12 @@ async def _numbering_agrees(ms: MailSession, folder: str, uid: int,
     root = items[0].bodystructure if items else None
     if root is None:
         return True            # nothing better to go by
+    # One walk, not one per attachment: a message of ten thousand parts is hostile input.
+    by_number: dict[str, BodyPart] = {}
+    for part in root.walk():
+        by_number.setdefault(part.part_id, part)     # the first, as BodyPart.find has it
     for att in view.attachments:
-        leaf = root.find(att.part_id)
+        leaf = by_number.get(att.part_id)
         if leaf is None or leaf.type == "multipart" or leaf.content_type != att.content_type:
             return False
         name = leaf.filename or leaf.params.get("name")
