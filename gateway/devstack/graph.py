@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from gateway.calendar.zones import UnknownZone, format_wall, parse_wall, zone
 from gateway.devstack.graph_directory import GraphDirectory
+from gateway.devstack.graph_mailbox import GraphMailbox
 from gateway.devstack.graph_seed import Seed, seeds
 from gateway.devstack.tokens import GRAPH_AUDIENCE, TokenSigner
 from gateway.devstack.users import by_email, by_oid
@@ -219,6 +220,7 @@ class GraphStandIn:
         self._lock = threading.Lock()
         self.calendars: dict[str, Calendar] = {}
         self.directory = GraphDirectory(signer)    # groups, for checking a drill group
+        self.mailbox = GraphMailbox(signer)        # automatic replies
         self.app = Starlette(routes=[
             Route("/v1.0/me/calendarView", self._calendar_view, methods=["GET"]),
             Route("/v1.0/me/calendar/calendarView", self._calendar_view, methods=["GET"]),
@@ -228,6 +230,7 @@ class GraphStandIn:
             Route("/v1.0/", self._root, methods=["GET"]),
             Route("/v1.0/users/{user}/calendar", self._user_calendar, methods=["GET"]),
             *self.directory.routes(),
+            *self.mailbox.routes(),
             Route("/v1.0/me/getMemberObjects", self._member_objects, methods=["POST"]),
         ])
 
@@ -236,6 +239,7 @@ class GraphStandIn:
         """Fresh sample calendars, no faults, counters at zero."""
         with self._lock:
             self.calendars.clear()
+            self.mailbox.reset()
             self._faults.clear()
             self.sent.clear()
             self.requests = 0
