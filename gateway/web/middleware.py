@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +22,7 @@ from gateway.auth import csrf
 from gateway.auth.access import AccessPolicy, Admission
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, read_cookie
 from gateway.errors import BadRequest, CsrfFailed, GatewayError, NotSignedIn, PayloadTooLarge
+from gateway.web.member import sign_in_url
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # Paths anyone may reach without a session.
@@ -243,7 +244,7 @@ class AccessGateMiddleware:
             target = scope["path"]
             if scope.get("query_string"):
                 target += "?" + scope["query_string"].decode("latin-1")
-            location = "/auth/signin?next=" + quote(target, safe="")
+            location = sign_in_url(target)
             await send({"type": "http.response.start", "status": 303,
                         "headers": [(b"location", location.encode("latin-1")),
                                     (b"content-length", b"0")]})
