@@ -52,6 +52,7 @@ from gateway.web import notices
 from gateway.web.mail import MAX_UID, _uid_param, open_message
 from gateway.web.mailviews import human_size
 from gateway.web.member import (
+    mail_session,
     member,
     outbox,
     sender,
@@ -69,8 +70,12 @@ MODES = {"new", "reply", "replyall", "forward", "draft"}
 
 
 async def _original(request: Request, folder: str, uid: int) -> Opened:
-    """The message being answered or forwarded (opened as the read page opens it)."""
-    return await open_message(request, folder, uid, mark_read=False)
+    """The message being answered or forwarded (opened as the read page opens it), once per
+    request: the form's fields, its kept attachments and the built message all need it."""
+    opened: dict[tuple[str, int], Opened] = request.scope["state"].setdefault("originals", {})
+    if (folder, uid) not in opened:
+        opened[folder, uid] = await open_message(request, folder, uid, mark_read=False)
+    return opened[folder, uid]
 
 
 def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "",
@@ -127,6 +132,12 @@ async def _kept_parts(request: Request, draft: Draft) -> list[mv.KeptPart]:
 
 
 async def compose_page(request: Request) -> Response:
+    # One take of the member's connection for the page (the original, its attachments).
+    async with mail_session(request):
+        return await _compose_page(request)
+
+
+async def _compose_page(request: Request) -> Response:
     session = member(request)
     q = request.query_params
     outbox_id = q.get("outbox", "")

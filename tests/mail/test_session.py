@@ -94,3 +94,19 @@ def test_session_holds_once_nests_and_runs_outside_its_block(gateway):
     # the lock for itself.
     assert after == 2
     assert conns == 1
+
+
+def test_forward_form_opens_the_original_once_with_one_lock(gateway):
+    """The forward form needs the original for its fields and for the attachments it keeps:
+    opened once, under one take of the lock."""
+    client = sign_in(gateway, "member")
+    subject = unique("Forward once")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Agenda.pdf", "application/pdf", PDF)]))
+    client.get("/mail", params={"f": "INBOX"})
+    before = _locks(gateway)
+    page = client.get("/mail/compose", params={"mode": "forward", "f": "INBOX", "uid": uid})
+    assert page.status_code == 200
+    assert "Fw: " + subject in page.text or "Fwd: " + subject in page.text
+    assert 'name="keep_part"' in page.text and "Agenda.pdf" in page.text
+    assert _locks(gateway) - before == 1
