@@ -23,6 +23,7 @@ from gateway.errors import Forbidden, GatewayError, NotSignedIn, UpstreamError
 from gateway.graph import autoreplies
 from gateway.graph.autoreplies import AUDIENCES, STATUSES, AutoReplies
 from gateway.services import services
+from gateway.web.member import member
 from gateway.web.render import render
 
 PATH = "/settings/replies"
@@ -52,7 +53,7 @@ def _graph(request: Request) -> graph.GraphHttp:
 
 
 def _token(request: Request) -> graph.TokenSource:
-    session = request.scope["state"]["session"]
+    session = member(request)
     return graph.member_token(services(request).entra, session.account_id)
 
 
