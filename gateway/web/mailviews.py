@@ -24,6 +24,40 @@ OFFICE_TYPES = {
 }
 
 
+# What members call a file, not its MIME type (issue 13 item 13). Types not listed fall
+# back to their family ("Image", "Text file") or, failing that, "File".
+KIND_NAMES = {
+    "application/pdf": "PDF",
+    "application/msword": "Word document",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "Word document",
+    "application/vnd.ms-word.document.macroenabled.12": "Word document",
+    "application/rtf": "Word document",
+    "application/vnd.ms-excel": "Excel spreadsheet",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "Excel spreadsheet",
+    "application/vnd.ms-excel.sheet.macroenabled.12": "Excel spreadsheet",
+    "application/vnd.ms-powerpoint": "PowerPoint presentation",
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation":
+        "PowerPoint presentation",
+    "application/vnd.ms-outlook": "Outlook message",
+    "message/rfc822": "Email message",
+    "text/calendar": "Calendar invitation",
+    "text/csv": "CSV spreadsheet",
+    "text/plain": "Text file",
+    "text/html": "Web page",
+    "application/zip": "Zip archive",
+    "application/x-zip-compressed": "Zip archive",
+}
+KIND_FAMILIES = {"image": "Image", "audio": "Audio", "video": "Video", "text": "Text file"}
+
+
+def kind_name(content_type: str) -> str:
+    """'Word document' for a .docx, 'Image' for any image, 'File' when we cannot say."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype in KIND_NAMES:
+        return KIND_NAMES[ctype]
+    return KIND_FAMILIES.get(ctype.split("/", 1)[0], "File")
+
+
 def human_size(n: int) -> str:
     if n < 1024:
         return f"{n} bytes"
@@ -114,6 +148,7 @@ def rows(folder: str, messages: list[MessageSummary], tz: ZoneInfo, now: datetim
 class AttachmentLink:
     name: str
     content_type: str
+    kind: str                     # what members see: "Word document", not the MIME type
     size: str
     url: str
     opens_inline: bool
@@ -125,7 +160,8 @@ def attachment_links(folder: str, uid: int, atts: list[AttachmentInfo]) -> list[
         if a.inline and a.content_id and a.content_type.startswith("image/"):
             continue  # shown in the message body
         url = "/mail/part?" + urlencode({"f": folder, "uid": str(uid), "part": a.part_id})
-        links.append(AttachmentLink(a.filename, a.content_type, human_size(a.size), url,
+        links.append(AttachmentLink(a.filename, a.content_type, kind_name(a.content_type),
+                                    human_size(a.size), url,
                                     a.content_type in INLINE_TYPES))
     return links
 

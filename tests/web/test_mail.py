@@ -146,6 +146,9 @@ def test_pdf_opens_inline_and_docx_downloads_with_exact_bytes(gateway):
     page = client.get("/mail/read", params={"f": "INBOX", "uid": uid}).text
     links = hrefs(page, "/mail/part?")
     assert len(links) == 2
+    # Members see what the file is, not its MIME type (issue 13 item 13).
+    assert "PDF, " in page and "Word document, " in page
+    assert "wordprocessingml" not in page
     pdf = client.get(links[0])
     assert pdf.content == PDF
     assert pdf.headers["content-type"] == "application/pdf"
@@ -852,3 +855,15 @@ def test_every_recipient_refused_names_them_and_keeps_the_message(gateway):
     text = unescape(r.text)
     assert "refused every recipient: nobody.here@council.example (550" in text
     assert subject in text and "Kept</textarea>" in text
+
+
+def test_attachment_kinds_are_named_as_members_know_them():
+    """Office types get their everyday names; unknown types fall back to their family."""
+    from gateway.web.mailviews import kind_name
+    assert kind_name("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet") \
+        == "Excel spreadsheet"
+    assert kind_name("application/vnd.ms-powerpoint") == "PowerPoint presentation"
+    assert kind_name("application/msword; name=x.doc") == "Word document"
+    assert kind_name("APPLICATION/PDF") == "PDF"
+    assert kind_name("image/heic") == "Image"
+    assert kind_name("application/x-unheard-of") == "File"
