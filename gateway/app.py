@@ -67,6 +67,7 @@ from gateway.web import events as event_routes
 from gateway.web import health as health_routes
 from gateway.web import mail as mail_routes
 from gateway.web import outbox as outbox_routes
+from gateway.web import people as people_routes
 from gateway.web import replies as replies_routes
 from gateway.web import search as search_routes
 from gateway.web import status as status_routes
@@ -313,6 +314,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         *event_routes.routes,
         *calendar_routes.routes,
         *replies_routes.routes,
+        *people_routes.routes,
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
         Route("/favicon.ico", lambda r: Response(status_code=204)),
     ]

@@ -37,6 +37,7 @@ from starlette.routing import Route
 from gateway.calendar.zones import UnknownZone, format_wall, parse_wall, zone
 from gateway.devstack.graph_directory import GraphDirectory
 from gateway.devstack.graph_mailbox import GraphMailbox
+from gateway.devstack.graph_people import GraphPeople
 from gateway.devstack.graph_seed import Seed, seeds
 from gateway.devstack.tokens import GRAPH_AUDIENCE, TokenSigner
 from gateway.devstack.users import by_email, by_oid
@@ -221,6 +222,7 @@ class GraphStandIn:
         self.calendars: dict[str, Calendar] = {}
         self.directory = GraphDirectory(signer)    # groups, for checking a drill group
         self.mailbox = GraphMailbox(signer)        # automatic replies
+        self.people = GraphPeople(signer)          # address suggestions
         self.app = Starlette(routes=[
             Route("/v1.0/me/calendarView", self._calendar_view, methods=["GET"]),
             Route("/v1.0/me/calendar/calendarView", self._calendar_view, methods=["GET"]),
@@ -231,6 +233,7 @@ class GraphStandIn:
             Route("/v1.0/users/{user}/calendar", self._user_calendar, methods=["GET"]),
             *self.directory.routes(),
             *self.mailbox.routes(),
+            *self.people.routes(),
             Route("/v1.0/me/getMemberObjects", self._member_objects, methods=["POST"]),
         ])
 
@@ -240,6 +243,7 @@ class GraphStandIn:
         with self._lock:
             self.calendars.clear()
             self.mailbox.reset()
+            self.people.reset()
             self._faults.clear()
             self.sent.clear()
             self.requests = 0

@@ -1,0 +1,116 @@
+"""Members' journeys through the pages backed by Microsoft Graph beyond the calendar, in
+headless Chromium at iPad portrait, iPad landscape and phone sizes: address suggestions while
+writing (issue 13 item 11) and automatic replies (item 12). axe-core runs on each page."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.devstack.users import user
+from tests.web.browser import SIZES, IpadBrowser, axe_violations, ipad_browser
+from tests.web.mailhelp import unique
+from tests.web.test_journeys import LOCAL, _signed_in
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[IpadBrowser]:
+    with ipad_browser() as b:
+        yield b
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_typing_a_name_suggests_the_address_and_the_message_goes_there(chromium, gateway,
+                                                                       size):
+    """Typing "hel" in To offers Helen Clarke from Graph people search; picking her (keys
+    on iPad, a tap on the phone) fills the address and Send reaches her."""
+    subject = unique(f"Suggested {size}")
+    before = len(gateway.stack.mail.outbound)
+    page, rec = _signed_in(chromium, gateway, size)
+    try:
+        page.goto(gateway.url + "/mail/compose")
+        page.locator("#to").press_sequentially("hel", delay=30)
+        option = page.get_by_role("option", name=re.compile("Helen Clarke"))
+        option.wait_for()
+        assert page.get_attribute("#to", "aria-expanded") == "true"
+        assert axe_violations(page) == []
+        if size == "phone":
+            option.click()
+        else:
+            page.locator("#to").press("ArrowDown")
+            assert option.get_attribute("aria-selected") == "true"
+            page.locator("#to").press("Enter")
+        assert page.input_value("#to") == "Helen Clarke <helen.clarke@partner.example>, "
+        assert page.get_by_role("listbox").is_hidden()
+        page.fill("#subject", subject)
+        page.fill("#body", "Chosen from the suggestions.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#notice")
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()
+    sent = [m for m in gateway.stack.mail.outbound[before:] if subject.encode() in m.data]
+    assert len(sent) == 1 and sent[0].rcpt_tos == ("helen.clarke@partner.example",)
+
+
+def test_to_is_a_plain_field_without_javascript(chromium, gateway):
+    page, _ = _signed_in(chromium, gateway, "phone", javascript=False)
+    try:
+        page.goto(gateway.url + "/mail/compose")
+        assert page.get_attribute("#to", "role") is None
+        assert page.locator(".suggestions").count() == 0
+        page.fill("#to", "helen.clarke@partner.example")
+        assert page.input_value("#to") == "helen.clarke@partner.example"
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_automatic_replies_on_between_dates_then_off(chromium, gateway, size):
+    """From the mail pages to Automatic replies: on between two dates across the October
+    clock change, saved in Exchange (the Graph stand-in), shown again, then off."""
+    gateway.stack.graph.reset()
+    page, rec = _signed_in(chromium, gateway, size)
+    try:
+        page.goto(gateway.url + "/mail")
+        link = page.locator("nav.folders").get_by_role("link", name="Automatic replies")
+        if not link.is_visible():       # a compact layout keeps the folders behind a button
+            page.locator("nav.folders summary").click()
+        link.click()
+        page.wait_for_selector("h1:has-text('Automatic replies')")
+        assert axe_violations(page) == []
+        page.get_by_label("Only between these dates").check()
+        page.fill("#start_date", "2027-10-30")
+        page.fill("#start_time", "09:00")
+        page.fill("#end_date", "2027-11-01")
+        page.fill("#end_time", "09:00")
+        page.fill("#internal", "At the conference; back on Monday.")
+        page.get_by_label("Who outside the council gets a reply").select_option("contactsOnly")
+        page.fill("#external", "I am away until 1 November.")
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_selector("text=Your automatic replies were saved.")
+        stored = gateway.stack.graph.mailbox.replies(user("member").oid)
+        assert stored["status"] == "scheduled"
+        assert stored["start"] == datetime(2027, 10, 30, 8, tzinfo=UTC)
+        assert stored["end"] == datetime(2027, 11, 1, 9, tzinfo=UTC)
+        assert page.input_value("#internal") == "At the conference; back on Monday."
+        assert page.input_value("#end_time") == "09:00"
+        assert axe_violations(page) == []
+
+        page.fill("#end_date", "2027-10-29")
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_selector("text=The end must be after the start.")
+        assert page.input_value("#external") == "I am away until 1 November."
+
+        page.get_by_label("Off", exact=True).check()
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_selector("text=Your automatic replies were saved.")
+        assert gateway.stack.graph.mailbox.replies(user("member").oid)["status"] == "disabled"
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()

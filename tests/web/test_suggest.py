@@ -1,0 +1,67 @@
+"""Address suggestions over HTTPS (``/mail/people``) with a signed-in member, against the dev
+stack: from Graph people search when People.Read is granted, and from the member's own Sent
+Items when Graph refuses it; JSON only, nothing for a term too short, sign-in required."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Gateway, sign_in, start_gateway
+from tests.web.mailhelp import deliver, message, unique
+
+
+@pytest.fixture(scope="module")
+def gw(stack: Any, loop_thread: Any, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Gateway]:
+    g = start_gateway(stack, loop_thread, tmp_path_factory.mktemp("suggestgw"),
+                      failover__initial_mode="active")
+    yield g
+    for c in g.clients:
+        c.close()
+    loop_thread.run(g.server.stop())
+
+
+def ask(client: httpx.Client, q: str) -> dict[str, Any]:
+    r = client.get("/mail/people", params={"q": q}, headers={"Accept": "application/json"})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert "no-store" in r.headers["cache-control"]
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_graph_people_search_for_a_member_with_people_read(gw: Gateway):
+    member = sign_in(gw, "member")
+    before = gw.stack.graph.people.requests
+    body = ask(member, "priya")
+    assert body["source"] == "directory"
+    assert body["people"] == [{"name": "Priya Shah (ICT)", "address": "priya.shah@council.example",
+                               "label": "Priya Shah (ICT) <priya.shah@council.example>"}]
+    assert gw.stack.graph.people.requests == before + 1
+    assert ask(member, " ") == {"source": "", "people": []}
+
+
+def test_recent_correspondents_when_people_read_is_refused(gw: Gateway):
+    # The stand-in answers member2 (Cllr Jo Evans) as if People.Read were not consented.
+    name = unique("Pat Green")
+    deliver(gw, "member2", message(unique("Library hours"), sender="jo.evans@council.example",
+                                   to=f'"{name}" <pat.green@library.example>'),
+            folder="Sent Items")
+    member2 = sign_in(gw, "member2")
+    body = ask(member2, "pat")
+    assert body["source"] == "recent"
+    assert {"name": name, "address": "pat.green@library.example",
+            "label": f"{name} <pat.green@library.example>"} in body["people"]
+    assert ask(member2, "library.example")["people"][0]["address"] == \
+        "pat.green@library.example"
+    assert ask(member2, "zzzz-nobody")["people"] == []
+
+
+def test_suggestions_need_a_signed_in_member(gw: Gateway):
+    anonymous = gw.client()
+    r = anonymous.get("/mail/people", params={"q": "jo"},
+                      headers={"Accept": "application/json"})
+    assert r.status_code in (401, 303) and "jo.evans" not in r.text
