@@ -49,3 +49,27 @@ def test_committee_pdf_shows_in_the_webkit_viewer(gateway, webkit: WebKitSession
         " document.querySelectorAll('.page canvas').length"), timeout=30)
     assert pages == 1
     d.switch_to.default_content()
+
+
+def test_compose_with_a_suggested_address_and_send_in_webkit(gateway, webkit: WebKitSession):
+    """Write a message in WebKit: typing "hel" in To offers Helen Clarke (Graph people
+    search), a tap picks her, Send says so and the message reaches her."""
+    subject = unique("WebKit compose")
+    before = len(gateway.stack.mail.outbound)
+    d = webkit.driver
+    sign_in(webkit, gateway.url)
+    webkit.get(gateway.url + "/mail/compose")
+    d.find_element("id", "to").send_keys("hel")
+    option = webkit.wait(lambda d: [o for o in d.find_elements("css selector", "#to-suggestions li")
+                                    if "Helen Clarke" in o.text])[0]
+    assert d.find_element("id", "to").get_attribute("aria-expanded") == "true"
+    option.click()
+    assert d.find_element("id", "to").get_attribute("value") == \
+        "Helen Clarke <helen.clarke@partner.example>, "
+    d.find_element("id", "subject").send_keys(subject)
+    d.find_element("id", "body").send_keys("Written in Safari's engine.")
+    d.find_element("css selector", "button[value=send]").click()
+    notice = webkit.wait_css("#notice")[0]
+    assert "Message sent" in notice.text
+    sent = [m for m in gateway.stack.mail.outbound[before:] if subject.encode() in m.data]
+    assert len(sent) == 1 and sent[0].rcpt_tos == ("helen.clarke@partner.example",)
