@@ -69,6 +69,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from gateway.certs import DevCerts
+from gateway.devstack.exchange_imap import IDLE_TIMEOUT, ExchangeImapProxy
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
     EXCHANGE_APP_AUDIENCE,
@@ -372,12 +373,22 @@ class MailServer:
                  users: Sequence[SampleUser] = USERS, exchange_capabilities: bool = False,
                  imap_port: int = 0, smtp_port: int = 0, host: str = "127.0.0.1",
                  save_sent: bool = True, app_mailboxes: Sequence[str] = (),
-                 app_principal: str = "") -> None:
+                 app_principal: str = "", idle_timeout: float = IDLE_TIMEOUT,
+                 login_burst: tuple[int, float] | None = None,
+                 exchange_proxy: bool = False) -> None:
         self.workdir = Path(workdir).resolve()
         self.certs = certs
         self.signer = signer
         self.users = tuple(users)
         self.exchange_capabilities = exchange_capabilities
+        # Exchange's personality: Dovecot listens on a port of its own and the proxy in
+        # gateway.devstack.exchange_imap takes imap_port.
+        # Opt-in until the gateway's search passes against it (see exchange_imap).
+        self.exchange_proxy = exchange_proxy
+        self.idle_timeout = idle_timeout
+        self.login_burst = login_burst
+        self._dovecot_port = 0
+        self._proxy: ExchangeImapProxy | None = None
         self.imap_port = imap_port
         self.smtp_port = smtp_port
         self.host = host
@@ -741,7 +752,7 @@ service imap-login {{
   }}
   inet_listener imaps {{
     address = {self.host}
-    port = {self.imap_port}
+    port = {self._dovecot_port or self.imap_port}
     ssl = yes
   }}
 }}
@@ -799,6 +810,8 @@ service auth-worker {{
             raise MailServerError("dovecot is not installed (scripts/install-system-deps.sh)")
         if self.imap_port == 0:
             self.imap_port = free_port(self.host)
+        if self.exchange_proxy and self._dovecot_port == 0:
+            self._dovecot_port = free_port(self.host)
         self._prepare()
         self.conf_path.write_text(self._dovecot_config())
         self.conf_path.chmod(0o644)
@@ -812,6 +825,12 @@ service auth-worker {{
         finally:
             stderr.close()
         try:
+            if self.exchange_proxy:
+                self._proxy = ExchangeImapProxy(
+                    self.host, self.imap_port, self._dovecot_port,
+                    server_ssl=self._server_ssl_context(), upstream_ssl=self.client_ssl_context(),
+                    idle_timeout=self.idle_timeout, login_burst=self.login_burst)
+                await self._proxy.start()
             await self._wait_imap_ready()
         except BaseException:
             await self.stop_imap()
@@ -857,7 +876,10 @@ service auth-worker {{
             os.killpg(self._dovecot.pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     async def stop_imap(self) -> None:
-        """Stop Dovecot and every process it started. Idempotent."""
+        """Stop Dovecot and every process it started (and the Exchange proxy). Idempotent."""
+        proxy, self._proxy = self._proxy, None
+        if proxy is not None:
+            await proxy.stop()
         proc, self._dovecot = self._dovecot, None
         if proc is None:
             return

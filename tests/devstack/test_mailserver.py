@@ -425,3 +425,29 @@ async def test_stop_and_start_smtp_on_same_port(mail: MailServer, certs: DevCert
     assert mail.smtp_port == port
     async with smtp_client(mail, certs) as client:
         await client.auth_xoauth2(MEMBER.email, outlook_access_token(signer, MEMBER))
+
+
+async def test_exchange_proxy_refuses_what_exchange_refuses(tmp_path: Path, certs: DevCerts,
+                                                            signer: TokenSigner) -> None:
+    """The Exchange IMAP proxy: SORT and SEARCH RETURN refused with Exchange's words, a
+    charset other than US-ASCII refused with BADCHARSET, plain US-ASCII search still works."""
+    server = MailServer(tmp_path / "x", certs, signer, exchange_capabilities=True,
+                        exchange_proxy=True)
+    await server.start_imap()
+    try:
+        imap = aioimaplib.IMAP4_SSL(server.host, server.imap_port,
+                                    ssl_context=ca_context(certs), timeout=10)
+        await imap.wait_hello_from_server()
+        assert (await imap.xoauth2(MEMBER.email, outlook_access_token(signer, MEMBER))
+                ).result == "OK"
+        server.deliver(MEMBER.email, b"Subject: hello there\n\nx\n")
+        await imap.select("INBOX")
+        r = await imap.search('SUBJECT "hello"', charset="UTF-8")
+        assert r.result == "NO" and b"[BADCHARSET (US-ASCII)]" in r.lines[-1]
+        r = await imap.search('SUBJECT "hello"', charset=None)
+        assert r.result == "OK" and r.lines[0].strip() == b"1"
+        r = await imap.search("RETURN (ALL) ALL", charset=None)
+        assert r.result == "BAD" and b"Command Argument Error. 11" in r.lines[-1]
+        await imap.logout()
+    finally:
+        await server.stop_imap()
