@@ -211,6 +211,40 @@ def free_port() -> int:
         return port
 
 
+def _group_stats(pgid: int) -> Iterator[tuple[str, list[str]]]:
+    """(pid, /proc/PID/stat fields after the command name) of each live process in a group."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 12 and fields[2] == str(pgid):
+            yield entry, fields
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the live processes of a process group."""
+    ticks = sum(int(f[11]) + int(f[12]) for _, f in _group_stats(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def group_rss_mb(pgid: int) -> tuple[int, float]:
+    """(processes, summed RSS in MB) of a process group."""
+    count, kb = 0, 0
+    for pid, _ in _group_stats(pgid):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    kb += int(line.split()[1])
+                    count += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return count, kb / 1024
+
+
 class GatewayProcess:
     """``python -m gateway serve`` in its own process (so its RSS and CPU are its own)."""
 
@@ -245,15 +279,20 @@ class GatewayProcess:
             time.sleep(0.1)
         raise RuntimeError("gateway process did not answer within 30 s")
 
+    # The server runs in its own session (start_new_session), so its process group id is its
+    # pid and uvicorn's worker processes (server.workers > 1) share it: reading only the
+    # parent's /proc entry counted the supervisor, which serves nothing (0 % CPU).
+    def processes(self) -> int:
+        """Live processes of the gateway (1, or the supervisor plus its workers)."""
+        return group_rss_mb(self.proc.pid)[0]
+
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """Resident memory summed over the gateway's processes (shared pages counted in each)."""
+        return group_rss_mb(self.proc.pid)[1]
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU seconds (user + system) of the gateway's processes, workers included."""
+        return group_cpu(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

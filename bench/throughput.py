@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import GatewayProcess, bench, header, other_load, sign_in_many
+from common import GatewayProcess, bench, group_cpu, group_rss_mb, header, other_load, sign_in_many
 
 
 def established_to(port: int) -> int:
@@ -43,42 +43,6 @@ def established_to(port: int) -> int:
         if parts[3] == "01" and int(parts[2].split(":")[1], 16) == port:
             n += 1
     return n
-
-
-def group_rss_mb(pgid: int) -> tuple[int, float]:
-    """(processes, summed RSS in MB) of a process group (Dovecot and its children)."""
-    count, kb = 0, 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat[stat.rfind(")") + 2:].split()
-            if int(fields[2]) != pgid:
-                continue
-            for line in Path(f"/proc/{entry}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    kb += int(line.split()[1])
-                    count += 1
-        except (OSError, ValueError, IndexError):
-            continue
-    return count, kb / 1024
-
-
-def group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of a process group."""
-    ticks = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            fields = stat[stat.rfind(")") + 2:].split()
-            if int(fields[2]) == pgid:
-                ticks += int(fields[11]) + int(fields[12])
-        except (OSError, ValueError, IndexError):
-            continue
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu() -> float:
@@ -127,7 +91,8 @@ def main() -> int:
         ctx = b.ssl()
         try:
             rss0 = gp.rss_mb()
-            print(f"\ngateway pid {gp.proc.pid}; RSS after start-up: {rss0:.1f} MB")
+            print(f"\ngateway pid {gp.proc.pid}, {gp.processes()} process(es) "
+                  f"(server.workers = {args.workers}); RSS after start-up: {rss0:.1f} MB")
 
             async def throughput() -> list:
                 t = time.perf_counter()
@@ -150,12 +115,19 @@ def main() -> int:
                 print(f"latency: median {statistics.median(lat) * 1000:.1f} ms, "
                       f"p90 {lat[int(len(lat) * 0.9)] * 1000:.1f} ms, "
                       f"p99 {lat[int(len(lat) * 0.99)] * 1000:.1f} ms")
-                print(f"CPU during the window: gateway {100 * (g1 - g0) / wall:.0f} %, "
-                      f"load generator + stand-ins (this process) {100 * (l1 - l0) / wall:.0f} %"
-                      f", Dovecot {100 * (d1 - d0) / wall:.0f} % (of one core; 2 cores = 200 %)"
-                      f"\nper page view: gateway {1000 * (g1 - g0) / max(1, n):.2f} ms CPU, "
-                      f"Dovecot {1000 * (d1 - d0) / max(1, n):.2f} ms CPU; a single gateway "
-                      f"process tops out near {n / max(1e-9, g1 - g0):.0f}/s at 100 % of a core")
+                g, lg, d = g1 - g0, l1 - l0, d1 - d0
+                print(f"CPU during the window: gateway {100 * g / wall:.0f} % "
+                      f"({args.workers} worker(s), all processes summed), "
+                      f"load generator + stand-ins (this process) {100 * lg / wall:.0f} %"
+                      f", Dovecot {100 * d / wall:.0f} % (of one core; "
+                      f"{os.cpu_count()} cores = {100 * (os.cpu_count() or 1)} %)")
+                print(f"share of the CPU used: gateway {100 * g / max(1e-9, g + lg + d):.0f} %, "
+                      f"load generator {100 * lg / max(1e-9, g + lg + d):.0f} %, "
+                      f"Dovecot {100 * d / max(1e-9, g + lg + d):.0f} %")
+                print(f"per page view: gateway {1000 * g / max(1, n):.2f} ms CPU, "
+                      f"load generator {1000 * lg / max(1, n):.2f} ms CPU, "
+                      f"Dovecot {1000 * d / max(1, n):.2f} ms CPU; one gateway "
+                      f"process tops out near {n / max(1e-9, g):.0f}/s at 100 % of a core")
                 print(f"load average now: {os.getloadavg()[0]:.2f}; "
                       f"other CPU users: {other_load()}")
                 return clients
