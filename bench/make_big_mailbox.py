@@ -102,9 +102,9 @@ async def _check(mail: MailServer, email: str, folder: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from gateway.certs import make_dev_certs
     from gateway.devstack.tokens import TokenSigner
     from gateway.devstack.users import user
+    from gateway.server.certs import make_dev_certs
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, required=True,

@@ -25,12 +25,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from gateway.alerts import Alerts
-from gateway.audit import AuditLog
 from gateway.auth.access import AccessPolicy
 from gateway.auth.blockers import Blockers, IctFault
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, clear_cookie_header
+from gateway.auth.throttle import Limits
 from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
@@ -44,20 +43,21 @@ from gateway.errors import (
 )
 from gateway.evidence.checkpoint import take_checkpoint
 from gateway.evidence.signing import Signer, checkpoint_path, key_path, store_id
-from gateway.failover import STATE_KEY, AuditTrail, FailoverPolicy, Mode, Switch
-from gateway.health import Observation, instant_check
-from gateway.history import HistoryRecorder, UsageMiddleware
+from gateway.health.alerts import Alerts
+from gateway.health.history import HistoryRecorder, UsageMiddleware
+from gateway.health.metrics import Metrics, MetricsMiddleware
+from gateway.health.monitor import Observation, instant_check
+from gateway.health.probes import running_monitor
 from gateway.logging import RequestIdMiddleware
 from gateway.mail.imap import ImapPool, ImapTarget, ssl_context
 from gateway.mail.outbox import Outbox
 from gateway.mail.smtp import SmtpTarget
-from gateway.metrics import Metrics, MetricsMiddleware
-from gateway.notify import Notifier, NotifyConfig
-from gateway.probes import running_monitor
 from gateway.services import Services
 from gateway.store.base import Store
 from gateway.store.factory import build_store, follow_switch
-from gateway.throttle import Limits
+from gateway.switch.audit import AuditLog
+from gateway.switch.machine import STATE_KEY, AuditTrail, FailoverPolicy, Mode, Switch
+from gateway.switch.notify import Notifier, NotifyConfig
 from gateway.web import admin as admin_routes
 from gateway.web import api as api_routes
 from gateway.web import auth as auth_routes
@@ -140,7 +140,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
                    imap_pool=imap_pool, smtp=smtp, audit=audit_log, failover=switch,
                    notifier=notifier)
 
-    # Per-address limits on anonymous work (gateway.throttle), shared by the routes.
+    # Per-address limits on anonymous work (gateway.auth.throttle), shared by the routes.
     limits = Limits.from_settings(settings, clock, auth_routes.FLOW_LIFETIME)
     metrics = Metrics()
     # Faults only ICT can fix (gateway.auth.blockers): counted, audited, in /health.
@@ -152,7 +152,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
                         count=lambda kind: ict_faults.labels(kind=kind).inc())
     imap_pool.on_open = lambda: metrics.connection_opened("imap")
     metrics.imap_open.set_function(lambda: imap_pool.open_connections)
-    # Evidence (gateway.history, gateway.alerts, gateway.evidence): the probe history, ICT
+    # Evidence (gateway.health.history and .alerts, gateway.evidence): the probe history, ICT
     # alerts with hysteresis, signed daily audit checkpoints, re-probes on member failures.
     signer = Signer.from_file(key_path(settings))
     recorder = HistoryRecorder(
@@ -179,7 +179,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         await the_store.open()
         svc.graph = GraphHttp.from_settings(settings, transport=graph_transport)
         app.state.ready = True
-        # The probe loop behind /health (gateway.health); /metrics on its own port if set.
+        # The probe loop behind /health (gateway.health.monitor); /metrics on its own port if set.
         health_stack = contextlib.AsyncExitStack()
         app.state.health = monitor = await health_stack.enter_async_context(running_monitor(
             settings, the_store, metrics=metrics, clock=clock, failover_mode=failover_mode,
@@ -351,9 +351,9 @@ def from_environment() -> Starlette:
     settings from ``GATEWAY_CONFIG`` and the environment, logging as the parent does."""
     from gateway.config import load_settings
     from gateway.logging import setup_logging
-    from gateway.serverlimits import configure
+    from gateway.server.limits import configure
 
     settings = load_settings()
     setup_logging(settings.get("general.log_level"))
-    configure(settings)      # this worker's connection limits (gateway.serverlimits)
+    configure(settings)      # this worker's connection limits (gateway.server.limits)
     return create_app(settings)

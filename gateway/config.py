@@ -535,7 +535,7 @@ def _validated(values: dict[str, Any]) -> Settings:
     if values["health.history_days"] < 1 or values["health.history_raw_days"] < 1:
         raise bad("health.history_days", "history_days and history_raw_days must be at "
                   "least 1.")
-    from gateway.platform import parse_checks
+    from gateway.health.platform import parse_checks
     try:
         parse_checks(values["platform.checks"])
     except ValueError as exc:

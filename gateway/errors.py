@@ -121,7 +121,8 @@ class StaleSignIn(Forbidden):
 
 
 class TooManyRequests(GatewayError):
-    """An address (or everyone together) used up a limit on anonymous work (gateway.throttle)."""
+    """An address (or everyone together) used up a limit on anonymous work
+    (gateway.auth.throttle)."""
 
     status = 429
     title = "Too many requests"

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from gateway.audit import AuditLog
 from gateway.auth.access import AccessPolicy
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SessionManager
@@ -16,12 +15,13 @@ from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
 from gateway.evidence.signing import Signer
-from gateway.failover import Switch
-from gateway.history import HistoryRecorder
+from gateway.health.history import HistoryRecorder
 from gateway.mail.imap import ImapPool, ImapTarget
 from gateway.mail.smtp import SmtpTarget
-from gateway.notify import Notifier
 from gateway.store.base import Store
+from gateway.switch.audit import AuditLog
+from gateway.switch.machine import Switch
+from gateway.switch.notify import Notifier
 
 
 @dataclass
@@ -35,8 +35,8 @@ class Services:
     clock: Callable[[], float]
     policy: AccessPolicy
     audit: AuditLog          # the audit trail: await svc.audit.record(kind, actor, **meta)
-    failover: Switch         # the failover switch (gateway.failover)
-    notifier: Notifier       # switch-change notifications (gateway.notify)
+    failover: Switch         # the failover switch (gateway.switch.machine)
+    notifier: Notifier       # switch-change notifications (gateway.switch.notify)
     imap_pool: ImapPool
     smtp: SmtpTarget
     # The Graph calendar client: built in the lifespan (it owns an httpx connection pool).

@@ -7,7 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from gateway.cli import main
+from gateway.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

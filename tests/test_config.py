@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.config import FIELDS, ConfigError, load_settings
 from gateway.crypto import new_key
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.errors import Conflict, GatewayError, StoreUnavailable
-from gateway.health import Observation
+from gateway.health.monitor import Observation
 from gateway.store.base import SessionRecord, Store
 
 log = logging.getLogger(__name__)

@@ -68,7 +68,6 @@ import jwt
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from gateway.certs import DevCerts
 from gateway.devstack.exchange_imap import IDLE_TIMEOUT, ExchangeImapProxy
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
@@ -77,6 +76,7 @@ from gateway.devstack.tokens import (
     TokenSigner,
 )
 from gateway.devstack.users import CLIENT_ID, DOMAIN, TENANT_ID, USERS, SampleUser
+from gateway.server.certs import DevCerts
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from gateway.certs import DevCerts
 from gateway.devstack.runner import TLSServer
+from gateway.server.certs import DevCerts
 
 OPERATIONAL = "All systems operational"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from gateway.certs import DevCerts
+from gateway.server.certs import DevCerts
 
 
 class _QuietServer(uvicorn.Server):

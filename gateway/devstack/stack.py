@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.certs import DevCerts, make_dev_certs
 from gateway.config import Settings, load_settings
 from gateway.crypto import new_key
 from gateway.devstack.entra import APP_SERVICE_PRINCIPAL_OID, EntraStandIn
@@ -25,6 +24,7 @@ from gateway.devstack.runner import TLSServer
 from gateway.devstack.seed import SeedSummary, invitation_ics, make_message, seed
 from gateway.devstack.tokens import TokenSigner
 from gateway.devstack.users import CLIENT_ID, DEV_CLIENT_SECRET, PILOT_GROUP, USERS
+from gateway.server.certs import DevCerts, make_dev_certs
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Signed daily checkpoints of the audit chain, and the full check ``gateway audit verify``
 runs.
 
-The hash chain (``gateway.audit``) shows an entry altered, removed or inserted in the middle,
+The hash chain (``gateway.switch.audit``) shows an entry altered, removed or inserted in the middle,
 but a chain re-hashed from an edited entry onwards, or cut at its tail, is again a valid
 chain. A checkpoint pins it: once a day (and with every evidence report) the number of
 entries and the head hash are signed with the evidence key and kept twice, in the store and
@@ -25,10 +25,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gateway.audit import verify_rows
 from gateway.evidence.signing import Signer, verify_b64
 from gateway.store.base import AuditRow, Store
 from gateway.store.evidence import AuditCheckpoint, checkpoint_message
+from gateway.switch.audit import verify_rows
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from gateway.errors import BadRequest
 from gateway.evidence.checkpoint import check_chain, take_checkpoint
 from gateway.evidence.report import Report, build_report
 from gateway.evidence.signing import SIG_SUFFIX, Signer, checkpoint_path, store_id, verify
-from gateway.failover import parse_time
 from gateway.store.base import Store
+from gateway.switch.machine import parse_time
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)\s*([mhdw])$")
 _UNIT = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -9,7 +9,6 @@ import io
 import json
 from typing import Any
 
-from gateway.audit import AuditEntry
 from gateway.evidence import charts
 from gateway.evidence.report import (
     CheckSection,
@@ -20,6 +19,7 @@ from gateway.evidence.report import (
     report_id,
 )
 from gateway.store.evidence import percentile
+from gateway.switch.audit import AuditEntry
 from gateway.web.render import env
 
 FORMATS = ("html", "json", "csv")

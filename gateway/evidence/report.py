@@ -24,12 +24,12 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway import timeline
-from gateway.audit import AuditEntry, iso
 from gateway.evidence.checkpoint import ChainCheck
-from gateway.history import day_of, member_key
+from gateway.health.history import day_of, member_key
 from gateway.store.base import AuditRow, Store
 from gateway.store.evidence import HealthSample, failures, percentile
+from gateway.switch import timeline
+from gateway.switch.audit import AuditEntry, iso
 
 # Checks that are the gateway's own bookkeeping, not an upstream or the platform.
 NOT_UPSTREAMS = ("sessions:count", "failover:mode", "history:writes", "notify:deliveries",

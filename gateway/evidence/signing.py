@@ -32,7 +32,7 @@ def key_path(settings: Any) -> Path:
 def store_id(settings: Any) -> str:
     """Names the store (never its password) in the checkpoint file, so that one file beside
     several test or staging stores mixes nothing up."""
-    from gateway.cli_config import describe_store
+    from gateway.cli.config import describe_store
 
     return hashlib.sha256(describe_store(settings).encode()).hexdigest()[:16]
 

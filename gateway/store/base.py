@@ -65,7 +65,7 @@ class KvRecord:
 
 @dataclass(frozen=True)
 class AuditRow:
-    """One link of the hash chain (``gateway.audit`` makes and checks them)."""
+    """One link of the hash chain (``gateway.switch.audit`` makes and checks them)."""
 
     seq: int
     at: float

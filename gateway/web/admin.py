@@ -20,13 +20,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway import audit, timeline
 from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, StaleSignIn
 from gateway.evidence import render as evidence_render
 from gateway.evidence.checkpoint import ChainCheck, check_chain
 from gateway.evidence.export import make_report, parse_period
 from gateway.evidence.signing import checkpoint_path, store_id
-from gateway.failover import (
+from gateway.services import Services, services
+from gateway.store.base import SessionRecord
+from gateway.switch import audit, timeline
+from gateway.switch.machine import (
     Flip,
     Mode,
     SwitchState,
@@ -36,8 +38,6 @@ from gateway.failover import (
     local,
     parse_time,
 )
-from gateway.services import Services, services
-from gateway.store.base import SessionRecord
 from gateway.web.member import member, signed_in
 from gateway.web.render import render
 

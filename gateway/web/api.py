@@ -1,12 +1,12 @@
 """The ICT automation API: the failover switch, the incident timeline and the audit trail
 over HTTP, JSON in and out, for runbooks and monitors. Authenticated by a named bearer API
-key (``gateway.apikeys``), never by a session; documented in ``docs/api.md``.
+key (``gateway.auth.apikeys``), never by a session; documented in ``docs/api.md``.
 
 A request here with a bearer header (or without a cookie) skips the session gate, and with
 a bearer header also the CSRF check (a cross-site page cannot make a browser send one); the
 routes then check the key themselves, whatever cookie came along.
 The rules of a flip are the switch's, the same as for the page and the CLI; the version guard
-(``version`` or ``If-Match``, else the version this key last saw) is ``gateway.failover_seen``.
+(``version`` or ``If-Match``, else the version this key last saw) is ``gateway.switch.seen``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import apikeys, audit, directory, failover_seen, timeline
-from gateway.audit import AuditLog
+from gateway.auth import apikeys
+from gateway.auth.throttle import Limits, address_of
 from gateway.errors import BadApiKey, BadRequest, Conflict, TooManyRequests
-from gateway.failover import Flip, Mode, apply, parse_mode, parse_time
 from gateway.services import services
 from gateway.store.base import ApiKeyRecord
-from gateway.throttle import Limits, address_of
+from gateway.switch import audit, directory, timeline
+from gateway.switch import seen as failover_seen
+from gateway.switch.audit import AuditLog
+from gateway.switch.machine import Flip, Mode, apply, parse_mode, parse_time
 
 PREFIXES = ("/api/failover", "/api/audit")
 MAX_JSON = 16_384

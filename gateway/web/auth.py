@@ -33,6 +33,7 @@ from gateway.auth.sessions import (
     new_id,
     read_cookie,
 )
+from gateway.auth.throttle import address_of
 from gateway.calendar.graph import member_groups, member_token
 from gateway.crypto import DecryptError
 from gateway.errors import (
@@ -44,7 +45,6 @@ from gateway.errors import (
 )
 from gateway.services import services
 from gateway.store.base import AuthFlowRecord
-from gateway.throttle import address_of
 from gateway.web.member import signed_in
 from gateway.web.render import render
 

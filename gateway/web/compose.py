@@ -39,12 +39,12 @@ from gateway.errors import (
     StoreUnavailable,
     UpstreamError,
 )
+from gateway.health.metrics import metrics_of
 from gateway.mail import compose
 from gateway.mail.mime import Address, safe_filename
 from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox
 from gateway.mail.reader import Opened
 from gateway.mail.smtp import send as smtp_send
-from gateway.metrics import metrics_of
 from gateway.services import services
 from gateway.store.base import SessionRecord
 from gateway.web import mailviews as mv

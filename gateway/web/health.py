@@ -1,7 +1,7 @@
 """Health endpoints for monitors and orchestrators.
 
 - ``/livez``: no upstream call; ``/readyz``: 200 only when the app serves and the store answers.
-- ``/health``: the ``application/health+json`` document built by ``gateway.health`` from the
+- ``/health``: the ``application/health+json`` document built by ``gateway.health.monitor`` from the
   background probes' latest results (no upstream call per request). Callers that
   ``health.access`` admits (open, a bearer token, or a network allow-list) get every check;
   others get the overall status only. ``/metrics`` on the main port is for the same callers
@@ -23,7 +23,7 @@ from starlette.types import Scope
 from gateway import __version__
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.health import MEDIA_TYPE, HealthMonitor
+from gateway.health.monitor import MEDIA_TYPE, HealthMonitor
 from gateway.services import services
 
 READY_TIMEOUT = 2.0

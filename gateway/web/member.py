@@ -11,11 +11,11 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
+from gateway.health.metrics import metrics_of
 from gateway.mail.imap import ImapConn
 from gateway.mail.outbox import Outbox, lease_for
 from gateway.mail.sender import Sender
 from gateway.mail.session import MailSession
-from gateway.metrics import metrics_of
 from gateway.services import services
 from gateway.store.base import SessionRecord
 

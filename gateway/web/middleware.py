@@ -51,7 +51,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def bearer(scope: Scope) -> bool:
     """The request carries ``Authorization: Bearer ...`` (the scheme in any case, RFC 9110
-    11.1, as ``gateway.apikeys`` reads it)."""
+    11.1, as ``gateway.auth.apikeys`` reads it)."""
     scheme, _, secret = (_header(scope, b"authorization") or "").partition(" ")
     return scheme.lower() == "bearer" and bool(secret.strip())
 

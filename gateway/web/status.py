@@ -10,9 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.audit import iso
-from gateway.failover import Mode, SwitchState, local, member_message
 from gateway.services import services
+from gateway.switch.audit import iso
+from gateway.switch.machine import Mode, SwitchState, local, member_message
 from gateway.web.render import render
 
 HEADLINES = {

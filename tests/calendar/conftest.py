@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.certs import make_dev_certs
 from gateway.devstack.graph import GraphStandIn
 from gateway.devstack.runner import TLSServer
 from gateway.devstack.tokens import TokenSigner
+from gateway.server.certs import make_dev_certs
 from tests.calendar.rig import ANCHOR, GraphRig
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser
+from gateway.cli.main import build_parser
 from gateway.config import FIELDS, load_settings
 from gateway.crypto import new_key
 

@@ -243,7 +243,7 @@ def test_sslyze_finds_exactly_mozillas_intermediate_profile(served: Served):
 
 def test_sslyze_sees_what_pythons_default_server_context_offers_too_much(stack: DevStack):
     """The check above can fail: Python's own server context (what uvicorn builds without
-    gateway.tls) offers CBC suites and the P-521 and X448 groups, and sslyze reports them."""
+    gateway.server.tls) offers CBC suites and the P-521 and X448 groups, and sslyze reports them."""
     from sslyze import ScanCommand
 
     assert stack.certs is not None

@@ -19,9 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from gateway.certs import make_dev_certs
-from gateway.cli import main
-from gateway.tls import check_certificate
+from gateway.cli.main import main
+from gateway.server.certs import make_dev_certs
+from gateway.server.tls import check_certificate
 
 NOW = dt.datetime.now(dt.UTC)
 

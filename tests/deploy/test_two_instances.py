@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from gateway.audit import AuditLog
-from gateway.failover import Flip, Mode
+from gateway.switch.audit import AuditLog
+from gateway.switch.machine import Flip, Mode
 from tests.conftest import Gateway, csrf_of, sign_in
 from tests.deploy.conftest import Pair
 from tests.pgserver import PgServer

@@ -12,13 +12,13 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+from gateway.auth.apponly import AppTokens
 from gateway.devstack.entra import APP_SERVICE_PRINCIPAL_OID
 from gateway.devstack.mailserver import MailServer
 from gateway.devstack.tokens import EXCHANGE_APP_AUDIENCE
 from gateway.devstack.users import user
 from gateway.errors import ReauthRequired
 from gateway.mail.imap import ImapTarget, connect, ssl_context
-from gateway.probes import AppTokens
 
 CANARY = user("canary").email
 MEMBER = user("member").email

@@ -23,7 +23,6 @@ import msal
 import pytest
 import requests
 
-from gateway.certs import DevCerts, make_dev_certs
 from gateway.devstack.entra import (
     APP_SERVICE_PRINCIPAL_OID,
     EntraStandIn,
@@ -33,6 +32,7 @@ from gateway.devstack.entra import (
 from gateway.devstack.runner import TLSServer
 from gateway.devstack.tokens import GRAPH_AUDIENCE, OUTLOOK_AUDIENCE, TokenSigner
 from gateway.devstack.users import CLIENT_ID, DEV_CLIENT_SECRET, TENANT_ID, user
+from gateway.server.certs import DevCerts, make_dev_certs
 
 IMAP = "https://outlook.office.com/IMAP.AccessAsUser.All"
 SMTP = "https://outlook.office.com/SMTP.Send"

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
+from gateway.auth.apponly import AppTokens
 from gateway.devstack.tokens import ACCESS_ISSUER, GRAPH_AUDIENCE
 from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP, PILOT_GROUP, USERS
-from gateway.probes import AppTokens
 from tests.conftest import ca_context
 
 COUNT = "/v1.0/groups/{}/transitiveMembers/microsoft.graph.user/$count"

@@ -21,7 +21,6 @@ import aiosmtplib
 import pytest
 import pytest_asyncio
 
-from gateway.certs import DevCerts, make_dev_certs
 from gateway.devstack.mailserver import (
     EXCHANGE_IMAP_CAPABILITIES,
     MailServer,
@@ -32,6 +31,7 @@ from gateway.devstack.mailserver import (
 )
 from gateway.devstack.tokens import TokenSigner
 from gateway.devstack.users import DOMAIN, user
+from gateway.server.certs import DevCerts, make_dev_certs
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -17,7 +17,6 @@ import aioimaplib
 import pytest
 import pytest_asyncio
 
-from gateway.certs import make_dev_certs
 from gateway.devstack.mailserver import MailServer, imap_utf7_encode, outlook_access_token
 from gateway.devstack.seed import (
     SEED_FOLDERS,
@@ -29,6 +28,7 @@ from gateway.devstack.seed import (
 )
 from gateway.devstack.tokens import TokenSigner
 from gateway.devstack.users import USERS, user
+from gateway.server.certs import make_dev_certs
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.alerts import Alerts
-from gateway.health import CheckResult
-from gateway.notify import Message, Notifier, NotifyConfig
-from tests.failover.conftest import WebhookReceiver
+from gateway.health.alerts import Alerts
+from gateway.health.monitor import CheckResult
+from gateway.switch.notify import Message, Notifier, NotifyConfig
+from tests.switch.conftest import WebhookReceiver
 
 KEY = "imap:responseTime"
 

@@ -14,12 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.audit import GENESIS, AuditLog, entry_hash
 from gateway.evidence.checkpoint import check_chain, take_checkpoint
 from gateway.evidence.signing import Signer
 from gateway.store.base import Store
 from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
+from gateway.switch.audit import GENESIS, AuditLog, entry_hash
 
 T0 = 1_774_656_000.0          # 2026-03-28 00:00 UTC
 

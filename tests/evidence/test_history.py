@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditLog
 from gateway.evidence.checkpoint import take_checkpoint
 from gateway.evidence.signing import Signer
-from gateway.health import CheckResult
-from gateway.history import HistoryRecorder, member_key
+from gateway.health.history import HistoryRecorder, member_key
+from gateway.health.monitor import CheckResult
 from gateway.store.base import Store
 from gateway.store.evidence import CanaryRound
 from gateway.store.sqlite import SqliteStore
+from gateway.switch.audit import AuditLog
 
 T0 = 1_790_000_000.0
 

@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.cli import main
-from gateway.failover import Flip, Switch
-from gateway.notify import Notifier, NotifyConfig
+from gateway.cli.main import main
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
-from tests.failover.conftest import WebhookReceiver
+from gateway.switch.machine import Flip, Switch
+from gateway.switch.notify import Notifier, NotifyConfig
+from tests.switch.conftest import WebhookReceiver
 
 
 class Clock:
@@ -95,7 +95,7 @@ async def test_given_up_after_the_retry_window_warns_and_counts(store: Store, ho
 
 
 def _message():
-    from gateway.notify import Message
+    from gateway.switch.notify import Message
     return Message("imap failing", "imap failing since now", (("Check", "imap"),), "C62828")
 
 

@@ -11,15 +11,15 @@ import re
 import sqlite3
 from pathlib import Path
 
-from gateway.audit import AuditLog
 from gateway.config import load_settings
 from gateway.evidence.export import make_report, parse_period
 from gateway.evidence.render import render
 from gateway.evidence.signing import Signer
-from gateway.history import member_key
+from gateway.health.history import member_key
 from gateway.store.base import Store
 from gateway.store.evidence import CanaryRound, HealthSample, HealthTransition, UsageDay
 from gateway.store.sqlite import SqliteStore
+from gateway.switch.audit import AuditLog
 
 # 2026-03-28 00:00 UTC .. 2026-03-30 00:00 UTC: Europe/London moves to BST at 01:00 UTC on 29th.
 SINCE = 1_774_656_000.0

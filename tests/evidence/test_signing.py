@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "evidence.md"
 

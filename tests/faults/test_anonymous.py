@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from gateway import apikeys
+from gateway.auth import apikeys
 from tests.conftest import ca_context
 from tests.faults.conftest import Rig
 from tests.web.mailhelp import unique

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from gateway import apikeys
+from gateway.auth import apikeys
 from tests.conftest import csrf_of, sign_in
 from tests.faults.conftest import Rig
 from tests.web.mailhelp import deliver, message, unique

@@ -1,6 +1,6 @@
 """Connection limits of the gateway as it runs (``gateway serve``, a real process): slow
 headers and slow bodies are cut off, an oversized header is refused, one connection serves a
-bounded number of requests (issue 14, case 7; gateway.serverlimits)."""
+bounded number of requests (issue 14, case 7; gateway.server.limits)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.devstack.stack import DevStack
-from gateway.health import HealthMonitor
+from gateway.health.monitor import HealthMonitor
 from tests.conftest import LoopThread, start_gateway
 
 

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 
 from gateway.devstack.stack import DevStack
-from gateway.health import HealthMonitor
+from gateway.health.monitor import HealthMonitor
 from tests.conftest import Gateway, LoopThread, start_gateway
 
 SCHEMA = json.loads((Path(__file__).parent / "health-schema.json").read_text())

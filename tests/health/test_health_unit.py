@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from gateway.cli_health import CRITICAL, OK, WARNING, summary
-from gateway.health import HealthMonitor, Observation, Probe, ProbeFailed, instant_check
+from gateway.cli.health import CRITICAL, OK, WARNING, summary
+from gateway.health.monitor import HealthMonitor, Observation, Probe, ProbeFailed, instant_check
 from gateway.logging import redact
 
 SCHEMA = json.loads((Path(__file__).parent / "health-schema.json").read_text())

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.certs import make_dev_certs
-from gateway.cli_health import summary
+from gateway.cli.health import summary
 from gateway.config import ConfigError, load_settings
 from gateway.devstack.platform import PlatformStandIn
-from gateway.health import HealthMonitor, Observation, Probe
-from gateway.platform import build_platform_probes, parse_checks
+from gateway.health.monitor import HealthMonitor, Observation, Probe
+from gateway.health.platform import build_platform_probes, parse_checks
+from gateway.server.certs import make_dev_certs
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.config import FIELDS
 from gateway.devstack.stack import DevStack
 from tests.conftest import LoopThread

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.audit import AuditLog
 from gateway.auth.blockers import KINDS, MEMORY_SECONDS, Blockers, IctFault
 from gateway.store.base import SessionRecord
 from gateway.store.sqlite import SqliteStore
+from gateway.switch.audit import AuditLog
 
 
 def _session(created: float, oid: str = "oid-1") -> SessionRecord:
