@@ -223,8 +223,8 @@ def _environ(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[dict[str
 def describe_store(settings: Settings) -> str:
     """The store in words fit for a terminal: never a password."""
     if settings.get("store.backend") == "postgres":
-        return "PostgreSQL " + redact_dsn(settings.get("store.postgres_dsn"))
-    return "SQLite " + os.path.abspath(settings.get("store.sqlite_path"))
+        return "PostgreSQL " + redact_dsn(str(settings.get("store.postgres_dsn")))
+    return "SQLite " + os.path.abspath(str(settings.get("store.sqlite_path")))
 
 
 def redact_dsn(dsn: str) -> str:

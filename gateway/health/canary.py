@@ -29,7 +29,8 @@ from gateway.config import Settings
 from gateway.errors import GatewayError, ReauthRequired
 from gateway.health.monitor import Observation, ProbeFailed
 from gateway.mail.imap import ImapTarget, connect
-from gateway.mail.imap_parse import ImapParseError, parse_search
+from gateway.mail.imap_parse import parse_search
+from gateway.mail.imap_tokens import ImapParseError
 from gateway.store.evidence import CanaryRound
 
 HEADER = "X-Gateway-Canary"

@@ -23,12 +23,12 @@ from gateway.mail.imap import ImapConn
 from gateway.mail.imap_parse import (
     BodyPart,
     FetchData,
-    ImapParseError,
     parse_fetch,
     parse_list,
     parse_search,
     parse_status,
 )
+from gateway.mail.imap_tokens import ImapParseError
 from gateway.mail.mime import clean_text
 from gateway.mail.utf7 import quote_mailbox
 

@@ -223,11 +223,11 @@ class Notifier:
     # -- the durable path
     def _lease(self, tries: int = 1) -> float:
         waits = sum(self.config.backoff_seconds * 2 ** (n - 1) for n in range(1, tries))
-        return tries * (self.config.timeout_seconds + 1) + waits + 5
+        return float(tries * (self.config.timeout_seconds + 1) + waits + 5)
 
     def _backoff(self, attempts: int) -> float:
-        return min(self.config.backoff_max_seconds,
-                   self.config.backoff_seconds * 2 ** max(0, attempts - 1))
+        return float(min(self.config.backoff_max_seconds,
+                         self.config.backoff_seconds * 2 ** max(0, attempts - 1)))
 
     async def run_due(self) -> int:
         """Attempt every kept delivery whose time has come (the server calls this often)."""

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from gateway.errors import BadRequest, NotFound
 from gateway.mail import mailbox, parts, reader, sanitize
 from gateway.mail.imap import ImapConn
+from gateway.mail.imap_parse import BodyPart
 from gateway.mail.mime import safe_filename
 from gateway.mail.reader import FRAMES, Opened
 from gateway.services import Services, services
@@ -229,7 +230,7 @@ async def attachment(request: Request) -> Response:
     if not re.fullmatch(r"\d{1,4}(\.\d{1,4}){0,20}", part_id):
         raise BadRequest("That attachment reference is not valid.")
 
-    async def info(conn: ImapConn) -> parts.BodyPart:
+    async def info(conn: ImapConn) -> BodyPart:
         return await parts.part_info(conn, folder, uid, part_id)
     part = await imap_run(request, info)
 
