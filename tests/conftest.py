@@ -12,7 +12,8 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from typing import Any, TypeVar
@@ -146,6 +147,12 @@ class Gateway:
         self.clients.append(c)
         return c
 
+    def stop(self) -> None:
+        """Close the clients this gateway handed out and stop its server."""
+        for c in self.clients:
+            c.close()
+        self.loop.run(self.server.stop())
+
 
 def start_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, **overrides: Any) -> Gateway:
     assert stack.certs is not None
@@ -165,13 +172,47 @@ def start_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, **overrides:
     return Gateway(server.url, settings, app, clock, server, stack, loop)
 
 
+@contextmanager
+def running_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any,
+                    **overrides: Any) -> Iterator[Gateway]:
+    """A gateway started with `overrides` and stopped (its clients closed) on leaving."""
+    gw = start_gateway(stack, loop, tmp_path, **overrides)
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def module_gateway(name: str, **overrides: Any) -> Callable[..., Iterator[Gateway]]:
+    """A module-scoped gateway fixture (assign it to `gw` in the test module): one gateway
+    with `overrides` on the session's dev stack for all the module's tests, its database in
+    a temporary folder named `name`."""
+
+    @pytest.fixture(scope="module")
+    def gw(stack: DevStack, loop_thread: LoopThread,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+        with running_gateway(stack, loop_thread, tmp_path_factory.mktemp(name),
+                             **overrides) as g:
+            yield g
+
+    return gw
+
+
+def signed_in(who: str = "member") -> Callable[..., httpx.Client]:
+    """A module-scoped fixture: a client signed in as the sample user `who` to the module's
+    `gw` once, for all the module's tests."""
+
+    @pytest.fixture(scope="module")
+    def client(gw: Gateway) -> httpx.Client:
+        return sign_in(gw, who)
+
+    return client
+
+
 @pytest.fixture
 def gateway(stack: DevStack, loop_thread: LoopThread, tmp_path: Any) -> Iterator[Gateway]:
-    gw = start_gateway(stack, loop_thread, tmp_path)
-    yield gw
-    for c in gw.clients:
-        c.close()
-    loop_thread.run(gw.server.stop())
+    with running_gateway(stack, loop_thread, tmp_path) as gw:
+        yield gw
 
 
 def form_fields(html: str) -> dict[str, str]:
@@ -248,8 +289,5 @@ def exchange_stack(loop_thread: LoopThread,
 @pytest.fixture
 def exchange_gateway(exchange_stack: DevStack, loop_thread: LoopThread,
                      tmp_path: Any) -> Iterator[Gateway]:
-    gw = start_gateway(exchange_stack, loop_thread, tmp_path)
-    yield gw
-    for c in gw.clients:
-        c.close()
-    loop_thread.run(gw.server.stop())
+    with running_gateway(exchange_stack, loop_thread, tmp_path) as gw:
+        yield gw

@@ -13,23 +13,10 @@ import pytest
 
 from gateway.devstack.graph import GraphStandIn
 from gateway.devstack.users import user
-from tests.conftest import Gateway, csrf_of, sign_in, start_gateway
+from tests.conftest import Gateway, csrf_of, module_gateway, sign_in, signed_in
 
-
-@pytest.fixture(scope="module")
-def gw(stack: Any, loop_thread: Any, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Gateway]:
-    g = start_gateway(stack, loop_thread, tmp_path_factory.mktemp("calgw"),
-                      failover__initial_mode="active")
-    yield g
-    for c in g.clients:
-        c.close()
-    loop_thread.run(g.server.stop())
-
-
-@pytest.fixture(scope="module")
-def member(gw: Gateway) -> httpx.Client:
-    return sign_in(gw, "member")
+gw = module_gateway("calgw")
+member = signed_in("member")
 
 
 @pytest.fixture(autouse=True)

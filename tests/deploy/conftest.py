@@ -30,12 +30,6 @@ def start_pair(stack: Any, loop_thread: Any, tmp_path: Any, dsn: str,
     return Pair(a, b, dsn)
 
 
-def stop(gw: Gateway) -> None:
-    for c in gw.clients:
-        c.close()
-    gw.loop.run(gw.server.stop())
-
-
 @pytest.fixture
 def pair(stack: Any, loop_thread: Any, tmp_path: Any,
          pg_dsn: str) -> Iterator[Pair]:  # noqa: F811
@@ -45,8 +39,8 @@ def pair(stack: Any, loop_thread: Any, tmp_path: Any,
     (tmp_path / "b").mkdir()
     p = start_pair(stack, loop_thread, tmp_path, pg_dsn, failover__refresh_seconds=30.0)
     yield p
-    stop(p.first)
-    stop(p.second)
+    p.first.stop()
+    p.second.stop()
 
 
 @pytest.fixture

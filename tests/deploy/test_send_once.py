@@ -8,7 +8,7 @@ from email.message import EmailMessage
 
 from gateway.mail.outbox import SEND_LEASE, Outbox
 from tests.conftest import sign_in
-from tests.deploy.conftest import Pair, stop
+from tests.deploy.conftest import Pair
 from tests.web.mailhelp import direct, unique
 from tests.web.test_mail import compose_form
 
@@ -48,7 +48,7 @@ def test_instance_dying_mid_send_leaves_the_message_sent_once(pair: Pair):
     sent.set_content("once")
     a.stack.mail.deliver("jo.evans@council.example", sent.as_bytes())
     a.stack.mail.deliver(session.email, sent.as_bytes(), folder="Sent Items")
-    stop(a)
+    a.stop()
 
     retry = b.client()
     retry.cookies.update(session_cookie)

@@ -24,9 +24,7 @@ def gw(stack: Any, loop_thread: Any, tmp_path: Path):
                       notify__webhooks=["http://127.0.0.1:9/hook-secret-token"],
                       notify__backoff_seconds=60.0, notify__attempts=1)
     yield g
-    for c in g.clients:
-        c.close()
-    loop_thread.run(g.server.stop())
+    g.stop()
 
 
 def _flip(g: Gateway, client: Any, mode: str, reason: str) -> None:

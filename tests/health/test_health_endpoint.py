@@ -37,12 +37,6 @@ def wait_all(gw: Gateway, after: float | None = None) -> None:
             gw.loop.run(m.next_result(key, after=after), timeout=20)
 
 
-def stop(gw: Gateway) -> None:
-    for c in gw.clients:
-        c.close()
-    gw.loop.run(gw.server.stop())
-
-
 @pytest.fixture(scope="module")
 def gw(stack: DevStack, loop_thread: LoopThread, graph_lite: Any,
        tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
@@ -50,7 +44,7 @@ def gw(stack: DevStack, loop_thread: LoopThread, graph_lite: Any,
                       graph__base_url=graph_lite.base_url, **FAST)
     wait_all(g)
     yield g
-    stop(g)
+    g.stop()
 
 
 def test_document_passes_and_follows_the_draft(gw: Gateway):
@@ -170,7 +164,7 @@ def test_access_setting_decides_who_sees_details(stack: DevStack, loop_thread: L
         for path in ("/livez", "/readyz"):
             assert g.client().get(path).status_code == 200
     finally:
-        stop(g)
+        g.stop()
 
 
 def test_metrics_on_a_separate_port(stack: DevStack, loop_thread: LoopThread, tmp_path: Path,
@@ -190,7 +184,7 @@ def test_metrics_on_a_separate_port(stack: DevStack, loop_thread: LoopThread, tm
         main = g.client().get("/metrics")
         assert "gateway_http_requests_total" not in main.text
     finally:
-        stop(g)
+        g.stop()
 
 
 def test_canary_login_graph_call_and_mail_flow(stack: DevStack, loop_thread: LoopThread,
@@ -217,7 +211,7 @@ def test_canary_login_graph_call_and_mail_flow(stack: DevStack, loop_thread: Loo
         assert graph_lite.seen > seen
         assert "Login: user=<" + CANARY in app_mail.log_path.read_text()
     finally:
-        stop(g)
+        g.stop()
     # Every canary message (INBOX and Sent Items) is gone after the round.
     deadline = time.monotonic() + 10
     while True:
@@ -240,4 +234,4 @@ def test_graph_probe_against_the_dev_stack_graph_stand_in(stack: DevStack,
         r = monitor_of(g).results()["graph:responseTime"]
         assert r.status == "pass", r
     finally:
-        stop(g)
+        g.stop()

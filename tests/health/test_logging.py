@@ -85,9 +85,7 @@ def proxied(stack, loop_thread, tmp_path) -> Iterator[Gateway]:
 
     gw = start_gateway(stack, loop_thread, tmp_path, server__trusted_proxies=["127.0.0.1/32"])
     yield gw
-    for c in gw.clients:
-        c.close()
-    loop_thread.run(gw.server.stop())
+    gw.stop()
 
 
 def _from(gw: Gateway, source: str):

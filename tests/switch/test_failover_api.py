@@ -24,9 +24,7 @@ def api(stack: Any, loop_thread: Any, tmp_path: Any) -> Iterator[tuple[Gateway, 
     try:
         yield gw, client
     finally:
-        for c in gw.clients:
-            c.close()
-        loop_thread.run(gw.server.stop())
+        gw.stop()
 
 
 def test_read_and_flip_with_a_key(api):

@@ -31,9 +31,7 @@ def fgw(stack: Any, loop_thread: Any, tmp_path: Any) -> Iterator[Gateway]:
         yield gw
     finally:
         stack.entra.set_groups(pilot.oid, None)
-        for c in gw.clients:
-            c.close()
-        loop_thread.run(gw.server.stop())
+        gw.stop()
 
 
 def flip(gw: Gateway, mode: str, **kw: Any) -> None:

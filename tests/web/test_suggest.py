@@ -4,25 +4,14 @@ Items when Graph refuses it; JSON only, nothing for a term too short, sign-in re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import pytest
 
-from tests.conftest import Gateway, sign_in, start_gateway
+from tests.conftest import Gateway, module_gateway, sign_in
 from tests.web.mailhelp import deliver, message, unique
 
-
-@pytest.fixture(scope="module")
-def gw(stack: Any, loop_thread: Any, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Gateway]:
-    g = start_gateway(stack, loop_thread, tmp_path_factory.mktemp("suggestgw"),
-                      failover__initial_mode="active")
-    yield g
-    for c in g.clients:
-        c.close()
-    loop_thread.run(g.server.stop())
+gw = module_gateway("suggestgw")
 
 
 def ask(client: httpx.Client, q: str) -> dict[str, Any]:
