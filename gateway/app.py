@@ -30,7 +30,6 @@ from gateway.auth.blockers import Blockers, IctFault
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, clear_cookie_header
 from gateway.auth.throttle import Limits
-from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
 from gateway.errors import (
@@ -43,6 +42,7 @@ from gateway.errors import (
 )
 from gateway.evidence.checkpoint import take_checkpoint
 from gateway.evidence.signing import Signer, checkpoint_path, key_path, store_id
+from gateway.graph.client import GraphHttp
 from gateway.health.alerts import Alerts
 from gateway.health.history import HistoryRecorder, UsageMiddleware
 from gateway.health.metrics import Metrics, MetricsMiddleware

@@ -11,10 +11,10 @@ from starlette.requests import Request
 from gateway.auth.access import AccessPolicy
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SessionManager
-from gateway.calendar.graph import GraphHttp
 from gateway.config import Settings
 from gateway.crypto import KeyRing
 from gateway.evidence.signing import Signer
+from gateway.graph.client import GraphHttp
 from gateway.health.history import HistoryRecorder
 from gateway.mail.imap import ImapPool, ImapTarget
 from gateway.mail.smtp import SmtpTarget

@@ -1,3 +1,3 @@
-"""Microsoft Graph beyond the calendar: the member's automatic replies and people search.
-The wire policy (token, retries, error mapping) is the calendar adapter's
-(``gateway.calendar.graph``), shared so both speak to Graph the same way."""
+"""Microsoft Graph: the one client every Graph call goes through (``client``: token, retries
+on Retry-After, error mapping, JSON, paging), and what the gateway reads and writes beyond the
+calendar (``gateway.calendar.graph``): the member's automatic replies and people search."""

@@ -17,10 +17,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.calendar import graph
-from gateway.calendar.graph import GraphHttp, TokenSource
 from gateway.calendar.zones import UnknownZone, format_wall, parse_wall, zone
 from gateway.errors import UpstreamError
+from gateway.graph.client import GraphHttp, TokenSource, call
 from gateway.mail import sanitize
 
 STATUSES = ("disabled", "alwaysEnabled", "scheduled")
@@ -82,14 +81,13 @@ def to_graph(r: AutoReplies, tz_name: str) -> dict[str, Any]:
 
 
 async def get_replies(g: GraphHttp, token: TokenSource) -> AutoReplies:
-    resp = await graph._send(g, token, "GET", "me/mailboxSettings/automaticRepliesSetting")
-    return parse(graph._json(resp), zone(g.timezone))
+    body = await call(g, token, "GET", "me/mailboxSettings/automaticRepliesSetting")
+    return parse(body, zone(g.timezone))
 
 
 async def set_replies(g: GraphHttp, token: TokenSource, r: AutoReplies) -> AutoReplies:
-    resp = await graph._send(g, token, "PATCH", "me/mailboxSettings",
-                             json=to_graph(r, g.timezone))
-    body = graph._json(resp).get("automaticRepliesSetting")
+    answer = await call(g, token, "PATCH", "me/mailboxSettings", json=to_graph(r, g.timezone))
+    body = answer.get("automaticRepliesSetting")
     if not isinstance(body, dict):
         raise UpstreamError("Exchange sent automatic replies the gateway cannot read.")
     return parse(body, zone(g.timezone))

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.calendar import graph
-from gateway.calendar.graph import GraphHttp, TokenSource
 from gateway.errors import UpstreamError
+from gateway.graph.client import GraphHttp, TokenSource, call
 
 MAX_TERM = 100
 
@@ -41,10 +40,10 @@ async def search(g: GraphHttp, token: TokenSource, term: str, top: int = 8
     text = clean_term(term)
     if not text:
         return []
-    resp = await graph._send(g, token, "GET", "me/people", params={
+    body = await call(g, token, "GET", "me/people", params={
         "$search": f'"{text}"', "$top": str(top),
         "$select": "displayName,scoredEmailAddresses"})
-    value = graph._json(resp).get("value")
+    value = body.get("value")
     if not isinstance(value, list):
         raise UpstreamError("Microsoft Graph sent a people list the gateway cannot read.")
     out: list[Suggestion] = []

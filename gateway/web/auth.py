@@ -34,7 +34,6 @@ from gateway.auth.sessions import (
     read_cookie,
 )
 from gateway.auth.throttle import address_of
-from gateway.calendar.graph import member_groups, member_token
 from gateway.crypto import DecryptError
 from gateway.errors import (
     BadRequest,
@@ -43,6 +42,7 @@ from gateway.errors import (
     TooManyRequests,
     UpstreamUnavailable,
 )
+from gateway.graph.client import member_groups, member_token
 from gateway.services import services
 from gateway.store.base import AuthFlowRecord
 from gateway.web.member import signed_in

@@ -23,10 +23,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.calendar import graph
-from gateway.calendar.graph import GraphHttp, TokenSource
 from gateway.calendar.model import Event, EventDraft, days, when_label
 from gateway.calendar.zones import zone
 from gateway.errors import BadRequest, GatewayError, NotFound, NotSignedIn
+from gateway.graph.client import GraphHttp, TokenSource, member_token
 from gateway.mail import sanitize
 from gateway.services import Services, services
 from gateway.web.member import member
@@ -82,7 +82,7 @@ def _graph(svc: Services) -> GraphHttp:
 
 def _token(request: Request) -> TokenSource:
     session = member(request)
-    return graph.member_token(services(request).entra, session.account_id)
+    return member_token(services(request).entra, session.account_id)
 
 
 def _date_param(request: Request, svc: Services, name: str = "date") -> date:

@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.calendar import graph
 from gateway.errors import GatewayError, NotSignedIn
 from gateway.graph import people
+from gateway.graph.client import member_token
 from gateway.graph.people import Suggestion
 from gateway.mail import mailbox
 from gateway.mail.imap import ImapConn
@@ -86,7 +86,7 @@ async def suggest(request: Request) -> Response:
     if svc.graph is not None:
         session = member(request)
         try:
-            found = await people.search(svc.graph, graph.member_token(
+            found = await people.search(svc.graph, member_token(
                 svc.entra, session.account_id), term, TOP)
         except NotSignedIn:
             raise

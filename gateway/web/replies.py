@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.calendar import graph
 from gateway.calendar.zones import zone
 from gateway.errors import Forbidden, GatewayError, NotSignedIn, UpstreamError
 from gateway.graph import autoreplies
 from gateway.graph.autoreplies import AUDIENCES, STATUSES, AutoReplies
+from gateway.graph.client import GraphHttp, TokenSource, member_token
 from gateway.services import services
 from gateway.web.member import member
 from gateway.web.render import render
@@ -44,7 +44,7 @@ class Form:
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def _graph(request: Request) -> graph.GraphHttp:
+def _graph(request: Request) -> GraphHttp:
     g = services(request).graph
     if g is None:
         raise UpstreamError("Automatic replies are not available: the gateway is starting or "
@@ -52,9 +52,9 @@ def _graph(request: Request) -> graph.GraphHttp:
     return g
 
 
-def _token(request: Request) -> graph.TokenSource:
+def _token(request: Request) -> TokenSource:
     session = member(request)
-    return graph.member_token(services(request).entra, session.account_id)
+    return member_token(services(request).entra, session.account_id)
 
 
 def _form_of(r: AutoReplies) -> Form:

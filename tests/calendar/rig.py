@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
 
-from gateway.calendar.graph import GraphHttp, TokenSource, static_token
 from gateway.config import load_settings
 from gateway.devstack.graph import GraphStandIn
 from gateway.devstack.tokens import ACCESS_ISSUER, GRAPH_AUDIENCE, TokenSigner
 from gateway.devstack.users import user
+from gateway.graph.client import GraphHttp, TokenSource, static_token
 
 T = TypeVar("T")
 # A fixed anchor keeps the sample calendar's clock-change events on known dates:

@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from gateway.calendar import graph
 from gateway.calendar.zones import zone
 from gateway.devstack.users import user
 from gateway.errors import CalendarError, Forbidden
-from gateway.graph import autoreplies
+from gateway.graph import autoreplies, client
 from gateway.graph.autoreplies import AutoReplies
 from tests.calendar.rig import GraphRig
 
@@ -133,4 +132,4 @@ def test_graph_refusal_surfaces_as_a_readable_error(rig: GraphRig):
     body["automaticRepliesSetting"]["scheduledEndDateTime"] = body[
         "automaticRepliesSetting"]["scheduledStartDateTime"]
     with pytest.raises(CalendarError, match="scheduled duration"):
-        rig.run(graph._send(g, tok, "PATCH", "me/mailboxSettings", json=body))
+        rig.run(client.send(g, tok, "PATCH", "me/mailboxSettings", json=body))

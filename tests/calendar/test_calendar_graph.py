@@ -19,6 +19,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+from gateway.graph.client import GraphHttp
 from tests.calendar.rig import ANCHOR, GraphRig
 
 LONDON = ZoneInfo("Europe/London")
@@ -300,7 +301,7 @@ def test_unreachable_graph_is_unavailable(rig: GraphRig):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    g = graph.GraphHttp.from_settings(load_settings(environ={
+    g = GraphHttp.from_settings(load_settings(environ={
         "GATEWAY_GRAPH_BASE_URL": f"https://127.0.0.1:{port}/v1.0",
         "GATEWAY_GRAPH_CA_FILE": rig.ca_file}))
     rig.clients.append(g)
@@ -316,7 +317,7 @@ def test_next_link_to_another_origin_is_not_followed(rig: GraphRig):
         seen.append(str(request.url))
         return httpx.Response(200, json={"value": [], "@odata.nextLink":
                                          "https://attacker.example/v1.0/me/calendarView"})
-    g = graph.GraphHttp.from_settings(load_settings(environ={}),
+    g = GraphHttp.from_settings(load_settings(environ={}),
                                       transport=httpx.MockTransport(handler))
     rig.clients.append(g)
     with pytest.raises(UpstreamError, match="will not follow"):
