@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
-from gateway.calendar.zones import UnknownZone, format_wall, parse_wall, zone
+from gateway.calendar.zones import (
+    UnknownZone,
+    form_date,
+    form_fields,
+    form_time,
+    format_wall,
+    parse_wall,
+    zone,
+)
 
 ANSWERS = {"accept": "accept", "tentative": "tentativelyAccept", "decline": "decline"}
 RESPONSE_LABELS = {
@@ -185,12 +193,12 @@ class EventDraft:
 
     @classmethod
     def from_event(cls, ev: Event, tz: tzinfo) -> EventDraft:
-        s, e = ev.start.astimezone(tz), ev.end.astimezone(tz)
         if ev.all_day:
             return cls(ev.subject, ev.start.date().isoformat(), "", ev.last_day(tz).isoformat(),
                        "", True, ev.location, ev.preview)
-        return cls(ev.subject, s.date().isoformat(), s.strftime("%H:%M"), e.date().isoformat(),
-                   e.strftime("%H:%M"), False, ev.location, ev.preview)
+        (sd, st), (ed, et) = (form_fields(ev.start.astimezone(tz)),
+                              form_fields(ev.end.astimezone(tz)))
+        return cls(ev.subject, sd, st, ed, et, False, ev.location, ev.preview)
 
     def times(self, tz: tzinfo) -> tuple[datetime, datetime]:
         """The start and end as wall times in ``tz``; fills ``errors`` and raises ValueError
@@ -200,22 +208,17 @@ class EventDraft:
             self.errors["subject"] = "Give the event a title."
         if len(self.subject) > 255:
             self.errors["subject"] = "The title can be at most 255 characters."
-        try:
-            sd = date.fromisoformat(self.start_date)
-        except ValueError:
+        sd = form_date(self.start_date)
+        if sd is None:
             self.errors["start_date"] = "Enter the start date as YYYY-MM-DD."
-            sd = None
-        try:
-            ed = date.fromisoformat(self.end_date or self.start_date)
-        except ValueError:
+        ed = form_date(self.end_date or self.start_date)
+        if ed is None:
             self.errors["end_date"] = "Enter the end date as YYYY-MM-DD."
-            ed = None
         st = et = time()
         if not self.all_day:
             for key in ("start_time", "end_time"):
-                try:
-                    parsed = time.fromisoformat(getattr(self, key))
-                except ValueError:
+                parsed = form_time(getattr(self, key))
+                if parsed is None:
                     self.errors[key] = "Enter the time as HH:MM, for example 14:30."
                     continue
                 if key == "start_time":

@@ -1,12 +1,15 @@
 """Time-zone names as Microsoft Graph speaks them: Windows names ("GMT Standard Time") as well
 as IANA names ("Europe/London"), resolved to ``zoneinfo`` zones. Shared by the adapter's
-model and the Graph stand-in, so both read a ``dateTimeTimeZone`` the same way."""
+model and the Graph stand-in, so both read a ``dateTimeTimeZone`` the same way.
+
+Also the wall times members type: the date and time fields of the gateway's forms (events,
+automatic replies, search dates), read and written here so every form takes the same."""
 
 from __future__ import annotations
 
 import functools
 import zoneinfo
-from datetime import datetime
+from datetime import date, datetime, time
 
 # The Windows names Exchange most often writes for UK councils and their correspondents;
 # anything else is tried as an IANA name.
@@ -58,3 +61,24 @@ def parse_wall(value: str) -> datetime:
 
 def format_wall(value: datetime) -> str:
     return value.strftime(GRAPH_FORMAT)
+
+
+def form_date(text: str) -> date | None:
+    """A form's date field (YYYY-MM-DD, as the date picker sends it), or None."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def form_time(text: str) -> time | None:
+    """A form's time field (HH:MM, as the time picker sends it), or None."""
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def form_fields(wall: datetime) -> tuple[str, str]:
+    """A wall time as a form's date and time fields: ("2027-03-27", "09:00")."""
+    return wall.date().isoformat(), wall.strftime("%H:%M")

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from gateway.calendar import graph
 from gateway.calendar.model import Event, EventDraft, days, when_label
-from gateway.calendar.zones import zone
+from gateway.calendar.zones import form_date, form_fields, form_time, zone
 from gateway.errors import BadRequest, GatewayError, NotFound, NotSignedIn
 from gateway.graph.client import GraphHttp, TokenSource, member_token
 from gateway.mail import sanitize
@@ -89,10 +89,9 @@ def _date_param(request: Request, svc: Services, name: str = "date") -> date:
     raw = request.query_params.get(name, "")
     if not raw:
         return _today(svc)
-    try:
-        d = date.fromisoformat(raw)
-    except ValueError:
-        raise BadRequest("That date was not understood; use YYYY-MM-DD.") from None
+    d = form_date(raw)
+    if d is None:
+        raise BadRequest("That date was not understood; use YYYY-MM-DD.")
     if not 1900 <= d.year <= 2200:
         raise BadRequest("That date is out of range.")
     return d
@@ -276,7 +275,7 @@ async def move_form(request: Request) -> Response:
     start = ev.start.astimezone(tz)
     return _move_page(request, {
         "subject": ev.subject, "date": ev.first_day(tz).isoformat(),
-        "time": "" if ev.all_day else start.strftime("%H:%M"),
+        "time": "" if ev.all_day else form_fields(start)[1],
         "minutes": int((ev.end - ev.start).total_seconds() // 60), "all_day": ev.all_day,
         "errors": {}}, ev.id)
 
@@ -294,20 +293,18 @@ async def move(request: Request) -> Response:
         minutes = max(1, min(int(values["minutes"]), 60 * 24 * 366))
     except ValueError:
         minutes = 60
-    try:
-        d = date.fromisoformat(values["date"])
-    except ValueError:
+    d = form_date(values["date"])
+    if d is None:
         errors["date"] = "Enter the date as YYYY-MM-DD."
-    try:
-        t = time() if values["all_day"] else time.fromisoformat(values["time"])
-    except ValueError:
+    t = time() if values["all_day"] else form_time(values["time"])
+    if t is None:
         errors["time"] = "Enter the time as HH:MM, for example 14:30."
-    if not errors:
+    if d is not None and t is not None:
         start = datetime.combine(d, t)
-        draft = EventDraft(values["subject"] or "x", start.date().isoformat(),
-                           start.strftime("%H:%M"), all_day=values["all_day"])
+        draft = EventDraft(values["subject"] or "x", *form_fields(start),
+                           all_day=values["all_day"])
         end = start + timedelta(minutes=minutes)
-        draft.end_date, draft.end_time = end.date().isoformat(), end.strftime("%H:%M")
+        draft.end_date, draft.end_time = form_fields(end)
         if values["all_day"]:
             draft.end_date = (end - timedelta(days=1)).date().isoformat()
         try:

@@ -10,14 +10,14 @@ member's own text and the reason: nothing typed is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import datetime, time
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from gateway.calendar.zones import zone
+from gateway.calendar.zones import form_date, form_fields, form_time, zone
 from gateway.errors import Forbidden, GatewayError, NotSignedIn, UpstreamError
 from gateway.graph import autoreplies
 from gateway.graph.autoreplies import AUDIENCES, STATUSES, AutoReplies
@@ -60,19 +60,16 @@ def _token(request: Request) -> TokenSource:
 def _form_of(r: AutoReplies) -> Form:
     f = Form(status=r.status, audience=r.audience, internal=r.internal, external=r.external)
     if r.start is not None:
-        f.start_date, f.start_time = f"{r.start:%Y-%m-%d}", f"{r.start:%H:%M}"
+        f.start_date, f.start_time = form_fields(r.start)
     if r.end is not None:
-        f.end_date, f.end_time = f"{r.end:%Y-%m-%d}", f"{r.end:%H:%M}"
+        f.end_date, f.end_time = form_fields(r.end)
     return f
 
 
 def _moment(d: str, t: str, tz_name: str) -> datetime | None:
-    try:
-        day = date.fromisoformat(d.strip())
-        at = time.fromisoformat(t.strip()) if t.strip() else time()
-    except ValueError:
-        return None
-    if not 2000 <= day.year <= 2200:
+    day = form_date(d.strip())
+    at = form_time(t.strip()) if t.strip() else time()
+    if day is None or at is None or not 2000 <= day.year <= 2200:
         return None
     return datetime.combine(day, at.replace(second=0, microsecond=0), zone(tz_name))
 

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from gateway.calendar.zones import form_date
 from gateway.errors import BadRequest
 from gateway.mail import mailbox
 from gateway.mail.imap import ImapConn
@@ -78,10 +79,10 @@ class Query:
 def _date(value: str, name: str) -> date | None:
     if not value:
         return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"The {name} date is not a date (use the date picker).") from None
+    d = form_date(value)
+    if d is None:
+        raise BadRequest(f"The {name} date is not a date (use the date picker).")
+    return d
 
 
 def parse_query(params: dict[str, str]) -> Query:
