@@ -278,9 +278,10 @@ def csrf_of(client: httpx.Client, path: str = "/") -> str:
 @pytest.fixture(scope="session")
 def exchange_stack(loop_thread: LoopThread,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    """A second dev stack whose Dovecot advertises only what Exchange Online does."""
+    """A second dev stack with Exchange Online's IMAP personality: Dovecot advertising only
+    Exchange's capabilities, behind the proxy that refuses what Exchange refuses."""
     s = DevStack(tmp_path_factory.mktemp("exchange-stack"), exchange_capabilities=True,
-                 seed_messages=20)
+                 exchange_proxy=True, seed_messages=20)
     loop_thread.run(s.start())
     yield s
     loop_thread.run(s.stop())

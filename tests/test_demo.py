@@ -91,6 +91,12 @@ def test_demo_runs_signs_in_and_stops_cleanly():
             assert inbox.status_code == 200
             assert '<span class="who">Cllr Alex Morgan</span>' in inbox.text
             assert re.search(r'id="folder-count" class="muted"><strong>\d+</strong>', inbox.text)
+            # The demo runs Exchange's IMAP personality, which refuses SEARCH CHARSET UTF-8:
+            # a non-ASCII sender is still found (the seed's "Siân Llŷr Pennant").
+            assert "Exchange Online's IMAP personality" in text
+            found = browser.get("/mail/search", params={"q": "Siân", "scope": "all"})
+            assert found.status_code == 200 and "Siân Llŷr Pennant" in found.text
+            assert "Pont Llŷr: ffordd ar gau dros dro" in found.text
             # ICT flips the switch from the command line with the commands the banner prints:
             # they reach this demo (its --config), and status agrees with the banner's mode.
             assert "The failover switch is 'active' (version 0)" in text

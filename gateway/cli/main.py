@@ -164,8 +164,13 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
     from gateway.devstack.users import DRILL_GROUP, USERS, user
 
     canary = user("canary").email
-    stack = DevStack(workdir, exchange_capabilities=exchange, app_mailboxes=(canary,))
-    print("Starting the dev stack (Entra ID stand-in, Dovecot, SMTP) ...", flush=True)
+    # Exchange Online's IMAP personality unless --permissive (gateway.devstack.exchange_imap).
+    stack = DevStack(workdir, exchange_capabilities=exchange, exchange_proxy=exchange,
+                     app_mailboxes=(canary,))
+    imap_kind = ("Exchange Online's IMAP personality; --permissive for plain Dovecot"
+                 if exchange else "plain Dovecot, permissive")
+    print(f"Starting the dev stack (Entra ID stand-in, Dovecot as {imap_kind}, SMTP) ...",
+          flush=True)
     await stack.start()
     server = None
     assert stack.certs is not None
@@ -241,7 +246,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # Dovecot runs as an unprivileged user and must be able to reach its files in here.
     workdir.chmod(0o711)
     try:
-        asyncio.run(_run_demo(workdir, args.port, args.exchange))
+        asyncio.run(_run_demo(workdir, args.port, not args.permissive))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print("Stopped; nothing left running.")
@@ -268,8 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
         register(sub)
     demo = sub.add_parser("demo", help="run the gateway against the dev stack")
     demo.add_argument("--port", type=int, default=8443)
+    demo.add_argument("--permissive", action="store_true",
+                      help="plain Dovecot instead of the Exchange Online personality")
     demo.add_argument("--exchange", action="store_true",
-                      help="Dovecot advertises only what Exchange Online does")
+                      help="the Exchange Online personality (the default; kept for old scripts)")
     demo.set_defaults(fn=cmd_demo)
     add_source_options_everywhere(p)
     return p

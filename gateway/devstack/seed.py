@@ -457,7 +457,8 @@ class _MailboxBuilder:
                 self.h_invitation, self.h_resident_thread, self.h_inline_image,
                 self.h_encoded_headers, self.h_latin1, self.h_cp1252, self.h_unknown_charset,
                 self.h_base64_welsh, self.h_reply_all_thread, self.h_draft, self.h_junk,
-                self.h_deleted, self.h_archive, self.h_planning, self.h_licensing, self.h_ward]
+                self.h_deleted, self.h_archive, self.h_planning, self.h_licensing, self.h_ward,
+                self.h_welsh_sender]
 
     def h_committee_papers(self) -> None:
         date = self.today(3)
@@ -760,6 +761,21 @@ Read more</a></p>
         date = self.days_ago(5, 30)
         subject, data = self.casework(date, 1)
         self.add(WARD_FOLDER, date, ["\\Seen"], data, "ward-folder", subject)
+
+    def h_welsh_sender(self) -> None:
+        """A resident whose name has no ASCII spelling ("Siân Llŷr Pennant"): search for
+        "Siân" must find her even on Exchange, which searches in US-ASCII only."""
+        sender = "Siân Llŷr Pennant <sian.pennant@mail.example>"
+        for i, (subject, text) in enumerate((
+                ("Llwybr troed Heol y Llan", "Mae'r llwybr troed wedi cau ers wythnos."),
+                ("Pont Llŷr: ffordd ar gau dros dro", "Diolch am eich help gyda'r bont."),
+                ("Cyfarfod y gymuned – nos Iau", "Welwn ni chi yn Neuadd y Pentref?"))):
+            date = self.days_ago(1 + 3 * i, 3 + 3 * i)
+            data = make_message(sender=sender, to=[self.me], subject=subject, date=date,
+                                text=f"Annwyl Gynghorydd,\n\n{text}\n\nSiân\n",
+                                message_id=self.ext_msgid("mail.example"))
+            self.add("INBOX", date, self.inbox_flags(date), data,
+                     "welsh-sender" if i == 0 else "", subject)
 
     # -- filler ------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 class DevStack:
     workdir: Path
     exchange_capabilities: bool = False
+    # Exchange Online's IMAP personality (gateway.devstack.exchange_imap) in front of Dovecot.
+    exchange_proxy: bool = False
     seed_messages: int = 300
     # Mailboxes the app's service principal may open app-only (the demo's canary).
     app_mailboxes: tuple[str, ...] = ()
@@ -58,6 +60,7 @@ class DevStack:
         self.graph.base_url = self._graph_server.url
         self.mail = MailServer(self.workdir / "mail", self.certs, self.signer,
                                exchange_capabilities=self.exchange_capabilities,
+                               exchange_proxy=self.exchange_proxy,
                                app_mailboxes=self.app_mailboxes,
                                app_principal=APP_SERVICE_PRINCIPAL_OID)
         try:

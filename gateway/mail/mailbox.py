@@ -22,6 +22,7 @@ from gateway.errors import MailError, NotFound, PayloadTooLarge
 from gateway.mail.imap import ImapConn
 from gateway.mail.imap_parse import (
     BodyPart,
+    Envelope,
     FetchData,
     parse_fetch,
     parse_list,
@@ -375,12 +376,16 @@ async def append(conn: ImapConn, folder: str, message: bytes, flags: str = "",
 
 
 async def search_uids(conn: ImapConn, folder: str, criteria: Sequence[str]) -> list[int]:
-    """UIDs matching ``criteria`` (already-built IMAP search keys), newest first: by the
-    messages' dates when the server offers SORT, else by arrival (UID), which is all
-    Exchange Online offers."""
+    """UIDs matching ``criteria`` (already-built IMAP search keys, ASCII only: see
+    ``gateway.mail.search``), newest first: by the messages' dates when the server offers
+    SORT, else by arrival (UID), which is all Exchange Online offers. The search is sent with
+    no CHARSET: Exchange refuses any other than US-ASCII (``NO [BADCHARSET (US-ASCII)]``,
+    MailKit issues 16 and 808)."""
+    if not all(c.isascii() for c in criteria):
+        raise MailError("That search cannot be sent to the mail server.")
     await conn.select(mailbox_arg(folder), readonly=True)
     if conn.has("SORT"):
-        sort = Command("SORT", conn.client.protocol.new_tag(), "(REVERSE DATE)", "UTF-8",
+        sort = Command("SORT", conn.client.protocol.new_tag(), "(REVERSE DATE)", "US-ASCII",
                        *criteria, prefix="UID", loop=asyncio.get_running_loop())
         resp = await conn.call(conn.client.protocol.execute(sort))
         if resp.result == "OK":
@@ -389,8 +394,7 @@ async def search_uids(conn: ImapConn, folder: str, criteria: Sequence[str]) -> l
             except ImapParseError:
                 raise MailError("The search results could not be read.") from None
         # A server that advertises SORT but refuses it: plain SEARCH below.
-    resp = await conn.call(conn.client.protocol.search(*criteria, charset="UTF-8",
-                                                       by_uid=True))
+    resp = await conn.call(conn.client.protocol.search(*criteria, charset=None, by_uid=True))
     if resp.result != "OK":
         raise MailError("The mail server could not run that search.")
     try:
@@ -398,6 +402,17 @@ async def search_uids(conn: ImapConn, folder: str, criteria: Sequence[str]) -> l
     except ImapParseError:
         raise MailError("The search results could not be read.") from None
     return sorted(uids, reverse=True)
+
+
+async def fetch_envelopes(conn: ImapConn, folder: str, uids: Sequence[int]
+                          ) -> dict[int, Envelope]:
+    """The envelopes (decoded From, To, Subject ...) of ``uids``, by UID; a message whose
+    envelope cannot be read is left out."""
+    if not uids:
+        return {}
+    await conn.select(mailbox_arg(folder), readonly=True)
+    items = await _fetch(conn, ",".join(str(u) for u in uids), "(UID ENVELOPE)", by_uid=True)
+    return {i.uid: i.envelope for i in items if i.uid and i.envelope is not None}
 
 
 def _uidset(uids: Sequence[int]) -> str:

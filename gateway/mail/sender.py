@@ -21,6 +21,7 @@ from gateway.mail import mailbox
 from gateway.mail.imap import ImapConn
 from gateway.mail.outbox import Draft, Outbox
 from gateway.mail.reader import special
+from gateway.mail.search import find_message_id
 from gateway.mail.session import MailSession
 
 log = logging.getLogger(__name__)
@@ -112,9 +113,9 @@ class Sender:
             sent = special(await mailbox.list_folders(conn, counts=False), "sent")
             if sent is None:
                 return None
-            hits = await mailbox.search_uids(conn, sent.name, ["HEADER", "Message-ID",
-                                                               f'"{message_id}"'])
-            return bool(hits)
+            # Plain US-ASCII, no CHARSET: Exchange refuses CHARSET UTF-8 with BADCHARSET,
+            # which once read as "not there" and could send a retry twice.
+            return await find_message_id(conn, sent.name, message_id)
         try:
             return await self.ms.run(work)
         except GatewayError:

@@ -1,14 +1,11 @@
-"""Mail search: by sender, recipient, subject, body text, date range and unread; in the
-current folder or across all mail folders; newest first, paged.
-
-Search keys are built here from validated values (quoted, control characters refused), so
-nothing a member types can add an IMAP command. Exchange offers plain IMAP SEARCH only.
+"""The mail search page: by sender, recipient, subject, body text, date range and unread; in
+the current folder or across all mail folders; newest first, paged. The IMAP side (search
+keys, non-ASCII terms on Exchange) is ``gateway.mail.search``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -16,81 +13,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.calendar.zones import form_date
-from gateway.errors import BadRequest
 from gateway.mail import mailbox
 from gateway.mail.imap import ImapConn
+from gateway.mail.search import MAX_HITS_PER_FOLDER, parse_query, search_folder
 from gateway.services import services
 from gateway.web import mailviews as mv
 from gateway.web.member import imap_run
 from gateway.web.render import render
 
 PER_PAGE = 50
-MAX_HITS_PER_FOLDER = 200
 MAX_HITS = 500
-MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-
-
-def quote(value: str) -> str:
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise BadRequest("Search text cannot contain control characters.")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def imap_date(d: date) -> str:
-    return f"{d.day}-{MONTHS[d.month - 1]}-{d.year}"
-
-
-@dataclass(frozen=True)
-class Query:
-    q: str = ""
-    sender: str = ""
-    to: str = ""
-    subject: str = ""
-    body: str = ""
-    since: date | None = None
-    before: date | None = None
-    unread: bool = False
-
-    def criteria(self) -> list[str]:
-        keys: list[str] = []
-        if self.q:
-            # Free text: sender, subject or body, as Outlook's search box does.
-            keys += ["OR", "OR", "FROM", quote(self.q), "SUBJECT", quote(self.q),
-                     "BODY", quote(self.q)]
-        for key, value in (("FROM", self.sender), ("TO", self.to),
-                           ("SUBJECT", self.subject), ("BODY", self.body)):
-            if value:
-                keys += [key, quote(value)]
-        if self.since:
-            keys += ["SINCE", imap_date(self.since)]
-        if self.before:
-            keys += ["BEFORE", imap_date(self.before)]
-        if self.unread:
-            keys.append("UNSEEN")
-        return keys or ["ALL"]
-
-    @property
-    def empty(self) -> bool:
-        return not (self.q or self.sender or self.to or self.subject or self.body
-                    or self.since or self.before or self.unread)
-
-
-def _date(value: str, name: str) -> date | None:
-    if not value:
-        return None
-    d = form_date(value)
-    if d is None:
-        raise BadRequest(f"The {name} date is not a date (use the date picker).")
-    return d
-
-
-def parse_query(params: dict[str, str]) -> Query:
-    def text(k: str) -> str:
-        return params.get(k, "").strip()[:200]
-    return Query(q=text("q"), sender=text("from"), to=text("to"), subject=text("subject"),
-                 body=text("body"), since=_date(text("since"), "from"),
-                 before=_date(text("before"), "to"), unread=params.get("unread") == "1")
 
 
 async def search_page(request: Request) -> Response:
@@ -118,8 +50,8 @@ async def search_page(request: Request) -> Response:
                        if f.selectable]
         hits: list[tuple[str, int]] = []
         for name in targets:
-            uids = await mailbox.search_uids(conn, name, query.criteria())
-            hits += [(name, u) for u in uids[:MAX_HITS_PER_FOLDER]]
+            uids = await search_folder(conn, name, query, MAX_HITS_PER_FOLDER)
+            hits += [(name, u) for u in uids]
         if scope == "folder":
             chosen = hits[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]
             ctx["total"] = len(hits)

@@ -3,7 +3,8 @@ directly over IMAP (with a token from the stand-in), bypassing the gateway."""
 
 from __future__ import annotations
 
-import re
+import email
+import email.policy
 import uuid
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -12,6 +13,7 @@ from typing import Any
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.mail import imap, mailbox
+from gateway.mail.search import Query, search_folder
 
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]"
        b"/Count 1>>endobj\n3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj\n"
@@ -78,7 +80,8 @@ def direct(gw: Any, who: str, fn: Any) -> Any:
 
 def find_uid(gw: Any, who: str, subject: str, folder: str = "INBOX") -> int | None:
     async def fn(conn: imap.ImapConn) -> int | None:
-        uids = await mailbox.search_uids(conn, folder, ["SUBJECT", f'"{subject}"'])
+        # Through gateway.mail.search: a non-ASCII subject cannot go to Exchange as it is.
+        uids = await search_folder(conn, folder, Query(subject=subject))
         return uids[0] if uids else None
     result: int | None = direct(gw, who, fn)
     return result
@@ -111,9 +114,10 @@ def raw_of(gw: Any, who: str, folder: str, uid: int) -> bytes:
 
 def deliver(gw: Any, who: str, data: bytes, folder: str = "INBOX") -> int:
     gw.stack.mail.deliver(user(who).email, data, folder=folder)
-    subject = re.search(rb"^Subject: (.*)$", data, re.M)
+    # Decoded, as the server searches it (a non-ASCII subject is an RFC 2047 encoded-word).
+    subject = email.message_from_bytes(data, policy=email.policy.default)["Subject"]
     assert subject
-    uid = find_uid(gw, who, subject.group(1).decode().strip(), folder)
+    uid = find_uid(gw, who, str(subject).strip(), folder)
     assert uid is not None
     return uid
 
