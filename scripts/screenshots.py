@@ -38,8 +38,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("label", help="suffix of the file names, e.g. before or after")
     ap.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    ap.add_argument("--out", type=Path, default=OUT, help="folder (default docs/screenshots)")
     args = ap.parse_args()
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
     with bench(seed_messages=40) as b, sync_playwright() as p:
         gw = b.gateway()
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -55,15 +57,15 @@ def main() -> int:
                 sign_in_in_browser(page, gw.url)
                 page.goto(gw.url + "/mail?f=INBOX")
                 page.wait_for_selector("#rows")
-                shot = OUT / f"inbox-{size}-{args.label}.png"
+                shot = out / f"inbox-{size}-{args.label}.png"
                 page.screenshot(path=str(shot))
-                print(f"{shot.relative_to(ROOT)}  {shot.stat().st_size // 1024} KB")
+                print(f"{shot}  {shot.stat().st_size // 1024} KB")
                 page.locator("#rows li a").first.click()
                 page.wait_for_selector("#subject")
                 page.wait_for_load_state("networkidle")
-                shot = OUT / f"message-{size}-{args.label}.png"
+                shot = out / f"message-{size}-{args.label}.png"
                 page.screenshot(path=str(shot))
-                print(f"{shot.relative_to(ROOT)}  {shot.stat().st_size // 1024} KB")
+                print(f"{shot}  {shot.stat().st_size // 1024} KB")
                 ctx.close()
         finally:
             browser.close()

@@ -244,6 +244,17 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
     return Page(folder, rows, total, page, pages)
 
 
+async def page_of(conn: ImapConn, folder: str, uid: int, per_page: int = PER_PAGE) -> int:
+    """The page of ``fetch_page`` (newest first) that holds message ``uid``, from its sequence
+    number: one FETCH of one message. Page 1 when it is gone."""
+    await conn.select(mailbox_arg(folder), readonly=True)
+    found = await _fetch(conn, str(uid), "(UID)", by_uid=True)
+    seq = next((i.seq for i in found if i.uid == uid and i.seq), 0)
+    if not seq or seq > conn.exists:
+        return 1
+    return (conn.exists - seq) // per_page + 1
+
+
 async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int]) -> list[MessageSummary]:
     if not uids:
         return []

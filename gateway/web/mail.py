@@ -122,12 +122,16 @@ async def read_message(request: Request) -> Response:
     mark = svc.settings.get("mail.mark_read_on_open")
     images = request.query_params.get("images") == "1"
 
-    async def work(conn: ImapConn) -> list[mailbox.Folder]:
-        return await mailbox.list_folders(conn, counts=False)
+    async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], mailbox.Page]:
+        folders = await mailbox.list_folders(conn, counts=False)
+        # The page of the folder that holds this message: the list beside it in the
+        # two-pane layout (a landscape iPad) and where "Back" goes.
+        page_no = await mailbox.page_of(conn, folder, uid)
+        return folders, await mailbox.fetch_page(conn, folder, page_no)
     # One take of the member's connection for the whole page (inline images included).
     async with mail_session(request) as ms:
         opened = await reader.open_message(ms, folder, uid, mark_read=mark)
-        folders = await ms.run(work)
+        folders, listed = await ms.run(work)
         view = opened.view
         result = (await reader.sanitized(opened, allow_remote=images) if view.html
                   else None)
@@ -156,15 +160,22 @@ async def read_message(request: Request) -> Response:
         images_shown=images, show_images_url=mv.message_url(folder, uid, images="1"),
         attachments=mv.attachment_links(folder, uid, view.attachments),
         invite=view.calendar, invite_when=invite_when, notes=view.notes,
-        back_url=mv.folder_url(folder), self_url=mv.message_url(folder, uid),
+        back_url=mv.folder_url(folder, listed.page), self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""))
     targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
     is_draft = any(f.name == folder and f.special == "drafts" for f in folders)
+    current = reader.named(folders, folder)
+    pane_rows = mv.rows(folder, listed.messages, tz, datetime.now(UTC))
     return render(request, "mail_read.html", {"m": page, "move_targets": targets,
                                               "edit_url": mv.draft_url(page.self_url)
                                               if is_draft else "",
                                               "notice": notice_of(request),
-                                              "here_url": _here(request)})
+                                              "here_url": _here(request),
+                                              "pane": mv.ListPane(
+                                                  label=current.label if current else folder,
+                                                  rows=_draft_rows(pane_rows) if is_draft
+                                                  else pane_rows,
+                                                  page=listed.page, pages=listed.pages)})
 
 
 async def message_frame(request: Request) -> Response:

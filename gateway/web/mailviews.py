@@ -226,6 +226,17 @@ class KeptPart:
 
 
 @dataclass(frozen=True)
+class ListPane:
+    """The folder's list beside an open message (the two-pane layout of a landscape iPad):
+    the page of the folder that holds the message."""
+
+    label: str
+    rows: list[Row]
+    page: int
+    pages: int
+
+
+@dataclass(frozen=True)
 class PageCount:
     """Where a folder page is: messages in all, this page's number, how many pages."""
 

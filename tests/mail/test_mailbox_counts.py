@@ -51,3 +51,22 @@ def test_message_text_that_looks_like_a_response_does_not_change_the_count(gatew
 
     before, after = direct(gateway, "member", run)
     assert after == before < 99999
+
+
+def test_page_of_names_the_page_that_holds_the_message(gateway):
+    """page_of (the list beside an open message, and Back) finds the page of fetch_page
+    that lists the message, newest first; a message gone is page 1."""
+    uids = [deliver(gateway, "member", message(unique(f"Page of {i}"))) for i in range(3)]
+
+    async def run(conn: imap.ImapConn) -> list[tuple[int, bool]]:
+        out = []
+        for uid in uids:
+            n = await mailbox.page_of(conn, "INBOX", uid, per_page=2)
+            page = await mailbox.fetch_page(conn, "INBOX", n, per_page=2)
+            out.append((n, uid in [m.uid for m in page.messages]))
+        out.append((await mailbox.page_of(conn, "INBOX", 2**32 - 1, per_page=2), True))
+        return out
+
+    found = direct(gateway, "member", run)
+    assert [n for n, _ in found] == [2, 1, 1, 1]
+    assert all(listed for _, listed in found)

@@ -42,6 +42,11 @@ SIZES = {"ipad-portrait": "iPad Pro 11", "ipad-landscape": "iPad Pro 11 landscap
          "phone": "iPhone 13"}
 
 
+# The CSS viewports of issue 13's layout checks (iPad Air 11" both ways, an iPhone's screen),
+# used with the profile of the same name (user agent, touch, scale) by ``page(viewport=True)``.
+VIEWPORTS = {"ipad-portrait": (820, 1180), "ipad-landscape": (1180, 820), "phone": (390, 844)}
+
+
 class IpadBrowser:
     """One Chromium; each ``page()`` is a fresh iPad-profile context (its own cookies)."""
 
@@ -50,10 +55,19 @@ class IpadBrowser:
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS,
                                                   headless=True)
 
-    def page(self, javascript: bool = True, size: str = "ipad-portrait"
-             ) -> tuple[Page, Recorder]:
+    def page(self, javascript: bool = True, size: str = "ipad-portrait",
+             viewport: bool = False, zoom: int = 100) -> tuple[Page, Recorder]:
+        """``viewport``: issue 13's size for ``size`` (VIEWPORTS) instead of the profile's;
+        ``zoom``: browser zoom in per cent, as the viewport shrunk by that factor and the
+        pixels grown by it (what 200 % zoom does to a page's CSS layout)."""
         device = dict(self.p.devices[SIZES[size]])
         device.pop("default_browser_type", None)
+        if viewport or zoom != 100:
+            w, h = VIEWPORTS[size] if viewport else (device["viewport"]["width"],
+                                                      device["viewport"]["height"])
+            device["viewport"] = {"width": w * 100 // zoom, "height": h * 100 // zoom}
+            device["screen"] = dict(device["viewport"])
+            device["device_scale_factor"] = device["device_scale_factor"] * zoom / 100
         context = self.browser.new_context(**device, ignore_https_errors=True,
                                            java_script_enabled=javascript)
         page = context.new_page()
