@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from gateway.cli.output import warning
 from gateway.config import ENV_PREFIX, FIELDS, ConfigError, Settings, load_settings
 
 EXIT_NO_CONFIG = 2
@@ -205,7 +206,7 @@ def _environ(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[dict[str
     if env_file:
         values, warnings = read_env_file(env_file)
         for w in warnings:
-            print(f"warning: {w}", file=sys.stderr)
+            warning(w)
         for name, value in values.items():
             if name in env and env[name] != value and name.startswith(ENV_PREFIX):
                 print(f"note: {name} from the environment overrides {env_file}",

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
 from gateway.cli.config import command_settings
+from gateway.cli.output import error
 from gateway.config import Settings
 from gateway.errors import GatewayError
 
@@ -52,8 +52,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     try:
         print(asyncio.run(run_migrate(settings)))
     except GatewayError as exc:
-        print(f"gateway migrate: {exc.message}", file=sys.stderr)
-        return 1
+        return error("migrate", exc.message)
     return 0
 
 

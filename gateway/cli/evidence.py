@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.config import command_settings
-from gateway.errors import GatewayError
+from gateway.cli.output import Command, guarded, verdict, warning
 from gateway.evidence.export import make_report, parse_period, verify_file, write_signed
 from gateway.evidence.render import FORMATS, render
 from gateway.evidence.signing import Signer, key_path, load_public
@@ -51,8 +51,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             await store.close()
         print(f"{out} written ({len(data)} bytes) and signed: {sig}")
         if not report.chain.ok:
-            print("warning: the audit chain does NOT verify; the report says so in red: "
-                  + "; ".join(report.chain.problems), file=sys.stderr)
+            warning("the audit chain does NOT verify; the report says so in red: "
+                    + "; ".join(report.chain.problems))
         return 0
 
     return asyncio.run(run())
@@ -66,8 +66,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         public = Signer.from_file(key_path(settings), create=False).public
     ok, why = verify_file(Path(args.file), public,
                           Path(args.signature) if args.signature else None)
-    print(why, file=sys.stdout if ok else sys.stderr)
-    return 0 if ok else 1
+    return verdict(why, ok)
 
 
 def cmd_public_key(args: argparse.Namespace) -> int:
@@ -78,17 +77,8 @@ def cmd_public_key(args: argparse.Namespace) -> int:
     return 0
 
 
-def _guard(fn: Any) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(fn(args))
-        except GatewayError as err:
-            print(f"gateway evidence: {err.message}", file=sys.stderr)
-            return 1
-        except (OSError, ValueError) as exc:
-            print(f"gateway evidence: {exc}", file=sys.stderr)
-            return 1
-    return run
+def _guard(fn: Command) -> Command:
+    return guarded(fn, also=(OSError, ValueError))
 
 
 def register(sub: Any) -> None:

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.auth import apikeys
+from gateway.cli import output
 from gateway.cli.config import command_settings
+from gateway.cli.output import Command, guarded, warning
 from gateway.config import Settings
-from gateway.errors import Conflict, GatewayError
+from gateway.errors import Conflict
 from gateway.store.base import Store
 from gateway.store.factory import build_store
 from gateway.switch import audit, directory, timeline
@@ -87,8 +89,8 @@ def _report_notifications(notifier: Notifier, unfinished: int) -> bool:
         print(f"notification: {unfinished} not confirmed within {CLI_NOTIFY_BUDGET:.0f} s "
               "(no answer)", file=sys.stderr)
     if not ok or unfinished:
-        print("warning: the change WAS made, but not everyone was told: tell the ICT channel "
-              "yourself (exit status 3).", file=sys.stderr)
+        warning("the change WAS made, but not everyone was told: tell the ICT channel "
+                "yourself (exit status 3).")
     return ok and not unfinished
 
 
@@ -226,8 +228,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         signer = Signer.from_file(key_path(kit.settings))
         verdict = await check_chain(kit.store, signer, str(checkpoint_path(kit.settings)),
                                     store_id(kit.settings))
-        print(verdict.text(), file=sys.stdout if verdict.ok else sys.stderr)
-        return 0 if verdict.ok else 1
+        return output.verdict(verdict.text(), verdict.ok)
     return _kit_run(args, work)
 
 
@@ -260,8 +261,7 @@ def cmd_apikey(args: argparse.Namespace) -> int:
             return 0
         if args.apikey_command == "revoke":
             if not await apikeys.revoke(kit.store, args.name, now):
-                print(f"gateway apikey: no live key named {args.name!r}", file=sys.stderr)
-                return 1
+                return output.error("apikey", f"no live key named {args.name!r}")
             await kit.audit.record("admin.apikey.revoked", _who(args), name=args.name)
             print(f"API key {args.name!r} revoked.")
             return 0
@@ -274,14 +274,8 @@ def cmd_apikey(args: argparse.Namespace) -> int:
     return _kit_run(args, work)
 
 
-def _refusing(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except GatewayError as err:
-            print(f"gateway {args.command}: refused: {err.message}", file=sys.stderr)
-            return 1
-    return run
+def _refusing(fn: Command) -> Command:
+    return guarded(fn, prefix="refused: ")
 
 
 def register(sub: Any) -> None:

@@ -38,6 +38,7 @@ from gateway.cli.deploy import register as register_deploy
 from gateway.cli.evidence import register as register_evidence
 from gateway.cli.failover import register as register_failover
 from gateway.cli.health import register as register_probe
+from gateway.cli.output import error, warning
 from gateway.cli.tenant import register as register_tenant
 from gateway.config import ConfigError
 
@@ -60,8 +61,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
           f"{source or 'built-in defaults: no --config, --env-file or GATEWAY_STORE_*'})",
           file=sys.stderr)
     if not source:
-        print("warning: no configuration named, so these are not the live gateway's settings "
-              "(give --env-file /etc/gateway/gateway.env or --config FILE)", file=sys.stderr)
+        warning("no configuration named, so these are not the live gateway's settings "
+                "(give --env-file /etc/gateway/gateway.env or --config FILE)")
     problems = []
     for key in ("server.tls_cert", "server.tls_key", "entra.ca_file", "imap.ca_file"):
         path = settings.get(key)
@@ -73,7 +74,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                                                 settings.get("server.tls_key"))
     problems += cert_problems
     for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        warning(w)
     if settings.get("store.backend") == "sqlite":
         from gateway.store.sqlite import path_problem
 
@@ -287,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except NoConfiguration as exc:
-        print(f"gateway {args.command}: {exc}", file=sys.stderr)
+        error(args.command, str(exc))
         return EXIT_NO_CONFIG
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
