@@ -113,7 +113,7 @@ def main() -> None:
             params = {"startDateTime": start.astimezone(zone("UTC")).isoformat(),
                       "endDateTime": end.astimezone(zone("UTC")).isoformat(),
                       "$select": ",".join(LIST_FIELDS), "$orderby": "start/dateTime",
-                      "$top": str(gw.settings.get("graph.page_size"))}
+                      "$top": str(gw.settings.graph.page_size)}
             graph = httpx.Client(verify=ca_context(stack), trust_env=False, headers={
                 "Authorization": f"Bearer {token}",
                 "Prefer": 'outlook.timezone="Europe/London"'})
@@ -136,7 +136,7 @@ def main() -> None:
             print(f"events in the fortnight:   {args.events} ({rows} agenda rows; multi-day "
                   "events appear once per day)")
             print(f"graph pages per view:      {pages} (page size "
-                  f"{gw.settings.get('graph.page_size')})")
+                  f"{gw.settings.graph.page_size})")
             print(f"bare Graph calls (median): {t_bare * 1000:.1f} ms")
             print(f"GET /calendar (median):    {t_page * 1000:.1f} ms")
             print(f"ratio page / bare:         {t_page / t_bare:.2f} (target <= 1.2)")

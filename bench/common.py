@@ -194,7 +194,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The ``GATEWAY_*`` environment that reproduces ``settings`` in another process."""
     env: dict[str, str] = {}
     for f in FIELDS:
-        v = settings.get(f.key)
+        v = settings.values[f.key]
         if f.kind == "list":
             env[f.env] = ",".join(v)
         elif f.kind == "bool":

@@ -114,24 +114,24 @@ def create_app(settings: Settings, *, store: Store | None = None,
     the_store: Store = store or build_store(settings)
     sessions = SessionManager(the_store, settings, clock)
     entra = Entra(settings, the_store, keyring, http_client=entra_http, clock=clock)
-    imap = ImapTarget(settings.get("imap.host"), settings.get("imap.port"),
-                      ssl_context(settings.get("imap.ca_file")),
-                      settings.get("imap.timeout_seconds"))
-    smtp = SmtpTarget(settings.get("smtp.host"), settings.get("smtp.port"),
-                      ssl_context(settings.get("smtp.ca_file")),
-                      settings.get("smtp.timeout_seconds"),
-                      settings.get("smtp.send_deadline_seconds"))
+    imap = ImapTarget(settings.imap.host, settings.imap.port,
+                      ssl_context(settings.imap.ca_file),
+                      settings.imap.timeout_seconds)
+    smtp = SmtpTarget(settings.smtp.host, settings.smtp.port,
+                      ssl_context(settings.smtp.ca_file),
+                      settings.smtp.timeout_seconds,
+                      settings.smtp.send_deadline_seconds)
     imap_pool = ImapPool(imap, entra.imap_token)
     # The failover switch: state machine + store, audit trail and notifications as listeners;
     # its policy is what the access gate asks on every request (unless a test passes one).
     audit_log = AuditLog(the_store, clock)
     notifier = Notifier(NotifyConfig.from_settings(settings), clock, store=the_store)
-    switch = Switch(the_store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
-                    refresh_seconds=settings.get("failover.refresh_seconds"),
+    switch = Switch(the_store, clock, initial_mode=Mode(settings.failover.initial_mode),
+                    refresh_seconds=settings.failover.refresh_seconds,
                     listeners=[AuditTrail(audit_log), notifier])
     follow_switch(the_store, switch, STATE_KEY)
     policy = policy or FailoverPolicy(
-        switch, settings.get("failover.pilot_groups"),
+        switch, settings.failover.pilot_groups,
         on_refusal=lambda s, st: audit_log.try_record("access.refused", s.email,
                                                       mode=str(st.mode)))
     failover_mode = failover_mode or (lambda: str(switch.last_known().mode))
@@ -156,13 +156,13 @@ def create_app(settings: Settings, *, store: Store | None = None,
     # alerts with hysteresis, signed daily audit checkpoints, re-probes on member failures.
     signer = Signer.from_file(key_path(settings))
     recorder = HistoryRecorder(
-        the_store, clock, queue_size=settings.get("health.history_queue"),
-        history_days=settings.get("health.history_days"),
-        raw_days=settings.get("health.history_raw_days"),
+        the_store, clock, queue_size=settings.health.history_queue,
+        history_days=settings.health.history_days,
+        raw_days=settings.health.history_raw_days,
         daily=lambda: _checkpoint(the_store, signer, clock, settings))
-    alerts = Alerts(notifier.send, alert_after=settings.get("health.alert_after_seconds"),
-                    recover_after=settings.get("health.recover_after_seconds"),
-                    service=settings.get("health.service_id"))
+    alerts = Alerts(notifier.send, alert_after=settings.health.alert_after_seconds,
+                    recover_after=settings.health.recover_after_seconds,
+                    service=settings.health.service_id)
     notifier.on_given_up.append(lambda _target: metrics.notifications_failed.inc())
     metrics.history_dropped.set_function(lambda: recorder.dropped)
     svc.recorder = recorder
@@ -194,8 +194,8 @@ def create_app(settings: Settings, *, store: Store | None = None,
             lambda upstream: monitor.reprobe(f"{upstream}:responseTime"))
         recorder.start()
         await notifier.load_state()
-        stop_metrics_port = metrics.serve_port(settings.get("metrics.host"),
-                                               settings.get("metrics.port"))
+        stop_metrics_port = metrics.serve_port(settings.metrics.host,
+                                               settings.metrics.port)
 
         async def purge_once() -> None:
             steps: list[Callable[[], Awaitable[int]]] = [
@@ -220,7 +220,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
             while True:
                 with contextlib.suppress(GatewayError):
                     await switch.current()
-                await asyncio.sleep(settings.get("failover.refresh_seconds"))
+                await asyncio.sleep(settings.failover.refresh_seconds)
 
         async def notify_loop() -> None:
             # Kept deliveries (from any instance or the CLI) retried when their time comes.
@@ -319,14 +319,14 @@ def create_app(settings: Settings, *, store: Store | None = None,
         Route("/favicon.ico", lambda r: Response(status_code=204)),
     ]
     middleware = [
-        Middleware(RequestIdMiddleware, trusted_proxies=settings.get("server.trusted_proxies")),
-        Middleware(SecurityHeadersMiddleware, entra_authority=settings.get("entra.authority")),
+        Middleware(RequestIdMiddleware, trusted_proxies=settings.server.trusted_proxies),
+        Middleware(SecurityHeadersMiddleware, entra_authority=settings.entra.authority),
         Middleware(MetricsMiddleware, metrics=metrics, routes=routes,
-                   serve_path=None if settings.get("metrics.port") else "/metrics",
+                   serve_path=None if settings.metrics.port else "/metrics",
                    allow=lambda scope: health_routes.metrics_allowed(settings, scope)),
         Middleware(CompressMiddleware),
         Middleware(ErrorBoundaryMiddleware),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.get("server.max_body_bytes"),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes,
                    render_error=render_error),
         Middleware(SessionMiddleware, sessions=sessions),
         Middleware(CsrfMiddleware, public_origin=settings.public_url, render_error=render_error),
@@ -354,6 +354,6 @@ def from_environment() -> Starlette:
     from gateway.server.limits import configure
 
     settings = load_settings()
-    setup_logging(settings.get("general.log_level"))
+    setup_logging(settings.general.log_level)
     configure(settings)      # this worker's connection limits (gateway.server.limits)
     return create_app(settings)

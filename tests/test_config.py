@@ -15,8 +15,8 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 def test_defaults_load_without_file_or_environment():
     """An empty environment yields the documented defaults."""
     s = load_settings(environ={})
-    assert s.get("server.port") == 8443
-    assert s.get("store.backend") == "sqlite"
+    assert s.server.port == 8443
+    assert s.store.backend == "sqlite"
     assert not s.production
 
 
@@ -25,9 +25,9 @@ def test_toml_then_environment_precedence(tmp_path):
     f = tmp_path / "g.toml"
     f.write_text('[server]\nport = 9000\nhost = "0.0.0.0"\n[session]\nidle_minutes = 5\n')
     s = load_settings(f, environ={"GATEWAY_SERVER_PORT": "9443"})
-    assert s.get("server.port") == 9443
-    assert s.get("server.host") == "0.0.0.0"
-    assert s.get("session.idle_minutes") == 5
+    assert s.server.port == 9443
+    assert s.server.host == "0.0.0.0"
+    assert s.session.idle_minutes == 5
 
 
 def test_secret_from_file(tmp_path):
@@ -35,10 +35,10 @@ def test_secret_from_file(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("s3cr3t-value\n")
     s = load_settings(environ={"GATEWAY_ENTRA_CLIENT_SECRET_FILE": str(secret)})
-    assert s.get("entra.client_secret") == "s3cr3t-value"
+    assert s.entra.client_secret == "s3cr3t-value"
     f = tmp_path / "g.toml"
     f.write_text(f'[entra]\nclient_secret_file = "{secret}"\n')
-    assert load_settings(f, environ={}).get("entra.client_secret") == "s3cr3t-value"
+    assert load_settings(f, environ={}).entra.client_secret == "s3cr3t-value"
 
 
 @pytest.mark.parametrize("env,key", [
@@ -112,3 +112,34 @@ def test_settings_written_as_toml_read_back_the_same(tmp_path):
     f = tmp_path / "out.toml"
     f.write_text(s.to_toml())
     assert load_settings(f, environ={}).values == s.values
+
+
+def test_typed_sections_carry_every_setting_with_its_type():
+    s = load_settings(environ={"GATEWAY_IMAP_PORT": "1993", "GATEWAY_NOTIFY_EMAIL_TO": "a@x,b@x",
+                               "GATEWAY_NOTIFY_SMTP_HOST": "relay"})
+    assert s.imap.port == 1993 and isinstance(s.imap.port, int)
+    assert s.notify.email_to == ["a@x", "b@x"]
+    py = {"str": str, "int": int, "float": float, "bool": bool, "list": list}
+    for f in FIELDS:
+        value = getattr(getattr(s, f.section), f.name)
+        assert isinstance(value, py[f.kind]), f.key
+        assert value == s.value(f.key)
+
+
+def test_a_section_class_that_drifts_from_the_table_is_refused():
+    from dataclasses import make_dataclass
+
+    from gateway.config import sections
+    drifted = dict(sections.SECTIONS, imap=make_dataclass("ImapSettings", [
+        ("host", "str"), ("port", "str"), ("ca_file", "str"), ("timeout_seconds", "float")]))
+    with pytest.raises(TypeError, match="imap"):
+        sections.check_sections(drifted)
+    without = {k: v for k, v in sections.SECTIONS.items() if k != "mail"}
+    with pytest.raises(TypeError, match="mail"):
+        sections.check_sections(without)
+    sections.check_sections()
+
+
+def test_value_refuses_an_unknown_key():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        load_settings(environ={}).value("imap.hots")

@@ -28,10 +28,10 @@ class Entitlement:
 
 def entitlement(settings: Settings, roles: list[str], groups: list[str]) -> Entitlement:
     r, g = set(roles), set(groups)
-    admin = bool(r & set(settings.get("access.admin_roles"))
-                 or g & set(settings.get("access.admin_groups")))
-    member = admin or bool(r & set(settings.get("access.member_roles"))
-                           or g & set(settings.get("access.member_groups")))
+    admin = bool(r & set(settings.access.admin_roles)
+                 or g & set(settings.access.admin_groups))
+    member = admin or bool(r & set(settings.access.member_roles)
+                           or g & set(settings.access.member_groups))
     return Entitlement(member=member, admin=admin)
 
 

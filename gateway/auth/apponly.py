@@ -22,7 +22,7 @@ class AppTokens:
 
     def __init__(self, settings: Settings, http_client: Any = None) -> None:
         self.settings = settings
-        self._http = http_client or CachingHttpClient(verify=settings.get("entra.ca_file") or True)
+        self._http = http_client or CachingHttpClient(verify=settings.entra.ca_file or True)
         self._app: Any = None
         self._lock = threading.Lock()
 
@@ -30,9 +30,9 @@ class AppTokens:
         with self._lock:
             if self._app is None:
                 self._app = msal.ConfidentialClientApplication(
-                    self.settings.get("entra.client_id"),
-                    client_credential=self.settings.get("entra.client_secret"),
-                    authority=self.settings.get("entra.authority"), http_client=self._http,
+                    self.settings.entra.client_id,
+                    client_credential=self.settings.entra.client_secret,
+                    authority=self.settings.entra.authority, http_client=self._http,
                     instance_discovery=False)
             app = self._app
         result: dict[str, Any] = app.acquire_token_for_client(scopes=[f"{resource}/.default"])

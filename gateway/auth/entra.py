@@ -129,12 +129,12 @@ class Entra:
         self.store = store
         self.keyring = keyring
         self.clock = clock
-        self.authority = settings.get("entra.authority")
-        self.client_id = settings.get("entra.client_id")
-        self._secret = settings.get("entra.client_secret")
-        self.signin_scopes = [settings.get("entra.imap_scope"), settings.get("entra.smtp_scope")]
-        self.graph_scopes = [settings.get("entra.graph_scope")]
-        self.http = http_client or CachingHttpClient(verify=settings.get("entra.ca_file") or True)
+        self.authority = settings.entra.authority
+        self.client_id = settings.entra.client_id
+        self._secret = settings.entra.client_secret
+        self.signin_scopes = [settings.entra.imap_scope, settings.entra.smtp_scope]
+        self.graph_scopes = [settings.entra.graph_scope]
+        self.http = http_client or CachingHttpClient(verify=settings.entra.ca_file or True)
         # One refresh at a time per account, so two tabs do not both spend a refresh token.
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -284,10 +284,10 @@ class Entra:
         return str(result["access_token"])
 
     async def imap_token(self, account_id: str) -> str:
-        return await self.access_token(account_id, [self.settings.get("entra.imap_scope")])
+        return await self.access_token(account_id, [self.settings.entra.imap_scope])
 
     async def smtp_token(self, account_id: str) -> str:
-        return await self.access_token(account_id, [self.settings.get("entra.smtp_scope")])
+        return await self.access_token(account_id, [self.settings.entra.smtp_scope])
 
     async def graph_token(self, account_id: str, force_refresh: bool = False) -> str:
         return await self.access_token(account_id, self.graph_scopes, force_refresh)

@@ -61,8 +61,8 @@ class SessionManager:
     def __init__(self, store: Store, settings: Settings, clock: Callable[[], float]) -> None:
         self.store = store
         self.clock = clock
-        self.idle = settings.get("session.idle_minutes") * 60.0
-        self.absolute = settings.get("session.absolute_hours") * 3600.0
+        self.idle = settings.session.idle_minutes * 60.0
+        self.absolute = settings.session.absolute_hours * 3600.0
 
     async def load(self, session_id: str | None) -> SessionRecord | None:
         """The live session for a cookie value, or None (unknown, idle or too old: deleted)."""

@@ -129,9 +129,9 @@ class Limits:
     @classmethod
     def from_settings(cls, settings: Settings, clock: Callable[[], float],
                       signin_window: float) -> Limits:
-        get = settings.get
+        access = settings.access
         return cls(
-            api_refused=Window(get("access.api_refusals_per_minute"), 60.0, clock),
+            api_refused=Window(access.api_refusals_per_minute, 60.0, clock),
             api_digest=RefusalDigest(60.0, clock),
-            signin=Window(get("access.signin_starts_per_address"), signin_window, clock,
-                          total=get("access.signin_starts_total")))
+            signin=Window(access.signin_starts_per_address, signin_window, clock,
+                          total=access.signin_starts_total))

@@ -223,9 +223,9 @@ def _environ(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[dict[str
 
 def describe_store(settings: Settings) -> str:
     """The store in words fit for a terminal: never a password."""
-    if settings.get("store.backend") == "postgres":
-        return "PostgreSQL " + redact_dsn(str(settings.get("store.postgres_dsn")))
-    return "SQLite " + os.path.abspath(str(settings.get("store.sqlite_path")))
+    if settings.store.backend == "postgres":
+        return "PostgreSQL " + redact_dsn(str(settings.store.postgres_dsn))
+    return "SQLite " + os.path.abspath(str(settings.store.sqlite_path))
 
 
 def redact_dsn(dsn: str) -> str:

@@ -19,21 +19,21 @@ from gateway.errors import GatewayError
 
 
 async def run_migrate(settings: Settings) -> str:
-    if settings.get("store.backend") != "postgres":
+    if settings.store.backend != "postgres":
         from gateway.store.sqlite import SqliteStore
 
-        store = SqliteStore(settings.get("store.sqlite_path"))
+        store = SqliteStore(settings.store.sqlite_path)
         await store.open()
         await store.close()
-        return f"SQLite store {settings.get('store.sqlite_path')} is up to date."
+        return f"SQLite store {settings.store.sqlite_path} is up to date."
 
     import asyncpg
 
     from gateway.store.postgres import SCHEMA_VERSION, migrate
 
-    timeout = settings.get("store.postgres_timeout_seconds")
+    timeout = settings.store.postgres_timeout_seconds
     try:
-        conn = await asyncpg.connect(settings.get("store.postgres_dsn"), timeout=timeout)
+        conn = await asyncpg.connect(settings.store.postgres_dsn, timeout=timeout)
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
         raise GatewayError(f"Cannot reach PostgreSQL ({type(exc).__name__}): check "
                            "store.postgres_dsn and that the database is up.") from None

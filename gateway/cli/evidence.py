@@ -36,7 +36,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         since, until = parse_period(args.since, args.until, now,
-                                    settings.get("general.timezone"))
+                                    settings.general.timezone)
         store = build_store(settings, listen=False)
         await store.open()
         try:

@@ -104,7 +104,7 @@ def _kit_run(args: argparse.Namespace, work: Callable[[Kit], Awaitable[int]]) ->
         log = AuditLog(store, clock)
         # Kept in the store: what cannot be delivered now is retried by the running gateway.
         notifier = Notifier(cli_notify_config(settings), clock, store=store)
-        switch = Switch(store, clock, initial_mode=Mode(settings.get("failover.initial_mode")),
+        switch = Switch(store, clock, initial_mode=Mode(settings.failover.initial_mode),
                         listeners=[AuditTrail(log), notifier])
         try:
             result = await work(Kit(settings, store, log, switch, notifier, clock))
@@ -133,7 +133,7 @@ def _print_state(kit: Kit, state: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps({**state.public(), "store_ok": kit.switch.store_ok}, indent=1))
         return
-    tz = kit.settings.get("general.timezone")
+    tz = kit.settings.general.timezone
     print(f"mode:    {state.mode}")
     print(f"since:   {local(state.since, tz) if state.since else 'first start'}")
     print(f"by:      {state.by}")
@@ -159,7 +159,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_flip(args: argparse.Namespace) -> int:
     async def work(kit: Kit) -> int:
-        tz, now = kit.settings.get("general.timezone"), kit.clock()
+        tz, now = kit.settings.general.timezone, kit.clock()
         until = parse_time(args.until, now, tz) if getattr(args, "until", None) else None
         # The version guard: the one given, else the one this person last saw (status or
         # their own last change); someone who never looked is not guarded.
@@ -214,7 +214,7 @@ def cmd_timeline(args: argparse.Namespace) -> int:
         found = timeline.incidents(await kit.audit.entries())
         now = kit.clock()
         print(timeline.export_csv(found, now) if args.format == "csv" else
-              timeline.export_json(found, now, kit.settings.get("general.timezone")), end="")
+              timeline.export_json(found, now, kit.settings.general.timezone), end="")
         return 0
     return _kit_run(args, work)
 
@@ -234,7 +234,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     async def work(kit: Kit) -> int:
-        tz, now = kit.settings.get("general.timezone"), kit.clock()
+        tz, now = kit.settings.general.timezone, kit.clock()
         since = parse_time(args.since, now, tz) if args.since else None
         until = parse_time(args.until, now, tz) if args.until else None
         entries = await kit.audit.entries(since, until)

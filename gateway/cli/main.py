@@ -64,24 +64,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         warning("no configuration named, so these are not the live gateway's settings "
                 "(give --env-file /etc/gateway/gateway.env or --config FILE)")
     problems = []
-    for key in ("server.tls_cert", "server.tls_key", "entra.ca_file", "imap.ca_file"):
-        path = settings.get(key)
+    for key, path in (("server.tls_cert", settings.server.tls_cert),
+                      ("server.tls_key", settings.server.tls_key),
+                      ("entra.ca_file", settings.entra.ca_file),
+                      ("imap.ca_file", settings.imap.ca_file)):
         if path and not Path(path).is_file():
             problems.append(f"{key}: file {path!r} does not exist. Fix the path.")
     from gateway.server.tls import check_certificate
 
-    cert_problems, warnings = check_certificate(settings.get("server.tls_cert"),
-                                                settings.get("server.tls_key"))
+    cert_problems, warnings = check_certificate(settings.server.tls_cert,
+                                                settings.server.tls_key)
     problems += cert_problems
     for w in warnings:
         warning(w)
-    if settings.get("store.backend") == "sqlite":
+    if settings.store.backend == "sqlite":
         from gateway.store.sqlite import path_problem
 
-        store_problem = path_problem(settings.get("store.sqlite_path"))
+        store_problem = path_problem(settings.store.sqlite_path)
         if store_problem:
             problems.append(store_problem)
-    if not settings.get("entra.authority"):
+    if not settings.entra.authority:
         problems.append("entra.authority: not set; members cannot sign in. Set it to "
                         "https://login.microsoftonline.com/<tenant-id>.")
     for p in problems:
@@ -95,19 +97,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.app import create_app
 
     settings = command_settings(args)
-    if settings.get("store.backend") == "sqlite":
+    if settings.store.backend == "sqlite":
         from gateway.store.sqlite import path_problem
 
         # Say so in one line now, not in a start-up traceback from every worker.
-        store_problem = path_problem(settings.get("store.sqlite_path"))
+        store_problem = path_problem(settings.store.sqlite_path)
         if store_problem:
             raise ConfigError(store_problem)
-    _setup_logging(settings.get("general.log_level"))
-    cert, key = settings.get("server.tls_cert"), settings.get("server.tls_key")
+    _setup_logging(settings.general.log_level)
+    cert, key = settings.server.tls_cert, settings.server.tls_key
     from gateway.server.limits import uvicorn_options
     from gateway.server.tls import serve, server_context
 
-    workers = settings.get("server.workers")
+    workers = settings.server.workers
     if workers > 1:
         # Each worker builds its own app (store connection, probe loop, IMAP pool) from the
         # same settings; uvicorn supervises them and restarts them all on SIGHUP.
@@ -116,24 +118,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
         export_env_file(args)
         uvicorn.run(
             "gateway.app:from_environment", factory=True, workers=workers,
-            host=settings.get("server.host"), port=settings.get("server.port"),
+            host=settings.server.host, port=settings.server.port,
             ssl_certfile=cert or None, ssl_keyfile=key or None,
             ssl_context_factory=server_context if cert else None,
             # server.trusted_proxies is applied by the app (gateway.logging).
             proxy_headers=False,
             server_header=False, access_log=False, timeout_graceful_shutdown=10,
-            log_level=settings.get("general.log_level"), log_config=None,
+            log_level=settings.general.log_level, log_config=None,
             **uvicorn_options(settings))
         return 0
     serve(uvicorn.Config(
-        create_app(settings), host=settings.get("server.host"), port=settings.get("server.port"),
+        create_app(settings), host=settings.server.host, port=settings.server.port,
         ssl_certfile=cert or None, ssl_keyfile=key or None,
         # Mozilla's intermediate TLS profile (gateway.server.tls.server_context).
         ssl_context_factory=server_context if cert else None,
         # Forwarded headers are believed only from server.trusted_proxies, by the app itself
         # (gateway.logging), which must see the real peer first.
         proxy_headers=False,
-        server_header=False, access_log=False, log_level=settings.get("general.log_level"),
+        server_header=False, access_log=False, log_level=settings.general.log_level,
         # Open new-mail streams never finish by themselves: give them a bound at shutdown
         # (browsers reconnect on their own).
         timeout_graceful_shutdown=10, log_config=None, **uvicorn_options(settings)))

@@ -113,7 +113,7 @@ def _note_cert(ctx: _Context, name: str, peercert: Any) -> None:
 
 async def _discovery(ctx: _Context, http: httpx.AsyncClient) -> bool:
     name = "Entra discovery"
-    authority = ctx.settings.get("entra.authority").rstrip("/")
+    authority = ctx.settings.entra.authority.rstrip("/")
     if not authority:
         ctx.add("fail", name, "entra.authority is not set",
                 "Set entra.authority = https://login.microsoftonline.com/<tenant id>.")
@@ -155,10 +155,10 @@ async def _discovery(ctx: _Context, http: httpx.AsyncClient) -> bool:
 
 
 def _msal_app(settings: Settings) -> Any:
-    http = CachingHttpClient(verify=settings.get("entra.ca_file") or True)
+    http = CachingHttpClient(verify=settings.entra.ca_file or True)
     return msal.ConfidentialClientApplication(
-        settings.get("entra.client_id"), client_credential=settings.get("entra.client_secret"),
-        authority=settings.get("entra.authority"), http_client=http, instance_discovery=False)
+        settings.entra.client_id, client_credential=settings.entra.client_secret,
+        authority=settings.entra.authority, http_client=http, instance_discovery=False)
 
 
 async def _app_token(app: Any, scope: str) -> dict[str, Any]:
@@ -191,7 +191,7 @@ async def _credentials(ctx: _Context, app: Any) -> bool:
         ctx.add("fail", name, f"Entra refused the app's client credentials ({said})", fix)
         return False
     ctx.graph_token = str(result["access_token"])
-    ctx.add("pass", name, f"client {ctx.settings.get('entra.client_id')} signed in with its "
+    ctx.add("pass", name, f"client {ctx.settings.entra.client_id} signed in with its "
             "secret")
     return True
 
@@ -200,7 +200,7 @@ async def _canary_token(ctx: _Context, app: Any) -> bool:
     name = "Canary app token"
     # The scope the health canary uses (health.canary_scope, Microsoft's documented
     # https://outlook.office365.com/.default): the same token is tested here.
-    resource = resource_of(ctx.settings.get("health.canary_scope"))
+    resource = resource_of(ctx.settings.health.canary_scope)
     result = await _app_token(app, f"{resource}/.default")
     if "access_token" not in result:
         said, fix = _refusal(result)
@@ -221,7 +221,7 @@ async def _canary_token(ctx: _Context, app: Any) -> bool:
 
 
 def _exchange_fix(ctx: _Context, what: str) -> str:
-    c, cid = ctx.canary, ctx.settings.get("entra.client_id")
+    c, cid = ctx.canary, ctx.settings.entra.client_id
     return (f"In Exchange Online PowerShell: New-ServicePrincipal -AppId {cid} -ObjectId "
             "<the gateway's Enterprise application Object ID>; then Add-MailboxPermission "
             f"-Identity {c} -User <that service principal's id> -AccessRights FullAccess"
@@ -232,8 +232,8 @@ def _exchange_fix(ctx: _Context, what: str) -> str:
 async def _imap(ctx: _Context) -> None:
     name = "Canary IMAP login"
     s = ctx.settings
-    target = ImapTarget(s.get("imap.host"), s.get("imap.port"), ssl_context(s.get("imap.ca_file")),
-                        s.get("imap.timeout_seconds"))
+    target = ImapTarget(s.imap.host, s.imap.port, ssl_context(s.imap.ca_file),
+                        s.imap.timeout_seconds)
     try:
         async with connect(target, ctx.canary, ctx.app_token) as conn:
             await conn.select("INBOX", readonly=True)
@@ -260,10 +260,10 @@ async def _imap(ctx: _Context) -> None:
 async def _smtp(ctx: _Context) -> None:
     name = "Canary SMTP AUTH"
     s = ctx.settings
-    host, port = s.get("smtp.host"), s.get("smtp.port")
+    host, port = s.smtp.host, s.smtp.port
     client = aiosmtplib.SMTP(hostname=host, port=port, start_tls=True,
-                             tls_context=ssl_context(s.get("smtp.ca_file")),
-                             timeout=s.get("smtp.timeout_seconds"))
+                             tls_context=ssl_context(s.smtp.ca_file),
+                             timeout=s.smtp.timeout_seconds)
     try:
         await client.connect()
         transport = getattr(getattr(client, "protocol", None), "transport", None)
@@ -297,7 +297,7 @@ async def _smtp(ctx: _Context) -> None:
 
 async def _graph(ctx: _Context, http: httpx.AsyncClient) -> None:
     name = "Graph calendar"
-    base = ctx.settings.get("graph.base_url").rstrip("/")
+    base = ctx.settings.graph.base_url.rstrip("/")
     url = f"{base}/users/{quote(ctx.canary)}/calendar"
     try:
         r = await http.get(url, params={"$select": "id"},
@@ -329,7 +329,7 @@ async def _graph(ctx: _Context, http: httpx.AsyncClient) -> None:
 def _certificates(ctx: _Context) -> None:
     name = "Certificates"
     now = ctx.now()
-    own = ctx.settings.get("server.tls_cert")
+    own = ctx.settings.server.tls_cert
     if own:
         try:
             from cryptography import x509
@@ -380,13 +380,13 @@ def _clock(ctx: _Context) -> None:
 async def check_tenant(settings: Settings, now: Callable[[], float] = time.time) -> list[Line]:
     """Every check, in order; a check that needs an earlier one which failed is a fail that
     says so, never skipped silently."""
-    ctx = _Context(settings, settings.get("health.canary_mailbox").strip(), now)
-    async with httpx.AsyncClient(verify=ssl_context(settings.get("entra.ca_file")),
-                                 trust_env=False, timeout=settings.get("health.timeout_seconds"),
+    ctx = _Context(settings, settings.health.canary_mailbox.strip(), now)
+    async with httpx.AsyncClient(verify=ssl_context(settings.entra.ca_file),
+                                 trust_env=False, timeout=settings.health.timeout_seconds,
                                  follow_redirects=False) as http, \
-            httpx.AsyncClient(verify=ssl_context(settings.get("graph.ca_file")
-                                                 or settings.get("entra.ca_file")),
-                              trust_env=False, timeout=settings.get("graph.timeout_seconds"),
+            httpx.AsyncClient(verify=ssl_context(settings.graph.ca_file
+                                                 or settings.entra.ca_file),
+                              trust_env=False, timeout=settings.graph.timeout_seconds,
                               follow_redirects=False) as graph_http:
         reached = await _discovery(ctx, http)
         app = None

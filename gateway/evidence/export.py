@@ -59,9 +59,9 @@ async def make_report(settings: Settings, store: Store, signer: Signer, *, since
     await take_checkpoint(store, signer, clock, file, sid)
     chain = await check_chain(store, signer, file, sid)
     return await build_report(
-        store, chain, since=since, until=until, now=now, tz=settings.get("general.timezone"),
-        service=settings.get("health.service_id"), public_url=settings.public_url,
-        key_fingerprint=signer.fingerprint(), raw_days=settings.get("health.history_raw_days"))
+        store, chain, since=since, until=until, now=now, tz=settings.general.timezone,
+        service=settings.health.service_id, public_url=settings.public_url,
+        key_fingerprint=signer.fingerprint(), raw_days=settings.health.history_raw_days)
 
 
 def sig_path(path: Path) -> Path:

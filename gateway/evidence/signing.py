@@ -23,10 +23,10 @@ SIG_SUFFIX = ".sig"
 
 
 def key_path(settings: Any) -> Path:
-    configured = settings.get("evidence.signing_key_file")
+    configured = settings.evidence.signing_key_file
     if configured:
         return Path(configured)
-    return Path(settings.get("store.sqlite_path")).parent / "evidence-signing.key"
+    return Path(settings.store.sqlite_path).parent / "evidence-signing.key"
 
 
 def store_id(settings: Any) -> str:
@@ -38,7 +38,7 @@ def store_id(settings: Any) -> str:
 
 
 def checkpoint_path(settings: Any) -> Path:
-    configured = settings.get("evidence.checkpoint_file")
+    configured = settings.evidence.checkpoint_file
     return Path(configured) if configured else key_path(settings).parent / \
         "audit-checkpoints.jsonl"
 

@@ -60,16 +60,16 @@ class GraphHttp:
     @classmethod
     def from_settings(cls, settings: Settings,
                       transport: httpx.AsyncBaseTransport | None = None) -> GraphHttp:
-        ca = settings.get("graph.ca_file") or settings.get("entra.ca_file")
+        ca = settings.graph.ca_file or settings.entra.ca_file
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
-        tz = settings.get("general.timezone")
+        tz = settings.general.timezone
         client = httpx.AsyncClient(
-            base_url=settings.get("graph.base_url").rstrip("/") + "/", verify=verify,
+            base_url=settings.graph.base_url.rstrip("/") + "/", verify=verify,
             trust_env=False, transport=transport,
-            timeout=httpx.Timeout(settings.get("graph.timeout_seconds")),
+            timeout=httpx.Timeout(settings.graph.timeout_seconds),
             headers={"Accept": "application/json", "Prefer": f'outlook.timezone="{tz}"'})
-        return cls(client, tz, settings.get("graph.retry_after_max_seconds"),
-                   settings.get("graph.page_size"))
+        return cls(client, tz, settings.graph.retry_after_max_seconds,
+                   settings.graph.page_size)
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -65,8 +65,8 @@ class MailFlowCanary:
         self.timer = timer
         self.clock = clock
         self.on_round = on_round
-        self.warn_after = float(settings.get("health.mailflow_warn_seconds"))
-        self.fail_after = float(settings.get("health.mailflow_fail_seconds"))
+        self.warn_after = float(settings.health.mailflow_warn_seconds)
+        self.fail_after = float(settings.health.mailflow_fail_seconds)
 
     def _message(self, tag: str) -> EmailMessage:
         msg = EmailMessage()
@@ -79,8 +79,8 @@ class MailFlowCanary:
         return msg
 
     async def _send(self, token: str, tag: str) -> None:
-        smtp = aiosmtplib.SMTP(hostname=self.settings.get("smtp.host"),
-                               port=self.settings.get("smtp.port"), start_tls=True,
+        smtp = aiosmtplib.SMTP(hostname=self.settings.smtp.host,
+                               port=self.settings.smtp.port, start_tls=True,
                                tls_context=self.smtp_ctx, timeout=self.imap.timeout)
         try:
             self.on_connect("smtp")

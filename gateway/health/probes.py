@@ -202,7 +202,7 @@ async def count_sessions(store: Store) -> Observation:
 def probe_http_client(settings: Settings, timeout: float,
                       transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The probes' own HTTP client: no proxy settings from the environment, the Entra CA."""
-    return httpx.AsyncClient(verify=ssl_context(settings.get("entra.ca_file")), trust_env=False,
+    return httpx.AsyncClient(verify=ssl_context(settings.entra.ca_file), trust_env=False,
                              timeout=timeout, transport=transport, follow_redirects=False)
 
 
@@ -211,32 +211,32 @@ def build_probes(settings: Settings, store: Store, http: httpx.AsyncClient, *,
                  clock: Callable[[], float] | None = None,
                  on_round: Callable[[CanaryRound], None] | None = None) -> list[Probe]:
     """Every probe the settings call for, in the order the document lists them."""
-    timeout = settings.get("health.timeout_seconds")
-    canary = settings.get("health.canary_mailbox")
+    timeout = settings.health.timeout_seconds
+    canary = settings.health.canary_mailbox
     if canary and tokens is None:
         tokens = AppTokens(settings)
     # App-only access to Exchange Online is granted on its own resource (the documented
     # scope is https://outlook.office365.com/.default), not the delegated scopes' one.
-    outlook = resource_of(settings.get("health.canary_scope"))
-    graph = resource_of(settings.get("entra.graph_scope"))
-    imap = ImapTarget(settings.get("imap.host"), settings.get("imap.port"),
-                      ssl_context(settings.get("imap.ca_file")), timeout)
-    smtp_ctx = ssl_context(settings.get("smtp.ca_file"))
+    outlook = resource_of(settings.health.canary_scope)
+    graph = resource_of(settings.entra.graph_scope)
+    imap = ImapTarget(settings.imap.host, settings.imap.port,
+                      ssl_context(settings.imap.ca_file), timeout)
+    smtp_ctx = ssl_context(settings.smtp.ca_file)
 
     async def entra() -> None:
         on_connect("entra")
-        await probe_entra(http, settings.get("entra.authority"))
+        await probe_entra(http, settings.entra.authority)
 
     async def imap_() -> None:
         await probe_imap(imap, canary, tokens, outlook, on_connect)
 
     async def smtp() -> None:
-        await probe_smtp(settings.get("smtp.host"), settings.get("smtp.port"), smtp_ctx,
+        await probe_smtp(settings.smtp.host, settings.smtp.port, smtp_ctx,
                          timeout, on_connect)
 
     async def graph_() -> Observation | None:
         on_connect("graph")
-        return await probe_graph(http, settings.get("graph.base_url"), canary, tokens, graph)
+        return await probe_graph(http, settings.graph.base_url, canary, tokens, graph)
 
     async def store_() -> None:
         await probe_store(store)
@@ -252,14 +252,14 @@ def build_probes(settings: Settings, store: Store, http: httpx.AsyncClient, *,
         Probe("store:responseTime", store_, timeout, component_type="datastore"),
         Probe("sessions:count", sessions, timeout, component_type="system"),
     ]
-    every = settings.get("health.mailflow_interval_seconds")
+    every = settings.health.mailflow_interval_seconds
     if canary and every > 0 and tokens is not None:
         from gateway.health.canary import MailFlowCanary
 
         flow = MailFlowCanary(settings, imap, smtp_ctx, canary, tokens, outlook, on_connect,
                               clock=clock or time.time, on_round=on_round)
         probes.append(Probe("mailflow:latency", flow.run,
-                            settings.get("health.mailflow_fail_seconds") + 2 * timeout,
+                            settings.health.mailflow_fail_seconds + 2 * timeout,
                             interval=every))
     return probes
 
@@ -275,7 +275,7 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
                           ) -> AsyncIterator[HealthMonitor]:
     """The probe loop for the app's lifespan (and, with ``start=False``, for ``gateway
     probe``): probes built from the settings, results fed to the metrics, stopped on exit."""
-    timeout = settings.get("health.timeout_seconds")
+    timeout = settings.health.timeout_seconds
     http = probe_http_client(settings, timeout, transport)
     mode_of = failover_mode or (lambda: "standby")
     on_connect = metrics.connection_opened if metrics is not None else _noop
@@ -284,17 +284,17 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
         return Observation(value=str(mode_of()))
 
     platform_probes, platform_http = build_platform_probes(
-        parse_checks(settings.get("platform.checks")), ca_file=settings.get("platform.ca_file"),
-        timeout=settings.get("platform.timeout_seconds"),
-        interval=settings.get("platform.interval_seconds"), clock=clock)
+        parse_checks(settings.platform.checks), ca_file=settings.platform.ca_file,
+        timeout=settings.platform.timeout_seconds,
+        interval=settings.platform.interval_seconds, clock=clock)
     monitor = HealthMonitor(
         [*build_probes(settings, store, http, on_connect=on_connect, clock=clock,
                        on_round=on_round), *platform_probes],
-        interval=settings.get("health.interval_seconds"), warn_ms=settings.get("health.warn_ms"),
+        interval=settings.health.interval_seconds, warn_ms=settings.health.warn_ms,
         clock=clock, instant={"failover:mode": instant_check("failover:mode", mode, clock,
                                                              "system"), **(instant or {})},
         listeners=[*([metrics.record_check] if metrics is not None else []), *listeners],
-        reprobe_after=settings.get("health.reprobe_seconds"))
+        reprobe_after=settings.health.reprobe_seconds)
     if metrics is not None:
         metrics.watch_mode(lambda: str(mode_of()))
     try:

@@ -99,13 +99,13 @@ class LimitedH11Protocol(H11Protocol):
 
 
 def configure(settings: Settings) -> None:
-    LimitedH11Protocol.header_timeout = settings.get("server.header_timeout_seconds")
-    LimitedH11Protocol.body_timeout = settings.get("server.body_timeout_seconds")
-    LimitedH11Protocol.max_requests = settings.get("server.max_requests_per_connection")
+    LimitedH11Protocol.header_timeout = settings.server.header_timeout_seconds
+    LimitedH11Protocol.body_timeout = settings.server.body_timeout_seconds
+    LimitedH11Protocol.max_requests = settings.server.max_requests_per_connection
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     configure(settings)
     return {"http": LimitedH11Protocol,
-            "h11_max_incomplete_event_size": settings.get("server.max_header_bytes"),
-            "timeout_keep_alive": settings.get("server.keepalive_seconds")}
+            "h11_max_incomplete_event_size": settings.server.max_header_bytes,
+            "timeout_keep_alive": settings.server.keepalive_seconds}

@@ -31,17 +31,17 @@ class SwitchLike(Protocol):
 def build_store(settings: Settings, *, listen: bool = True) -> Store:
     """The configured store, not yet opened. ``listen=False`` (one-shot commands) skips the
     PostgreSQL change-notice connection."""
-    if settings.get("store.backend") == "postgres":
+    if settings.store.backend == "postgres":
         from gateway.store.postgres import PostgresStore
 
-        return PostgresStore(settings.get("store.postgres_dsn"),
-                             timeout=settings.get("store.postgres_timeout_seconds"),
-                             pool_size=settings.get("store.postgres_pool_size"),
-                             migrate_on_start=settings.get("store.migrate_on_start"),
+        return PostgresStore(settings.store.postgres_dsn,
+                             timeout=settings.store.postgres_timeout_seconds,
+                             pool_size=settings.store.postgres_pool_size,
+                             migrate_on_start=settings.store.migrate_on_start,
                              listen=listen)
     from gateway.store.sqlite import SqliteStore
 
-    return SqliteStore(settings.get("store.sqlite_path"))
+    return SqliteStore(settings.store.sqlite_path)
 
 
 def follow_switch(store: Store, switch: SwitchLike, key: str) -> None:

@@ -72,8 +72,8 @@ async def lookup_group(settings: Settings, group_id: str, *, tokens: Any = None,
         raise GroupNotFound(f"{group_id!r} is not an Entra group object id (a GUID such as "
                             "7d2e1b3f-3c4d-4e5f-9a01-b2c3d4e5f6a7; Entra admin centre, Groups, "
                             "Object ID).")
-    if not all(settings.get(k) for k in ("entra.authority", "entra.client_id",
-                                          "entra.client_secret")):
+    entra = settings.entra
+    if not (entra.authority and entra.client_id and entra.client_secret):
         raise DirectoryUnavailable("entra.authority, entra.client_id and entra.client_secret "
                                    "are needed to ask the directory.")
     from gateway.auth.apponly import AppTokens
@@ -81,17 +81,17 @@ async def lookup_group(settings: Settings, group_id: str, *, tokens: Any = None,
     from gateway.health.probes import resource_of
 
     app_tokens = tokens or AppTokens(settings)
-    graph = resource_of(settings.get("entra.graph_scope"))
+    graph = resource_of(settings.entra.graph_scope)
     try:
         token = await app_tokens.token(graph)
     except ProbeFailed as exc:
         raise DirectoryUnavailable(str(exc)) from None
-    ca = settings.get("graph.ca_file") or settings.get("entra.ca_file")
+    ca = settings.graph.ca_file or settings.entra.ca_file
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
-    base = settings.get("graph.base_url").rstrip("/")
+    base = settings.graph.base_url.rstrip("/")
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
     async with httpx.AsyncClient(verify=verify, trust_env=False, transport=transport,
-                                 timeout=settings.get("graph.timeout_seconds")) as http:
+                                 timeout=settings.graph.timeout_seconds) as http:
         try:
             g = await http.get(f"{base}/groups/{quote(gid)}",
                                params={"$select": "id,displayName"}, headers=headers)

@@ -72,19 +72,19 @@ class NotifyConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> NotifyConfig:
-        return cls(webhooks=tuple(s.get("notify.webhooks")),
-                   email_to=tuple(s.get("notify.email_to")),
-                   email_from=s.get("notify.email_from"), smtp_host=s.get("notify.smtp_host"),
-                   smtp_port=s.get("notify.smtp_port"),
-                   smtp_starttls=s.get("notify.smtp_starttls"),
-                   smtp_username=s.get("notify.smtp_username"),
-                   smtp_password=s.get("notify.smtp_password"),
-                   smtp_ca_file=s.get("notify.smtp_ca_file"),
-                   attempts=s.get("notify.attempts"),
-                   backoff_seconds=s.get("notify.backoff_seconds"),
-                   timeout_seconds=s.get("notify.timeout_seconds"), public_url=s.public_url,
-                   retry_hours=s.get("notify.retry_hours"),
-                   backoff_max_seconds=s.get("notify.backoff_max_seconds"))
+        return cls(webhooks=tuple(s.notify.webhooks),
+                   email_to=tuple(s.notify.email_to),
+                   email_from=s.notify.email_from, smtp_host=s.notify.smtp_host,
+                   smtp_port=s.notify.smtp_port,
+                   smtp_starttls=s.notify.smtp_starttls,
+                   smtp_username=s.notify.smtp_username,
+                   smtp_password=s.notify.smtp_password,
+                   smtp_ca_file=s.notify.smtp_ca_file,
+                   attempts=s.notify.attempts,
+                   backoff_seconds=s.notify.backoff_seconds,
+                   timeout_seconds=s.notify.timeout_seconds, public_url=s.public_url,
+                   retry_hours=s.notify.retry_hours,
+                   backoff_max_seconds=s.notify.backoff_max_seconds)
 
 
 @dataclass(frozen=True)

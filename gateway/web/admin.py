@@ -108,7 +108,7 @@ def _admin(request: Request) -> SessionRecord:
 
 
 def _fresh(svc: Services, session: SessionRecord) -> None:
-    limit = svc.settings.get("failover.reauth_minutes") * 60
+    limit = svc.settings.failover.reauth_minutes * 60
     if svc.clock() - session.auth_time > limit:
         raise StaleSignIn()
 
@@ -121,7 +121,7 @@ def state_view(s: SwitchState, tz: str) -> StateView:
 
 async def _people(svc: Services, state: SwitchState, tz: str) -> list[PersonView]:
     now = svc.clock()
-    pilot = svc.settings.get("failover.pilot_groups")
+    pilot = svc.settings.failover.pilot_groups
     out = []
     for s in await svc.store.list_sessions():
         if now - s.last_seen > svc.sessions.idle or now - s.created_at > svc.sessions.absolute:
@@ -140,7 +140,7 @@ def _details(e: audit.AuditEntry) -> str:
 async def _page(request: Request, *, form: FlipForm | None = None, error: str = "",
                 status: int = 200) -> Response:
     svc = services(request)
-    tz = svc.settings.get("general.timezone")
+    tz = svc.settings.general.timezone
     state = await svc.failover.current()
     entries = await svc.audit.entries()
     now = svc.clock()
@@ -162,8 +162,8 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
         "deliveries": await _deliveries(svc, tz),
         "form": form or FlipForm(version=str(state.version)),
         "error": error,
-        "fresh_minutes": svc.settings.get("failover.reauth_minutes"),
-        "fresh": now - session.auth_time <= svc.settings.get("failover.reauth_minutes") * 60,
+        "fresh_minutes": svc.settings.failover.reauth_minutes,
+        "fresh": now - session.auth_time <= svc.settings.failover.reauth_minutes * 60,
         "reauth_url": "/auth/start?fresh=1&next=" + quote("/admin", safe=""),
         "changed": request.query_params.get("changed") == "1",
         "modes": [str(m) for m in Mode],
@@ -218,7 +218,7 @@ async def evidence_page(request: Request) -> Response:
     svc = services(request)
     q = request.query_params
     since_q, until_q = q.get("since", "7d")[:40], q.get("until", "")[:40]
-    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    now, tz = svc.clock(), svc.settings.general.timezone
     error = ""
     try:
         since, until = parse_period(since_q, until_q or None, now, tz)
@@ -243,7 +243,7 @@ async def evidence_download(request: Request) -> Response:
     fmt = q.get("format", "html")
     if fmt not in evidence_render.FORMATS:
         raise BadRequest("Ask for html, json or csv.")
-    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    now, tz = svc.clock(), svc.settings.general.timezone
     since, until = parse_period(q.get("since", "7d")[:40], (q.get("until") or "")[:40] or None,
                                 now, tz)
     assert svc.signer is not None
@@ -278,7 +278,7 @@ def _flip_from(svc: Services, session: SessionRecord, form: FlipForm) -> Flip:
         version = int(form.version)
     except ValueError:
         raise BadRequest("The form is incomplete; reload the page.") from None
-    tz = svc.settings.get("general.timezone")
+    tz = svc.settings.general.timezone
     until = parse_time(form.until, svc.clock(), tz) if form.until.strip() else None
     return Flip(mode=form.mode, reason=form.reason, by=f"{session.user_name} <{session.email}>",
                 until=until, group=form.group, message=form.message, expected_version=version)
@@ -297,7 +297,7 @@ async def switch(request: Request) -> Response:
             # Step one: check the change as the switch would, then ask to confirm it.
             current = await svc.failover.current()
             apply(current, change, svc.clock())
-            tz = svc.settings.get("general.timezone")
+            tz = svc.settings.general.timezone
             return render(request, "admin_confirm.html", {
                 "form": form, "state": state_view(current, tz),
                 "until": local(change.until, tz) if change.until else "",
@@ -305,7 +305,7 @@ async def switch(request: Request) -> Response:
         await svc.failover.flip(change)
     except StaleSignIn as err:
         return render(request, "admin_reauth.html", {
-            "message": err.message, "minutes": svc.settings.get("failover.reauth_minutes"),
+            "message": err.message, "minutes": svc.settings.failover.reauth_minutes,
             "reauth_url": "/auth/start?fresh=1&next=" + quote("/admin", safe="")},
             status=err.status)
     except (BadRequest, Conflict) as err:
@@ -316,7 +316,7 @@ async def switch(request: Request) -> Response:
 async def _export(request: Request, what: str, fmt: str) -> Response:
     session = _admin(request)
     svc = services(request)
-    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    now, tz = svc.clock(), svc.settings.general.timezone
     media = "text/csv" if fmt == "csv" else "application/json"
     headers = {"Content-Disposition": f'attachment; filename="{what}.{fmt}"'}
     chain = await _chain(svc)

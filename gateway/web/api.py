@@ -93,7 +93,7 @@ def _text(body: dict[str, Any], name: str) -> str:
 
 def _range(request: Request) -> tuple[float | None, float | None]:
     svc = services(request)
-    tz, now = svc.settings.get("general.timezone"), svc.clock()
+    tz, now = svc.settings.general.timezone, svc.clock()
     q = request.query_params
     since = parse_time(q["since"], now, tz) if q.get("since") else None
     until = parse_time(q["until"], now, tz) if q.get("until") else None
@@ -150,7 +150,7 @@ async def flip(request: Request) -> Response:
         expected = seen = await failover_seen.last_seen(svc.store, caller)
     until = _text(body, "until")
     change = Flip(mode=_text(body, "mode"), reason=_text(body, "reason"), by=caller,
-                  until=parse_time(until, svc.clock(), svc.settings.get("general.timezone"))
+                  until=parse_time(until, svc.clock(), svc.settings.general.timezone)
                   if until else None,
                   group=_text(body, "group"), message=_text(body, "message"),
                   expected_version=expected)
@@ -197,7 +197,7 @@ async def incidents(request: Request) -> Response:
     await _key(request)
     svc = services(request)
     found = timeline.incidents(await svc.audit.entries())
-    now, tz = svc.clock(), svc.settings.get("general.timezone")
+    now, tz = svc.clock(), svc.settings.general.timezone
     if _format(request) == "csv":
         return Response(timeline.export_csv(found, now), media_type="text/csv")
     return Response(timeline.export_json(found, now, tz), media_type="application/json")

@@ -189,7 +189,7 @@ async def _overage_groups(request: Request, account_id: str) -> list[str]:
 async def sign_out(request: Request) -> Response:
     svc = services(request)
     session = signed_in(request)
-    target = svc.settings.get("entra.post_logout_url") or svc.settings.public_url + \
+    target = svc.settings.entra.post_logout_url or svc.settings.public_url + \
         "/auth/signed-out"
     if session is not None:
         await svc.sessions.end(session)

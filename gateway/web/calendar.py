@@ -66,7 +66,7 @@ def event_url(event_id: str, suffix: str = "", **query: str) -> str:
 
 
 def _tz(svc: Services) -> ZoneInfo:
-    return zone(svc.settings.get("general.timezone"))
+    return zone(svc.settings.general.timezone)
 
 
 def _today(svc: Services) -> date:
@@ -212,7 +212,7 @@ async def create(request: Request) -> Response:
     svc = services(request)
     draft = EventDraft.from_form(await _form(request))
     try:
-        body = draft.to_graph(svc.settings.get("general.timezone"), _tz(svc))
+        body = draft.to_graph(svc.settings.general.timezone, _tz(svc))
     except ValueError:
         return _form_page(request, draft, mode="new", status=422,
                           error="Please correct the marked fields.")
@@ -242,7 +242,7 @@ async def update(request: Request) -> Response:
     draft = EventDraft.from_form(form)
     body_was = _str(form, "body_was", 100_000)
     try:
-        changes = draft.to_graph(svc.settings.get("general.timezone"), _tz(svc))
+        changes = draft.to_graph(svc.settings.general.timezone, _tz(svc))
     except ValueError:
         return _form_page(request, draft, mode="edit", event_id=event_id, body_was=body_was,
                           status=422, error="Please correct the marked fields.")

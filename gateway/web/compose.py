@@ -103,8 +103,8 @@ def _form_page(request: Request, draft: Draft, outbox_id: str, *, error: str = "
         "held": [mv.HeldFileRow(str(i), f.name, human_size(len(f.data)))
                  for i, f in enumerate(draft.files)],
         "kept": kept or [],
-        "max_upload": human_size(svc.settings.get("mail.max_upload_bytes")),
-        "autosave": svc.settings.get("mail.autosave_seconds"),
+        "max_upload": human_size(svc.settings.mail.max_upload_bytes),
+        "autosave": svc.settings.mail.autosave_seconds,
         "start": _digest(draft),
     }, status=status, headers=headers)
 
@@ -203,7 +203,7 @@ async def _read_form(request: Request, session: SessionRecord | None = None
     now holds it)."""
     svc = services(request)
     session = session or member(request)
-    limit = svc.settings.get("mail.max_upload_bytes")
+    limit = svc.settings.mail.max_upload_bytes
     # Attachments carried back in the page (store unavailable) arrive as base64 fields.
     form = await request.form(max_files=50, max_fields=200,
                               max_part_size=max(8 * 1024 * 1024, limit * 4 // 3 + 4096))
@@ -357,7 +357,7 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
             draft.draft_uid = await _save_to_drafts(request, draft)
             await outbox(request).save(outbox_id, session.user_oid, draft, "compose",
                                         svc.clock())
-            when = datetime.now(ZoneInfo(svc.settings.get("general.timezone")))
+            when = datetime.now(ZoneInfo(svc.settings.general.timezone))
             notice = f"Saved to Drafts at {when:%H:%M}."
             if wants_json:
                 return JSONResponse({"saved": True, "at": f"{when:%H:%M}", "notice": notice})

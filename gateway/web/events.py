@@ -78,7 +78,7 @@ async def mail_events(request: Request) -> Response:
     mine.append(stop)
     while len(mine) > MAX_STREAMS:
         mine.pop(0).set()
-    refresh = svc.settings.get("mail.idle_refresh_minutes") * 60.0
+    refresh = svc.settings.mail.idle_refresh_minutes * 60.0
 
     async def stream() -> AsyncIterator[str]:
         yield "retry: 15000\n\n"

@@ -45,24 +45,24 @@ async def readyz(request: Request) -> Response:
 
 def detail_allowed(settings: Settings, scope: Scope) -> bool:
     """May this caller read the detailed health (and /metrics on the main port)?"""
-    mode = settings.get("health.access")
+    mode = settings.health.access
     if mode == "open":
         return True
     if mode == "token":
-        expected = settings.get("health.token")
+        expected = settings.health.token
         for k, v in scope.get("headers", []):
             if k == b"authorization":
                 supplied = v.decode("latin-1")
                 return bool(expected) and hmac.compare_digest(
                     supplied.encode(), f"Bearer {expected}".encode())
         return False
-    return _client_in(scope, settings.get("health.allow"))
+    return _client_in(scope, settings.health.allow)
 
 
 def metrics_allowed(settings: Settings, scope: Scope) -> bool:
     """May this caller scrape /metrics on the main port? The scraper networks of
     ``metrics.allow``, and whoever may read the detailed health."""
-    return _client_in(scope, settings.get("metrics.allow")) or detail_allowed(settings, scope)
+    return _client_in(scope, settings.metrics.allow) or detail_allowed(settings, scope)
 
 
 def _client_in(scope: Scope, networks: list[str]) -> bool:
@@ -86,8 +86,8 @@ async def health(request: Request) -> Response:
         body = {"status": "fail", "output": "starting or stopping"}
         return Response(json.dumps(body), 503, media_type=MEDIA_TYPE, headers=headers)
     doc, status = monitor.document(
-        version=__version__.split(".")[0], release_id=settings.get("health.release_id")
-        or __version__, service_id=settings.get("health.service_id"),
+        version=__version__.split(".")[0], release_id=settings.health.release_id
+        or __version__, service_id=settings.health.service_id,
         description="failover mail gateway", detailed=detail_allowed(settings, request.scope))
     return Response(json.dumps(doc), status, media_type=MEDIA_TYPE, headers=headers)
 

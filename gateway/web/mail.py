@@ -47,7 +47,7 @@ ACTIONS = {"read", "unread", "flag", "unflag", "delete", "archive", "move", "jun
 
 
 def _tz(svc: Services) -> ZoneInfo:
-    return ZoneInfo(svc.settings.get("general.timezone"))
+    return ZoneInfo(svc.settings.general.timezone)
 
 
 async def open_message(request: Request, folder: str, uid: int, mark_read: bool) -> Opened:
@@ -119,7 +119,7 @@ async def read_message(request: Request) -> Response:
     svc = services(request)
     folder = _folder_param(request)
     uid = _uid_param(request.query_params.get("uid"))
-    mark = svc.settings.get("mail.mark_read_on_open")
+    mark = svc.settings.mail.mark_read_on_open
     images = request.query_params.get("images") == "1"
 
     async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], mailbox.Page]:

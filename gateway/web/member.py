@@ -58,7 +58,7 @@ def outbox(request: Request) -> Outbox:
     if box is None:
         svc = services(request)
         box = Outbox(svc.store, svc.keyring,
-                     lease_for(svc.settings.get("smtp.send_deadline_seconds")), remember=True)
+                     lease_for(svc.settings.smtp.send_deadline_seconds), remember=True)
         state[_OUTBOX] = box
     return box
 

@@ -50,7 +50,7 @@ async def _form_id(request: Request) -> str:
 async def outbox_page(request: Request) -> Response:
     svc = services(request)
     session = member(request)
-    tz = ZoneInfo(svc.settings.get("general.timezone"))
+    tz = ZoneInfo(svc.settings.general.timezone)
     rows = []
     for k in await outbox(request).kept(session.user_oid):
         d = k.draft

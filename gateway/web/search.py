@@ -35,7 +35,7 @@ async def search_page(request: Request) -> Response:
     except ValueError:
         page_no = 1
     query = parse_query(params)
-    tz = ZoneInfo(svc.settings.get("general.timezone"))
+    tz = ZoneInfo(svc.settings.general.timezone)
     ctx: dict[str, object] = {"p": params, "folder": folder, "scope": scope, "rows": [],
                               "searched": not query.empty, "total": 0, "prev_url": None,
                               "next_url": None, "move_targets": [], "page_no": page_no}

@@ -49,7 +49,7 @@ async def status(request: Request) -> Response:
                              "until": iso(state.until) if state.until else None,
                              "message": member_message(state)})
     return render(request, "status.html",
-                  {"status": status_view(state, svc.settings.get("general.timezone"))})
+                  {"status": status_view(state, svc.settings.general.timezone)})
 
 
 routes = [Route("/status", status, methods=["GET", "HEAD"])]

@@ -77,7 +77,7 @@ def test_every_value_in_deploy_loads(path: Path, tmp_path: Path):
     for name, value in env.items():
         if name in ENV_NAMES and value:
             key = next(f.key for f in FIELDS if f.env == name)
-            assert settings.get(key) is not None
+            assert settings.value(key) is not None
 
 
 def test_example_env_file_is_a_complete_production_setup(tmp_path: Path):
@@ -85,8 +85,8 @@ def test_example_env_file_is_a_complete_production_setup(tmp_path: Path):
     env = assignments(DEPLOY / "gateway.env.example")
     s = load_settings(environ=loadable(env, tmp_path))
     assert s.production
-    assert s.get("store.backend") == "postgres" and s.get("store.postgres_dsn")
-    assert s.get("server.max_body_bytes") == default_of("server.max_body_bytes")
+    assert s.store.backend == "postgres" and s.store.postgres_dsn
+    assert s.server.max_body_bytes == default_of("server.max_body_bytes")
 
 
 def default_of(key: str) -> object:

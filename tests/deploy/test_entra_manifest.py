@@ -70,8 +70,8 @@ def test_manifest_covers_what_the_gateway_asks_for():
     manifest = json.loads(MANIFEST.read_text())
     values = {(MICROSOFT[pid][1], kind) for _, pid, kind in _entries(manifest)}
     settings = load_settings(environ={})
-    asked = [settings.get(k).rpartition("/")[2]
-             for k in ("entra.imap_scope", "entra.smtp_scope", "entra.graph_scope")]
+    asked = [scope.rpartition("/")[2] for scope in (
+        settings.entra.imap_scope, settings.entra.smtp_scope, settings.entra.graph_scope)]
     for name in [*asked, "openid", "profile", "offline_access", "email", "User.Read",
                  "People.Read", "MailboxSettings.ReadWrite"]:
         assert (name, "Scope") in values, name

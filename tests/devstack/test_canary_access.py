@@ -75,9 +75,9 @@ def test_the_stand_in_refuses_app_only_scopes_entra_refuses(stack, tmp_path):
 
     from gateway.auth.entra import CachingHttpClient
     app = msal.ConfidentialClientApplication(
-        settings.get("entra.client_id"), client_credential=settings.get("entra.client_secret"),
-        authority=settings.get("entra.authority"), instance_discovery=False,
-        http_client=CachingHttpClient(verify=settings.get("entra.ca_file")))
+        settings.entra.client_id, client_credential=settings.entra.client_secret,
+        authority=settings.entra.authority, instance_discovery=False,
+        http_client=CachingHttpClient(verify=settings.entra.ca_file))
     bad = app.acquire_token_for_client(scopes=["https://outlook.office365.com/IMAP.AccessAsApp"])
     assert bad.get("error") == "invalid_scope" and "1002012" in bad.get("error_description", "")
     good = app.acquire_token_for_client(scopes=["https://outlook.office365.com/.default"])

@@ -73,7 +73,7 @@ def test_report_on_screen_and_signed_download(gw: Gateway):
 def test_broken_chain_marks_the_timeline_and_refuses_exports(gw: Gateway):
     admin = sign_in(gw, "admin", "/admin")
     assert admin.get("/admin/audit.json").status_code == 200
-    db = sqlite3.connect(gw.settings.get("store.sqlite_path"))
+    db = sqlite3.connect(gw.settings.store.sqlite_path)
     with db:
         db.execute("UPDATE audit SET body = replace(body, 'auth', 'AUTH') WHERE seq = 1")
     db.close()

@@ -71,7 +71,7 @@ def test_sign_in_starts_are_bounded_per_address(rig: Rig):
     assert {r.status_code for r in answers[5:]} == {429}
     assert answers[-1].headers.get("retry-after")
     assert "Too many sign-ins" in answers[-1].text and "Traceback" not in answers[-1].text
-    with sqlite3.connect(gw.settings.get("store.sqlite_path")) as db:
+    with sqlite3.connect(gw.settings.store.sqlite_path) as db:
         [(flows,)] = db.execute("SELECT count(*) FROM auth_flows").fetchall()
     assert flows == 5
     assert _from(gw, "127.0.0.3").get("/auth/start").status_code == 303

@@ -61,7 +61,7 @@ def test_document_passes_and_follows_the_draft(gw: Gateway):
         entry = doc["checks"][key][0]
         assert entry["status"] == "pass" and "time" in entry and "ageSeconds" in entry
     assert doc["checks"]["failover:mode"][0]["observedValue"] == \
-        gw.settings.get("failover.initial_mode")
+        gw.settings.failover.initial_mode
     assert doc["checks"]["imap:responseTime"][0]["observedUnit"] == "ms"
     for path in ("/livez", "/readyz"):
         assert gw.client().get(path).status_code == 200
@@ -159,7 +159,7 @@ def test_access_setting_decides_who_sees_details(stack: DevStack, loop_thread: L
             assert 'gateway_http_requests_total{method="GET",route="/health",status="200"}' \
                 in metrics.text
             assert "gateway_health_check_status" in metrics.text
-            mode = g.settings.get("failover.initial_mode")
+            mode = g.settings.failover.initial_mode
             assert f'gateway_failover_mode{{mode="{mode}"}} 1.0' in metrics.text
         for path in ("/livez", "/readyz"):
             assert g.client().get(path).status_code == 200

@@ -58,7 +58,7 @@ def test_logs_are_json_with_request_ids_and_hold_no_secrets(gateway: Gateway,
         gateway.loop.run(svc.entra.imap_token(account)),
         gateway.loop.run(svc.entra.graph_token(account)),
         *[c for c in client.cookies.values() if len(c) >= 16],
-        gateway.settings.get("entra.client_secret"),
+        gateway.settings.entra.client_secret,
     ]
     bodies = _bodies(gateway, "member")
     assert secrets and bodies

@@ -21,7 +21,7 @@ def stack_env(stack: DevStack, tmp_path: Path, graph_lite: Any,
                                       graph__base_url=graph_lite.base_url,
                                       health__timeout_seconds=2.0)
     for f in FIELDS:
-        value = settings.get(f.key)
+        value = settings.value(f.key)
         if value != f.default:
             monkeypatch.setenv(f.env, ",".join(value) if isinstance(value, list) else str(value))
 

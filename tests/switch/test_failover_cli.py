@@ -76,7 +76,7 @@ def directory_env(db, stack, monkeypatch):
     settings = stack.gateway_settings(8443)
     for key in ("entra.authority", "entra.client_id", "entra.client_secret", "entra.ca_file",
                 "graph.base_url", "graph.ca_file"):
-        monkeypatch.setenv("GATEWAY_" + key.upper().replace(".", "_"), settings.get(key))
+        monkeypatch.setenv("GATEWAY_" + key.upper().replace(".", "_"), str(settings.value(key)))
     return db
 
 

@@ -25,5 +25,5 @@ def test_bad_failover_settings_name_the_key(env, key):
 def test_webhook_urls_are_redacted():
     """Webhook URLs carry their own secret, so check-config never prints them."""
     s = load_settings(environ={"GATEWAY_NOTIFY_WEBHOOKS": "https://hooks.example/T0/B0/xyz"})
-    assert s.get("notify.webhooks") == ["https://hooks.example/T0/B0/xyz"]
+    assert s.notify.webhooks == ["https://hooks.example/T0/B0/xyz"]
     assert "xyz" not in str(s.redacted())

@@ -197,7 +197,7 @@ def test_oversized_cookie_is_ignored(gateway):
 
 def test_oversized_body_gets_413(gateway):
     """A body over server.max_body_bytes is refused with 413."""
-    big = b"x" * (gateway.settings.get("server.max_body_bytes") + 1)
+    big = b"x" * (gateway.settings.server.max_body_bytes + 1)
     r = gateway.client().post("/auth/callback", content=big,
                               headers={"Content-Type": "application/x-www-form-urlencoded"})
     no_trace(r)
