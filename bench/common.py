@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import ssl
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.config import FIELDS, Settings  # noqa: E402
 from gateway.devstack.mailserver import imap_utf7_encode, outlook_access_token  # noqa: E402
+from gateway.devstack.procs import free_port, group_cpu, group_rss_mb  # noqa: E402
 from gateway.devstack.stack import DevStack  # noqa: E402
 from gateway.devstack.users import user  # noqa: E402
 from gateway.mail.mailbox import SUMMARY_ITEMS  # noqa: E402
@@ -202,47 +202,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         else:
             env[f.env] = str(v)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _group_stats(pgid: int) -> Iterator[tuple[str, list[str]]]:
-    """(pid, /proc/PID/stat fields after the command name) of each live process in a group."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 12 and fields[2] == str(pgid):
-            yield entry, fields
-
-
-def group_cpu(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of a process group."""
-    ticks = sum(int(f[11]) + int(f[12]) for _, f in _group_stats(pgid))
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def group_rss_mb(pgid: int) -> tuple[int, float]:
-    """(processes, summed RSS in MB) of a process group."""
-    count, kb = 0, 0
-    for pid, _ in _group_stats(pgid):
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    kb += int(line.split()[1])
-                    count += 1
-        except (OSError, ValueError, IndexError):
-            continue
-    return count, kb / 1024
 
 
 class GatewayProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import ssl
 import threading
 import time
@@ -24,6 +23,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.devstack.procs import free_port
 from gateway.devstack.runner import TLSServer
 from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
@@ -157,10 +157,7 @@ class Gateway:
 def start_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, **overrides: Any) -> Gateway:
     assert stack.certs is not None
     clock = FakeClock()
-    # Find a free port first: the settings' public URL must name it.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # first: the settings' public URL must name it
     # Tests of mail and sign-in run with the standby route switched on; the failover
     # tests choose their own mode.
     overrides.setdefault("failover__initial_mode", "active")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -15,13 +14,8 @@ from pathlib import Path
 
 import httpx
 
+from gateway.devstack.procs import free_port
 from tests.conftest import form_action, form_fields
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _dovecots() -> set[int]:
@@ -58,7 +52,7 @@ def test_demo_runs_signs_in_and_stops_cleanly():
     """The demo prints its URL and sign-ins, serves the member's Inbox, and stops on Ctrl-C
     with no stray process and its temporary directory gone."""
     before = _dovecots()
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

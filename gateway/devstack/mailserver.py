@@ -51,7 +51,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -69,6 +68,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from gateway.devstack.exchange_imap import IDLE_TIMEOUT, ExchangeImapProxy
+from gateway.devstack.procs import free_port, group_members
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
     EXCHANGE_APP_AUDIENCE,
@@ -195,14 +195,6 @@ def outlook_access_token(signer: TokenSigner, user: SampleUser, *, lifetime: int
     return signer.sign(claims)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _tail(path: Path, lines: int = 25) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -225,23 +217,6 @@ def _searchable_by(directory: Path, uid: int, gid: int) -> bool:
     if gid == st.st_gid:
         return bool(st.st_mode & 0o010)
     return bool(st.st_mode & 0o001)
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes in process group ``pgid``."""
-    found: list[int] = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            found.append(int(entry))
-    return found
 
 
 def _maildir_info(flags: Sequence[str]) -> str:
@@ -892,7 +867,7 @@ service auth-worker {{
                 await asyncio.sleep(0.01)
         # Whatever is left (a wedged master, or children it did not take down) is killed.
         for _ in range(200):
-            if proc.poll() is not None and not _group_members(pgid):
+            if proc.poll() is not None and not group_members(pgid):
                 break
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import stat
 import subprocess
@@ -15,6 +14,7 @@ import httpx
 
 from gateway.cli.main import main
 from gateway.crypto import new_key
+from gateway.devstack.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,12 +55,6 @@ def test_demo_refuses_in_production(monkeypatch, capsys):
     assert "production" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     full.update(env)
@@ -82,7 +76,7 @@ def _wait(url: str, verify: ssl.SSLContext | bool) -> httpx.Response:
 def test_serve_over_tls(tmp_path):
     """`gateway serve` serves HTTPS from the configured certificate and key."""
     main(["certs", "dev", "--dir", str(tmp_path)])
-    port = _free_port()
+    port = free_port()
     proc = _serve({"GATEWAY_SERVER_PORT": str(port),
                    "GATEWAY_SERVER_TLS_CERT": str(tmp_path / "server.pem"),
                    "GATEWAY_SERVER_TLS_KEY": str(tmp_path / "server-key.pem"),
@@ -98,7 +92,7 @@ def test_serve_over_tls(tmp_path):
 
 def test_serve_plain_http_behind_a_proxy(tmp_path):
     """Without a certificate it serves plain HTTP for a TLS-terminating proxy."""
-    port = _free_port()
+    port = free_port()
     proc = _serve({"GATEWAY_SERVER_PORT": str(port),
                    "GATEWAY_SERVER_TRUSTED_PROXIES": "127.0.0.1",
                    "GATEWAY_STORE_SQLITE_PATH": str(tmp_path / "g.db")})
@@ -135,7 +129,7 @@ def _children(pid: int) -> list[int]:
 def test_serve_with_two_workers_and_stop(tmp_path):
     """server.workers = 2 runs two worker processes that both serve; SIGTERM stops all."""
     main(["certs", "dev", "--dir", str(tmp_path)])
-    port = _free_port()
+    port = free_port()
     proc = _serve({"GATEWAY_SERVER_PORT": str(port), "GATEWAY_SERVER_WORKERS": "2",
                    "GATEWAY_SERVER_TLS_CERT": str(tmp_path / "server.pem"),
                    "GATEWAY_SERVER_TLS_KEY": str(tmp_path / "server-key.pem"),

@@ -23,6 +23,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import FIELDS
+from gateway.devstack.procs import free_port
 from gateway.devstack.runner import TLSServer
 from gateway.devstack.stack import DevStack
 from tests.conftest import LoopThread
@@ -32,12 +33,6 @@ NGINX = "/usr/sbin/nginx"
 DEBIAN_NGINX_CONF = Path("/etc/nginx/nginx.conf")
 SERVER_NAME = "mail-standby.council.example"
 MAX_BODY = next(f.default for f in FIELDS if f.key == "server.max_body_bytes")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------- nginx
@@ -126,14 +121,14 @@ def live_nginx(stack: DevStack, loop_thread: LoopThread,
     """The shipped gateway.conf served by Debian's nginx on free loopback ports, in front of
     a gateway on plain HTTP that trusts it as its proxy (as the example environment sets)."""
     tmp = tmp_path_factory.mktemp("nginx")
-    gw_port = _free_port()
+    gw_port = free_port()
     settings = stack.gateway_settings(
         gw_port, store__sqlite_path=str(tmp / "gw.db"), server__tls_cert="",
         server__tls_key="", server__public_url=f"https://{SERVER_NAME}",
         server__trusted_proxies=["127.0.0.1/32"], failover__initial_mode="active")
     server = TLSServer(create_app(settings), None, port=gw_port)
     loop_thread.run(server.start())
-    http_port, https_port = _free_port(), _free_port()
+    http_port, https_port = free_port(), free_port()
     conf = nginx_tree(tmp, "gateway.conf", stack, ports={"80": http_port, "443": https_port},
                       upstream=f"127.0.0.1:{gw_port}")
     proc = subprocess.Popen([NGINX, "-c", str(conf), "-p", str(tmp), "-e", "stderr",

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.devstack.procs import free_port
 from gateway.devstack.stack import DevStack
 
 PROMTOOL = "/usr/bin/promtool"
@@ -37,12 +38,6 @@ class Served:
     port: int
     ca: Path
     log: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(url: str, ca: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -67,7 +62,7 @@ def served(stack: DevStack, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     network only (metrics.allow), the detailed health for no one here (health.allow)."""
     assert stack.certs is not None
     tmp = tmp_path_factory.mktemp("served")
-    port = _free_port()
+    port = free_port()
     settings = stack.gateway_settings(
         port, store__sqlite_path=str(tmp / "gw.db"),
         server__trusted_proxies=["127.0.0.1/32"], metrics__allow=["10.0.0.0/8"],

@@ -24,11 +24,11 @@ import pytest_asyncio
 from gateway.devstack.mailserver import (
     EXCHANGE_IMAP_CAPABILITIES,
     MailServer,
-    _group_members,
     imap_utf7_decode,
     imap_utf7_encode,
     outlook_access_token,
 )
+from gateway.devstack.procs import group_members
 from gateway.devstack.tokens import TokenSigner
 from gateway.devstack.users import DOMAIN, user
 from gateway.server.certs import DevCerts, make_dev_certs
@@ -103,14 +103,14 @@ async def test_start_stop_leaves_no_processes(tmp_path: Path, certs: DevCerts,
     await server.start()
     assert server._dovecot is not None
     pgid = server._dovecot.pid
-    members = _group_members(pgid)
+    members = group_members(pgid)
     assert len(members) >= 3  # master, log, config, auth, ...
     if os.geteuid() == 0:
         assert all(os.stat(f"/proc/{pid}").st_uid == server.mail_uid for pid in members)
     with socket.create_connection((server.host, server.smtp_port), timeout=5) as s:
         assert s.recv(100).startswith(b"220 ")
     await server.stop()
-    assert _group_members(pgid) == []
+    assert group_members(pgid) == []
     with pytest.raises(OSError):
         socket.create_connection((server.host, server.imap_port), timeout=1).close()
     with pytest.raises(OSError):

@@ -10,10 +10,10 @@ import time
 import asyncpg
 import pytest
 
+from gateway.devstack.procs import free_port
 from gateway.errors import StoreUnavailable
 from gateway.store.base import OutboxRecord, SessionRecord, id_hash
 from gateway.store.postgres import SCHEMA_VERSION, PostgresStore, migrate
-from tests.pgserver import _free_port
 
 
 async def opened(dsn: str, **kw: object) -> PostgresStore:
@@ -67,7 +67,7 @@ async def test_raw_session_id_not_stored(pg_dsn):
 
 async def test_unreachable_database_is_store_unavailable():
     """No server at the address: open fails with StoreUnavailable within the timeout."""
-    s = PostgresStore(f"postgresql://u:p@127.0.0.1:{_free_port()}/x", timeout=1.0)
+    s = PostgresStore(f"postgresql://u:p@127.0.0.1:{free_port()}/x", timeout=1.0)
     with pytest.raises(StoreUnavailable):
         await asyncio.wait_for(s.open(), 10)
     with pytest.raises(StoreUnavailable):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from gateway.devstack.mailserver import free_port
+from gateway.devstack.procs import free_port
 from gateway.errors import StoreUnavailable
 from gateway.store.sqlite import SqliteStore
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from gateway.cli.main import main
-from gateway.devstack.mailserver import free_port
+from gateway.devstack.procs import free_port
 from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP
 from gateway.store.sqlite import SqliteStore
 from gateway.switch.machine import Mode, Switch

@@ -105,7 +105,7 @@ async def test_email_goes_to_the_ict_list_through_plain_smtp(store, clock, smtp_
 
 async def test_unreachable_smtp_is_retried_then_reported(store, clock):
     """An SMTP relay that refuses connections is retried, then reported failed."""
-    from gateway.devstack.mailserver import free_port
+    from gateway.devstack.procs import free_port
     sleeps = Sleeps()
     notifier = Notifier(NotifyConfig(email_to=("ict@council.example",), smtp_host="127.0.0.1",
                                      smtp_port=free_port(), smtp_starttls=False, attempts=2,

@@ -1,0 +1,30 @@
+"""The process-group readers the dev stack and the benchmarks share (gateway.devstack.procs),
+on a real process started in its own session."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+from gateway.devstack.procs import free_port, group_cpu, group_members, group_rss_mb
+
+
+def test_a_free_port_can_be_bound():
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        assert s.getsockname()[1] == port
+
+
+def test_a_process_group_is_read_from_proc():
+    proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        assert group_members(proc.pid) == [proc.pid]
+        count, mb = group_rss_mb(proc.pid)
+        assert count == 1 and mb > 0
+        assert group_cpu(proc.pid) >= 0
+    finally:
+        proc.kill()
+        proc.wait(5)
+    assert group_members(proc.pid) == []
+    assert group_rss_mb(proc.pid) == (0, 0)
