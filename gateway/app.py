@@ -72,15 +72,17 @@ from gateway.web import replies as replies_routes
 from gateway.web import search as search_routes
 from gateway.web import status as status_routes
 from gateway.web.member import sign_in_redirect
-from gateway.web.middleware import (
+from gateway.web.middleware.boundary import ErrorBoundaryMiddleware
+from gateway.web.middleware.gates import (
     AccessGateMiddleware,
     BodyLimitMiddleware,
     CompressMiddleware,
     CsrfMiddleware,
     SessionMiddleware,
 )
-from gateway.web.render import ErrorBoundaryMiddleware, error_response, render_error, render_refusal
-from gateway.web.security import SecurityHeadersMiddleware
+from gateway.web.middleware.paths import rule_for
+from gateway.web.middleware.security import SecurityHeadersMiddleware
+from gateway.web.render import error_response, render_error, render_refusal
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "web" / "static"
@@ -272,7 +274,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
     async def gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
         session = request.scope.get("state", {}).get("session")
-        is_page = request.method == "GET" and not request.url.path.startswith("/api/")
+        is_page = request.method == "GET" and rule_for(request.url.path).sign_in_redirect
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         if isinstance(exc, IctFault):
             # Named, counted and audited; the session stays (other parts may work).
@@ -331,8 +333,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         Middleware(SessionMiddleware, sessions=sessions),
         Middleware(CsrfMiddleware, public_origin=settings.public_url, render_error=render_error),
         Middleware(AccessGateMiddleware, policy_source=lambda: svc.policy,
-                   render_error=render_error, render_refusal=render_refusal,
-                   bearer_prefixes=api_routes.PREFIXES),
+                   render_error=render_error, render_refusal=render_refusal),
         Middleware(UsageMiddleware, recorder=lambda: svc.recorder),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,

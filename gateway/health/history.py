@@ -30,6 +30,7 @@ from gateway.health.monitor import CheckResult, Observation
 from gateway.store.base import Store
 from gateway.store.evidence import CanaryRound, HealthSample, HealthTransition, UsageDay
 from gateway.switch.audit import iso
+from gateway.web.middleware.paths import rule_for
 
 log = logging.getLogger(__name__)
 
@@ -219,15 +220,13 @@ class UsageMiddleware:
     ``/calendar`` answered 200), per member and day, for the evidence report. In memory
     only: the recorder's writer stores the counts."""
 
-    PREFIXES = ("/mail", "/calendar")
-
     def __init__(self, app: Any, recorder: Callable[[], HistoryRecorder | None]) -> None:
         self.app = app
         self.recorder = recorder
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") != "GET" or \
-                not scope.get("path", "").startswith(self.PREFIXES):
+                not rule_for(scope.get("path", "")).counts_usage:
             await self.app(scope, receive, send)
             return
 

@@ -29,7 +29,6 @@ from gateway.switch import seen as failover_seen
 from gateway.switch.audit import AuditLog
 from gateway.switch.machine import Flip, Mode, apply, parse_mode, parse_time
 
-PREFIXES = ("/api/failover", "/api/audit")
 MAX_JSON = 16_384
 _ETAG = re.compile(r'^"(\d{1,18})"$')
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,11 +13,12 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.auth import csrf
 from gateway.auth.access import Admission
 from gateway.errors import GatewayError
+from gateway.web.middleware.paths import rule_for
 
 log = logging.getLogger("gateway.web")
 
@@ -59,7 +59,7 @@ def render(request: Request | Scope, template: str, context: dict[str, Any] | No
 
 
 def _wants_json(scope: Scope) -> bool:
-    if scope.get("path", "").startswith(("/api/", "/health", "/readyz")):
+    if rule_for(scope.get("path", "")).json_errors:
         return True
     for k, v in scope.get("headers", []):
         if k == b"accept":
@@ -94,39 +94,3 @@ async def render_refusal(scope: Scope, admission: Admission) -> Callable[[Receiv
     async def respond(receive: Receive, send: Send) -> None:
         await response(scope, receive, send)
     return respond
-
-
-class ErrorBoundaryMiddleware:
-    """Catches whatever escaped the routes and the inner middlewares, inside the security
-    headers, so even a 500 page carries them. Logs the exception type and where, not its
-    arguments (which could hold mail content)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except GatewayError as err:
-            if started:
-                raise
-            await error_response(scope, err)(scope, receive, send)
-        except Exception as exc:
-            frames = traceback.extract_tb(exc.__traceback__)
-            where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
-            log.error("unhandled %s at %s on %s %s", type(exc).__name__, where,
-                      scope.get("method"), scope.get("path"))
-            if started:
-                raise
-            await error_response(scope, GatewayError())(scope, receive, send)

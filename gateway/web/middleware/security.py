@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.web.middleware.paths import PathKind, rule_for
+
 
 def page_csp(nonce: str, entra_origin: str) -> str:
     form_action = "'self'" + (f" {entra_origin}" if entra_origin else "")
@@ -62,7 +64,7 @@ class SecurityHeadersMiddleware:
                 headers["Cross-Origin-Opener-Policy"] = "same-origin"
                 headers["Cross-Origin-Resource-Policy"] = "same-origin"
                 headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-                if scope["path"].startswith("/static/"):
+                if rule_for(scope["path"]).kind is PathKind.STATIC:
                     # Static URLs carry a content hash (?v=): cache them for a year.
                     versioned = b"v=" in scope.get("query_string", b"")
                     headers["Cache-Control"] = ("public, max-age=31536000, immutable"

@@ -1,5 +1,6 @@
 """The gateway's request gates, as small pure-ASGI middlewares. ``create_app`` puts them in
-order; each answers the request itself when it refuses.
+order; each answers the request itself when it refuses, and each reads what a path is from
+the one path table (``gateway.web.middleware.paths``).
 
 - ``BodyLimitMiddleware``: refuses bodies over ``server.max_body_bytes`` (413).
 - ``SessionMiddleware``: loads the session named by the cookie into ``scope["state"]``.
@@ -23,18 +24,9 @@ from gateway.auth.access import AccessPolicy, Admission
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, read_cookie
 from gateway.errors import BadRequest, CsrfFailed, GatewayError, NotSignedIn, PayloadTooLarge
 from gateway.web.member import sign_in_url
+from gateway.web.middleware.paths import rule_for
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-# Paths anyone may reach without a session.
-PUBLIC_PREFIXES = ("/auth/", "/static/", "/livez", "/readyz", "/health", "/status",
-                   "/favicon.ico", "/robots.txt")
-# Unsafe requests exempt from the CSRF token: Entra's form_post callback (protected by the
-# flow cookie, state, nonce and PKCE instead), and bearer-authenticated API calls.
-CSRF_EXEMPT = ("/auth/callback",)
-# Where a form posted with a session that just ended is still taken, to be kept for its
-# member (never acted on) until they sign in again: the compose form (rule: a message is
-# never lost). The ended session's CSRF token and the Origin check still apply.
-KEEP_ON_EXPIRY = ("/mail/send",)
 # No form of ours has more than a few dozen fields.
 MAX_FORM_FIELDS = 1000
 
@@ -61,14 +53,12 @@ class CompressMiddleware:
     attachments (mostly compressed already, and streamed) nor event streams. Pages carry
     their CSRF token masked afresh each time, so compression does not leak it (BREACH)."""
 
-    SKIP = ("/mail/part", "/mail/events", "/metrics")
-
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.gzip = GZipMiddleware(app, minimum_size=512, compresslevel=6)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope["path"].startswith(self.SKIP):
+        if scope["type"] == "http" and rule_for(scope["path"]).compress:
             await self.gzip(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -114,9 +104,11 @@ class SessionMiddleware:
             state = scope.setdefault("state", {})
             state["session"] = None
             state["ended_session"] = None
-            if sid and not scope["path"].startswith("/static/"):
+            rule = rule_for(scope["path"])
+            if sid and rule.loads_session:
                 state["session"], ended = await self.sessions.load_or_expired(sid)
-                if scope["path"] in KEEP_ON_EXPIRY and scope["method"] == "POST":
+                # The ended session's CSRF token and the Origin check still apply.
+                if rule.keep_on_expiry and scope["method"] == "POST":
                     state["ended_session"] = ended
         await self.app(scope, receive, send)
 
@@ -128,8 +120,11 @@ class CsrfMiddleware:
         self.render_error = render_error
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] != "http" or scope["method"] in SAFE_METHODS
-                or scope["path"] in CSRF_EXEMPT or self._bearer_api(scope)):
+        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        rule = rule_for(scope["path"])
+        if rule.csrf_exempt or (rule.bearer_skips_csrf and bearer(scope)):
             await self.app(scope, receive, send)
             return
         if not self._origin_ok(scope):
@@ -176,11 +171,6 @@ class CsrfMiddleware:
 
         await self.app(scope, replaying_receive, send)
 
-    def _bearer_api(self, scope: Scope) -> bool:
-        # A cross-site page cannot make a browser send an Authorization header (that needs a
-        # CORS preflight we never grant), so a bearer call is no CSRF risk, cookie or not.
-        return scope["path"].startswith("/api/") and bearer(scope)
-
     def _origin_ok(self, scope: Scope) -> bool:
         origin = _header(scope, b"origin")
         if origin is not None and origin != "null":
@@ -196,23 +186,24 @@ class AccessGateMiddleware:
     def __init__(self, app: ASGIApp, policy_source: Callable[[], AccessPolicy],
                  render_error: ErrorRenderer,
                  render_refusal: Callable[[Scope, Admission], Awaitable[Callable[
-                     [Receive, Send], Awaitable[None]]]],
-                 bearer_prefixes: tuple[str, ...] = ()) -> None:
+                     [Receive, Send], Awaitable[None]]]]) -> None:
         self.app = app
-        # Paths whose routes authenticate a bearer API key themselves (gateway.web.api):
-        # a request to them without a cookie carries no session to gate, so the route
-        # answers it (401 without a valid key).
-        self.bearer_prefixes = bearer_prefixes
         self.policy_source = policy_source
         self.render_error = render_error
         self.render_refusal = render_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(PUBLIC_PREFIXES):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if self.bearer_prefixes and scope["path"].startswith(self.bearer_prefixes) and (
-                bearer(scope) or _header(scope, b"cookie") is None):
+        rule = rule_for(scope["path"])
+        if rule.public:
+            await self.app(scope, receive, send)
+            return
+        # Routes that authenticate a bearer API key themselves (gateway.web.api): a request
+        # to them without a cookie carries no session to gate, so the route answers it (401
+        # without a valid key).
+        if rule.key_authenticated and (bearer(scope) or _header(scope, b"cookie") is None):
             # An API call: its key decides, whatever cookie came along (a valid key with a
             # stale cookie was refused).
             await self.app(scope, receive, send)
@@ -222,7 +213,7 @@ class AccessGateMiddleware:
             await self.app(scope, receive, send)    # the route only keeps the message
             return
         if session is None:
-            await self._to_sign_in(scope, receive, send)
+            await self._to_sign_in(scope, rule.sign_in_redirect, receive, send)
             return
         admission = await self.policy_source().admit(session, scope["path"])
         if not admission.admitted:
@@ -231,7 +222,8 @@ class AccessGateMiddleware:
             return
         await self.app(scope, receive, send)
 
-    async def _to_sign_in(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _to_sign_in(self, scope: Scope, redirect: bool, receive: Receive,
+                          send: Send) -> None:
         if scope["path"] == "/" and not scope.get("query_string") and scope["method"] in (
                 "GET", "HEAD"):
             # The address members are given: show the sign-in page itself (one round trip
@@ -240,7 +232,7 @@ class AccessGateMiddleware:
             await render(scope, "signin.html", {"next": "/", "start_url": "/auth/start?next=%2F"}
                          )(scope, receive, send)
             return
-        if scope["method"] in ("GET", "HEAD") and not scope["path"].startswith("/api/"):
+        if scope["method"] in ("GET", "HEAD") and redirect:
             target = scope["path"]
             if scope.get("query_string"):
                 target += "?" + scope["query_string"].decode("latin-1")
