@@ -102,9 +102,44 @@ class RunLog:
         return self.stream.getvalue()
 
 
+# Bodies that the seeder and the mail tests put in mailboxes and sent.
+LOGGED_NEVER = ("New funding for community halls opens next week", "Precious words",
+                "Do not lose me", "Meeting at 10?", "Sent without JavaScript.", "Try again")
+# The stand-in stacks this run started (the ``stack`` fixture), for the log scan at the end.
+_STACKS: list[DevStack] = []
+
+
+def log_leaks(text: str, secrets: list[str], jwts: list[str]) -> list[str]:
+    """What of the run's own secrets appears in ``text``: tokens, codes and refresh tokens
+    (whole), JWT signatures (their first 40 characters), mail bodies, the session cookie.
+    Shown shortened, so the report of a leak does not leak it again."""
+    found = [x[:12] + "…" for x in secrets if x and x in text]
+    found += [f"JWT signature {j.split('.')[2][:8]}…" for j in jwts if j.count(".") == 2
+              and j.split(".")[2][:40] in text]
+    found += [f"mail body {b[:8]}…" for b in LOGGED_NEVER if b in text]
+    if "__Host-gw_session=" in text:
+        found.append("session cookie")
+    return found
+
+
 @pytest.fixture(scope="session")
 def run_log() -> RunLog:
     return RunLog()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scan_the_run_log_at_the_end(run_log: RunLog) -> Iterator[None]:
+    """When the whole session has run: the logs of the run (the gateway's and the stand-ins',
+    written as production writes them) hold no token, authorization code, refresh token,
+    session cookie or mail body that the run produced. A leak fails the run (an error at the
+    teardown of its last test), whichever tests were selected and in whatever order."""
+    yield
+    text = run_log.text()
+    secrets = [x for st in _STACKS for x in (*st.signer.issued, *st.entra.handed_out)]
+    jwts = [t for st in _STACKS for t in st.signer.issued]
+    leaked = log_leaks(text, secrets, jwts)
+    if leaked:
+        pytest.fail(f"the run's logs hold secrets or mail content: {leaked}")
 
 
 @pytest.fixture(autouse=True)
@@ -124,6 +159,7 @@ def loop_thread() -> Iterator[LoopThread]:
 @pytest.fixture(scope="session")
 def stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     s = DevStack(tmp_path_factory.mktemp("stack"), seed_messages=40)
+    _STACKS.append(s)
     loop_thread.run(s.start())
     yield s
     loop_thread.run(s.stop())

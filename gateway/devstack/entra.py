@@ -394,6 +394,9 @@ class EntraStandIn:
         self._codes: dict[str, _AuthCode] = {}
         self._refresh: dict[str, _RefreshGrant] = {}
         self._sessions: dict[str, _SsoSession] = {}
+        # Every authorization code and refresh token handed out, kept after it is redeemed or
+        # purged, so the test run can check that none reached a log (bounded for the demo).
+        self.handed_out: collections.deque[str] = collections.deque(maxlen=100_000)
         self._serial = 0
         # Per user: refresh tokens with a serial at or below this were revoked (Entra's
         # "TokensValidFrom", without the clock's one-second resolution problem).
@@ -902,6 +905,7 @@ class EntraStandIn:
                 session = _SsoSession(user.oid, str(uuid.uuid4()), int(now))
                 self._sessions[cookie_value] = session
             self._purge(now)
+            self.handed_out.append(code)
             self._codes[code] = _AuthCode(
                 client_id=req.client_id, redirect_uri=req.redirect_uri,
                 code_challenge=req.code_challenge, nonce=req.nonce, scope=req.scope,
@@ -1201,6 +1205,7 @@ class EntraStandIn:
         if refresh:
             rt = secrets.token_urlsafe(64)
             with self._lock:
+                self.handed_out.append(rt)
                 self._refresh[rt] = _RefreshGrant(
                     client_id=self.client_id, oid=user.oid, sid=sid, auth_time=auth_time,
                     issued_at=now_f, expires_at=now_f + self.refresh_token_lifetime,
