@@ -3,12 +3,21 @@ HttpOnly, SameSite=Lax); everything else lives in the store as a typed ``Session
 
 A session ends when idle for ``session.idle_minutes`` or ``session.absolute_hours`` after
 sign-in, whichever comes first. Sign-in always makes a new id, so an id planted before
-sign-in is worthless (no fixation)."""
+sign-in is worthless (no fixation).
+
+Records read from the store are kept in memory for up to ``CACHE_SECONDS``, so a page costs
+no store round trip. They are kept only while the store's ``sessions_epoch`` stays the same:
+it changes when any instance or worker ends a session (PostgreSQL: ``NOTIFY`` heard on the
+LISTEN connection, milliseconds after the commit; SQLite: a counter row in the shared file,
+read on each request without leaving the event loop), and a store that cannot tell (its
+LISTEN connection down) turns the cache off. So a session signed out on one instance is
+refused by every other at its next request (PostgreSQL: once the notice has arrived)."""
 
 from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 
@@ -23,6 +32,10 @@ FLOW_COOKIE = "__Host-gw_flow"
 # precision is plenty for a 30-minute idle timeout.
 TOUCH_INTERVAL = 60.0
 MAX_COOKIE_ID = 128
+# The bound on how stale a kept record may be (its last_seen, for the idle rule, comes from
+# the store again after this); sign-outs do not wait for it (see the module docstring).
+CACHE_SECONDS = 30.0
+CACHE_MAX = 10_000
 
 
 def new_id() -> str:
@@ -63,6 +76,34 @@ class SessionManager:
         self.clock = clock
         self.idle = settings.session.idle_minutes * 60.0
         self.absolute = settings.session.absolute_hours * 3600.0
+        self._cache: dict[str, tuple[SessionRecord, float]] = {}
+        self._epoch: int | None = None
+
+    async def _get(self, session_id: str) -> SessionRecord | None:
+        """The record, from memory while the store says no session ended since it was read."""
+        # Read before the store call: a session ended meanwhile changes the epoch, and the
+        # next request drops what is kept here.
+        epoch = self.store.sessions_epoch()
+        if epoch is None or epoch != self._epoch:
+            self._cache.clear()
+            self._epoch = epoch
+        now = time.monotonic()
+        if epoch is not None:
+            hit = self._cache.get(session_id)
+            if hit is not None and now - hit[1] < CACHE_SECONDS:
+                return hit[0]
+        rec = await self.store.get_session(session_id)
+        if rec is not None and epoch is not None:
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[session_id] = (rec, now)
+        return rec
+
+    def _ended(self, rec: SessionRecord, now: float) -> bool:
+        return now - rec.last_seen > self.idle or now - rec.created_at > self.absolute
+
+    def forget(self, session_id: str) -> None:
+        self._cache.pop(session_id, None)
 
     async def load(self, session_id: str | None) -> SessionRecord | None:
         """The live session for a cookie value, or None (unknown, idle or too old: deleted)."""
@@ -74,11 +115,18 @@ class SessionManager:
         age: deleted now, but its record lets a message being sent be kept for its member)."""
         if not session_id:
             return None, None
-        rec = await self.store.get_session(session_id)
+        rec = await self._get(session_id)
         if rec is None:
             return None, None
         now = self.clock()
-        if now - rec.last_seen > self.idle or now - rec.created_at > self.absolute:
+        if self._ended(rec, now) and session_id in self._cache:
+            # Another instance may have seen the member since this copy was read.
+            self.forget(session_id)
+            rec = await self._get(session_id)
+            if rec is None:
+                return None, None
+        if self._ended(rec, now):
+            self.forget(session_id)
             try:
                 await self.store.delete_session(session_id)
             except StoreUnavailable:
@@ -108,6 +156,7 @@ class SessionManager:
         return cookie_header(SESSION_COOKIE, rec.id, max_age=int(self.absolute))
 
     async def end(self, rec: SessionRecord) -> None:
+        self.forget(rec.id)
         await self.store.delete_session(rec.id)
 
     async def purge(self) -> int:

@@ -10,6 +10,8 @@ What it adds for several instances:
   dedicated ``LISTEN`` connection per instance hands the key to the callbacks registered
   with ``add_change_listener`` (the failover switch re-reads at once). After that connection
   is lost and made again, every callback gets ``""`` (anything may have changed meanwhile).
+  Ending a session sends ``NOTIFY gateway_sessions`` the same way; ``sessions_epoch`` counts
+  them, and is None while the LISTEN connection is down.
 - Bounded waits: acquiring a connection and every statement give up after
   ``store.postgres_timeout_seconds`` with ``StoreUnavailable``; a database outage never
   hangs a request.
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "gateway_kv"
+# Ending a session notifies every instance, so none keeps serving it from memory.
+SESSION_CHANNEL = "gateway_sessions"
 MIGRATION_LOCK = 7_311_001     # pg_advisory_xact_lock key: one migrator at a time
 AUDIT_LOCK = 7_311_002         # one audit writer at a time (the chain is read, then extended)
 RECONNECT_SECONDS = 0.2
@@ -165,6 +169,7 @@ class PostgresStore(PostgresEvidence):
         self._callbacks: list[Callable[[str], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._listening: asyncio.Event | None = None   # made in open(), in its loop
+        self._session_epoch = 0
 
     # -- life cycle
 
@@ -265,6 +270,8 @@ class PostgresStore(PostgresEvidence):
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda _c, _pid, _ch, key: self._fire(key))
+                await conn.add_listener(SESSION_CHANNEL, lambda *_: self._sessions_ended())
+                self._sessions_ended()   # anything may have ended while not listening
                 self._listening.set()
                 if reconnected:
                     log.info("store: change notices resumed")
@@ -287,6 +294,14 @@ class PostgresStore(PostgresEvidence):
                     conn.terminate()
             await asyncio.sleep(RECONNECT_SECONDS)
 
+    def _sessions_ended(self) -> None:
+        self._session_epoch += 1
+
+    def sessions_epoch(self) -> int | None:
+        # Only while the LISTEN connection is up: otherwise an instance would not hear of a
+        # sign-out elsewhere, and must read the store on every request.
+        return self._session_epoch if self.listening else None
+
     # -- sessions
 
     async def create_session(self, rec: SessionRecord) -> None:
@@ -305,12 +320,21 @@ class PostgresStore(PostgresEvidence):
             "UPDATE sessions SET last_seen=$1 WHERE id_hash=$2", last_seen, id_hash(session_id)))
 
     async def delete_session(self, session_id: str) -> None:
-        await self._run(lambda c: c.execute(
-            "DELETE FROM sessions WHERE id_hash=$1", id_hash(session_id)))
+        # The notice is sent at commit, in the same transaction as the delete.
+        async def run(c: Any) -> None:
+            await c.execute("DELETE FROM sessions WHERE id_hash=$1", id_hash(session_id))
+            await c.execute(f"NOTIFY {SESSION_CHANNEL}")
+        await self._tx(run)
+        self._sessions_ended()
 
     async def delete_sessions_of(self, user_oid: str) -> int:
-        return _count(await self._run(lambda c: c.execute(
-            "DELETE FROM sessions WHERE user_oid=$1", user_oid)))
+        async def run(c: Any) -> str:
+            status = await c.execute("DELETE FROM sessions WHERE user_oid=$1", user_oid)
+            await c.execute(f"NOTIFY {SESSION_CHANNEL}")
+            return str(status)
+        n = _count(await self._tx(run))
+        self._sessions_ended()
+        return n
 
     async def purge_sessions(self, idle_before: float, created_before: float) -> int:
         return _count(await self._run(lambda c: c.execute(

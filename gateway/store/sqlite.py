@@ -32,6 +32,9 @@ from gateway.store.sqlite_evidence import SCHEMA as EVIDENCE_SCHEMA
 from gateway.store.sqlite_evidence import SqliteEvidence
 
 T = TypeVar("T")
+# Counts sessions ended, for ``sessions_epoch`` (other worker processes share the file).
+_BUMP_EPOCH = ("INSERT INTO meta VALUES ('sessions_epoch', '1') ON CONFLICT(key) DO UPDATE "
+               "SET value = CAST(value AS INTEGER) + 1")
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -127,7 +130,11 @@ def path_problem(path: str) -> str | None:
 class SqliteStore(SqliteEvidence):
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._own_epoch = 0
         self._db: sqlite3.Connection | None = None
+        # A second connection, used only on the event loop to read the session epoch (one
+        # row of ``meta``, WAL readers never wait for the writer).
+        self._watch: sqlite3.Connection | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -159,8 +166,16 @@ class SqliteStore(SqliteEvidence):
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                        (str(SCHEMA_VERSION),))
             return db
+
+        def watch() -> sqlite3.Connection | None:
+            if self.path == ":memory:":
+                return None   # one connection, one process: nobody else ends sessions
+            w = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            w.execute("PRAGMA busy_timeout=50")
+            return w
         try:
             self._db = await asyncio.get_running_loop().run_in_executor(self._pool, connect)
+            self._watch = await asyncio.get_running_loop().run_in_executor(self._pool, watch)
         except (sqlite3.Error, OSError) as exc:
             # Only at start-up (no member sees it): say which setting to fix.
             raise StoreUnavailable(
@@ -169,6 +184,9 @@ class SqliteStore(SqliteEvidence):
 
     async def close(self) -> None:
         db, self._db = self._db, None
+        w, self._watch = self._watch, None
+        if w is not None:
+            w.close()
         if db is not None:
             await asyncio.get_running_loop().run_in_executor(self._pool, db.close)
         self._pool.shutdown(wait=False)
@@ -198,12 +216,32 @@ class SqliteStore(SqliteEvidence):
             "UPDATE sessions SET last_seen=? WHERE id_hash=?", (last_seen, id_hash(session_id))))
 
     async def delete_session(self, session_id: str) -> None:
-        await self._run(lambda db: db.execute(
-            "DELETE FROM sessions WHERE id_hash=?", (id_hash(session_id),)))
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM sessions WHERE id_hash=?", (id_hash(session_id),))
+            db.execute(_BUMP_EPOCH)
+        await self._run(run)
+        self._own_epoch += 1
 
     async def delete_sessions_of(self, user_oid: str) -> int:
-        return await self._run(lambda db: db.execute(
-            "DELETE FROM sessions WHERE user_oid=?", (user_oid,)).rowcount)
+        def run(db: sqlite3.Connection) -> int:
+            n = db.execute("DELETE FROM sessions WHERE user_oid=?", (user_oid,)).rowcount
+            db.execute(_BUMP_EPOCH)
+            return n
+        n = await self._run(run)
+        self._own_epoch += 1
+        return n
+
+    def sessions_epoch(self) -> int | None:
+        if self._db is None:
+            return None
+        if self._watch is None:
+            return self._own_epoch
+        try:
+            row = self._watch.execute(
+                "SELECT value FROM meta WHERE key='sessions_epoch'").fetchone()
+        except sqlite3.Error:
+            return None
+        return int(row[0]) if row else 0
 
     async def purge_sessions(self, idle_before: float, created_before: float) -> int:
         return await self._run(lambda db: db.execute(

@@ -55,6 +55,21 @@ def test_session_made_on_one_instance_continues_on_the_other(pair: Pair):
     assert on_first.get(PAGE).status_code in (302, 303)
 
 
+def test_sign_out_on_one_instance_is_refused_on_the_other_that_kept_it(pair: Pair):
+    """The first instance has the session in memory (issue 16: pages read no store); a
+    sign-out on the second is refused by the first within the NOTIFY's delivery, bounded
+    here at a second (gateway.auth.sessions)."""
+    on_first = sign_in(pair.first, "member")
+    for _ in range(3):
+        assert on_first.get(PAGE).status_code == 200
+    assert pair.first.app.state.services.sessions._cache, "the first keeps the session"
+    on_second = follow(pair.second, on_first)
+    out = on_second.post("/auth/signout", data={"csrf_token": csrf_of(on_second, PAGE)},
+                         headers={"Origin": pair.second.url})
+    assert out.status_code == 303
+    wait_status(on_first, 303, 1.0)
+
+
 def test_flip_on_one_instance_is_in_force_on_the_other_within_a_second(pair: Pair):
     """Standby on the first refuses the member on the second within 1 s, and back."""
     member = follow(pair.second, sign_in(pair.first, "member"))
