@@ -87,6 +87,42 @@ def parse_fetch(lines: Lines, *, tail: bool = True) -> list[FetchData]:
     return out
 
 
+# A steady page asks only for UID and FLAGS of its 50 messages (the summaries are kept on
+# the connection), and the answer is 50 lines such as ``* 7 FETCH (UID 12 FLAGS (\Seen))``:
+# one regex per line reads them at a tenth of the general parser's cost. Anything else (other
+# items, quoted or non-ASCII flags, literals) goes to parse_fetch.
+_FLAG_LIST = rb"\(([\x20!#-'*-Z\\\]^-z|~]*)\)"
+_UID_FLAGS = re.compile(rb"(?:\* )?(\d{1,10}) FETCH \((?:UID (\d{1,10}) FLAGS " + _FLAG_LIST
+                        + rb"|FLAGS " + _FLAG_LIST + rb" UID (\d{1,10}))\)\Z", re.IGNORECASE)
+
+
+def parse_fetch_flags(lines: Lines, *, tail: bool = True) -> list[FetchData]:
+    """The FETCH responses of a ``(UID FLAGS)`` fetch; the same as parse_fetch gives."""
+    items = list(lines)[:-1] if tail else list(lines)
+    out = []
+    seen: dict[bytes, tuple[str, ...]] = {}
+    for item in items:
+        m = _UID_FLAGS.match(item) if isinstance(item, bytes | bytearray) else None
+        if m is None:
+            if isinstance(item, bytes | bytearray) and not _FETCH_START.match(item) \
+                    and not item.endswith(b"}"):
+                continue   # another untagged response (EXISTS, EXPUNGE, ...)
+            return parse_fetch(lines, tail=tail)
+        seq, uid, raw = m.group(1), m.group(2) or m.group(5), m.group(3)
+        if raw is None:
+            raw = m.group(4)
+        flags = seen.get(raw)
+        if flags is None:
+            names = tuple(raw.decode("ascii").split())
+            if any(n.upper() == "NIL" for n in names):
+                return parse_fetch(lines, tail=tail)
+            flags = seen[raw] = names
+        u = int(uid)
+        out.append(FetchData(seq=int(seq), uid=u, flags=flags, items={
+            "UID": Atom(str(u)), "FLAGS": [Atom(f) for f in flags]}))
+    return out
+
+
 _SEQ = re.compile(rb"(?:\* )?(\d+) FETCH", re.IGNORECASE)
 _UID = re.compile(rb"[( ]UID (\d{1,10})[ )]", re.IGNORECASE)
 

@@ -25,6 +25,7 @@ from gateway.mail.imap_parse import (
     Envelope,
     FetchData,
     parse_fetch,
+    parse_fetch_flags,
     parse_list,
     parse_search,
     parse_status,
@@ -201,6 +202,8 @@ async def _fetch(conn: ImapConn, message_set: str, items: str, by_uid: bool
                                                     timeout=conn.timeout),
                          "list the messages")
     try:
+        if items == "(UID FLAGS)":
+            return parse_fetch_flags(resp.lines)
         return parse_fetch(resp.lines)
     except ImapParseError:
         raise MailError("The message list from the mail server could not be read.") from None

@@ -19,6 +19,7 @@ from gateway.mail.imap_parse import (
     ImapParseError,
     parse_bodystructure,
     parse_fetch,
+    parse_fetch_flags,
     parse_fetch_response,
     parse_list,
     parse_search,
@@ -431,3 +432,39 @@ def test_clean_text_fast_path(value: str) -> None:
     """Nothing to take out: the fast path; otherwise the same as the full clean-up."""
     slow = " ".join(headers._BIDI.sub("", headers._CONTROLS.sub(" ", value)).split())
     assert mime.clean_text(value) == slow
+
+
+# ---- the (UID FLAGS) fast path (issue 16) ------------------------------------------------
+
+FLAG_LINES = [
+    [b"* 1 FETCH (UID 7 FLAGS (\\Seen))", b"* 2 FETCH (UID 9 FLAGS ())", b"A1 OK done"],
+    [b"* 3 FETCH (FLAGS (\\Answered $Forwarded Junk) UID 12)", b"A2 OK done"],
+    [b"* 5 EXISTS", b"* 4 FETCH (UID 4294967295 FLAGS (\\Flagged \\Seen))", b"* 1 EXPUNGE",
+     b"A3 OK done"],
+    [b"* 1 FETCH (UID 7 FLAGS (\\Seen))", b'* 2 FETCH (UID 8 FLAGS ("quoted"))', b"A OK"],
+    [b"* 1 FETCH (UID 7 FLAGS (\\Seen) RFC822.SIZE 10)", b"A OK"],
+    [b"* 1 FETCH (UID 7 FLAGS (NIL))", b"A OK"],
+    [b"* 1 FETCH (UID 7 FLAGS ({3}", b"abc", b"))", b"A OK"],
+    [b"* 1 FETCH (UID 7 FLAGS (\\Seen \xc3\xa9t\xc3\xa9))", b"A OK"],
+    [b"* 1 fetch (uid 7 flags (\\seen))", b"A OK"],
+    [b"* 1 FETCH (UID x FLAGS ())", b"A OK"],
+]
+
+
+@pytest.mark.parametrize("lines", FLAG_LINES)
+def test_uid_flags_fast_path_reads_as_the_general_parser(lines):
+    """parse_fetch_flags gives what parse_fetch gives, on the lines it reads itself and on
+    those it hands over (quoted, NIL, literal or non-ASCII flags, other items)."""
+    assert parse_fetch_flags(lines) == parse_fetch(lines)
+
+
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1),
+                          st.lists(st.sampled_from(["\\Seen", "\\Flagged", "\\Answered",
+                                                    "$Label1", "Junk", "\\Draft", "a]b"]),
+                                   max_size=4), st.booleans()), max_size=20))
+def test_uid_flags_fast_path_matches_on_any_page(rows):
+    """Any page of UID/FLAGS answers, in either item order, reads the same both ways."""
+    lines = [f"* {seq} FETCH (UID {uid} FLAGS ({' '.join(f)}))".encode() if first else
+             f"* {seq} FETCH (FLAGS ({' '.join(f)}) UID {uid})".encode()
+             for seq, uid, f, first in rows] + [b"A OK done"]
+    assert parse_fetch_flags(lines) == parse_fetch(lines)
