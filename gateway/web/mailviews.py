@@ -5,7 +5,8 @@ council's time zone, sizes, sender names). Templates get these dataclasses, neve
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -70,9 +71,15 @@ def short_date(when: datetime | None, tz: ZoneInfo, now: datetime) -> str:
     """'14:05' today, '27 Nov' this year, '27 Nov 2025' before."""
     if when is None:
         return ""
+    return _short_date(when, tz, now.astimezone(tz).date())
+
+
+# A list page shows the same kept summaries page after page: each date is worked out once
+# per day and zone (zone conversion and strftime were 5 % of a steady inbox page's CPU).
+@lru_cache(maxsize=8192)
+def _short_date(when: datetime, tz: ZoneInfo, today: date) -> str:
     local = when.astimezone(tz) if when.tzinfo else when.replace(tzinfo=tz)
-    today = now.astimezone(tz)
-    if local.date() == today.date():
+    if local.date() == today:
         return local.strftime("%H:%M")
     if local.year == today.year:
         return f"{local.day} {local.strftime('%b')}"
@@ -92,7 +99,14 @@ def folder_url(folder: str, page: int = 1) -> str:
 
 
 def message_url(folder: str, uid: int, **extra: str) -> str:
+    if not extra:
+        return _read_url(folder, uid)
     return "/mail/read?" + urlencode({"f": folder, "uid": str(uid), **extra})
+
+
+@lru_cache(maxsize=8192)
+def _read_url(folder: str, uid: int) -> str:
+    return "/mail/read?" + urlencode({"f": folder, "uid": str(uid)})
 
 
 def draft_url(read_url: str) -> str:

@@ -36,8 +36,11 @@ def _static_version() -> str:
 
 
 STATIC_VERSION = _static_version()
+# Templates ship with the code: compiled once, never checked against the disk again
+# (auto_reload would stat every template a page extends or includes, on every request).
 env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
-                  trim_blocks=True, lstrip_blocks=True)
+                  trim_blocks=True, lstrip_blocks=True, auto_reload=False,
+                  cache_size=-1)
 
 
 def render(request: Request | Scope, template: str, context: dict[str, Any] | None = None,
