@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -196,6 +197,7 @@ def main() -> int:
                 print(f"{'page':<10} {'gateway CPU/page':>17} {'Dovecot':>9} "
                       f"{'bench+stand-ins':>16} {'wall/page':>10} {'pages/s':>8} "
                       f"{'errors':>6} {'bytes':>8}")
+                bodies: dict[str, bytes] = {}
                 for name, url in pages:
                     await drive(clients, url, 30)
                     g0, d0, o0, w0 = gp.cpu_seconds(), group_cpu(dovecot), own_cpu(), \
@@ -204,11 +206,14 @@ def main() -> int:
                     wall = time.perf_counter() - w0
                     g, d, o = (gp.cpu_seconds() - g0, group_cpu(dovecot) - d0,
                                own_cpu() - o0)
-                    size = len((await clients[0].get(url)).content)
+                    body = (await clients[0].get(url)).content
+                    bodies[name] = body
+                    size = len(body)
                     n = max(1, ok)
                     print(f"{name:<10} {1000 * g / n:14.2f} ms {1000 * d / n:6.2f} ms "
                           f"{1000 * o / n:13.2f} ms {1000 * wall / n:7.2f} ms "
                           f"{ok / wall:8.0f} {errors:6d} {size:8d}", flush=True)
+                gzip_table(bodies)
                 if spy and args.profile:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     for name, url in pages:
@@ -222,6 +227,26 @@ def main() -> int:
             gp.stop()
     print(f"\nload average at end: {os.getloadavg()[0]:.2f}; other CPU users: {other_load()}")
     return 0
+
+
+def gzip_table(bodies: dict[str, bytes]) -> None:
+    """What each gzip level costs and saves on these pages (CompressMiddleware's choice)."""
+    print("\ngzip by level (CPU ms per page, measured here with zlib as Starlette calls it; "
+          "bytes on the wire):")
+    print(f"{'level':>5} " + " ".join(f"{n + ' ms':>12} {n + ' bytes':>15}" for n in bodies))
+    for level in (1, 2, 4, 6, 9):
+        cells = []
+        for body in bodies.values():
+            reps = 50
+            t = time.process_time()
+            for _ in range(reps):
+                c = zlib.compressobj(level, zlib.DEFLATED, 31)
+                packed = c.compress(body) + c.flush()
+            cells.append(f"{1000 * (time.process_time() - t) / reps:12.3f} {len(packed):15d}")
+        print(f"{level:>5} " + " ".join(cells))
+    small = (128, 256, 512, 1024)
+    print("small bodies (threshold): gzip of the first N bytes of the inbox page: " + ", ".join(
+        f"{n} -> {len(zlib.compress(next(iter(bodies.values()))[:n], 6)) + 12}" for n in small))
 
 
 async def profile(spy: str, pid: int, args: argparse.Namespace, name: str,
