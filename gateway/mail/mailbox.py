@@ -32,6 +32,7 @@ from gateway.mail.imap_parse import (
 )
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.mail.mime import clean_text
+from gateway.mail.preview import fetch_size, preview_part, preview_text
 from gateway.mail.utf7 import quote_mailbox
 
 PER_PAGE = 50
@@ -74,6 +75,7 @@ class MessageSummary:
     answered: bool
     has_attachment: bool
     size: int
+    preview: str = ""    # the first words of the text (gateway.mail.preview)
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,32 @@ def has_attachment(part: BodyPart | None) -> bool:
     return part.type == "application" or (part.type, part.subtype) == ("message", "rfc822")
 
 
-def _summary(item: FetchData) -> MessageSummary:
+async def _previews(conn: ImapConn, items: list[FetchData]) -> dict[int, str]:
+    """Preview lines of these messages (UID -> text), in the selected folder: a partial
+    fetch of each one's text part (``BODY.PEEK[1.1]<0.512>``), never the whole message.
+    One FETCH per distinct part and size: mail from one source shares a shape, so a page
+    of fifty costs one to three round trips."""
+    groups: dict[str, list[tuple[int, BodyPart]]] = {}
+    for item in items:
+        part = None if item.unreadable else preview_part(item.bodystructure)
+        if part is not None and item.uid:
+            spec = f"BODY.PEEK[{part.part_id}]<0.{fetch_size(part)}>"
+            groups.setdefault(spec, []).append((item.uid, part))
+    out: dict[int, str] = {}
+    for spec, wanted in groups.items():
+        parts = dict(wanted)
+        prefix = spec.replace(".PEEK", "").split("<", 1)[0]
+        for got in await _fetch(conn, ",".join(str(u) for u in parts), f"(UID {spec})",
+                                by_uid=True):
+            part = parts.get(got.uid or 0)
+            if part is None:
+                continue
+            data = section([got], prefix)
+            out[got.uid or 0] = preview_text(data, part)
+    return out
+
+
+def _summary(item: FetchData, preview: str = "") -> MessageSummary:
     if item.unreadable:
         return MessageSummary(
             uid=item.uid or 0, subject="(this message could not be read)",
@@ -170,7 +197,7 @@ def _summary(item: FetchData) -> MessageSummary:
         date=(env.date if env and env.date else item.internaldate),
         unread="\\seen" not in flags, flagged="\\flagged" in flags,
         answered="\\answered" in flags, has_attachment=has_attachment(item.bodystructure),
-        size=item.size or 0)
+        size=item.size or 0, preview=preview)
 
 
 async def uid_fetch(conn: ImapConn, uid: int, items: str, what: str) -> list[FetchData]:
@@ -229,10 +256,11 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
     key = (folder, conn.uidvalidity)
     missing = [i.uid for i in light if i.uid and (key, i.uid) not in cache]
     if missing:
-        for item in await _fetch(conn, ",".join(map(str, missing)), SUMMARY_ITEMS,
-                                 by_uid=True):
+        items = await _fetch(conn, ",".join(map(str, missing)), SUMMARY_ITEMS, by_uid=True)
+        previews = await _previews(conn, items)
+        for item in items:
             if item.uid:
-                cache[(key, item.uid)] = _summary(item)
+                cache[(key, item.uid)] = _summary(item, previews.get(item.uid, ""))
     rows = []
     for item in light:
         known = cache.get((key, item.uid or 0))
@@ -258,14 +286,31 @@ async def page_of(conn: ImapConn, folder: str, uid: int, per_page: int = PER_PAG
     return (conn.exists - seq) // per_page + 1
 
 
-async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int]) -> list[MessageSummary]:
+async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int],
+                     previews: bool = True) -> list[MessageSummary]:
+    """Summaries of these messages, in the order given; with ``previews`` (for a page of
+    results, not for every hit) their preview lines too."""
     if not uids:
         return []
     await conn.select(mailbox_arg(folder), readonly=True)
     items = await _fetch_summaries(conn, ",".join(str(u) for u in uids), by_uid=True)
     order = {u: i for i, u in enumerate(uids)}
     items.sort(key=lambda i: order.get(i.uid or 0, 0))
-    return [_summary(i) for i in items]
+    lines = await _previews(conn, items) if previews else {}
+    return [_summary(i, lines.get(i.uid or 0, "")) for i in items]
+
+
+async def with_previews(conn: ImapConn, folder: str, summaries: Sequence[MessageSummary]
+                        ) -> list[MessageSummary]:
+    """The same summaries with their preview lines (one BODYSTRUCTURE fetch, then the
+    partial text fetches)."""
+    if not summaries:
+        return []
+    await conn.select(mailbox_arg(folder), readonly=True)
+    items = await _fetch(conn, ",".join(str(s.uid) for s in summaries),
+                         "(UID BODYSTRUCTURE)", by_uid=True)
+    lines = await _previews(conn, items)
+    return [replace(s, preview=lines.get(s.uid, s.preview)) for s in summaries]
 
 
 async def message_size(conn: ImapConn, folder: str, uid: int) -> int:
@@ -275,6 +320,13 @@ async def message_size(conn: ImapConn, folder: str, uid: int) -> int:
     if not sized:
         raise NotFound("That message is no longer there. It may have been moved or deleted.")
     return sized[0].size or 0
+
+
+async def message_flags(conn: ImapConn, folder: str, uid: int) -> set[str]:
+    """The flags of one message, lower-case (empty when it is gone)."""
+    await conn.select(mailbox_arg(folder))
+    got = await uid_fetch(conn, uid, "(FLAGS)", "open the message")
+    return {f.lower() for f in (got[0].flags or ())} if got else set()
 
 
 async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,

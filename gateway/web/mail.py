@@ -89,12 +89,15 @@ async def folder_page(request: Request) -> Response:
     now = datetime.now(UTC)
     current = reader.named(folders, folder)
     rows = mv.rows(folder, page.messages, _tz(svc), now)
+    if current and current.special == "drafts":
+        rows = _draft_rows(rows)
     return render(request, "mail_list.html", {
         "folders": mv.folder_links(folders, folder),
         "folder": folder,
         "folder_label": current.label if current else folder,
         "special": current.special if current else None,
-        "rows": _draft_rows(rows) if current and current.special == "drafts" else rows,
+        "rows": rows,
+        "groups": mv.day_groups(rows),
         "page": mv.PageCount(total=page.total, page=page.page, pages=page.pages),
         "prev_url": mv.folder_url(folder, page.page - 1) if page.page > 1 else None,
         "next_url": mv.folder_url(folder, page.page + 1) if page.page < page.pages else None,
@@ -122,16 +125,21 @@ async def read_message(request: Request) -> Response:
     mark = svc.settings.mail.mark_read_on_open
     images = request.query_params.get("images") == "1"
 
-    async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], mailbox.Page]:
+    async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], mailbox.Page, bool]:
         folders = await mailbox.list_folders(conn, counts=False)
         # The page of the folder that holds this message: the list beside it in the
         # two-pane layout (a landscape iPad) and where "Back" goes.
         page_no = await mailbox.page_of(conn, folder, uid)
-        return folders, await mailbox.fetch_page(conn, folder, page_no)
+        listed = await mailbox.fetch_page(conn, folder, page_no)
+        # Its flag state (from that page's fresh FLAGS): only Flag or Unflag is offered.
+        here = next((m for m in listed.messages if m.uid == uid), None)
+        flagged = (here.flagged if here is not None
+                   else "\\flagged" in await mailbox.message_flags(conn, folder, uid))
+        return folders, listed, flagged
     # One take of the member's connection for the whole page (inline images included).
     async with mail_session(request) as ms:
         opened = await reader.open_message(ms, folder, uid, mark_read=mark)
-        folders, listed = await ms.run(work)
+        folders, listed, flagged = await ms.run(work)
         view = opened.view
         result = (await reader.sanitized(opened, allow_remote=images) if view.html
                   else None)
@@ -161,7 +169,7 @@ async def read_message(request: Request) -> Response:
         attachments=mv.attachment_links(folder, uid, view.attachments),
         invite=view.calendar, invite_when=invite_when, notes=view.notes,
         back_url=mv.folder_url(folder, listed.page), self_url=mv.message_url(folder, uid),
-        answered=_ANSWERED.get(request.query_params.get("done", ""), ""))
+        answered=_ANSWERED.get(request.query_params.get("done", ""), ""), flagged=flagged)
     targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
     is_draft = any(f.name == folder and f.special == "drafts" for f in folders)
     current = reader.named(folders, folder)

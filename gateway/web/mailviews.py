@@ -86,6 +86,26 @@ def _short_date(when: datetime, tz: ZoneInfo, today: date) -> str:
     return f"{local.day} {local.strftime('%b %Y')}"
 
 
+def day_group(when: datetime | None, tz: ZoneInfo, now: datetime) -> str:
+    """The heading a message sits under in the list, by its day in ``tz``: "Today",
+    "Yesterday", a weekday for the last week, else the date. Days are compared as calendar
+    dates in the zone, so a clock change (a 23- or 25-hour day) moves nothing."""
+    if when is None:
+        return "Undated"
+    local = (when.astimezone(tz) if when.tzinfo else when.replace(tzinfo=tz)).date()
+    today = now.astimezone(tz).date()
+    days = (today - local).days
+    if days == 0:
+        return "Today"
+    if days == 1:
+        return "Yesterday"
+    if 1 < days < 7:
+        return local.strftime("%A")
+    if local.year == today.year:
+        return f"{local.strftime('%A')} {local.day} {local.strftime('%B')}"
+    return f"{local.day} {local.strftime('%B %Y')}"
+
+
 def long_date(when: datetime | None, tz: ZoneInfo) -> str:
     if when is None:
         return ""
@@ -145,6 +165,27 @@ class Row:
     answered: bool
     has_attachment: bool
     size: str
+    preview: str = ""
+    group: str = ""      # the day heading ("Today", "Yesterday", ...): see day_group
+
+
+@dataclass(frozen=True)
+class DayGroup:
+    """The rows under one day heading; ``key`` makes the heading's id."""
+
+    key: int
+    label: str
+    rows: list[Row]
+
+
+def day_groups(rows: list[Row]) -> list[DayGroup]:
+    """Consecutive rows of one day under one heading (the list is newest first)."""
+    groups: list[DayGroup] = []
+    for r in rows:
+        if not groups or groups[-1].label != r.group:
+            groups.append(DayGroup(len(groups) + 1, r.group, []))
+        groups[-1].rows.append(r)
+    return groups
 
 
 def rows(folder: str, messages: list[MessageSummary], tz: ZoneInfo, now: datetime,
@@ -154,7 +195,8 @@ def rows(folder: str, messages: list[MessageSummary], tz: ZoneInfo, now: datetim
         f = folder_of.get(m.uid, folder) if folder_of else folder
         out.append(Row(m.uid, message_url(f, m.uid), m.sender, m.subject,
                        short_date(m.date, tz, now), m.unread, m.flagged, m.answered,
-                       m.has_attachment, human_size(m.size)))
+                       m.has_attachment, human_size(m.size), m.preview,
+                       day_group(m.date, tz, now)))
     return out
 
 
@@ -202,6 +244,7 @@ class MessagePage:
     back_url: str = ""
     self_url: str = ""
     answered: str = ""
+    flagged: bool = False
 
 
 @dataclass(frozen=True)

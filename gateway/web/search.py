@@ -61,12 +61,19 @@ async def search_page(request: Request) -> Response:
         found: list[tuple[str, mailbox.MessageSummary]] = []
         for name in targets:
             uids = [u for f, u in hits if f == name]
-            found += [(name, s) for s in await mailbox.fetch_uids(conn, name, uids)]
+            found += [(name, s) for s in await mailbox.fetch_uids(conn, name, uids,
+                                                                  previews=False)]
             if len(found) >= MAX_HITS:
                 break
         found.sort(key=lambda fs: fs[1].date or datetime.min.replace(tzinfo=UTC), reverse=True)
         ctx["total"] = len(found)
-        return found[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]
+        shown = found[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]
+        # Preview lines for the page shown only, folder by folder.
+        lines: dict[tuple[str, int], mailbox.MessageSummary] = {}
+        for name in dict.fromkeys(f for f, _ in shown):
+            for s in await mailbox.with_previews(conn, name, [s for f, s in shown if f == name]):
+                lines[(name, s.uid)] = s
+        return [(f, lines.get((f, s.uid), s)) for f, s in shown]
 
     results = await imap_run(request, work)
     now = datetime.now(UTC)
