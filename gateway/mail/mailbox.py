@@ -175,8 +175,10 @@ async def _previews(conn: ImapConn, items: list[FetchData]) -> dict[int, str]:
             part = parts.get(got.uid or 0)
             if part is None:
                 continue
-            data = section([got], prefix)
-            out[got.uid or 0] = preview_text(data, part)
+            try:
+                out[got.uid or 0] = preview_text(section([got], prefix), part)
+            except Exception:  # noqa: BLE001 - one odd message costs only its preview line
+                out[got.uid or 0] = ""
     return out
 
 

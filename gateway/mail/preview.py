@@ -15,7 +15,7 @@ import codecs
 import re
 from html.parser import HTMLParser
 
-from gateway.mail.headers import clean_text, decode_bytes
+from gateway.mail.headers import _codec, clean_text, decode_bytes
 from gateway.mail.imap_parse import BodyPart
 
 PREVIEW_CHARS = 100
@@ -78,12 +78,15 @@ def _transfer_decode(data: bytes, encoding: str | None) -> bytes:
 def _charset_decode(data: bytes, charset: str | None) -> str:
     # An incremental decoder that is not told the input has ended holds back a character
     # cut in two, instead of turning it into a replacement mark.
-    name = charset.strip().strip("\"'") if charset and len(charset) <= 64 else "utf-8"
+    # Only real text encodings: "zlib", "base64" or "rot13" are codecs too, and a hostile
+    # message may name one (see headers._codec_lookup).
+    name = _codec(charset) or "utf-8"
     try:
         decoder = codecs.getincrementaldecoder(name)(errors="strict")
-        return str(decoder.decode(data, final=False))
-    except (LookupError, ValueError, TypeError):
+        text = decoder.decode(data, final=False)
+    except Exception:  # noqa: BLE001 - any codec failure: the forgiving decoder below
         return decode_bytes(data, charset)
+    return text if isinstance(text, str) else decode_bytes(data, charset)
 
 
 class _TextOf(HTMLParser):

@@ -99,3 +99,9 @@ def test_unknown_charset_falls_back_without_raising():
     assert preview_text("Helô".encode(), text("1", params={"charset": "x-nonsense"})) == "Helô"
     assert preview_text(b"", text("1")) == ""
     assert html_text("<p>a<p>b") == " a b"
+
+
+def test_a_hostile_charset_naming_a_bytes_codec_is_not_used():
+    for charset in ("zlib", "base64", "rot13", "hex", "bz2", "x" * 500):
+        line = preview_text(b"Plain words here.", text("1", params={"charset": charset}))
+        assert line == "Plain words here.", charset

@@ -10,7 +10,9 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from html import unescape
 
+from gateway.devstack.users import user
 from tests.conftest import csrf_of, sign_in
+from tests.mail.hostile_corpus import hostile_messages
 from tests.web.mailhelp import deliver, message, unique
 
 
@@ -98,3 +100,19 @@ def test_search_results_show_the_preview(gateway):
         page = client.get("/mail/search", params={"q": subject, "f": "INBOX",
                                                   "scope": scope}).text
         assert "Parking permits for the ward." in row_of(page, subject), scope
+
+
+def test_hostile_corpus_lists_without_error_and_previews_stay_text(gateway):
+    """Every hostile message (bad charsets such as "zlib", broken encodings, deep nesting)
+    lists with a 200 and at most an empty preview; no markup leaks from a preview."""
+    folder = "Ward – Llanfair Café"
+    corpus = hostile_messages()
+    for _name, raw in corpus:
+        gateway.stack.mail.deliver(user("member").email, raw, folder=folder)
+    client = sign_in(gateway, "member")
+    r = client.get("/mail", params={"f": folder})
+    assert r.status_code == 200
+    previews = re.findall(r'<span class="preview">(.*?)</span>', r.text, re.S)
+    assert previews
+    for p in previews:
+        assert "<" not in p and len(unescape(p)) <= 101
