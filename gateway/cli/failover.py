@@ -41,7 +41,7 @@ from gateway.config import Settings
 from gateway.errors import Conflict
 from gateway.store.base import Store
 from gateway.store.factory import build_store
-from gateway.switch import audit, directory, timeline
+from gateway.switch import controls, directory
 from gateway.switch import seen as failover_seen
 from gateway.switch.audit import AuditLog, iso
 from gateway.switch.machine import AuditTrail, Flip, Mode, Switch, apply, local, parse_time
@@ -211,10 +211,9 @@ async def _checked_group(group: str, kit: Kit, force: bool) -> tuple[str, str]:
 
 def cmd_timeline(args: argparse.Namespace) -> int:
     async def work(kit: Kit) -> int:
-        found = timeline.incidents(await kit.audit.entries())
-        now = kit.clock()
-        print(timeline.export_csv(found, now) if args.format == "csv" else
-              timeline.export_json(found, now, kit.settings.general.timezone), end="")
+        done = await controls.export_incidents(kit.audit, args.format, kit.clock(),
+                                               kit.settings.general.timezone)
+        print(done.body, end="")
         return 0
     return _kit_run(args, work)
 
@@ -237,10 +236,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         tz, now = kit.settings.general.timezone, kit.clock()
         since = parse_time(args.since, now, tz) if args.since else None
         until = parse_time(args.until, now, tz) if args.until else None
-        entries = await kit.audit.entries(since, until)
-        await kit.audit.record("admin.audit.exported", _who(args), entries=len(entries),
-                               format=args.format)
-        text = audit.export_csv(entries) if args.format == "csv" else audit.export_json(entries)
+        text = (await controls.export_audit(kit.audit, args.format, _who(args), since, until,
+                                            must_record=True)).body
         if args.output:
             Path(args.output).write_text(text)
         else:

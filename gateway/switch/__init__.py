@@ -6,4 +6,5 @@
 - ``timeline``: incidents (periods in ``active``) read back from the audit trail.
 - ``notify``: webhooks and the ICT email when the switch changes.
 - ``directory``: a drill group looked up in Entra before a drill starts.
+- ``controls``: the exports (audit trail, incidents) the admin page, API and CLI share.
 """

@@ -27,7 +27,7 @@ from gateway.evidence.export import make_report, parse_period
 from gateway.evidence.signing import checkpoint_path, store_id
 from gateway.services import Services, services
 from gateway.store.base import SessionRecord
-from gateway.switch import audit, timeline
+from gateway.switch import audit, controls, timeline
 from gateway.switch.machine import (
     Flip,
     Mode,
@@ -317,7 +317,6 @@ async def _export(request: Request, what: str, fmt: str) -> Response:
     session = _admin(request)
     svc = services(request)
     now, tz = svc.clock(), svc.settings.general.timezone
-    media = "text/csv" if fmt == "csv" else "application/json"
     headers = {"Content-Disposition": f'attachment; filename="{what}.{fmt}"'}
     chain = await _chain(svc)
     if not chain.ok:
@@ -329,18 +328,13 @@ async def _export(request: Request, what: str, fmt: str) -> Response:
                            "export it anyway.")
         headers["X-Audit-Chain"] = "does-not-verify"
     if what == "incidents":
-        found = timeline.incidents(await svc.audit.entries())
-        body = timeline.export_csv(found, now) if fmt == "csv" else \
-            timeline.export_json(found, now, tz)
-        return Response(body, media_type=media, headers=headers)
+        done = await controls.export_incidents(svc.audit, fmt, now, tz)
+        return Response(done.body, media_type=done.media_type, headers=headers)
     q = request.query_params
     since = parse_time(q["since"], now, tz) if q.get("since") else None
     until = parse_time(q["until"], now, tz) if q.get("until") else None
-    entries = await svc.audit.entries(since, until)
-    await svc.audit.try_record("admin.audit.exported", session.email, entries=len(entries),
-                               format=fmt)
-    body = audit.export_csv(entries) if fmt == "csv" else audit.export_json(entries)
-    return Response(body, media_type=media, headers=headers)
+    done = await controls.export_audit(svc.audit, fmt, session.email, since, until)
+    return Response(done.body, media_type=done.media_type, headers=headers)
 
 
 async def export(request: Request) -> Response:

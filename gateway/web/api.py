@@ -24,7 +24,7 @@ from gateway.auth.throttle import Limits, address_of
 from gateway.errors import BadApiKey, BadRequest, Conflict, TooManyRequests
 from gateway.services import services
 from gateway.store.base import ApiKeyRecord
-from gateway.switch import audit, directory, timeline
+from gateway.switch import controls, directory
 from gateway.switch import seen as failover_seen
 from gateway.switch.audit import AuditLog
 from gateway.switch.machine import Flip, Mode, apply, parse_mode, parse_time
@@ -195,11 +195,9 @@ async def _group_check(request: Request, group: str, force: bool) -> dict[str, A
 async def incidents(request: Request) -> Response:
     await _key(request)
     svc = services(request)
-    found = timeline.incidents(await svc.audit.entries())
-    now, tz = svc.clock(), svc.settings.general.timezone
-    if _format(request) == "csv":
-        return Response(timeline.export_csv(found, now), media_type="text/csv")
-    return Response(timeline.export_json(found, now, tz), media_type="application/json")
+    done = await controls.export_incidents(svc.audit, _format(request), svc.clock(),
+                                           svc.settings.general.timezone)
+    return Response(done.body, media_type=done.media_type)
 
 
 async def audit_export(request: Request) -> Response:
@@ -207,12 +205,8 @@ async def audit_export(request: Request) -> Response:
     svc = services(request)
     since, until = _range(request)
     fmt = _format(request)
-    entries = await svc.audit.entries(since, until)
-    await svc.audit.try_record("admin.audit.exported", f"api:{key.name}", entries=len(entries),
-                               format=fmt)
-    if fmt == "csv":
-        return Response(audit.export_csv(entries), media_type="text/csv")
-    return Response(audit.export_json(entries), media_type="application/json")
+    done = await controls.export_audit(svc.audit, fmt, f"api:{key.name}", since, until)
+    return Response(done.body, media_type=done.media_type)
 
 
 async def audit_verify(request: Request) -> Response:
