@@ -21,8 +21,15 @@ this proxy owns the behaviours Dovecot settings cannot give. Each one names its 
 * A burst of logins for one mailbox (``login_burst``: so many within so many seconds) is
   answered ``BAD User is authenticated but not connected.`` and BYE (imapsync issue 411,
   node-imap issue 523). Off unless set: Microsoft publishes no figure.
-* At most 20 connections per mailbox: Dovecot's ``mail_max_userip_connections = 20`` (every
-  proxied connection reaches Dovecot from one address, so the limit is per mailbox).
+* At most 20 connections per mailbox (``max_connections``): "Maximum concurrent IMAP
+  connections: 20" in Microsoft's Exchange Online throttling and limits FAQ (Exchange Dev
+  blog, 2011-06-23; the field notes' "about 20"). A login beyond it is refused with
+  ``NO [LIMIT]`` (RFC 5530's code; Microsoft publishes no wording). Dovecot's
+  ``mail_max_userip_connections = 20`` stays behind it as a second net.
+
+Logins that Dovecot accepted are counted per mailbox (``logins``), and the open logged-in
+sessions too (``connected``), so that tests can hold the gateway to "one connection per
+member" and "probes do not log in every round".
 
 The proxy reads both directions as IMAP lines with their literals (``{n}``/``{n+}``), so an
 answer it writes never lands inside one of Dovecot's responses. It logs no mail or tokens.
@@ -50,6 +57,8 @@ BADCHARSET = b"NO [BADCHARSET (US-ASCII)] The specified charset is not supported
 TOKEN_EXPIRED = b"* BYE Session invalidated - AccessTokenExpired"
 NOT_CONNECTED = b"BAD User is authenticated but not connected."
 CLOSED = b"* BYE Connection closed. 14"
+TOO_MANY = b"NO [LIMIT] Too many simultaneous connections for this mailbox."
+MAX_CONNECTIONS = 20
 IDLE_TIMEOUT = 30 * 60.0
 
 _REFUSED_COMMANDS = {b"SORT", b"THREAD"}
@@ -115,6 +124,8 @@ class _Session:
         self.timers: list[asyncio.Task[None]] = []
         self.idle_timer: asyncio.Task[None] | None = None
         self.closed = asyncio.Event()
+        # The mailbox this session logged in to (counted in proxy.connected while open).
+        self.user: str | None = None
 
     async def run(self) -> None:
         try:
@@ -133,6 +144,9 @@ class _Session:
                 t.cancel()
             if self.idle_timer:
                 self.idle_timer.cancel()
+            if self.user is not None:
+                self.proxy.connected[self.user] -= 1
+                self.user = None
             await self._close()
 
     async def _close(self) -> None:
@@ -238,9 +252,9 @@ class _Session:
                     self.idle_timer.cancel()          # IDLE (or whatever ran) has ended
                     self.idle_timer = None
                 if self.auth_tag and first.startswith(self.auth_tag + b" "):
-                    ok = first[len(self.auth_tag) + 1:].upper().startswith(b"OK")
-                    self.auth_tag = None
-                    if ok and await self._logged_in():
+                    tag, self.auth_tag = self.auth_tag, None
+                    ok = first[len(tag) + 1:].upper().startswith(b"OK")
+                    if ok and await self._logged_in(tag):
                         return
                 async with self.lock:
                     self.writer.write(b"".join(pieces))
@@ -249,14 +263,20 @@ class _Session:
             pass
         self.closed.set()
 
-    async def _logged_in(self) -> bool:
-        """After Dovecot accepted a login: the burst rule, then the expiry timer. True when
-        the session was ended here."""
+    async def _logged_in(self, tag: bytes) -> bool:
+        """After Dovecot accepted a login: the connection limit, the burst rule, then the
+        expiry timer. True when the session was ended here."""
         claims, self.auth_claims = self.auth_claims, None
         if claims is None:
             return False
         user, exp = claims
-        if self.proxy.logins.burst(user, self.proxy.login_burst):
+        self.proxy.logins[user] += 1
+        if self.proxy.connected[user] >= self.proxy.max_connections:
+            await self._send(tag + b" " + TOO_MANY, then_close=True)
+            return True
+        self.user = user
+        self.proxy.connected[user] += 1
+        if self.proxy.login_log.burst(user, self.proxy.login_burst):
             await self._send(b"* " + NOT_CONNECTED, CLOSED, then_close=True)
             return True
 
@@ -273,13 +293,18 @@ class ExchangeImapProxy:
     def __init__(self, host: str, port: int, upstream_port: int, *,
                  server_ssl: ssl.SSLContext, upstream_ssl: ssl.SSLContext,
                  idle_timeout: float = IDLE_TIMEOUT,
-                 login_burst: tuple[int, float] | None = None) -> None:
+                 login_burst: tuple[int, float] | None = None,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.host, self.port = host, port
         self.upstream_host, self.upstream_port = host, upstream_port
         self.server_ssl, self.upstream_ssl = server_ssl, upstream_ssl
         self.idle_timeout = idle_timeout
         self.login_burst = login_burst
-        self.logins = _LoginLog()
+        self.max_connections = max_connections
+        self.login_log = _LoginLog()
+        # Accepted logins per mailbox (ever) and logged-in sessions open now.
+        self.logins: collections.Counter[str] = collections.Counter()
+        self.connected: collections.Counter[str] = collections.Counter()
         self._server: asyncio.Server | None = None
         self._sessions: set[asyncio.Task[None]] = set()
 

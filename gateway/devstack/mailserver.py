@@ -840,6 +840,21 @@ service auth-worker {{
             f"Dovecot did not greet on {self.host}:{self.imap_port} within {_START_TIMEOUT:.0f}s "
             f"({last_error}).\n{self._diagnostics()}")
 
+    def set_idle_timeout(self, seconds: float) -> None:
+        """How long the Exchange proxy lets an IDLE run before it ends the session (new IDLEs
+        from now on)."""
+        self.idle_timeout = seconds
+        if self._proxy is not None:
+            self._proxy.idle_timeout = seconds
+
+    def imap_logins(self, email: str) -> int:
+        """Logins the Exchange proxy accepted for ``email`` since it started (0 without it)."""
+        return self._proxy.logins[email.lower()] if self._proxy is not None else 0
+
+    def imap_connected(self, email: str) -> int:
+        """Logged-in IMAP sessions open now for ``email`` (through the Exchange proxy)."""
+        return self._proxy.connected[email.lower()] if self._proxy is not None else 0
+
     def _diagnostics(self) -> str:
         return (f"--- {self.log_path} (tail) ---\n{_tail(self.log_path)}\n"
                 f"--- {self._stderr_path} (tail) ---\n{_tail(self._stderr_path)}")

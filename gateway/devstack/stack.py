@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from gateway.config import Settings, load_settings
 from gateway.crypto import new_key
 from gateway.devstack.entra import APP_SERVICE_PRINCIPAL_OID, EntraStandIn
+from gateway.devstack.exchange_imap import IDLE_TIMEOUT
 from gateway.devstack.graph import GraphStandIn
 from gateway.devstack.mailserver import MailServer
 from gateway.devstack.runner import TLSServer
@@ -38,6 +39,10 @@ class DevStack:
     seed_messages: int = 300
     # Mailboxes the app's service principal may open app-only (the demo's canary).
     app_mailboxes: tuple[str, ...] = ()
+    # Exchange Online's IMAP personality (gateway.devstack.exchange_imap) and its timings.
+    exchange_proxy: bool = False
+    imap_idle_timeout: float = 0.0   # 0: Exchange's 30 minutes
+    login_burst: tuple[int, float] | None = None
     certs: DevCerts | None = None
     signer: TokenSigner = field(default_factory=TokenSigner)
     entra: EntraStandIn | None = None
@@ -62,7 +67,10 @@ class DevStack:
                                exchange_capabilities=self.exchange_capabilities,
                                exchange_proxy=self.exchange_proxy,
                                app_mailboxes=self.app_mailboxes,
-                               app_principal=APP_SERVICE_PRINCIPAL_OID)
+                               app_principal=APP_SERVICE_PRINCIPAL_OID,
+                               exchange_proxy=self.exchange_proxy,
+                               login_burst=self.login_burst,
+                               idle_timeout=self.imap_idle_timeout or IDLE_TIMEOUT)
         try:
             await self.mail.start()
             if self.seed_messages:

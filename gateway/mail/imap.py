@@ -134,6 +134,12 @@ class ImapConn:
         # Parsed message summaries by ((folder, UIDVALIDITY), UID), oldest first.
         self.summaries: OrderedDict[tuple[tuple[str, int], int], Any] = OrderedDict()
 
+        # An IDLE being ended (DONE sent, its OK not yet read) when its stream was closed;
+        # the next call waits for that OK first.
+        self._idle_cmd: asyncio.Future[Any] | None = None
+        self._done_sent = False
+        self._idle_end: asyncio.Future[Any] | None = None
+
         # aioimaplib leaves a command waiting until its timeout when the server goes away;
         # hear about the lost connection and fail the command at once instead.
         self.lost = asyncio.Event()
@@ -154,6 +160,16 @@ class ImapConn:
     async def call(self, coro: Awaitable[Any]) -> Any:
         """Run one aioimaplib call; a dropped or stuck connection becomes UpstreamUnavailable
         and marks this connection broken so the pool replaces it."""
+        if self._idle_end is not None:
+            ending, self._idle_end = self._idle_end, None
+            await asyncio.wait({ending}, timeout=self.timeout)
+            if not ending.done() or ending.cancelled() or ending.exception() is not None:
+                self.broken = True
+            if self.broken:
+                if asyncio.iscoroutine(coro):
+                    coro.close()
+                raise UpstreamUnavailable("The connection to the mail server was lost. "
+                                          "Please try again.")
         task = asyncio.ensure_future(coro)
         lost = asyncio.ensure_future(self.lost.wait())
         try:
@@ -241,6 +257,61 @@ class ImapConn:
                 self.exists = max(0, self.exists - 1)
                 self.folder_cache = None
 
+    async def idle(self, seconds: float, interrupt: asyncio.Event) -> bool:
+        """IDLE on the selected folder until the server sends news, ``seconds`` pass, or
+        ``interrupt`` is set (a page wants this connection), then DONE. The news is applied
+        to the count as any untagged answer is (``note_untagged``): the server sends it once.
+        True when a FETCH came (a flag changed elsewhere). A connection the server ends
+        while idling (Exchange after 30 minutes, or an expired token) is marked broken."""
+        try:
+            return await self._idle(seconds, interrupt)
+        except asyncio.CancelledError:
+            # The stream was closed (the member left the page) mid-IDLE: end the IDLE now
+            # and let the next caller wait for its OK (``call``) rather than log in again.
+            if self._idle_cmd is not None and not self._idle_cmd.done():
+                if not self._done_sent:
+                    self.client.idle_done()
+                self._idle_end = self._idle_cmd
+            elif self.client.has_pending_idle():
+                self.broken = True
+            raise
+        finally:
+            self._idle_cmd, self._done_sent = None, False
+
+    async def _idle(self, seconds: float, interrupt: asyncio.Event) -> bool:
+        queue = self.client.protocol.idle_queue
+        while not queue.empty():
+            queue.get_nowait()
+        idle_cmd = await self.call(self.client.idle_start(timeout=seconds + 60))
+        self._idle_cmd = idle_cmd
+        pushed: list[Any] = []
+        waits = [asyncio.ensure_future(queue.get()), asyncio.ensure_future(interrupt.wait()),
+                 asyncio.ensure_future(self.lost.wait())]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if waits[0].done() and not waits[0].cancelled():
+            pushed.extend(waits[0].result())
+        if self.broken:
+            idle_cmd.cancel()
+            raise UpstreamUnavailable("The connection to the mail server was lost.")
+        self.client.idle_done()
+        self._done_sent = True
+        try:
+            await self.call(asyncio.shield(idle_cmd))
+        finally:
+            while not queue.empty():
+                pushed.extend(queue.get_nowait())
+            news = [bytes(x) for x in pushed if isinstance(x, (bytes, bytearray))
+                    and bytes(x) != b"stop_wait_server_push"]
+            self.note_untagged(news)
+        if any(b" FETCH " in line or line.endswith(b" FETCH") for line in news):
+            self.folder_cache = None
+            return True
+        return False
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.client.logout(), 2)
@@ -318,6 +389,19 @@ class _Slot:
     # After a timeout, calls fail at once until then: a page that asks twice, or a retry,
     # must not wait a second full timeout on a frozen server.
     silent_until: float = 0.0
+    # Pages waiting for the lock; ``wanted`` is set while there are any, which ends the
+    # new-mail stream's IDLE on this connection (``ImapPool.watch``) so that they get it.
+    waiting: int = 0
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A folder as one IDLE round left it (``ImapPool.watch``)."""
+
+    uidvalidity: int
+    exists: int
+    flags_changed: bool = False
 
 
 class ImapPool:
@@ -347,7 +431,7 @@ class ImapPool:
         (``gateway.mail.session``); yields a runner for as many ``fn`` as the request needs.
         Every lock taken is counted in ``lock_acquisitions``."""
         slot = self._slots.setdefault(key, _Slot())
-        async with slot.lock:
+        async with self._page_turn(slot):
             self.lock_acquisitions += 1
 
             async def runner(fn: Callable[[ImapConn], Awaitable[T]], retry: bool = True) -> T:
@@ -361,6 +445,57 @@ class ImapPool:
                     slot.silent_until = self.clock() + self.target.timeout
                     raise
             yield runner
+
+    @contextlib.asynccontextmanager
+    async def _page_turn(self, slot: _Slot) -> AsyncIterator[None]:
+        """The slot's lock for a page: while it waits, ``wanted`` ends an IDLE holding it."""
+        slot.waiting += 1
+        slot.wanted.set()
+        counted = True
+        try:
+            async with slot.lock:
+                slot.waiting -= 1
+                counted = False
+                if slot.waiting == 0:
+                    slot.wanted.clear()
+                yield
+        finally:
+            if counted:
+                slot.waiting -= 1
+                if slot.waiting == 0:
+                    slot.wanted.clear()
+
+    async def watch(self, key: str, user: str, account_id: str, folder: str,
+                    seconds: float) -> Watched | None:
+        """One round of the new-mail stream on the member's own pooled connection (Exchange
+        allows few connections and dislikes logins): SELECT ``folder`` (a NOOP when it is
+        selected already), then IDLE for at most ``seconds``, ended early with DONE when a
+        page wants the connection. None when the server has no IDLE. A connection the server
+        ended (IDLE cut after 30 minutes, ``AccessTokenExpired``) is replaced with a fresh
+        token, as for a page. Not counted in ``lock_acquisitions`` (pages are). Streams do not
+        end each other's IDLE: two streams of one member take turns, round by round."""
+        slot = self._slots.setdefault(key, _Slot())
+
+        async def one_round(conn: ImapConn) -> Watched | None:
+            await conn.select(folder)
+            if not conn.has("IDLE"):
+                return None
+            changed = False
+            if not slot.wanted.is_set():
+                changed = await conn.idle(seconds, slot.wanted)
+            return Watched(conn.uidvalidity, conn.exists, changed)
+
+        # The first round of a stream (``seconds`` 0: no IDLE, only the folder's state) is
+        # asked for like a page, so that it does not wait behind another stream's IDLE.
+        turn = self._page_turn(slot) if seconds <= 0 else slot.lock
+        async with turn:
+            if self.clock() < slot.silent_until:
+                raise UpstreamUnavailable("The mail server is not answering just now.")
+            try:
+                return await self._run_locked(slot, user, account_id, one_round, True)
+            except _TimedOut:
+                slot.silent_until = self.clock() + self.target.timeout
+                raise
 
     async def run(self, key: str, user: str, account_id: str,
                   fn: Callable[[ImapConn], Awaitable[T]], *, retry: bool = True) -> T:

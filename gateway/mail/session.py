@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from gateway.mail.imap import ImapConn, ImapPool, Runner
+from gateway.mail.imap import ImapConn, ImapPool, Runner, Watched
 
 T = TypeVar("T")
 
@@ -57,3 +57,8 @@ class MailSession:
             if self._runner is not None:
                 return await self._runner(fn)
             return await self.pool.run(self.key, self.user, self.account_id, fn)
+
+    async def watch(self, folder: str, seconds: float) -> Watched | None:
+        """One IDLE round on the member's connection for the new-mail stream (it yields the
+        connection to any page that asks; see ``ImapPool.watch``)."""
+        return await self.pool.watch(self.key, self.user, self.account_id, folder, seconds)
