@@ -68,6 +68,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from gateway.devstack.exchange_imap import IDLE_TIMEOUT, ExchangeImapProxy
+from gateway.devstack.exchange_imap import MAX_CONNECTIONS as MAX_IMAP_CONNECTIONS
 from gateway.devstack.procs import free_port, group_members
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
@@ -104,6 +105,25 @@ SMTP_SEND_AS_DENIED = "550 5.7.60 SMTP; Client does not have permissions to send
 SMTP_NOT_AUTHENTICATED = "530 5.7.57 Client not authenticated to send mail"
 SMTP_USER_UNKNOWN = "550 5.1.1 User unknown"
 SMTP_SEND_SCOPE = "SMTP.Send"
+# SMTP AUTH turned off for the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled),
+# the default for tenants created since 2020: Microsoft Learn, "Enable or disable SMTP AUTH
+# in Exchange Online", and the text clients log (aka.ms/smtp_auth_disabled).
+SMTP_AUTH_DISABLED = ("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is "
+                      "disabled for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for "
+                      "more information.")
+# Microsoft Learn, "SMTP AUTH client submission improvements" (OfficeDocs-Support
+# smtp-submission-improvements.md): at most 3 concurrent connections per mailbox, more get
+# this; 30 messages a minute, the excess "throttled and carried over to the following
+# minutes" (delayed, not refused: the correction in OfficeDocs-Support PR 1488 and the
+# Exchange Online limits page); 10,000 recipients a day, past which submissions get
+# SubmissionQuotaExceeded.
+SMTP_THREAD_LIMIT = "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
+SMTP_MAX_CONNECTIONS = 3
+SMTP_MESSAGES_PER_MINUTE = 30
+SMTP_RECIPIENTS_PER_DAY = 10_000
+SMTP_QUOTA_EXCEEDED = ("554 5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException;"
+                       " Failed to process message due to a permanent exception with message "
+                       "Cannot submit message.")
 
 _MAILDIR_FLAGS = {"\\draft": "D", "\\flagged": "F", "\\answered": "R", "\\seen": "S",
                   "\\deleted": "T"}
@@ -249,11 +269,19 @@ class _ExchangeSMTP(SMTP):
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
+        # The mailbox this connection authenticated as, counted in MailServer._smtp_open.
+        self.counted_as: str | None = None
         self.line_length_limit = 1001
         limits: collections.defaultdict[str, int] = collections.defaultdict(
             lambda: SMTP.command_size_limit)
         limits["AUTH"] = self._AUTH_LINE_LIMIT
         self.command_size_limits = limits
+
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        if self.counted_as:
+            self.event_handler.server._smtp_closed(self.counted_as)
+            self.counted_as = None
 
     async def check_auth_needed(self, caller_method: str) -> bool:
         assert self.session is not None
@@ -296,6 +324,12 @@ class _SMTPHandler:
         email = self.server._check_xoauth2(blob)
         if email is None:
             return AuthResult(success=False, handled=False, message=SMTP_AUTH_FAILED)
+        if email.lower() in self.server.smtp_auth_off:
+            return AuthResult(success=False, handled=False, message=SMTP_AUTH_DISABLED)
+        if isinstance(smtp, _ExchangeSMTP) and not smtp.counted_as:
+            # Counted while the connection is open (Exchange's limit is on connections).
+            smtp.counted_as = email.lower()
+            self.server._smtp_opened(email.lower())
         return AuthResult(success=True, auth_data=email)
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
@@ -303,6 +337,8 @@ class _SMTPHandler:
         user = session.auth_data if isinstance(session.auth_data, str) else ""
         if address.lower() != user.lower():
             return SMTP_SEND_AS_DENIED
+        if self.server._smtp_sessions(user) > self.server.smtp_max_connections:
+            return SMTP_THREAD_LIMIT
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Sender OK"
@@ -322,8 +358,11 @@ class _SMTPHandler:
             return refusal
         data = envelope.original_content or b""
         mail_from = envelope.mail_from or ""
+        if not self.server._within_recipient_quota(mail_from, len(envelope.rcpt_tos)):
+            return SMTP_QUOTA_EXCEEDED
         peer = session.peer[0] if isinstance(session.peer, tuple) else "127.0.0.1"
-        answer = self.server._accept(mail_from, list(envelope.rcpt_tos), data, peer)
+        answer = self.server._accept(mail_from, list(envelope.rcpt_tos), data, peer,
+                                     hold=self.server._rate_delay(mail_from))
         delay = self.server._take_reply_delay()
         if delay:
             # The message is taken (delivered, in Sent Items) before the answer is late: the
@@ -350,7 +389,8 @@ class MailServer:
                  save_sent: bool = True, app_mailboxes: Sequence[str] = (),
                  app_principal: str = "", idle_timeout: float = IDLE_TIMEOUT,
                  login_burst: tuple[int, float] | None = None,
-                 exchange_proxy: bool = False) -> None:
+                 exchange_proxy: bool = False, smtp_auth_disabled: Sequence[str] = (),
+                 smtp_rate: tuple[int, float] = (SMTP_MESSAGES_PER_MINUTE, 60.0)) -> None:
         self.workdir = Path(workdir).resolve()
         self.certs = certs
         self.signer = signer
@@ -369,6 +409,16 @@ class MailServer:
         self.host = host
         self.save_sent = save_sent
         self.outbound: list[SentMessage] = []
+        # Exchange's SMTP AUTH rules (see SMTP_THREAD_LIMIT): mailboxes with SMTP AUTH off,
+        # authenticated sessions open per mailbox, submissions in the rate window, and
+        # recipients in the last day. The figures are Microsoft's; tests may lower them.
+        self.smtp_auth_off = {m.lower() for m in smtp_auth_disabled}
+        self.smtp_max_connections = SMTP_MAX_CONNECTIONS
+        self.smtp_rate = smtp_rate
+        self.smtp_recipients_per_day = SMTP_RECIPIENTS_PER_DAY
+        self._smtp_open: collections.Counter[str] = collections.Counter()
+        self._submitted: dict[str, collections.deque[float]] = {}
+        self._recipients: dict[str, collections.deque[tuple[float, int]]] = {}
         # App-only access (the health canary), as Exchange grants it after
         # Add-MailboxPermission: only these mailboxes, only this service principal.
         self.app_mailboxes = tuple(m.lower() for m in app_mailboxes)
@@ -663,6 +713,9 @@ class MailServer:
         if self.exchange_capabilities:
             exchange = (f"imap_capability = {' '.join(EXCHANGE_IMAP_CAPABILITIES)}\n"
                         f"login_greeting = {EXCHANGE_GREETING}\n")
+        # Exchange's 20 connections a mailbox; with the proxy it enforces them (with
+        # Exchange's answer), Dovecot's limit sits just behind it as a net.
+        max_connections = MAX_IMAP_CONNECTIONS + (5 if self.exchange_proxy else 0)
         return f"""\
 # Generated by gateway.devstack.mailserver: a private, loopback-only Dovecot for the dev stack.
 base_dir = {self._base_dir}
@@ -717,7 +770,7 @@ namespace inbox {{
 }}
 {exchange}
 protocol imap {{
-  mail_max_userip_connections = 20
+  mail_max_userip_connections = {max_connections}
 }}
 
 service imap-login {{
@@ -1006,7 +1059,62 @@ service auth-worker {{
             return user
         return None
 
-    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes, peer: str) -> str:
+    def set_smtp_auth(self, email: str, enabled: bool) -> None:
+        """Turn SMTP AUTH on or off for a mailbox (Set-CASMailbox
+        -SmtpClientAuthenticationDisabled)."""
+        with self._lock:
+            (self.smtp_auth_off.discard if enabled else self.smtp_auth_off.add)(email.lower())
+
+    def smtp_sessions(self, email: str) -> int:
+        """Authenticated SMTP sessions open now for ``email``."""
+        return self._smtp_sessions(email)
+
+    def _smtp_sessions(self, email: str) -> int:
+        with self._lock:
+            return self._smtp_open[email.lower()]
+
+    def _smtp_opened(self, email: str) -> None:
+        with self._lock:
+            self._smtp_open[email] += 1
+
+    def _smtp_closed(self, email: str) -> None:
+        with self._lock:
+            self._smtp_open[email] = max(0, self._smtp_open[email] - 1)
+
+    def _rate_delay(self, mail_from: str) -> float:
+        """Seconds to hold this submission's delivery: none within the rate, else until the
+        window that has room (Exchange carries the excess over to the following minutes)."""
+        count, window = self.smtp_rate
+        now = time.monotonic()
+        with self._lock:
+            q = self._submitted.setdefault(mail_from.lower(), collections.deque())
+            while q and now - q[0] > window:
+                q.popleft()
+            # Each submission is placed at the later of now and its slot: the excess runs
+            # ``window`` behind the one ``count`` places before it.
+            at = max(now, q[-count] + window) if len(q) >= count else now
+            q.append(at)
+            return at - now
+
+    def _within_recipient_quota(self, mail_from: str, recipients: int) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            q = self._recipients.setdefault(mail_from.lower(), collections.deque())
+            while q and now - q[0][0] > 86400:
+                q.popleft()
+            if sum(n for _, n in q) + recipients > self.smtp_recipients_per_day:
+                return False
+            q.append((now, recipients))
+            return True
+
+    def _accept(self, mail_from: str, rcpt_tos: list[str], data: bytes, peer: str,
+                hold: float = 0.0) -> str:
+        if hold > 0:
+            # Over the message rate: taken now, delivered when the window has room.
+            timer = threading.Timer(hold, self._accept, (mail_from, rcpt_tos, data, peer))
+            timer.daemon = True
+            timer.start()
+            return "250 2.0.0 OK Queued"
         local = [r for r in rcpt_tos if self._is_local_domain(r)]
         external = tuple(r for r in rcpt_tos if not self._is_local_domain(r))
         now = datetime.now(UTC)

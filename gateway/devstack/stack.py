@@ -39,8 +39,7 @@ class DevStack:
     seed_messages: int = 300
     # Mailboxes the app's service principal may open app-only (the demo's canary).
     app_mailboxes: tuple[str, ...] = ()
-    # Exchange Online's IMAP personality (gateway.devstack.exchange_imap) and its timings.
-    exchange_proxy: bool = False
+    # The Exchange proxy's timings (IDLE cut, the login-burst rule).
     imap_idle_timeout: float = 0.0   # 0: Exchange's 30 minutes
     login_burst: tuple[int, float] | None = None
     certs: DevCerts | None = None
@@ -68,7 +67,6 @@ class DevStack:
                                exchange_proxy=self.exchange_proxy,
                                app_mailboxes=self.app_mailboxes,
                                app_principal=APP_SERVICE_PRINCIPAL_OID,
-                               exchange_proxy=self.exchange_proxy,
                                login_burst=self.login_burst,
                                idle_timeout=self.imap_idle_timeout or IDLE_TIMEOUT)
         try:

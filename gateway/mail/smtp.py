@@ -75,6 +75,12 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
                           "Check the addresses; your message has been kept.") from None
     except aiosmtplib.SMTPResponseException as exc:
         log.info("smtp refused the message: %s", exc.code)
+        if "SubmissionQuotaExceeded" in exc.message:
+            # Exchange: 10,000 recipients a day from one mailbox (554 5.2.0). Not sent.
+            raise UpstreamUnavailable(
+                "Sending limit reached: your mailbox has sent to the most recipients "
+                "Exchange allows in a day. Your message is kept in your Outbox; send it "
+                "again later, or ask ICT.", retry_after=3600) from None
         if 400 <= exc.code < 500:
             # Temporary (Exchange: 432 4.3.2 more than three connections for the mailbox at
             # once): not sent, safe to send again shortly.
@@ -96,9 +102,11 @@ async def send(target: SmtpTarget, sender: str, token: str, recipients: Sequence
 
 
 def _busy() -> UpstreamUnavailable:
-    return UpstreamUnavailable("The mail server is busy with other sending from your mailbox "
-                               "just now. Your message has been kept; send it again in a "
-                               "minute.", retry_after=60)
+    # Exchange's 432 4.3.2 "sender thread limit exceeded": more than 3 sends at once from
+    # one mailbox (other devices or apps sending too). Not sent; safe to send again.
+    return UpstreamUnavailable("Sending limit reached: the mail server is busy with other "
+                               "sending from your mailbox just now. Your message is kept in "
+                               "your Outbox; try again in a minute.", retry_after=60)
 
 
 def _server_words(message: str) -> str:

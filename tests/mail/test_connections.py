@@ -175,3 +175,156 @@ def test_idle_ended_by_the_server_is_resumed(gw: Gateway) -> None:
         assert client.get("/mail").status_code == 200
     finally:
         stream.close()
+
+
+# --- At most 20 IMAP connections a mailbox -------------------------------------------------
+
+def test_twenty_first_imap_connection_is_refused(gw: Gateway) -> None:
+    """The proxy takes 20 logged-in connections for one mailbox and refuses the 21st with
+    NO [LIMIT], which the gateway reads as "busy", not as a bad token."""
+    from gateway.devstack.tokens import OUTLOOK_AUDIENCE
+    from gateway.errors import ReauthRequired, UpstreamUnavailable
+    from gateway.mail import imap
+    assert gw.stack.mail is not None and gw.stack.entra is not None and gw.stack.certs
+    u = user("norole")
+    token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["IMAP.AccessAsUser.All"])
+    target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                             imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+
+    async def run() -> str:
+        conns = []
+        try:
+            for _ in range(20):
+                conns.append(await imap.open_connection(target, u.email, token))
+            try:
+                conns.append(await imap.open_connection(target, u.email, token))
+            except ReauthRequired:
+                return "reauth"
+            except UpstreamUnavailable as exc:
+                return str(exc)
+            return "accepted"
+        finally:
+            for c in conns:
+                await c.close()
+    said = gw.loop.run(run())
+    assert "refusing new connections" in said, said
+
+
+# --- SMTP: Exchange's submission limits ------------------------------------------------------
+
+def _smtp_token(gw: Gateway, who: str) -> str:
+    from gateway.devstack.tokens import OUTLOOK_AUDIENCE
+    assert gw.stack.entra is not None
+    return gw.stack.entra.issue_access_token(user(who), OUTLOOK_AUDIENCE, ["SMTP.Send"])
+
+
+async def _smtp_session(gw: Gateway, who: str) -> Any:
+    import aiosmtplib
+    assert gw.stack.mail is not None and gw.stack.certs is not None
+    import ssl
+    client = aiosmtplib.SMTP(hostname=gw.stack.mail.host, port=gw.stack.mail.smtp_port,
+                             start_tls=True, timeout=15, tls_context=ssl.create_default_context(
+                                 cafile=str(gw.stack.certs.ca_cert)))
+    await client.connect()
+    await client.auth_xoauth2(user(who).email, _smtp_token(gw, who))
+    return client
+
+
+def _send_from_gateway(gw: Gateway, client: Any, subject: str, to: str) -> Any:
+    from tests.web.test_mail import compose_form
+    action, fields = compose_form(client, "/mail/compose")
+    fields.update(to=to, subject=subject, body="Kept if refused.", do="send")
+    return client.post(action, data=fields, headers={"Origin": gw.url}), fields
+
+
+def test_smtp_auth_disabled_is_named_and_the_message_kept(gw: Gateway) -> None:
+    """A mailbox with SMTP AUTH off gets Exchange's 535 5.7.139: the member is told sending
+    is turned off and ICT told, and the message stays in the Outbox."""
+    assert gw.stack.mail is not None
+    gw.stack.mail.set_smtp_auth(user("member2").email, False)
+    try:
+        client = sign_in(gw, "member2")
+        subject = unique("SMTP AUTH off")
+        r, _ = _send_from_gateway(gw, client, subject, "alex.morgan@council.example")
+        assert r.status_code == 502, r.status_code
+        assert "turned off" in r.text and "ICT" in r.text
+        assert subject in client.get("/mail/outbox").text
+    finally:
+        gw.stack.mail.set_smtp_auth(user("member2").email, True)
+
+
+def test_fourth_smtp_connection_is_a_sending_limit(gw: Gateway) -> None:
+    """Three SMTP sessions open for a mailbox (other devices sending): the gateway's send is
+    the fourth, refused with 432 4.3.2; the member reads "Sending limit reached ... kept in
+    your Outbox; try again in a minute", and Send from the Outbox works once they close."""
+    from tests.faults.test_outbox import _row_forms
+    assert gw.stack.mail is not None
+    client = sign_in(gw, "admin")
+    held = [gw.loop.run(_smtp_session(gw, "admin")) for _ in range(3)]
+    try:
+        assert gw.stack.mail.smtp_sessions(user("admin").email) == 3
+        subject = unique("Fourth connection")
+        r, fields = _send_from_gateway(gw, client, subject, "jo.evans@council.example")
+        assert r.status_code == 503, r.status_code
+        assert "Sending limit reached" in r.text and "try again in a minute" in r.text
+    finally:
+        for h in held:
+            gw.loop.run(h.quit())
+    page = client.get("/mail/outbox")
+    assert subject in page.text
+    deadline = time.monotonic() + 10
+    while gw.stack.mail.smtp_sessions(user("admin").email) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sent = client.post("/mail/outbox/send", data=_row_forms(page.text, fields["outbox_id"]),
+                       headers={"Origin": gw.url})
+    assert sent.status_code == 303, sent.text
+
+
+def test_message_rate_delays_the_excess(gw: Gateway) -> None:
+    """Past the message rate (Exchange: 30 a minute; here 3 in 2 s) submissions are still
+    accepted and delivered a little later, not refused."""
+    from tests.web.mailhelp import find_uid
+    assert gw.stack.mail is not None
+    rate = gw.stack.mail.smtp_rate
+    gw.stack.mail.smtp_rate = (3, 2.0)
+    try:
+        subjects = [unique(f"Rate {i}") for i in range(4)]
+
+        async def send_all() -> list[str]:
+            smtp = await _smtp_session(gw, "member")
+            answers = []
+            for s in subjects:
+                _, said = await smtp.sendmail(user("member").email, ["jo.evans@council.example"],
+                                              message(s, to="jo.evans@council.example"))
+                answers.append(said)
+            await smtp.quit()
+            return answers
+        answers = gw.loop.run(send_all())
+        assert all("Queued" in a for a in answers), answers
+        assert find_uid(gw, "member2", subjects[3]) is None      # held back
+        deadline = time.monotonic() + 15
+        while find_uid(gw, "member2", subjects[3]) is None and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert find_uid(gw, "member2", subjects[3]) is not None  # delivered after all
+    finally:
+        gw.stack.mail.smtp_rate = rate
+
+
+def test_daily_recipient_quota_is_a_sending_limit(gw: Gateway) -> None:
+    """Past the recipients a day (Exchange: 10,000; here 2) Exchange answers 554 5.2.0
+    SubmissionQuotaExceeded: the member reads "Sending limit reached" and the message is
+    kept in the Outbox."""
+    assert gw.stack.mail is not None
+    quota = gw.stack.mail.smtp_recipients_per_day
+    gw.stack.mail.smtp_recipients_per_day = 2
+    try:
+        client = sign_in(gw, "member2")
+        subject = unique("Over the quota")
+        r, _ = _send_from_gateway(gw, client, subject,
+                                  "jo.evans@council.example, alex.morgan@council.example, "
+                                  "priya.shah@council.example")
+        assert r.status_code == 503, r.status_code
+        assert "Sending limit reached" in r.text and "Outbox" in r.text
+        assert subject in client.get("/mail/outbox").text
+    finally:
+        gw.stack.mail.smtp_recipients_per_day = quota
