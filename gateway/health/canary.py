@@ -27,8 +27,9 @@ import aiosmtplib
 from gateway.auth.apponly import AppTokens
 from gateway.config import Settings
 from gateway.errors import GatewayError, ReauthRequired
+from gateway.health.kept import KeptLogin
 from gateway.health.monitor import Observation, ProbeFailed
-from gateway.mail.imap import ImapTarget, connect
+from gateway.mail.imap import ImapTarget
 from gateway.mail.imap_parse import parse_search
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.store.evidence import CanaryRound
@@ -54,7 +55,8 @@ class MailFlowCanary:
                  on_connect: Callable[[str], None],
                  timer: Callable[[], float] = time.monotonic,
                  clock: Callable[[], float] = time.time,
-                 on_round: Callable[[CanaryRound], None] | None = None) -> None:
+                 on_round: Callable[[CanaryRound], None] | None = None,
+                 kept: KeptLogin | None = None) -> None:
         self.settings = settings
         self.imap = imap
         self.smtp_ctx = smtp_ctx
@@ -67,6 +69,12 @@ class MailFlowCanary:
         self.on_round = on_round
         self.warn_after = float(settings.health.mailflow_warn_seconds)
         self.fail_after = float(settings.health.mailflow_fail_seconds)
+        if kept is None:
+            async def token() -> str:
+                return await tokens.token(resource)
+            kept = KeptLogin(imap, mailbox, token, lambda: on_connect("imap"))
+        # The canary's IMAP login, kept across rounds (see gateway.health.kept).
+        self.kept = kept
 
     def _message(self, tag: str) -> EmailMessage:
         msg = EmailMessage()
@@ -122,9 +130,8 @@ class MailFlowCanary:
         token = await self.tokens.token(self.resource)
         tag = secrets.token_hex(8)
         rnd["stage"] = "imap login"
-        self.on_connect("imap")
         try:
-            async with connect(self.imap, self.mailbox, token) as conn:
+            async with self.kept.use() as conn:
                 rnd["stage"] = "smtp accept"
                 started = self.timer()
                 try:

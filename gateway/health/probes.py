@@ -4,7 +4,8 @@ needs and raise ``ProbeFailed`` with a message that names the part that failed.
 
 - ``entra:responseTime``   discovery document fetched, then its JWKS has signing keys.
 - ``imap:responseTime``    TLS handshake, greeting, CAPABILITY (XOAUTH2 offered); with a canary
-                           mailbox: XOAUTH2 login with an app-only token and EXAMINE INBOX.
+                           mailbox: its XOAUTH2 login (app-only token), kept across rounds
+                           and checked with NOOP (``gateway.health.kept``), and SELECT INBOX.
 - ``smtp:responseTime``    EHLO, STARTTLS offered and done, AUTH XOAUTH2 offered after it.
 - ``graph:responseTime``   with a canary: a light authenticated call; else Graph answers.
 - ``store:responseTime``   the store answers a ping; ``sessions:count`` counts sessions.
@@ -30,6 +31,7 @@ import httpx
 from gateway.auth.apponly import AppTokens
 from gateway.config import Settings
 from gateway.errors import GatewayError, MailError, ReauthRequired
+from gateway.health.kept import KeptLogin
 from gateway.health.metrics import Metrics
 from gateway.health.monitor import (
     CheckResult,
@@ -41,7 +43,7 @@ from gateway.health.monitor import (
     instant_check,
 )
 from gateway.health.platform import build_platform_probes, parse_checks
-from gateway.mail.imap import ImapTarget, connect, ssl_context
+from gateway.mail.imap import ImapTarget, ssl_context
 from gateway.store.base import Store
 from gateway.store.evidence import CanaryRound
 
@@ -117,14 +119,17 @@ async def _imap_capability(target: ImapTarget, on_connect: OnConnect) -> None:
 
 
 async def probe_imap(target: ImapTarget, canary: str, tokens: AppTokens | None,
-                     outlook: str, on_connect: OnConnect = _noop) -> None:
+                     outlook: str, on_connect: OnConnect = _noop,
+                     kept: KeptLogin | None = None) -> None:
+    """Without a canary: TLS, greeting, CAPABILITY. With one: its login (kept across rounds
+    in ``kept``, checked with NOOP: see gateway.health.kept) and SELECT INBOX."""
     if not canary or tokens is None:
         await _imap_capability(target, on_connect)
         return
-    token = await tokens.token(outlook)
-    on_connect("imap")
+    if kept is None:
+        kept = canary_login(target, canary, tokens, outlook, on_connect)
     try:
-        async with connect(target, canary, token) as conn:
+        async with kept.use() as conn:
             if not conn.has("IMAP4REV1"):
                 raise ProbeFailed("IMAP server does not speak IMAP4rev1")
             await conn.select("INBOX", readonly=True)
@@ -135,6 +140,14 @@ async def probe_imap(target: ImapTarget, canary: str, tokens: AppTokens | None,
     except GatewayError:
         raise ProbeFailed("IMAP server cannot be reached (TLS, greeting or login did not "
                           "complete)") from None
+
+
+def canary_login(target: ImapTarget, canary: str, tokens: AppTokens, resource: str,
+                 on_connect: OnConnect = _noop) -> KeptLogin:
+    """The canary mailbox's kept IMAP login, with app-only tokens for ``resource``."""
+    async def token() -> str:
+        return await tokens.token(resource)
+    return KeptLogin(target, canary, token, lambda: on_connect("imap"))
 
 
 async def probe_smtp(host: str, port: int, ctx: ssl.SSLContext, timeout: float,
@@ -209,8 +222,11 @@ def probe_http_client(settings: Settings, timeout: float,
 def build_probes(settings: Settings, store: Store, http: httpx.AsyncClient, *,
                  tokens: AppTokens | None = None, on_connect: OnConnect = _noop,
                  clock: Callable[[], float] | None = None,
-                 on_round: Callable[[CanaryRound], None] | None = None) -> list[Probe]:
-    """Every probe the settings call for, in the order the document lists them."""
+                 on_round: Callable[[CanaryRound], None] | None = None,
+                 kept: list[KeptLogin] | None = None) -> list[Probe]:
+    """Every probe the settings call for, in the order the document lists them. The IMAP
+    logins they keep across rounds are added to ``kept`` (the caller closes them)."""
+    kept = [] if kept is None else kept
     timeout = settings.health.timeout_seconds
     canary = settings.health.canary_mailbox
     if canary and tokens is None:
@@ -227,8 +243,13 @@ def build_probes(settings: Settings, store: Store, http: httpx.AsyncClient, *,
         on_connect("entra")
         await probe_entra(http, settings.entra.authority)
 
+    probe_login = (canary_login(imap, canary, tokens, outlook, on_connect)
+                   if canary and tokens is not None else None)
+    if probe_login is not None:
+        kept.append(probe_login)
+
     async def imap_() -> None:
-        await probe_imap(imap, canary, tokens, outlook, on_connect)
+        await probe_imap(imap, canary, tokens, outlook, on_connect, probe_login)
 
     async def smtp() -> None:
         await probe_smtp(settings.smtp.host, settings.smtp.port, smtp_ctx,
@@ -256,8 +277,12 @@ def build_probes(settings: Settings, store: Store, http: httpx.AsyncClient, *,
     if canary and every > 0 and tokens is not None:
         from gateway.health.canary import MailFlowCanary
 
+        # Its own kept login: a round holds its connection for up to mailflow_fail_seconds,
+        # which the IMAP probe must not wait behind.
+        flow_login = canary_login(imap, canary, tokens, outlook, on_connect)
+        kept.append(flow_login)
         flow = MailFlowCanary(settings, imap, smtp_ctx, canary, tokens, outlook, on_connect,
-                              clock=clock or time.time, on_round=on_round)
+                              clock=clock or time.time, on_round=on_round, kept=flow_login)
         probes.append(Probe("mailflow:latency", flow.run,
                             settings.health.mailflow_fail_seconds + 2 * timeout,
                             interval=every))
@@ -287,9 +312,10 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
         parse_checks(settings.platform.checks), ca_file=settings.platform.ca_file,
         timeout=settings.platform.timeout_seconds,
         interval=settings.platform.interval_seconds, clock=clock)
+    kept: list[KeptLogin] = []
     monitor = HealthMonitor(
         [*build_probes(settings, store, http, on_connect=on_connect, clock=clock,
-                       on_round=on_round), *platform_probes],
+                       on_round=on_round, kept=kept), *platform_probes],
         interval=settings.health.interval_seconds, warn_ms=settings.health.warn_ms,
         clock=clock, instant={"failover:mode": instant_check("failover:mode", mode, clock,
                                                              "system"), **(instant or {})},
@@ -303,5 +329,7 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
         yield monitor
     finally:
         await monitor.stop()
+        for login in kept:
+            await login.close()
         await http.aclose()
         await platform_http.aclose()
