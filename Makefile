@@ -9,8 +9,12 @@ STAMP  := $(VENV)/.installed
 demo: system-deps-demo $(STAMP)
 	$(BIN)/gateway demo
 
+# The whole suite against Exchange Online's IMAP personality (the default --mail-mode), then
+# the IMAP/SMTP tests again against plain, permissive Dovecot.
 test: system-deps-test $(STAMP) lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --mail-mode=permissive tests/mail tests/faults \
+		tests/web/test_mail.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench

@@ -156,9 +156,29 @@ def loop_thread() -> Iterator[LoopThread]:
     lt.close()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mail-mode", choices=("exchange", "permissive"), default="exchange",
+        help="IMAP server for the mail tests: 'exchange' (the default) puts Exchange Online's "
+             "personality (gateway.devstack.exchange_imap) in front of Dovecot; 'permissive' "
+             "is plain Dovecot, which accepts what Exchange refuses")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"mail mode: {config.getoption('--mail-mode')}"
+
+
+def exchange_mode(config: pytest.Config) -> dict[str, bool]:
+    """DevStack/MailServer arguments for the chosen --mail-mode."""
+    on = config.getoption("--mail-mode") == "exchange"
+    return {"exchange_capabilities": on, "exchange_proxy": on}
+
+
 @pytest.fixture(scope="session")
-def stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    s = DevStack(tmp_path_factory.mktemp("stack"), seed_messages=40)
+def stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory,
+          pytestconfig: pytest.Config) -> Iterator[DevStack]:
+    s = DevStack(tmp_path_factory.mktemp("stack"), seed_messages=40,
+                 **exchange_mode(pytestconfig))
     _STACKS.append(s)
     loop_thread.run(s.start())
     yield s
@@ -309,12 +329,17 @@ def csrf_of(client: httpx.Client, path: str = "/") -> str:
 
 
 @pytest.fixture(scope="session")
-def exchange_stack(loop_thread: LoopThread,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+def exchange_stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory,
+                   request: pytest.FixtureRequest) -> Iterator[DevStack]:
     """A second dev stack with Exchange Online's IMAP personality: Dovecot advertising only
-    Exchange's capabilities, behind the proxy that refuses what Exchange refuses."""
+    Exchange's capabilities, behind the proxy that refuses what Exchange refuses: the main
+    stack itself in the default --mail-mode=exchange, a second one in permissive mode."""
+    if exchange_mode(request.config)["exchange_proxy"]:
+        yield request.getfixturevalue("stack")
+        return
     s = DevStack(tmp_path_factory.mktemp("exchange-stack"), exchange_capabilities=True,
                  exchange_proxy=True, seed_messages=20)
+    _STACKS.append(s)
     loop_thread.run(s.start())
     yield s
     loop_thread.run(s.stop())

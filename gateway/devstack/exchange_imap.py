@@ -66,6 +66,9 @@ _CONDSTORE_WORDS = (b"CHANGEDSINCE", b"UNCHANGEDSINCE", b"MODSEQ", b"CONDSTORE")
 _LITERAL = re.compile(rb"\{(\d+)(\+?)\}\r?\n\Z")
 _QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _MAX_LINE = 1 << 20
+# Dovecot's answers: a BODYSTRUCTURE of ten thousand parts is one line of several MB, which
+# asyncio's default 64 KiB limit would turn into a dropped connection Exchange never gives.
+_MAX_UPSTREAM_LINE = 64 << 20
 
 
 @dataclass
@@ -131,7 +134,7 @@ class _Session:
         try:
             self.up_reader, self.up_writer = await asyncio.open_connection(
                 self.proxy.upstream_host, self.proxy.upstream_port,
-                ssl=self.proxy.upstream_ssl)
+                ssl=self.proxy.upstream_ssl, limit=_MAX_UPSTREAM_LINE)
         except OSError:
             await self._close()
             return

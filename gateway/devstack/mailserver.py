@@ -398,7 +398,8 @@ class MailServer:
         self.exchange_capabilities = exchange_capabilities
         # Exchange's personality: Dovecot listens on a port of its own and the proxy in
         # gateway.devstack.exchange_imap takes imap_port.
-        # Opt-in until the gateway's search passes against it (see exchange_imap).
+        # On in the tests and the demo (``--mail-mode=permissive`` / ``--permissive`` turn
+        # it off); off by default here for the tests of Dovecot itself.
         self.exchange_proxy = exchange_proxy
         self.idle_timeout = idle_timeout
         self.login_burst = login_burst

@@ -33,7 +33,7 @@ from gateway.devstack.stack import DevStack
 from gateway.errors import StoreUnavailable
 from gateway.mail.outbox import Outbox
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import FakeClock, Gateway, LoopThread, ca_context, form_fields
+from tests.conftest import FakeClock, Gateway, LoopThread, ca_context, exchange_mode, form_fields
 
 # Store methods that write; FullDisk fails them while ``full`` is set.
 WRITES = {"ping", "create_session", "touch_session", "delete_session", "delete_sessions_of",
@@ -64,9 +64,10 @@ class FullDisk:
 
 
 @pytest.fixture(scope="session")
-def fault_stack(loop_thread: LoopThread,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    s = DevStack(tmp_path_factory.mktemp("fault-stack"), seed_messages=3)
+def fault_stack(loop_thread: LoopThread, tmp_path_factory: pytest.TempPathFactory,
+                pytestconfig: pytest.Config) -> Iterator[DevStack]:
+    s = DevStack(tmp_path_factory.mktemp("fault-stack"), seed_messages=3,
+                 **exchange_mode(pytestconfig))
     loop_thread.run(s.start())
     yield s
     loop_thread.run(s.stop())

@@ -22,16 +22,18 @@ from gateway.devstack.runner import TLSServer
 from gateway.devstack.stack import DevStack
 from gateway.devstack.tokens import GRAPH_AUDIENCE
 from gateway.devstack.users import user
+from tests.conftest import exchange_mode
 
 CANARY = user("canary").email
 
 
 @pytest.fixture(scope="module")
-def app_mail(stack: DevStack, loop_thread: Any,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
+def app_mail(stack: DevStack, loop_thread: Any, tmp_path_factory: pytest.TempPathFactory,
+             pytestconfig: pytest.Config) -> Iterator[MailServer]:
     assert stack.certs is not None
     server = MailServer(tmp_path_factory.mktemp("appmail"), stack.certs, stack.signer,
-                        app_mailboxes=(CANARY,), app_principal=APP_SERVICE_PRINCIPAL_OID)
+                        app_mailboxes=(CANARY,), app_principal=APP_SERVICE_PRINCIPAL_OID,
+                        **exchange_mode(pytestconfig))
     loop_thread.run(server.start())
     yield server
     loop_thread.run(server.stop())
