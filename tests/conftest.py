@@ -27,6 +27,7 @@ from gateway.devstack.procs import free_port
 from gateway.devstack.runner import TLSServer
 from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
+from gateway.store.base import Store
 
 T = TypeVar("T")
 
@@ -210,7 +211,10 @@ class Gateway:
         self.loop.run(self.server.stop())
 
 
-def start_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, **overrides: Any) -> Gateway:
+def start_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, *, store: Store | None = None,
+                  **overrides: Any) -> Gateway:
+    """A gateway over HTTPS on loopback with the settings ``overrides`` (``section__key``),
+    its SQLite store in ``tmp_path`` (or ``store``, one the test made, on that file)."""
     assert stack.certs is not None
     clock = FakeClock()
     port = free_port()  # first: the settings' public URL must name it
@@ -219,17 +223,18 @@ def start_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, **overrides:
     overrides.setdefault("failover__initial_mode", "active")
     settings = stack.gateway_settings(port, store__sqlite_path=str(tmp_path / "gw.db"),
                                       **overrides)
-    app = create_app(settings, clock=clock)
+    app = create_app(settings, store=store, clock=clock)
     server = TLSServer(app, stack.certs, port=port)
     loop.run(server.start())
     return Gateway(server.url, settings, app, clock, server, stack, loop)
 
 
 @contextmanager
-def running_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any,
-                    **overrides: Any) -> Iterator[Gateway]:
-    """A gateway started with `overrides` and stopped (its clients closed) on leaving."""
-    gw = start_gateway(stack, loop, tmp_path, **overrides)
+def running_gateway(stack: DevStack, loop: LoopThread, tmp_path: Any, *,
+                    store: Store | None = None, **overrides: Any) -> Iterator[Gateway]:
+    """A gateway started as ``start_gateway`` does and stopped (its clients closed) on
+    leaving."""
+    gw = start_gateway(stack, loop, tmp_path, store=store, **overrides)
     try:
         yield gw
     finally:

@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from gateway.app import create_app
 from gateway.crypto import KeyRing
-from gateway.devstack.runner import TLSServer
-from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.errors import Conflict
 from gateway.mail import imap
@@ -24,8 +20,8 @@ from gateway.mail.outbox import Draft, Outbox
 from gateway.mail.sender import Sender
 from gateway.mail.session import MailSession
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import FakeClock, Gateway, sign_in
-from tests.web.mailhelp import deliver, find_uid, flags_of, message, unique
+from tests.conftest import running_gateway, sign_in
+from tests.web.mailhelp import deliver, find_uid, flags_of, message, own_pool, unique
 from tests.web.test_mail import compose_form
 
 
@@ -56,21 +52,9 @@ class CountingStore(SqliteStore):
 
 @pytest.fixture
 def counted(stack, loop_thread, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    settings = stack.gateway_settings(port, store__sqlite_path=str(tmp_path / "gw.db"),
-                                      failover__initial_mode="active")
     store = CountingStore(str(tmp_path / "gw.db"))
-    clock = FakeClock()
-    app = create_app(settings, store=store, clock=clock)
-    server = TLSServer(app, stack.certs, port=port)
-    loop_thread.run(server.start())
-    gw = Gateway(server.url, settings, app, clock, server, stack, loop_thread)
-    yield gw, store
-    for c in gw.clients:
-        c.close()
-    loop_thread.run(server.stop())
+    with running_gateway(stack, loop_thread, tmp_path, store=store) as gw:
+        yield gw, store
 
 
 def test_a_reply_reads_its_outbox_record_once(counted):
@@ -92,16 +76,8 @@ def test_a_reply_reads_its_outbox_record_once(counted):
 
 
 def _session(gw: Any) -> tuple[imap.ImapPool, MailSession]:
-    u = user("member")
-    target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
-                             imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
-
-    async def token_for(account_id: str) -> str:
-        token: str = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE,
-                                                       ["IMAP.AccessAsUser.All"])
-        return token
-    pool = imap.ImapPool(target, token_for)
-    return pool, MailSession(pool, "k", u.email, "acct")
+    pool = own_pool(gw, "member")
+    return pool, MailSession(pool, "k", user("member").email, "acct")
 
 
 def test_a_later_try_checks_sent_items_and_send_anyway_does_not(counted):

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.mail import imap, mailbox, reader
 from gateway.mail.session import MailSession
 from tests.conftest import sign_in
-from tests.web.mailhelp import PDF, PNG, deliver, message, unique, with_inline_image
+from tests.web.mailhelp import PDF, PNG, deliver, message, own_pool, unique, with_inline_image
 
 
 def _locks(gateway: Any) -> int:
@@ -53,15 +52,7 @@ def test_html_message_with_inline_image_takes_the_lock_once(gateway):
 
 
 def _pool(gateway: Any) -> tuple[imap.ImapPool, str]:
-    u = user("member")
-    target = imap.ImapTarget(gateway.stack.mail.host, gateway.stack.mail.imap_port,
-                             imap.ssl_context(str(gateway.stack.certs.ca_cert)), 15)
-
-    async def token_for(account_id: str) -> str:
-        token: str = gateway.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE,
-                                                            ["IMAP.AccessAsUser.All"])
-        return token
-    return imap.ImapPool(target, token_for), u.email
+    return own_pool(gateway, "member"), user("member").email
 
 
 def test_session_holds_once_nests_and_runs_outside_its_block(gateway):

@@ -65,15 +65,32 @@ def unique(prefix: str) -> str:
     return f"{prefix} {uuid.uuid4().hex[:10]}"
 
 
+def imap_target(gw: Any) -> imap.ImapTarget:
+    """The dev stack's IMAP server, as the gateway reaches it."""
+    return imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                           imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+
+
+def imap_token(gw: Any, who: str) -> str:
+    """An Outlook IMAP access token for ``who`` from the Entra stand-in."""
+    token: str = gw.stack.entra.issue_access_token(user(who), OUTLOOK_AUDIENCE,
+                                                   ["IMAP.AccessAsUser.All"])
+    return token
+
+
+def own_pool(gw: Any, who: str = "member") -> imap.ImapPool:
+    """An IMAP pool of the test's own (not the gateway's) that signs in as ``who``."""
+    async def token_for(account_id: str) -> str:
+        return imap_token(gw, who)
+    return imap.ImapPool(imap_target(gw), token_for)
+
+
 def direct(gw: Any, who: str, fn: Any) -> Any:
     """Run ``fn(conn)`` on a fresh IMAP connection as ``who`` (not through the gateway)."""
-    u = user(who)
-    token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["IMAP.AccessAsUser.All"])
-    target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
-                             imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+    target, email_address, token = imap_target(gw), user(who).email, imap_token(gw, who)
 
     async def run() -> Any:
-        async with imap.connect(target, u.email, token) as conn:
+        async with imap.connect(target, email_address, token) as conn:
             return await fn(conn)
     return gw.loop.run(run())
 

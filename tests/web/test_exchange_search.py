@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 
 from gateway.crypto import KeyRing
-from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.mail import imap
 from gateway.mail.outbox import Outbox
@@ -20,7 +19,7 @@ from gateway.mail.sender import Sender
 from gateway.mail.session import MailSession
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import sign_in
-from tests.web.mailhelp import deliver, direct, message, unique
+from tests.web.mailhelp import deliver, direct, message, own_pool, unique
 
 
 def count(page: str) -> int:
@@ -110,16 +109,9 @@ def test_sent_items_check_finds_the_sent_copy_on_exchange(exchange_gateway, tmp_
                   message(unique("Sent copy")))
     deliver(gw, "member", copy, folder="Sent Items")
     u = user("member")
-    target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
-                             imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
-
-    async def token_for(account_id: str) -> str:
-        token: str = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE,
-                                                       ["IMAP.AccessAsUser.All"])
-        return token
 
     async def run() -> tuple[bool | None, bool | None]:
-        pool = imap.ImapPool(target, token_for)
+        pool = own_pool(gw, "member")
         box = Outbox(SqliteStore(str(tmp_path / "o.db")), KeyRing([os.urandom(32)]))
         sender = Sender(MailSession(pool, "k", u.email, "acct"), box, "oid", lambda: 0.0)
         try:
