@@ -270,8 +270,12 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
             continue  # expunged between the two FETCHes
         cache.move_to_end((key, known.uid))
         flags = {f.lower() for f in (item.flags or ())}
-        rows.append(replace(known, unread="\\seen" not in flags,
-                            flagged="\\flagged" in flags, answered="\\answered" in flags))
+        now = ("\\seen" not in flags, "\\flagged" in flags, "\\answered" in flags)
+        if (known.unread, known.flagged, known.answered) != now:
+            # Kept with the flags just read: the next page copies nothing if they stay.
+            known = cache[(key, known.uid)] = replace(known, unread=now[0], flagged=now[1],
+                                                      answered=now[2])
+        rows.append(known)
     while len(cache) > SUMMARY_CACHE:
         cache.popitem(last=False)
     return Page(folder, rows, total, page, pages)

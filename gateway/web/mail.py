@@ -114,8 +114,10 @@ def _draft_rows(rows: list[mv.Row]) -> list[mv.Row]:
 
 def _here(request: Request) -> str:
     """This page's address without its notice: where an Undo comes back to."""
-    query = notices.without_note(request.url.query)
-    return request.url.path + ("?" + query if query else "")
+    # From the scope: request.url builds a whole URL (host, scheme) for two of its parts.
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    query = notices.without_note(raw) if raw else ""
+    return str(request.scope["path"]) + ("?" + query if query else "")
 
 
 async def read_message(request: Request) -> Response:
