@@ -61,6 +61,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gateway.devstack.procs import free_port
+
 # selenium logs every WebDriver request at DEBUG (page sources, scripts): keep it out of
 # the run's log.
 logging.getLogger("selenium").setLevel(logging.WARNING)
@@ -108,12 +110,6 @@ if (!window.__wkConsole) {
 return true;
 """
 ERROR_LEVELS = ("error", "uncaught", "unhandledrejection", "resource-error", "csp")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _display_answers(display: str | None) -> bool:
@@ -225,7 +221,7 @@ class WebKitSession:
             env.pop("WAYLAND_DISPLAY", None)
             env.update(DISPLAY=str(display), GDK_BACKEND="x11", NO_AT_BRIDGE="1",
                        GDK_SCALE=str(self.scale), DBUS_SESSION_BUS_ADDRESS=self._start_bus())
-            port = _free_port()
+            port = free_port()
             self._driver_proc = subprocess.Popen(
                 [DRIVER, f"--port={port}", "--host=127.0.0.1"], env=env,
                 stdin=subprocess.DEVNULL, stdout=self._log("driver.log"),
