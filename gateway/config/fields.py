@@ -216,6 +216,10 @@ FIELDS: tuple[Field, ...] = (
        "How often a message being written is saved to Drafts (0 = only on request)."),
     _f("mail", "idle_refresh_minutes", "int", 25,
        "IMAP IDLE is re-issued this often (Exchange drops it at 30 minutes)."),
+    _f("mail", "sent_copy", "str", "server",
+       "Who saves the copy in Sent Items: `server` (Exchange Online saves every SMTP AUTH "
+       "submission itself; a second copy from the gateway would make two) or `gateway` (the "
+       "gateway APPENDs it, for a mail server that does not)."),
     # -- graph
     _f("graph", "base_url", "str", "https://graph.microsoft.com/v1.0", "Microsoft Graph base URL."),
     _f("graph", "ca_file", "str", "",

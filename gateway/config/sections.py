@@ -147,6 +147,7 @@ class MailSettings:
     max_upload_bytes: int
     autosave_seconds: int
     idle_refresh_minutes: int
+    sent_copy: str
 
 
 @dataclass(frozen=True)

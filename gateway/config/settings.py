@@ -320,6 +320,9 @@ def _validated(values: dict[str, Any]) -> Settings:
             ipaddress.ip_network(net, strict=False)
         except ValueError:
             raise bad("metrics.allow", f"{net!r} is not an address or network.") from None
+    if values["mail.sent_copy"] not in ("server", "gateway"):
+        raise bad("mail.sent_copy", "must be server (Exchange Online saves the copy) or "
+                  "gateway.")
     if values["failover.initial_mode"] not in ("standby", "active"):
         raise bad("failover.initial_mode", "must be standby or active (a drill needs an end "
                   "time; start one with `gateway failover drill`).")

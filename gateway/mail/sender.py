@@ -121,9 +121,19 @@ class Sender:
         except GatewayError:
             return None
 
-    async def after_send(self, draft: Draft) -> None:
-        """Mark the original answered and remove the draft copy; neither may fail the send."""
+    async def after_send(self, draft: Draft, sent_copy: bytes | None = None) -> None:
+        """Mark the original answered and remove the draft copy; neither may fail the send.
+        With ``sent_copy`` (``mail.sent_copy = "gateway"``), also save the message in Sent
+        Items, read: Exchange saves its own copy of an SMTP AUTH submission, so against
+        Exchange this stays None (two copies otherwise)."""
         async def work(conn: ImapConn) -> None:
+            if sent_copy is not None:
+                sent = special(await mailbox.list_folders(conn, counts=False), "sent")
+                try:
+                    await mailbox.append(conn, sent.name if sent else "Sent Items", sent_copy,
+                                         "\\Seen")
+                except GatewayError:
+                    log.info("copy for Sent Items could not be saved")
             if draft.mode in ("reply", "replyall") and draft.orig_uid:
                 await mailbox.set_flags(conn, draft.orig_folder, [draft.orig_uid],
                                         "\\Answered", True)

@@ -428,7 +428,8 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
         # Sent, but not recorded: the record keeps its attempt count, so a resubmit checks
         # Sent Items before sending again.
         log.warning("sent message could not be marked sent: store unavailable")
-    await sender(request, session.user_oid).after_send(draft)
+    await sender(request, session.user_oid).after_send(
+        draft, built.data if svc.settings.mail.sent_copy == "gateway" else None)
     if refused:
         return await _resend_form(request, draft, refused)
     note = notices.encode(session, svc.clock(), "sent")

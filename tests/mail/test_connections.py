@@ -328,3 +328,45 @@ def test_daily_recipient_quota_is_a_sending_limit(gw: Gateway) -> None:
         assert subject in client.get("/mail/outbox").text
     finally:
         gw.stack.mail.smtp_recipients_per_day = quota
+
+
+# --- The Sent Items copy --------------------------------------------------------------------
+
+def _sent_copies(gw: Gateway, who: str, subject: str) -> int:
+    from gateway.mail import mailbox
+    from tests.web.mailhelp import direct
+
+    async def fn(conn: Any) -> int:
+        return len(await mailbox.search_uids(conn, "Sent Items", ["SUBJECT", f'"{subject}"']))
+    result: int = direct(gw, who, fn)
+    return result
+
+
+def test_exchange_saves_the_sent_copy_so_the_gateway_does_not(gw: Gateway) -> None:
+    """Exchange saves every SMTP AUTH submission to Sent Items itself: with the default
+    ``mail.sent_copy = "server"`` a message sent from the gateway is there exactly once."""
+    client = sign_in(gw, "member")
+    subject = unique("One copy")
+    r, _ = _send_from_gateway(gw, client, subject, "jo.evans@council.example")
+    assert r.status_code == 303, r.text
+    assert _sent_copies(gw, "member", subject) == 1
+
+
+def test_gateway_saves_the_sent_copy_for_a_server_that_does_not(
+        proxy_stack: DevStack, loop_thread: LoopThread, tmp_path: Any) -> None:
+    """A mail server that does not keep a copy (``save_sent=False``) and
+    ``mail.sent_copy = "gateway"``: the gateway APPENDs it, once."""
+    assert proxy_stack.mail is not None
+    proxy_stack.mail.save_sent = False
+    g = start_gateway(proxy_stack, loop_thread, tmp_path, mail__sent_copy="gateway")
+    try:
+        client = sign_in(g, "member")
+        subject = unique("Gateway copy")
+        r, _ = _send_from_gateway(g, client, subject, "jo.evans@council.example")
+        assert r.status_code == 303, r.text
+        assert _sent_copies(g, "member", subject) == 1
+    finally:
+        proxy_stack.mail.save_sent = True
+        for c in g.clients:
+            c.close()
+        loop_thread.run(g.server.stop())
