@@ -45,6 +45,15 @@ def _signed_in(chromium: IpadBrowser, gateway: Any, size: str, javascript: bool 
     return page, rec
 
 
+def _actions(page: Any) -> Any:
+    """The list's form with its action buttons shown: on a phone they are behind the
+    "Actions" button (a <details>), which this opens."""
+    summary = page.locator("#list-form details.acts > summary")
+    if summary.is_visible() and page.locator("#list-form details.acts[open]").count() == 0:
+        summary.click()
+    return page.locator("#list-form")
+
+
 def _tick(page: Any, subject: str) -> None:
     page.get_by_role("checkbox", name=re.compile(re.escape(subject))).check()
 
@@ -60,22 +69,22 @@ def test_delete_archive_move_from_the_inbox_keep_the_inbox_working(chromium, gat
     try:
         page.goto(gateway.url + "/mail?f=INBOX")
         _tick(page, subjects["delete"])
-        page.locator("#list-form").get_by_role("button", name="Delete").click()
+        _actions(page).get_by_role("button", name="Delete").click()
         page.wait_for_load_state("load")
         assert page.locator("#folder-count").count() == 1, page.inner_text("main")
         assert subjects["delete"] not in page.inner_text("#rows")
         assert axe_violations(page) == []
 
         _tick(page, subjects["archive"])
-        page.locator("#list-form").get_by_role("button", name="Archive").click()
+        _actions(page).get_by_role("button", name="Archive").click()
         page.wait_for_load_state("load")
         assert page.locator("#folder-count").count() == 1, page.inner_text("main")
         assert subjects["archive"] not in page.inner_text("#rows")
 
         _tick(page, subjects["move"])
-        page.locator("#list-form").get_by_label("Move to folder").select_option(
+        _actions(page).get_by_label("Move to folder").select_option(
             label="Planning")
-        page.locator("#list-form").get_by_role("button", name="Move", exact=True).click()
+        _actions(page).get_by_role("button", name="Move", exact=True).click()
         page.wait_for_load_state("load")
         assert page.locator("#folder-count").count() == 1, page.inner_text("main")
         assert subjects["move"] not in page.inner_text("#rows")
@@ -101,7 +110,7 @@ def test_archive_says_so_and_undo_brings_it_back(chromium, gateway, size, javasc
     page, rec = _signed_in(chromium, gateway, size, javascript)
     try:
         _tick(page, subject)
-        page.locator("#list-form").get_by_role("button", name="Archive").click()
+        _actions(page).get_by_role("button", name="Archive").click()
         page.wait_for_selector("#notice")
         assert page.inner_text("#notice p") == "Moved to Archive (1 message)."
         assert page.get_attribute("#notice", "role") == "status"
@@ -127,7 +136,7 @@ def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium, gateway,
     "Move to…", not at a real folder), is a notice on the same page, not "Error 400"."""
     page, _ = _signed_in(chromium, gateway, size)
     try:
-        form = page.locator("#list-form")
+        form = _actions(page)
         assert form.locator("#move-target option:checked").inner_text() == "Move to…"
         form.get_by_role("button", name="Delete").click()
         page.wait_for_selector("#notice")
@@ -135,7 +144,7 @@ def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium, gateway,
         assert page.get_attribute("#notice", "role") == "alert"
         assert "Error" not in page.inner_text("main")
         page.locator("#rows input[type=checkbox]").first.check()
-        page.locator("#list-form").get_by_role("button", name="Move", exact=True).click()
+        _actions(page).get_by_role("button", name="Move", exact=True).click()
         page.wait_for_selector("#notice")
         assert "Choose a folder to move to first." in page.inner_text("#notice")
         assert page.locator("#folder-count").count() == 1

@@ -114,3 +114,36 @@ def test_automatic_replies_on_between_dates_then_off(chromium, gateway, size):
         assert rec.outside(LOCAL) == []
     finally:
         page.context.close()
+
+
+def test_automatic_replies_without_javascript_on_a_phone(chromium, gateway):
+    """Phone, JavaScript off: through the Folders button to Automatic replies, turn them on
+    with a message, see the saved notice and the choice kept, then turn them off again."""
+    gateway.stack.graph.reset()
+    page, rec = _signed_in(chromium, gateway, "phone", javascript=False)
+    try:
+        page.goto(gateway.url + "/mail")
+        folders = page.locator("nav.folders")
+        link = folders.get_by_role("link", name="Automatic replies")
+        assert link.is_hidden()          # behind the Folders button on a phone
+        folders.locator("summary").click()
+        link.click()
+        page.wait_for_selector("h1:has-text('Automatic replies')")
+        page.get_by_label("On, until I turn them off").check()
+        page.fill("#internal", "Away this week; Jo Evans has my casework.")
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_selector("text=Your automatic replies were saved.")
+        assert page.get_attribute(".notice", "role") == "status"
+        stored = gateway.stack.graph.mailbox.replies(user("member").oid)
+        assert stored["status"] == "alwaysEnabled"
+        assert page.is_checked("#status-alwaysEnabled")
+        assert page.input_value("#internal") == "Away this week; Jo Evans has my casework."
+
+        page.get_by_label("Off", exact=True).check()
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_selector("text=Your automatic replies were saved.")
+        assert gateway.stack.graph.mailbox.replies(user("member").oid)["status"] == "disabled"
+        assert page.is_checked("#status-disabled")
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()

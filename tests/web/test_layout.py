@@ -118,3 +118,102 @@ def test_portrait_and_phone_read_in_one_column(chromium, gateway, size):
         assert csp_errors(rec) == []
     finally:
         page.context.close()
+
+
+def _rows_on_first_screen(page: Any) -> int:
+    return int(page.evaluate("""() => [...document.querySelectorAll('#rows li')]
+        .filter(li => { const r = li.getBoundingClientRect();
+                        return r.height > 0 && r.top >= 0 && r.bottom <= innerHeight; })
+        .length"""))
+
+
+@pytest.mark.parametrize("javascript", [True, False])
+def test_phone_list_is_compact_with_folders_and_actions_behind_buttons(chromium, gateway,
+                                                                       javascript):
+    """Phone (390x844): the header is one line; the folders and the action buttons are
+    behind a "Folders" and an "Actions" button (a <details>: no JavaScript needed), so six
+    or more messages show on the first screen; both menus work."""
+    subject = unique("Phone delete")
+    deliver(gateway, "member", message(subject))
+    page, rec = signed_in(chromium, gateway, "phone", javascript)
+    try:
+        page.goto(gateway.url + "/mail?f=INBOX")
+        bar = box(page, "header.bar")
+        assert bar["height"] < 60
+        tops = page.evaluate("""() => [...document.querySelectorAll(
+            '.bar .brand, .bar nav a, .bar nav button')].filter(e => e.checkVisibility())
+            .map(e => Math.round(e.getBoundingClientRect().top + e.offsetHeight / 2))""")
+        assert len(tops) >= 4 and max(tops) - min(tops) <= 4, tops
+        folders = page.locator("nav.folders")
+        assert folders.get_by_role("link", name="Drafts").is_hidden()
+        form = page.locator("#list-form")
+        assert form.get_by_role("button", name="Delete").is_hidden()
+        assert _rows_on_first_screen(page) >= 6
+        if javascript:
+            assert axe_violations(page) == []
+
+        page.get_by_role("checkbox", name=re.compile(re.escape(subject))).check()
+        form.locator("summary", has_text="Actions").click()
+        form.get_by_role("button", name="Delete").click()
+        page.wait_for_selector("#notice")
+        assert subject not in page.inner_text("#rows")
+
+        folders.locator("summary").click()
+        folders.get_by_role("link", name="Drafts").click()
+        page.wait_for_url(re.compile(r"f=Drafts"))
+        assert page.inner_text("h1") == "Drafts"
+        assert csp_errors(rec) == [] and rec.outside(LOCAL) == []
+    finally:
+        page.context.close()
+
+
+# Every control shown: inside the viewport across, and on top where it is (not covered by
+# another box). Each is scrolled to first, so only horizontal clipping or overlap fails.
+_CLIPPED = """(root) => {
+  const out = [], W = document.documentElement.clientWidth;
+  const sel = 'a[href], button, input:not([type=hidden]), select, textarea, summary';
+  for (const el of document.querySelector(root || 'body').querySelectorAll(sel)) {
+    if (el.closest('.skip') || !el.checkVisibility()) continue;
+    el.scrollIntoView({block: 'center', inline: 'nearest'});
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height) continue;
+    const name = el.tagName.toLowerCase() + ' "' + (el.innerText || el.value || el.name ||
+                 el.getAttribute('aria-label') || '').trim().slice(0, 30) + '"';
+    if (r.left < -1 || r.right > W + 1) { out.push('outside: ' + name); continue; }
+    const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    if (!hit || !(hit === el || el.contains(hit) || (hit.tagName === 'LABEL' &&
+                  hit.contains(el))))
+      out.push('covered: ' + name + ' by ' + (hit ? hit.outerHTML.slice(0, 60) : 'nothing'));
+  }
+  if (document.documentElement.scrollWidth > W + 1) out.push('page scrolls sideways');
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("size", ["ipad-portrait", "ipad-landscape"])
+def test_nothing_is_clipped_or_covered_at_200_percent_zoom(chromium, gateway, size):
+    """At 200 % zoom (the iPad's viewport halved, pixels doubled) every control of the
+    Inbox (Search included), its open menus and an open message is inside the page across
+    and not covered by another."""
+    deliver(gateway, "member", message(unique("Zoom " + "a-very-long-unbroken-subject" * 4)))
+    page, rec = signed_in(chromium, gateway, size, zoom=200)
+    try:
+        page.goto(gateway.url + "/mail?f=INBOX")
+        assert page.evaluate("innerWidth") <= 600
+        assert page.evaluate(_CLIPPED) == []
+        assert page.get_by_role("button", name="Search").is_visible()
+        # An open menu lies over the list: its own controls are checked.
+        page.locator("#list-form summary").click()
+        assert page.evaluate(_CLIPPED, "#list-form .fold-body") == []
+        page.locator("#list-form summary").click()
+        page.locator("nav.folders summary").click()
+        assert page.evaluate(_CLIPPED, "nav.folders .fold-body") == []
+        page.goto(gateway.url + "/mail?f=INBOX")
+        page.locator("#rows li a").first.click()
+        page.wait_for_selector("#subject")
+        assert page.evaluate(_CLIPPED) == []
+        page.locator("article summary").click()
+        assert page.evaluate(_CLIPPED, "article") == []
+        assert csp_errors(rec) == []
+    finally:
+        page.context.close()

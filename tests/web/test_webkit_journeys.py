@@ -1,5 +1,7 @@
-"""Journeys in WebKitGTK (Safari's engine, tests/web/webkit.py): delete from the Inbox and
-land on a working Inbox; a committee PDF shows in the viewer, not a blank page."""
+"""Journeys in WebKitGTK (Safari's engine, tests/web/webkit.py): read a message from the
+Inbox and go back; delete from the Inbox and land on a working Inbox; a committee PDF shows
+in the viewer, not a blank page; write with a suggested address; the two-pane layout of a
+landscape iPad."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ import pytest
 
 from tests.web.mailhelp import PDF, deliver, find_uid, message, unique
 from tests.web.webkit import WebKitSession, sign_in
+
+BOX = "const r = document.querySelector(arguments[0]).getBoundingClientRect();" \
+      " return [r.left, r.top, r.width, r.height];"
 
 pytestmark = pytest.mark.browser
 
@@ -73,3 +78,42 @@ def test_compose_with_a_suggested_address_and_send_in_webkit(gateway, webkit: We
     assert "Message sent" in notice.text
     sent = [m for m in gateway.stack.mail.outbound[before:] if subject.encode() in m.data]
     assert len(sent) == 1 and sent[0].rcpt_tos == ("helen.clarke@partner.example",)
+
+
+def test_read_a_message_and_go_back_in_webkit(gateway, webkit: WebKitSession):
+    """iPad portrait in WebKit: a tap on a row opens the message (subject, sender, its
+    text), the list is not beside it in portrait, and Back returns to the Inbox."""
+    subject = unique("WebKit read")
+    deliver(gateway, "member", message(subject, text="The minutes are attached below."))
+    d = webkit.driver
+    sign_in(webkit, gateway.url)
+    webkit.get(gateway.url + "/mail?f=INBOX")
+    d.find_element("partial link text", subject).click()
+    webkit.wait(lambda d: d.find_elements("id", "subject"))
+    assert d.find_element("id", "subject").text == subject
+    assert "clerk@council.example" in d.find_element("css selector", ".headers").text
+    assert "The minutes are attached below." in d.find_element("css selector",
+                                                              ".body-text").text
+    assert not d.find_element("id", "list-pane").is_displayed()
+    webkit.install_console_capture()
+    d.find_element("link text", "← Back to the folder").click()
+    webkit.wait(lambda d: d.find_elements("id", "folder-count"))
+    assert subject in d.find_element("id", "rows").text
+
+
+def test_two_pane_layout_in_webkit_landscape(gateway, webkit_factory):
+    """Landscape iPad (1180x820) in WebKit: the folder's list sits left of the open message,
+    side by side, with the open message marked."""
+    subject = unique("WebKit two-pane")
+    uid = deliver(gateway, "member", message(subject))
+    wk = webkit_factory(width=1180, height=820, ua="ipad")
+    sign_in(wk, gateway.url)
+    wk.get(gateway.url + "/mail/read?" + urlencode({"f": "INBOX", "uid": uid}))
+    wk.wait_css("#subject")
+    d = wk.driver
+    pane = d.execute_script(BOX, "#list-pane")
+    msg = d.execute_script(BOX, "article.message")
+    assert pane[2] >= 300 and msg[2] >= 600 and pane[0] + pane[2] <= msg[0] + 1 \
+        and abs(pane[1] - msg[1]) < 2, (pane, msg)
+    current = d.find_element("css selector", "#list-pane a[aria-current=true]")
+    assert subject in current.text
