@@ -29,7 +29,7 @@ def test_delete_from_the_inbox_lands_on_a_working_inbox_in_webkit(gateway,
     d.find_element("id", f"sel-{uid}").click()
     d.find_element("css selector", "#list-form button[value=delete]").click()
     webkit.wait(lambda d: "/mail" in d.current_url and d.find_elements("id", "folder-count"))
-    assert subject not in d.find_element("id", "rows").text
+    assert subject not in d.find_element("id", "rows").get_attribute("textContent")
     webkit.get(gateway.url + "/mail?f=INBOX")
     assert d.find_elements("id", "folder-count")
     assert find_uid(gateway, "member", subject, "Deleted Items") is not None
@@ -88,7 +88,7 @@ def test_read_a_message_and_go_back_in_webkit(gateway, webkit: WebKitSession):
     d = webkit.driver
     sign_in(webkit, gateway.url)
     webkit.get(gateway.url + "/mail?f=INBOX")
-    d.find_element("partial link text", subject).click()
+    d.find_element("xpath", f"//ul[@id='rows']//a[contains(., '{subject}')]").click()
     webkit.wait(lambda d: d.find_elements("id", "subject"))
     assert d.find_element("id", "subject").text == subject
     assert "clerk@council.example" in d.find_element("css selector", ".headers").text
@@ -98,7 +98,8 @@ def test_read_a_message_and_go_back_in_webkit(gateway, webkit: WebKitSession):
     webkit.install_console_capture()
     d.find_element("link text", "← Back to the folder").click()
     webkit.wait(lambda d: d.find_elements("id", "folder-count"))
-    assert subject in d.find_element("id", "rows").text
+    # textContent: WebKitGTK's driver leaves text in overflow:hidden boxes out of .text.
+    assert subject in d.find_element("id", "rows").get_attribute("textContent")
 
 
 def test_two_pane_layout_in_webkit_landscape(gateway, webkit_factory):
@@ -116,4 +117,4 @@ def test_two_pane_layout_in_webkit_landscape(gateway, webkit_factory):
     assert pane[2] >= 300 and msg[2] >= 600 and pane[0] + pane[2] <= msg[0] + 1 \
         and abs(pane[1] - msg[1]) < 2, (pane, msg)
     current = d.find_element("css selector", "#list-pane a[aria-current=true]")
-    assert subject in current.text
+    assert subject in current.get_attribute("textContent")
