@@ -71,7 +71,8 @@ async def login(mail: MailServer, who: str = "member") -> aioimaplib.IMAP4_SSL:
 
 async def test_summary_counts_every_mailbox(seeded: tuple[MailServer, SeedSummary]) -> None:
     """Each sample mailbox but the canary gets exactly messages_per_user messages over every
-    seeded folder (non-mail folders empty); the canary's folders are all empty; it is fast."""
+    seeded folder (non-mail folders empty); the canary's folders are all empty. How long
+    seeding took (summary.seconds) is not asserted: tests do not time things."""
     _, summary = seeded
     for u in USERS:
         assert summary.folders(u.email) == list(SEED_FOLDERS)
@@ -81,7 +82,6 @@ async def test_summary_counts_every_mailbox(seeded: tuple[MailServer, SeedSummar
     assert all(member[f] == 0 for f in ("Calendar", "Contacts", "Tasks"))
     assert all(member[f] > 0 for f in SEED_FOLDERS if f not in ("Calendar", "Contacts", "Tasks"))
     assert member["INBOX"] > member["Sent Items"] > member["Drafts"]
-    assert summary.seconds < 10, summary.seconds
     assert len(summary.banner_lines()) == len(USERS)
 
 
