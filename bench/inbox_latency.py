@@ -92,7 +92,7 @@ def main() -> int:
     with bench(seed_messages=100, exchange=args.exchange) as b:
         gw = b.gateway()
         client = sign_in(gw, "member")
-        svc = gw.app.state.services
+        svc = gw.app.state.gateway.services
         pool = svc.imap_pool
         first = client.get("/")
         assert first.status_code == 200, first.status_code

@@ -2,7 +2,8 @@
 
 Middleware, outermost first: security headers -> error boundary -> body limit -> session ->
 CSRF -> access gate -> routes. Long-lived objects (store, msal http client, key ring, purge
-loop) are built in the lifespan and handed to routes as typed ``Services`` on app.state.
+loop) are built here and in the lifespan and handed to routes as one typed ``AppState``
+(``gateway.services``: the ``Services``, limits, blockers, metrics, readiness, the probe loop).
 Seams for tests and the dev stack are keyword arguments, never patches.
 """
 
@@ -52,7 +53,7 @@ from gateway.logging import RequestIdMiddleware
 from gateway.mail.imap import ImapPool, ImapTarget, ssl_context
 from gateway.mail.outbox import Outbox
 from gateway.mail.smtp import SmtpTarget
-from gateway.services import Services
+from gateway.services import AppState, Services
 from gateway.store.base import Store
 from gateway.store.factory import build_store, follow_switch
 from gateway.switch.audit import AuditLog
@@ -137,11 +138,6 @@ def create_app(settings: Settings, *, store: Store | None = None,
         on_refusal=lambda s, st: audit_log.try_record("access.refused", s.email,
                                                       mode=str(st.mode)))
     failover_mode = failover_mode or (lambda: str(switch.last_known().mode))
-    svc = Services(settings=settings, store=the_store, sessions=sessions, entra=entra,
-                   keyring=keyring, imap=imap, clock=clock, policy=policy,
-                   imap_pool=imap_pool, smtp=smtp, audit=audit_log, failover=switch,
-                   notifier=notifier)
-
     # Per-address limits on anonymous work (gateway.auth.throttle), shared by the routes.
     limits = Limits.from_settings(settings, clock, auth_routes.FLOW_LIFETIME)
     metrics = Metrics()
@@ -167,8 +163,11 @@ def create_app(settings: Settings, *, store: Store | None = None,
                     service=settings.health.service_id)
     notifier.on_given_up.append(lambda _target: metrics.notifications_failed.inc())
     metrics.history_dropped.set_function(lambda: recorder.dropped)
-    svc.recorder = recorder
-    svc.signer = signer
+    svc = Services(settings=settings, store=the_store, sessions=sessions, entra=entra,
+                   keyring=keyring, imap=imap, clock=clock, policy=policy,
+                   imap_pool=imap_pool, smtp=smtp, audit=audit_log, failover=switch,
+                   notifier=notifier, recorder=recorder, signer=signer)
+    state = AppState(svc, limits, blockers, metrics)
 
     def notify_status() -> Observation:
         if notifier.given_up_recently():
@@ -180,10 +179,10 @@ def create_app(settings: Settings, *, store: Store | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await the_store.open()
         svc.graph = GraphHttp.from_settings(settings, transport=graph_transport)
-        app.state.ready = True
+        state.ready = True
         # The probe loop behind /health (gateway.health.monitor); /metrics on its own port if set.
         health_stack = contextlib.AsyncExitStack()
-        app.state.health = monitor = await health_stack.enter_async_context(running_monitor(
+        state.health = monitor = await health_stack.enter_async_context(running_monitor(
             settings, the_store, metrics=metrics, clock=clock, failover_mode=failover_mode,
             listeners=(recorder.observe, alerts.observe), on_round=recorder.canary_round,
             instant={"history:writes": instant_check("history:writes", recorder.status, clock,
@@ -210,7 +209,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
             for step in steps:   # one failing step does not skip the others
                 with contextlib.suppress(GatewayError):
                     await step()
-        app.state.purge_once = purge_once
+        state.purge_once = purge_once
 
         async def purge_loop() -> None:
             while True:
@@ -237,8 +236,9 @@ def create_app(settings: Settings, *, store: Store | None = None,
         try:
             yield
         finally:
-            app.state.ready = False
-            app.state.health = None
+            state.ready = False
+            state.health = None
+            state.purge_once = None
             metrics.on_upstream_failure.clear()
             await health_stack.aclose()
             await recorder.stop()
@@ -338,12 +338,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,
                     exception_handlers={HTTPException: http_error, GatewayError: gateway_error})
-    app.state.services = svc
-    app.state.limits = limits
-    app.state.blockers = blockers
-    app.state.ready = False
-    app.state.metrics = metrics
-    app.state.health = None
+    app.state.gateway = state
     return app
 
 

@@ -1,21 +1,28 @@
-"""The typed bundle of long-lived services that routes use, kept on ``app.state``. Built by
-``create_app``; routes reach it with ``services(request)``."""
+"""The typed bundle of long-lived services that routes use, and the typed app state that
+holds it (``app.state.gateway``, the only attribute the gateway puts on Starlette's untyped
+``app.state``). Built by ``create_app``; routes reach them with ``services(request)`` and
+``app_state(request)``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 
 from gateway.auth.access import AccessPolicy
+from gateway.auth.blockers import Blockers
 from gateway.auth.entra import Entra
 from gateway.auth.sessions import SessionManager
+from gateway.auth.throttle import Limits
 from gateway.config import Settings
 from gateway.crypto import KeyRing
 from gateway.evidence.signing import Signer
 from gateway.graph.client import GraphHttp
 from gateway.health.history import HistoryRecorder
+from gateway.health.metrics import Metrics
+from gateway.health.monitor import HealthMonitor
 from gateway.mail.imap import ImapPool, ImapTarget
 from gateway.mail.smtp import SmtpTarget
 from gateway.store.base import Store
@@ -39,13 +46,33 @@ class Services:
     notifier: Notifier       # switch-change notifications (gateway.switch.notify)
     imap_pool: ImapPool
     smtp: SmtpTarget
+    # Evidence: the probe history writer and the report/checkpoint signer (gateway.evidence).
+    recorder: HistoryRecorder
+    signer: Signer
     # The Graph calendar client: built in the lifespan (it owns an httpx connection pool).
     graph: GraphHttp | None = None
-    # Evidence: the probe history writer and the report/checkpoint signer (gateway.evidence).
-    recorder: HistoryRecorder | None = None
-    signer: Signer | None = None
+
+
+@dataclass
+class AppState:
+    """What the app keeps between requests. ``ready``, ``health`` and ``purge_once`` are the
+    lifespan's: set while the app runs, back to not ready and None when it stops (so /readyz
+    and /health answer 503 while starting or stopping)."""
+
+    services: Services
+    limits: Limits           # per-address throttles (gateway.auth.throttle)
+    blockers: Blockers       # faults only ICT can fix (gateway.auth.blockers)
+    metrics: Metrics
+    ready: bool = False
+    health: HealthMonitor | None = None      # the running probe loop
+    purge_once: Callable[[], Awaitable[None]] | None = None
+
+
+def app_state(where: Request | Starlette) -> AppState:
+    app = where.app if isinstance(where, Request) else where
+    state: AppState = app.state.gateway
+    return state
 
 
 def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
-    return svc
+    return app_state(request).services

@@ -207,7 +207,7 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
         with os.fdopen(fd, "w") as fh:
             fh.write(settings.to_toml())
         # The mode as the running gateway sees it, not as the demo meant to set it.
-        state = await server.app.state.services.failover.current()
+        state = await server.app.state.gateway.services.failover.current()
         gw = f"gateway --config {conf}"
         print(f"\nThe failover switch is '{state.mode}' (version {state.version}). ICT can flip "
               f"it at {settings.public_url}/admin (as Priya Shah), or from another terminal:\n"

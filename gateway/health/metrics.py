@@ -4,7 +4,7 @@ gauges other modules feed.
 
 What other modules call (all cheap, safe from any thread):
 
-    m = metrics_of(app)                          # or request.app.state.metrics
+    m = metrics_of(app)                          # or app_state(app).metrics
     with m.upstream_call("imap"): ...            # latency histogram + errors per upstream
     m.connection_opened("imap"); m.imap_open.inc() / .dec()
     m.send_result(ok=True)                       # sends and send failures
@@ -131,7 +131,7 @@ class Metrics:
 
 
 def metrics_of(app: Any) -> Metrics:
-    m: Metrics = app.state.metrics
+    m: Metrics = app.state.gateway.metrics
     return m
 
 

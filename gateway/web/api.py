@@ -22,7 +22,7 @@ from starlette.routing import Route
 from gateway.auth import apikeys
 from gateway.auth.throttle import Limits, address_of
 from gateway.errors import BadApiKey, BadRequest, Conflict, TooManyRequests
-from gateway.services import services
+from gateway.services import app_state, services
 from gateway.store.base import ApiKeyRecord
 from gateway.switch import controls, directory
 from gateway.switch import seen as failover_seen
@@ -35,7 +35,7 @@ _ETAG = re.compile(r'^"(\d{1,18})"$')
 
 async def _key(request: Request) -> ApiKeyRecord:
     svc = services(request)
-    limits: Limits = request.app.state.limits
+    limits = app_state(request).limits
     address = address_of(request.scope)
     # Rule: anonymous clients cannot make the gateway do unbounded work or storage. An
     # address that has sent too many bad keys gets 429 before any store work.

@@ -43,7 +43,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.graph.client import member_groups, member_token
-from gateway.services import services
+from gateway.services import app_state, services
 from gateway.store.base import AuthFlowRecord
 from gateway.web.member import signed_in
 from gateway.web.render import render
@@ -98,7 +98,7 @@ async def start(request: Request) -> Response:
     svc = services(request)
     # Rule: bounded pre-sign-in state. Each start keeps a flow (~1 KB) for FLOW_LIFETIME; an
     # address (and everyone together) may start only so many in that time.
-    wait = request.app.state.limits.signin.hit(address_of(request.scope))
+    wait = app_state(request).limits.signin.hit(address_of(request.scope))
     if wait is not None:
         raise TooManyRequests("Too many sign-ins were started from your address just now. "
                               "Wait a few minutes and try again.", retry_after=wait)
@@ -137,7 +137,7 @@ async def callback(request: Request) -> Response:
     try:
         who = await svc.entra.complete_sign_in(record.flow_json, fields)
     except IctFault as fault:
-        await request.app.state.blockers.report(fault.kind, None)
+        await app_state(request).blockers.report(fault.kind, None)
         raise
     groups = who.groups
     if who.groups_overage:

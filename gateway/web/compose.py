@@ -45,13 +45,14 @@ from gateway.mail.mime import Address, safe_filename
 from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox
 from gateway.mail.reader import Opened
 from gateway.mail.smtp import send as smtp_send
-from gateway.services import services
+from gateway.services import app_state, services
 from gateway.store.base import SessionRecord
 from gateway.web import mailviews as mv
 from gateway.web import notices
 from gateway.web.mail import MAX_UID, _uid_param, open_message
 from gateway.web.mailviews import human_size
 from gateway.web.member import (
+    ended_session,
     mail_session,
     member,
     outbox,
@@ -301,7 +302,7 @@ async def _build(request: Request, draft: Draft, strict: bool,
 
 async def send_or_save(request: Request) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
-    ended = request.scope["state"].get("ended_session")
+    ended = ended_session(request)
     if signed_in(request) is None and ended is not None:
         return await _keep_for_sign_in(request, ended, wants_json)
     outbox_id, draft, do, problem, stored = await _read_form(request)
@@ -399,7 +400,7 @@ async def deliver(request: Request, outbox_id: str, draft: Draft, do: str, *,
     except GatewayError as err:
         if isinstance(err, SmtpAuthDisabled):
             # Only ICT can fix it: named, counted, audited (gateway.auth.blockers).
-            await request.app.state.blockers.report("smtp_auth_disabled", session)
+            await app_state(request).blockers.report("smtp_auth_disabled", session)
         if isinstance(err, Conflict):
             # Someone else is sending (or has sent) this very message: leave its record be.
             return _form_page(request, draft, outbox_id, error=err.message, status=err.status,

@@ -23,8 +23,8 @@ from starlette.types import Scope
 from gateway import __version__
 from gateway.config import Settings
 from gateway.errors import GatewayError
-from gateway.health.monitor import MEDIA_TYPE, HealthMonitor
-from gateway.services import services
+from gateway.health.monitor import MEDIA_TYPE
+from gateway.services import app_state, services
 
 READY_TIMEOUT = 2.0
 
@@ -34,7 +34,7 @@ async def livez(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    if not request.app.state.ready:
+    if not app_state(request).ready:
         return JSONResponse({"status": "fail", "reason": "starting or stopping"}, 503)
     try:
         await asyncio.wait_for(services(request).store.ping(), READY_TIMEOUT)
@@ -80,7 +80,7 @@ def _client_in(scope: Scope, networks: list[str]) -> bool:
 
 async def health(request: Request) -> Response:
     settings = services(request).settings
-    monitor: HealthMonitor | None = getattr(request.app.state, "health", None)
+    monitor = app_state(request).health
     headers = {"Cache-Control": "no-store"}
     if monitor is None:
         body = {"status": "fail", "output": "starting or stopping"}

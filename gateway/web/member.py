@@ -36,6 +36,19 @@ def signed_in(request: Request) -> SessionRecord | None:
     return session
 
 
+def ended_session(request: Request) -> SessionRecord | None:
+    """The session that ended just before this form arrived, on a path that keeps such a
+    form for its member (``keep_on_expiry`` in gateway.web.middleware.paths), or None."""
+    session: SessionRecord | None = request.scope["state"].get("ended_session")
+    return session
+
+
+def csp_nonce(request: Request) -> str:
+    """This response's CSP nonce (gateway.web.middleware.security), for a page that is not
+    rendered through gateway.web.render."""
+    return str(request.scope.get("state", {}).get("csp_nonce", ""))
+
+
 def mail_session(request: Request) -> MailSession:
     """This request's mail session, made on first use. ``async with`` it to hold the
     member's connection across several steps of one page."""

@@ -32,7 +32,7 @@ def test_instance_dying_mid_send_leaves_the_message_sent_once(pair: Pair):
     fields.update(to="jo.evans@council.example", subject=subject, body="once", do="draft")
     assert client.post(action, data=fields, headers={"Origin": a.url}).status_code == 200
     outbox_id = fields["outbox_id"]
-    svc_a = a.app.state.services
+    svc_a = a.app.state.gateway.services
     session = a.loop.run(svc_a.store.get_session(client.cookies.get("__Host-gw_session")))
     outbox = Outbox(svc_a.store, svc_a.keyring)
     # What instance A did before it died: claimed the message, counted the attempt, and the

@@ -28,7 +28,7 @@ def follow(gw: Gateway, signed_in: httpx.Client) -> httpx.Client:
 
 
 def flip(gw: Gateway, mode: str) -> None:
-    gw.loop.run(gw.app.state.services.failover.flip(Flip(mode, "test", "ict")))
+    gw.loop.run(gw.app.state.gateway.services.failover.flip(Flip(mode, "test", "ict")))
 
 
 def wait_status(client: httpx.Client, status: int, seconds: float) -> float:
@@ -62,7 +62,7 @@ def test_sign_out_on_one_instance_is_refused_on_the_other_that_kept_it(pair: Pai
     on_first = sign_in(pair.first, "member")
     for _ in range(3):
         assert on_first.get(PAGE).status_code == 200
-    assert pair.first.app.state.services.sessions._cache, "the first keeps the session"
+    assert pair.first.app.state.gateway.services.sessions._cache, "the first keeps the session"
     on_second = follow(pair.second, on_first)
     out = on_second.post("/auth/signout", data={"csrf_token": csrf_of(on_second, PAGE)},
                          headers={"Origin": pair.second.url})
@@ -95,7 +95,7 @@ def test_database_restart_under_load_hangs_nothing_and_loses_nothing(pair: Pair,
     first = sign_in(pair.first, "member")
     clients = [follow(gw, first) for gw in (pair.first, pair.second) for _ in range(2)]
     flip(pair.first, "active")      # an audit entry and a stored state from before
-    store = pair.first.app.state.services.store
+    store = pair.first.app.state.gateway.services.store
     before = len(pair.first.loop.run(store.audit_rows()))
     statuses: list[int] = []
     failures: list[str] = []
@@ -128,8 +128,8 @@ def test_database_restart_under_load_hangs_nothing_and_loses_nothing(pair: Pair,
     assert len(rows) >= before
     assert pair.first.loop.run(AuditLog(store, time.time).verify()).ok
     # The second's LISTEN connection came back: a flip reaches it within a second.
-    until(lambda: pair.second.app.state.services.store.listening, 10)
+    until(lambda: pair.second.app.state.gateway.services.store.listening, 10)
     flip(pair.first, "standby")
     wait_status(clients[-1], 403, 1.0)
-    assert pair.second.loop.run(pair.second.app.state.services.failover.current()).mode \
+    assert pair.second.loop.run(pair.second.app.state.gateway.services.failover.current()).mode \
         is Mode.STANDBY

@@ -94,7 +94,7 @@ def test_notifications_are_listed_with_their_change(gw: Gateway):
     _flip(gw, admin, "active", "MDM outage INC-7")
 
     async def kept() -> list[Any]:
-        svc = gw.app.state.services
+        svc = gw.app.state.gateway.services
         await svc.notifier.drain(10)
         return await svc.store.notifications_recent()
 

@@ -221,7 +221,7 @@ def received(stack: DevStack, subject: str) -> list[bytes]:
 
 def outbox_of(gw: Gateway, client: httpx.Client) -> list[tuple[str, str, Any]]:
     """What the store holds for this member's outbox: (id, state, decrypted draft)."""
-    svc = gw.app.state.services
+    svc = gw.app.state.gateway.services
     session = gw.loop.run(svc.store.get_session(client.cookies.get("__Host-gw_session")))
     assert session is not None
     box = Outbox(svc.store, svc.keyring)

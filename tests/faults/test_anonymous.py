@@ -27,7 +27,7 @@ def _from(gw: Any, address: str) -> httpx.Client:
 
 
 def _refusals(gw: Any) -> list[dict[str, Any]]:
-    rows = gw.loop.run(gw.app.state.services.store.audit_rows())
+    rows = gw.loop.run(gw.app.state.gateway.services.store.audit_rows())
     bodies = [json.loads(r.body) for r in rows]
     return [b["data"] for b in bodies if b["kind"] == "api.refused"]
 
@@ -46,7 +46,7 @@ def test_bad_key_flood_gets_429_and_a_few_aggregated_audit_entries(rig: Rig):
     assert int(codes[-1].headers["retry-after"]) <= 60
     assert len(_refusals(gw)) == 1
 
-    key = gw.loop.run(apikeys.create(gw.app.state.services.store, unique("ops").replace(
+    key = gw.loop.run(apikeys.create(gw.app.state.gateway.services.store, unique("ops").replace(
         " ", "-"), "test", gw.clock()))
     ops = _from(gw, "127.0.0.2")
     assert ops.get("/api/failover", headers={"Authorization": f"Bearer {key}"}

@@ -73,7 +73,7 @@ def test_api_key_works_with_any_cookie_and_any_case(rig: Rig):
     """A valid key sent with a stray cookie got 401, a POST with a member's cookie got a CSRF
     403, and "bearer" in lower case skipped the CSRF exemption: now the key decides."""
     gw = rig.gateway()
-    svc = gw.app.state.services
+    svc = gw.app.state.gateway.services
     key = gw.loop.run(apikeys.create(svc.store, unique("ops").replace(" ", "-"), "test",
                                      gw.clock()))
     member = sign_in(gw, "member")

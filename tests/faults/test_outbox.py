@@ -88,8 +88,8 @@ def test_purge_removes_records_past_their_age(rig: Rig):
     gw.stack.mail.refuse_next()
     _post(gw, client, action, fields)
     gw.clock.advance(7200)
-    gw.loop.run(gw.app.state.purge_once())
-    store = gw.app.state.services.store
+    gw.loop.run(gw.app.state.gateway.purge_once())
+    store = gw.app.state.gateway.services.store
     ids = [r.id for r in gw.loop.run(store.list_outbox(user("member").oid))]
     assert old_id not in ids and fields["outbox_id"] in ids
 

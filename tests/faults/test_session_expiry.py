@@ -31,7 +31,7 @@ def test_send_after_idle_expiry_keeps_the_message_for_after_sign_in(rig: Rig):
     assert r.status_code == 303
     assert r.headers["location"] == "/auth/signin?next=" + quote(target, safe="")
     assert received(gw.stack, subject) == []
-    svc = gw.app.state.services
+    svc = gw.app.state.gateway.services
     oid = user("member").oid
     rec = gw.loop.run(svc.store.get_outbox(fields["outbox_id"], oid))
     assert rec is not None and rec.state == "parked"
@@ -64,7 +64,7 @@ def test_a_forged_post_with_an_ended_session_is_still_refused(rig: Rig):
     gw.clock.advance(31 * 60)
     r = client.post(action.split("?")[0], data=fields, headers={"Origin": gw.url})
     assert r.status_code == 403
-    svc = gw.app.state.services
+    svc = gw.app.state.gateway.services
     assert gw.loop.run(svc.store.get_outbox(fields["outbox_id"], user("member").oid)) is None
     r = client.post(action, data=fields, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403

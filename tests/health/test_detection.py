@@ -49,7 +49,7 @@ def _wait_for(g: Gateway, client: Any, status: str, within: float) -> float:
 
 
 def _report(g: Gateway) -> Any:
-    svc = g.app.state.services
+    svc = g.app.state.gateway.services
 
     async def make() -> Any:
         await svc.recorder.flush()
@@ -64,7 +64,7 @@ def test_a_member_meeting_a_dead_imap_server_reprobes_at_once(stack, loop_thread
     g = _gateway(stack, loop_thread, tmp_path, mail, health__interval_seconds=600.0,
                  health__reprobe_seconds=1.0)
     try:
-        g.loop.run(g.app.state.health.wait_ready(), timeout=20)
+        g.loop.run(g.app.state.gateway.health.wait_ready(), timeout=20)
         monitor = g.client()
         assert _imap_status(g, monitor) == "pass"
         member = sign_in(g, "member", "/mail")
@@ -85,7 +85,7 @@ def test_killed_dovecot_shows_within_5_s_and_as_an_outage_window(stack, loop_thr
                                                                 mail):
     g = _gateway(stack, loop_thread, tmp_path, mail, health__interval_seconds=2.0)
     try:
-        g.loop.run(g.app.state.health.wait_ready(), timeout=20)
+        g.loop.run(g.app.state.gateway.health.wait_ready(), timeout=20)
         monitor = g.client()
         assert _imap_status(g, monitor) == "pass"
         loop_thread.run(mail.stop_imap())
@@ -115,7 +115,7 @@ def test_canary_rounds_are_stored_with_where_they_failed(stack, loop_thread, tmp
                  health__mailflow_fail_seconds=5.0, health__mailflow_warn_seconds=4.0,
                  health__timeout_seconds=3.0)
     try:
-        monitor = g.app.state.health
+        monitor = g.app.state.gateway.health
         ok = g.loop.run(monitor.next_result("mailflow:latency"), timeout=30)
         assert ok.status == "pass", ok
         loop_thread.run(mail.stop_smtp())
@@ -125,7 +125,7 @@ def test_canary_rounds_are_stored_with_where_they_failed(stack, loop_thread, tmp
         report = _report(g)
         assert report.canary.ok >= 1
         assert any(stage == "smtp accept" for _, stage, _ in report.canary.failures)
-        svc = g.app.state.services
+        svc = g.app.state.gateway.services
 
         async def rounds() -> list[Any]:
             return await svc.store.canary_rounds(0, time.time() + 60)

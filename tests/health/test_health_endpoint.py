@@ -24,7 +24,7 @@ FAST = {"health__interval_seconds": 0.3, "health__timeout_seconds": 1.0}
 
 
 def monitor_of(gw: Gateway) -> HealthMonitor:
-    m: HealthMonitor = gw.app.state.health
+    m: HealthMonitor = gw.app.state.gateway.health
     return m
 
 

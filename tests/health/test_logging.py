@@ -52,7 +52,7 @@ def test_logs_are_json_with_request_ids_and_hold_no_secrets(gateway: Gateway,
     for path in ("/", "/mail", "/health", "/livez", "/no-such-page"):
         r = client.get(path)
         ids.append(r.headers["x-request-id"])
-    svc = gateway.app.state.services
+    svc = gateway.app.state.gateway.services
     account = gateway.loop.run(svc.store.list_sessions())[0].account_id
     secrets = [
         gateway.loop.run(svc.entra.imap_token(account)),

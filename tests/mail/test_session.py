@@ -14,7 +14,7 @@ from tests.web.mailhelp import PDF, PNG, deliver, message, own_pool, unique, wit
 
 
 def _locks(gateway: Any) -> int:
-    count: int = gateway.app.state.services.imap_pool.lock_acquisitions
+    count: int = gateway.app.state.gateway.services.imap_pool.lock_acquisitions
     return count
 
 

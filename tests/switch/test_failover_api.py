@@ -18,7 +18,7 @@ from tests.conftest import Gateway, sign_in, start_gateway
 def api(stack: Any, loop_thread: Any, tmp_path: Any) -> Iterator[tuple[Gateway, Any]]:
     """A gateway in standby and a client holding a live API key named `runbook`."""
     gw = start_gateway(stack, loop_thread, tmp_path, failover__initial_mode="standby")
-    key = loop_thread.run(apikeys.create(gw.app.state.services.store, "runbook", "test",
+    key = loop_thread.run(apikeys.create(gw.app.state.gateway.services.store, "runbook", "test",
                                          time.time()))
     client = gw.client(headers={"Authorization": f"Bearer {key}"})
     try:
@@ -50,7 +50,7 @@ def test_missing_or_forged_key_is_refused_and_audited(api, auth):
     headers = {"Authorization": auth} if auth else {}
     r = gw.client(headers=headers).get("/api/failover")
     assert r.status_code == 401 and r.json()["error"] == "BadApiKey"
-    entries = gw.loop.run(gw.app.state.services.audit.entries())
+    entries = gw.loop.run(gw.app.state.gateway.services.audit.entries())
     assert entries[-1].kind == "api.refused"
 
 
@@ -60,14 +60,14 @@ def test_forged_key_cannot_flip(api):
     r = gw.client(headers={"Authorization": "Bearer gwk_forged"}).post(
         "/api/failover", json={"mode": "active", "reason": "r"})
     assert r.status_code == 401
-    assert gw.loop.run(gw.app.state.services.failover.current()).version == 0
+    assert gw.loop.run(gw.app.state.gateway.services.failover.current()).version == 0
 
 
 def test_revoked_key_is_refused(api):
     """A key works until revoked, then gets 401."""
     gw, client = api
     assert client.get("/api/failover").status_code == 200
-    assert gw.loop.run(apikeys.revoke(gw.app.state.services.store, "runbook", time.time()))
+    assert gw.loop.run(apikeys.revoke(gw.app.state.gateway.services.store, "runbook", time.time()))
     r = client.get("/api/failover")
     assert r.status_code == 401 and "revoked" in r.json()["message"]
 
@@ -127,7 +127,8 @@ def test_bearer_with_a_browser_cookie_is_still_an_api_call(api):
     grant. Without the key, the same cookie-carrying POST still needs the CSRF token."""
     gw, _ = api
     admin = sign_in(gw, "admin")
-    key = gw.loop.run(apikeys.create(gw.app.state.services.store, "second", "t", time.time()))
+    key = gw.loop.run(apikeys.create(gw.app.state.gateway.services.store, "second", "t",
+                                     time.time()))
     r = admin.post("/api/failover", json={"mode": "active", "reason": "r"},
                    headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200, r.text
@@ -160,14 +161,14 @@ def test_bad_if_match_is_refused(api, headers, body, words):
     r = client.post("/api/failover", json={"mode": "active", "reason": "r", **body},
                     headers=headers)
     assert r.status_code == 400 and words in r.json()["message"]
-    assert gw.loop.run(gw.app.state.services.failover.current()).version == 0
+    assert gw.loop.run(gw.app.state.gateway.services.failover.current()).version == 0
 
 
 def test_a_key_that_looked_is_refused_after_another_change(api):
     """Without a version, the one this key last saw guards its change: another key's flip
     in between gets it 409 naming both versions; after looking again it goes through."""
     gw, client = api
-    other_key = gw.loop.run(apikeys.create(gw.app.state.services.store, "pager", "test",
+    other_key = gw.loop.run(apikeys.create(gw.app.state.gateway.services.store, "pager", "test",
                                            time.time()))
     other = gw.client(headers={"Authorization": f"Bearer {other_key}"})
     assert client.get("/api/failover").json()["version"] == 0      # runbook looks
@@ -199,7 +200,7 @@ def test_drill_group_is_checked_in_the_directory(api):
     assert forced.json()["group_check"] == {
         "confirmed": False, "name": "Mail gateway drill: next quarter", "members": 0,
         "problem": forced.json()["group_check"]["problem"]}
-    kinds = [e.kind for e in gw.loop.run(gw.app.state.services.audit.entries())]
+    kinds = [e.kind for e in gw.loop.run(gw.app.state.gateway.services.audit.entries())]
     assert "failover.drill.group_unconfirmed" in kinds
     ok = client.post("/api/failover", json={**drill, "group": DRILL_GROUP})
     assert ok.status_code == 200, ok.text

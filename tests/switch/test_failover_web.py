@@ -35,7 +35,7 @@ def fgw(stack: Any, loop_thread: Any, tmp_path: Any) -> Iterator[Gateway]:
 
 
 def flip(gw: Gateway, mode: str, **kw: Any) -> None:
-    gw.loop.run(gw.app.state.services.failover.flip(Flip(mode, kw.pop("reason", "test"),
+    gw.loop.run(gw.app.state.gateway.services.failover.flip(Flip(mode, kw.pop("reason", "test"),
                                                          "test", **kw)))
 
 
@@ -49,7 +49,7 @@ def admitted(client: Any) -> bool:
 
 
 def audit_kinds(gw: Gateway) -> list[tuple[str, str]]:
-    entries = gw.loop.run(gw.app.state.services.audit.entries())
+    entries = gw.loop.run(gw.app.state.gateway.services.audit.entries())
     return [(e.kind, e.actor) for e in entries]
 
 
@@ -108,7 +108,7 @@ def test_admin_flips_from_the_page_with_confirmation(fgw):
     page = admin.get("/admin?changed=1")
     assert 'id="mode">active<' in page.text and "MDM outage INC-7" in page.text
     assert admitted(member)
-    entries = fgw.loop.run(fgw.app.state.services.audit.entries())
+    entries = fgw.loop.run(fgw.app.state.gateway.services.audit.entries())
     change = [e for e in entries if e.kind == "failover.changed"][-1]
     assert change.actor == f"{user('admin').name} <{user('admin').email}>"
     assert change.data["reason"] == "MDM outage INC-7"
@@ -124,7 +124,7 @@ def test_page_refuses_a_missing_reason_and_an_unknown_mode(fgw):
             "csrf_token": token, "mode": mode, "reason": reason, "version": "0",
             "confirm": "yes"})
         assert r.status_code == 400 and words in r.text
-    assert fgw.loop.run(fgw.app.state.services.failover.current()).mode is Mode.STANDBY
+    assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).mode is Mode.STANDBY
 
 
 def test_page_flip_needs_a_recent_sign_in(fgw):
@@ -136,7 +136,7 @@ def test_page_flip_needs_a_recent_sign_in(fgw):
         "csrf_token": token, "mode": "active", "reason": "r", "version": "0", "confirm": "yes"})
     assert r.status_code == 403 and 'id="reauth"' in r.text
     assert "/auth/start?fresh=1&amp;next=%2Fadmin" in r.text
-    assert fgw.loop.run(fgw.app.state.services.failover.current()).mode is Mode.STANDBY
+    assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).mode is Mode.STANDBY
 
 
 def test_two_admins_confirming_at_once_the_later_sees_the_earlier(fgw):
@@ -152,7 +152,7 @@ def test_two_admins_confirming_at_once_the_later_sees_the_earlier(fgw):
                            "group": DRILL_GROUP, "until": "2h"})
     assert r1.status_code == 303
     assert r2.status_code == 409 and "changed meanwhile" in r2.text and "outage" in r2.text
-    assert fgw.loop.run(fgw.app.state.services.failover.current()).mode is Mode.ACTIVE
+    assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).mode is Mode.ACTIVE
 
 
 def test_admin_page_lists_who_is_signed_in(fgw):

@@ -300,7 +300,7 @@ def test_send_new_message_arrives(gateway):
                     headers={"Origin": gateway.url})
     assert r.status_code == 303, r.text
     assert find_uid(gateway, "member2", subject) is not None
-    rows = gateway.loop.run(gateway.app.state.services.store.audit_rows())
+    rows = gateway.loop.run(gateway.app.state.gateway.services.store.audit_rows())
     sent = [row.body for row in rows if '"mail.sent"' in row.body]
     assert sent, "a send leaves an audit entry"
     for forbidden in (subject, "Meeting at 10?", "jo.evans", "notes.txt"):
@@ -586,7 +586,7 @@ def test_dropped_imap_connection_is_replaced_without_the_member_noticing(gateway
     page reconnects by itself."""
     client = sign_in(gateway, "member")
     assert client.get("/mail").status_code == 200
-    pool = gateway.app.state.services.imap_pool
+    pool = gateway.app.state.gateway.services.imap_pool
     slots = list(pool._slots.values())
     assert slots and all(s.conn is not None for s in slots)
     for s in slots:
@@ -705,7 +705,7 @@ def test_a_members_sessions_share_one_imap_connection(gateway):
     """Several sessions of one member (iPad and laptop) use one IMAP connection."""
     a, b = sign_in(gateway, "member"), sign_in(gateway, "member")
     assert a.get("/mail").status_code == 200 and b.get("/mail").status_code == 200
-    pool = gateway.app.state.services.imap_pool
+    pool = gateway.app.state.gateway.services.imap_pool
     assert pool.open_connections == 1
 
 

@@ -69,7 +69,7 @@ def test_sign_in_replaces_an_existing_session(gateway):
     from tests.conftest import authorize, post_callback
     post_callback(gateway, client, authorize(gateway, client, "member"))
     assert client.cookies.get(SESSION_COOKIE) != old
-    assert gateway.loop.run(gateway.app.state.services.store.get_session(old)) is None
+    assert gateway.loop.run(gateway.app.state.gateway.services.store.get_session(old)) is None
 
 
 def test_idle_timeout(gateway):
@@ -229,7 +229,7 @@ def test_readyz_is_503_when_the_store_is_gone(stack, loop_thread, tmp_path):
     from tests.conftest import start_gateway
     gw = start_gateway(stack, loop_thread, tmp_path)
     try:
-        loop_thread.run(gw.app.state.services.store.close())
+        loop_thread.run(gw.app.state.gateway.services.store.close())
         r = gw.client().get("/readyz")
         assert r.status_code == 503 and r.json()["reason"] == "store not answering"
         assert gw.client().get("/livez").status_code == 200
@@ -242,7 +242,7 @@ def test_csrf_token_on_pages_is_masked_afresh_and_still_accepted(gateway):
     client = sign_in(gateway, "member")
     t1, t2 = csrf_of(client, "/mail"), csrf_of(client, "/mail")
     assert t1 != t2
-    session = gateway.loop.run(gateway.app.state.services.store.get_session(
+    session = gateway.loop.run(gateway.app.state.gateway.services.store.get_session(
         client.cookies.get(SESSION_COOKIE)))
     assert session.csrf_token not in client.get("/mail").text
     r = client.post("/auth/signout", data={"csrf_token": t1}, headers={"Origin": gateway.url})

@@ -173,7 +173,7 @@ def test_revoked_refresh_token_leads_back_to_sign_in(gateway):
         assert client.get("/").status_code == 200
         entra.revoke_refresh_tokens(user("member2").oid)
         # The open IMAP connection ends (idle cut, server restart): a new one needs a token.
-        gateway.loop.run(gateway.app.state.services.imap_pool.close_all())
+        gateway.loop.run(gateway.app.state.gateway.services.imap_pool.close_all())
         r = client.get("/?x=1")
         assert r.status_code == 303
         assert r.headers["location"] == "/auth/signin?next=%2F%3Fx%3D1"
@@ -200,7 +200,7 @@ def test_expired_refresh_token_leads_back_to_sign_in(gateway):
 def test_sign_out_ends_session_token_cache_and_entra_session(gateway):
     """Sign-out deletes the session and token cache and goes to Entra's end-session URL."""
     client = sign_in(gateway, "member")
-    svc = gateway.app.state.services
+    svc = gateway.app.state.gateway.services
     session_id = client.cookies.get(SESSION_COOKIE)
     account = gateway.loop.run(svc.store.get_session(session_id)).account_id
     assert gateway.loop.run(svc.store.get_token_cache(account)) is not None
@@ -218,7 +218,7 @@ def test_sign_out_ends_session_token_cache_and_entra_session(gateway):
 def test_token_cache_is_encrypted_at_rest(gateway):
     """The stored token cache holds no token in the clear and decrypts with the ring."""
     client = sign_in(gateway, "member")
-    svc = gateway.app.state.services
+    svc = gateway.app.state.gateway.services
     session = gateway.loop.run(svc.store.get_session(client.cookies.get(SESSION_COOKIE)))
     blob = gateway.loop.run(svc.store.get_token_cache(session.account_id))
     assert b"eyJ" not in blob and b"refresh_token" not in blob.lower()
@@ -254,7 +254,7 @@ def test_forged_token_is_refused_by_dovecot_quickly(gateway):
     from gateway.errors import ReauthRequired
     from gateway.mail import imap
 
-    svc = gateway.app.state.services
+    svc = gateway.app.state.gateway.services
 
     async def try_login() -> str:
         try:
@@ -335,7 +335,7 @@ def test_consent_missing_is_named_audited_counted_and_in_health(gateway):
         _entra_control(gateway, {"deny_consent": None})
     assert r.status_code == 503 and "ICT has been told" in r.text
     assert "Traceback" not in r.text
-    rows = gateway.loop.run(gateway.app.state.services.store.audit_rows())
+    rows = gateway.loop.run(gateway.app.state.gateway.services.store.audit_rows())
     assert any('"ict.fault"' in row.body and "consent_missing" in row.body for row in rows)
     admin = sign_in(gateway, "admin")
     metrics = admin.get("/metrics")
@@ -343,7 +343,7 @@ def test_consent_missing_is_named_audited_counted_and_in_health(gateway):
     counted = re.search(r'gateway_ict_faults_total\{kind="consent_missing"\} (\d+\.\d+)',
                         metrics.text)
     assert counted and float(counted.group(1)) >= 1, metrics.text[-500:]
-    health = gateway.app.state.health.document(version="t", release_id="t",
+    health = gateway.app.state.gateway.health.document(version="t", release_id="t",
                                               service_id="t")[0]
     check = health["checks"]["tenant:faults"][0]
     assert check["status"] == "warn" and "consent_missing" in check["output"]
@@ -408,7 +408,7 @@ def test_group_overage_resolves_groups_through_graph(stack, loop_thread, tmp_pat
         client = sign_in(gw, "overage")
         r = client.get("/")
         assert r.status_code == 200 and "Cllr Chris Owen" in r.text
-        sessions = loop_thread.run(gw.app.state.services.store.list_sessions())
+        sessions = loop_thread.run(gw.app.state.gateway.services.store.list_sessions())
         mine = next(s for s in sessions if s.email == user("overage").email)
         assert PILOT_GROUP in mine.groups and len(mine.groups) == 251
     finally:
