@@ -20,6 +20,7 @@ from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 
 from gateway.errors import BadRequest, PayloadTooLarge
+from gateway.mail.addresses import parse_address_list as read_address_list
 from gateway.mail.mime import Address, MessageView, clean_text, safe_filename
 from gateway.mail.sanitize import html_to_text
 
@@ -49,6 +50,9 @@ class ReplyFields:
     in_reply_to: str | None
     references: list[str]
     quoted_text: str
+    # What of the original's address lists could not be read as an address, shown to the
+    # member beside the form instead of being guessed into a recipient.
+    left_out: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,44 +89,24 @@ def _domain(domain: str) -> str | None:
     return ascii_domain
 
 
-def _split(text: str) -> list[str]:
-    pieces: list[str] = []
-    current: list[str] = []
-    quoted = angle = escaped = False
-    for ch in text:
-        if escaped:
-            escaped = False
-        elif ch == "\\" and quoted:
-            escaped = True
-        elif ch == '"' and not angle:
-            quoted = not quoted
-        elif ch == "<" and not quoted:
-            angle = True
-        elif ch == ">" and not quoted:
-            angle = False
-        elif ch in ",;" and not quoted and not angle:
-            pieces.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    pieces.append("".join(current))
-    return [p.strip() for p in pieces if p.strip()]
-
-
 def parse_address_list(text: str) -> list[Address]:
-    """'Name <a@b.example>, c@d.example; ...' -> Address list without duplicates.
-    BadRequest names the first address that is not acceptable."""
+    """What a member typed in To/Cc/Bcc ('"Smith, Jo" <jo@x.example>; c@d.example') ->
+    Address list without duplicates, read by the one strict reader
+    (``gateway.mail.addresses``). BadRequest names the first element that is not an
+    acceptable address: nothing is guessed, so the envelope is exactly what the field shows.
+    """
+    # Line breaks or controls anywhere but around a separator: refused, not folded away.
+    if _CONTROL.search(re.sub(r"\s*([,;])\s*", r"\1 ", text).strip()):
+        raise BadRequest(f'"{_shown(text)}" contains a line break or control character.')
+    found = read_address_list(text)
+    if found.unreadable:
+        raise BadRequest(f'"{_shown(found.unreadable[0].text)}" is not a valid email address.')
+    if found.truncated:
+        raise BadRequest(f"A message can go to at most {MAX_RECIPIENTS} addresses.")
     out: list[Address] = []
     seen: set[str] = set()
-    for piece in _split(text):
-        if _CONTROL.search(piece):
-            raise BadRequest(f'"{_shown(piece)}" contains a line break or control character.')
-        match = re.fullmatch(r"(.*?)<([^<>]*)>", piece, re.DOTALL)
-        name, addr = (match.group(1), match.group(2)) if match else ("", piece)
-        name = name.strip()
-        if len(name) >= 2 and name[0] == name[-1] == '"':
-            name = re.sub(r"\\(.)", r"\1", name[1:-1])
-        address = Address(clean_text(name)[:200], validate_email(addr))
+    for item in found.addresses:
+        address = Address(clean_text(item.name)[:200], validate_email(item.email))
         if address.email.lower() not in seen:
             seen.add(address.email.lower())
             out.append(address)
@@ -215,13 +199,15 @@ def _check_headers(data: bytes) -> None:
 
 # ---- replies and forwards --------------------------------------------------------------
 
-def _valid(addresses: Iterable[Address]) -> list[Address]:
+def _valid(found: Iterable[Address], left_out: list[str] | None = None) -> list[Address]:
     out: list[Address] = []
-    for address in addresses:
+    for address in found:
         try:
             out.extend(_checked([address]))
         except BadRequest:
-            continue   # "undisclosed-recipients:;" and other non-addresses in hostile mail
+            # "root@localhost" and other addresses mail cannot be sent to: named to the member.
+            if left_out is not None:
+                left_out.append(address.email)
     return out
 
 
@@ -257,11 +243,18 @@ def _original_text(original: MessageView) -> str:
 def reply_fields(original: MessageView, me: str, reply_all: bool) -> ReplyFields:
     """Recipients, subject, threading headers and quoted text of a reply."""
     mine = {me.strip().lower()}
+    left_out: list[str] = []
     sent_by_me = bool(original.from_) and all(a.email.lower() in mine for a in original.from_)
-    to = _valid(original.to if sent_by_me else (original.reply_to or original.from_))
+    heads = ["To"] if sent_by_me else ["Reply-To"] + ([] if original.reply_to else ["From"])
+    to = _valid(original.to if sent_by_me else (original.reply_to or original.from_), left_out)
     to = _without(to, set(mine)) or to[:1]
-    cc = _without(_valid([*original.to, *original.cc]), mine | {a.email.lower() for a in to}) \
-        if reply_all else []
+    cc: list[Address] = []
+    if reply_all:
+        heads += ["To", "Cc"]
+        cc = _without(_valid([*original.to, *original.cc], left_out),
+                      mine | {a.email.lower() for a in to})
+    for head in dict.fromkeys(heads):
+        left_out.extend(original.unreadable.get(head, []))
     when = _when(original)
     intro = f"On {when}, {_who(original)} wrote:" if when else f"{_who(original)} wrote:"
     quoted = "\n".join("> " + line for line in _original_text(original).split("\n"))
@@ -269,7 +262,7 @@ def reply_fields(original: MessageView, me: str, reply_all: bool) -> ReplyFields
         to=to, cc=cc, subject=_prefixed(original.subject, "Re:", r"(re|aw|sv|antw)(\[\d+\])?:"),
         in_reply_to=next(iter(_msgids([original.message_id])), None),
         references=_msgids([*original.references, original.message_id]),
-        quoted_text=f"{intro}\n{quoted}\n")
+        quoted_text=f"{intro}\n{quoted}\n", left_out=list(dict.fromkeys(left_out)))
 
 
 def forward_fields(original: MessageView) -> ForwardFields:

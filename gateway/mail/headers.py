@@ -1,7 +1,8 @@
 """Reading mail headers, which are hostile input: RFC 2047 encoded words, RFC 2231
-parameters, charsets with fallback, dates, address lists, and filenames made safe to offer
+parameters, charsets with fallback, dates, and filenames made safe to offer
 for download. Shared by the message parser (``gateway.mail.mime``) and the IMAP response
 parser (``gateway.mail.imap_parse``). Everything degrades instead of raising.
+Address lists are read by ``gateway.mail.addresses``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 MAX_HEADER_CHARS = 16_384      # decoding cost of RFC 2047 words grows fast on hostile input
-MAX_ADDRESS_CHARS = 65_536     # a council-wide To: line is large but not this large
-MAX_ADDRESSES = 1_000         # addresses read from one header
 
 
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
@@ -87,7 +86,7 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
     return data.decode("cp1252", errors="replace")
 
 
-def _unsurrogate(value: str) -> str:
+def unsurrogate(value: str) -> str:
     # compat32 keeps 8-bit header octets as surrogate escapes. Decode each run on its own:
     # one header may mix UTF-8 and Latin-1 names.
     if not any("\udc80" <= ch <= "\udcff" for ch in value):
@@ -98,7 +97,7 @@ def _unsurrogate(value: str) -> str:
 
 # An RFC 2047 encoded word. Charset may carry a language ("utf-8*en"); the text holds no
 # spaces or "?". Matching is linear: no part can overlap the next.
-_EWORD = re.compile(r"=\?([^?\s]{1,64})\?([qQbB])\?([^?\s]*)\?=")
+_EWORD = ENCODED_WORD = re.compile(r"=\?([^?\s]{1,64})\?([qQbB])\?([^?\s]*)\?=")
 
 
 def decode_rfc2047(value: str) -> str:
@@ -109,7 +108,7 @@ def decode_rfc2047(value: str) -> str:
     since mailers split multi-byte characters across words."""
     value = value[:MAX_HEADER_CHARS]
     if not value.isascii():
-        value = _unsurrogate(value)
+        value = unsurrogate(value)
     if "=?" not in value:   # no encoded word: nothing to decode
         return clean_text(value)
     out: list[str] = []
@@ -220,35 +219,6 @@ def parse_date(value: str | None) -> datetime | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def parse_addresses(value: str | None) -> list[Address]:
-    """An address header -> Address list; names decoded, nothing raised."""
-    if not value:
-        return []
-    # Encoded words may hide ",", ":" or "@" (=?utf-8?q?x=0D=0ABcc:_a@b?=), which would
-    # split the list in the wrong places: stand each in for a placeholder while splitting.
-    words: list[str] = []
-
-    def stash(match: re.Match[str]) -> str:
-        words.append(match.group())
-        return f"\ue000{len(words) - 1}\ue001"
-
-    def restore(text: str) -> str:
-        return re.sub("\ue000(\\d+)\ue001", lambda m: words[int(m.group(1))], text)
-
-    masked = _EWORD.sub(stash, _unsurrogate(value[:MAX_ADDRESS_CHARS]))
-    try:
-        pairs = email.utils.getaddresses([_CONTROLS.sub(" ", masked)])
-    except (ValueError, IndexError, TypeError):
-        return []
-    out: list[Address] = []
-    for name, addr in pairs[:MAX_ADDRESSES]:
-        addr = "".join(clean_text(restore(addr)).split())
-        name = decode_rfc2047(restore(name))
-        if addr or name:
-            out.append(Address(name, addr))
-    return out
 
 
 def safe_filename(name: str | None, fallback: str = "attachment.bin", limit: int = 120) -> str:

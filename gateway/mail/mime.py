@@ -26,13 +26,13 @@ from email.message import Message
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import NotFound
+from gateway.mail.addresses import parse_address_list, parse_addresses
 from gateway.mail.headers import (
     Address,
     clean_text,
     decode_bytes,
     decode_rfc2047,
     decode_rfc2231_params,
-    parse_addresses,
     parse_date,
     safe_filename,
 )
@@ -83,6 +83,9 @@ class MessageView:
     attachments: list[AttachmentInfo] = field(default_factory=list)
     calendar: CalendarInvite | None = None
     notes: list[str] = field(default_factory=list)   # what could not be shown, for the member
+    # Address-list elements that are not well-formed mailboxes, by header ("To": [...]):
+    # shown to the member as they are, never guessed into an address.
+    unreadable: dict[str, list[str]] = field(default_factory=dict)
 
 
 # ---- meeting invitations (text/calendar) ------------------------------------------------
@@ -344,11 +347,13 @@ def parse_message(raw: bytes) -> MessageView:
 
 def _headers_view(msg: Message, notes: list[str]) -> MessageView:
     references = _MSGID.findall(_header(msg, "References") or "")
+    lists = {name: parse_address_list(_header(msg, name))
+             for name in ("From", "To", "Cc", "Reply-To")}
     return MessageView(
-        from_=parse_addresses(_header(msg, "From")),
-        to=parse_addresses(_header(msg, "To")),
-        cc=parse_addresses(_header(msg, "Cc")),
-        reply_to=parse_addresses(_header(msg, "Reply-To")),
+        from_=lists["From"].addresses, to=lists["To"].addresses, cc=lists["Cc"].addresses,
+        reply_to=lists["Reply-To"].addresses,
+        unreadable={name: [u.text for u in found.unreadable]
+                    for name, found in lists.items() if found.unreadable},
         date=parse_date(_header(msg, "Date")),
         subject=decode_rfc2047(_header(msg, "Subject") or ""),
         message_id=next(iter(_MSGID.findall(_header(msg, "Message-ID") or "")), None),

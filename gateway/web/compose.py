@@ -41,6 +41,7 @@ from gateway.errors import (
 )
 from gateway.health.metrics import metrics_of
 from gateway.mail import compose
+from gateway.mail.addresses import format_address_list
 from gateway.mail.mime import Address, safe_filename
 from gateway.mail.outbox import STATES, Draft, HeldFile, Outbox
 from gateway.mail.reader import Opened
@@ -158,14 +159,20 @@ async def _compose_page(request: Request) -> Response:
     if mode not in MODES:
         raise BadRequest("That is not a way to write a message.")
     draft = Draft(mode=mode, to=q.get("to", "")[:2000])
+    notice = ""
     if mode != "new":
         folder = q.get("f", "INBOX")
         draft.orig_folder, draft.orig_uid = folder, _uid_param(q.get("uid", ""))
         view = (await _original(request, folder, draft.orig_uid)).view
         if mode in ("reply", "replyall"):
             r = compose.reply_fields(view, session.email, reply_all=mode == "replyall")
-            draft.to = ", ".join(str(a) for a in r.to)
-            draft.cc = ", ".join(str(a) for a in r.cc)
+            # Written so that reading the field back gives exactly these addresses: a name
+            # is quoted whole, so nothing in it can become a recipient (issue 14 case 10).
+            draft.to, draft.cc = format_address_list(r.to), format_address_list(r.cc)
+            if r.left_out:
+                notice = ("Some addresses in the original could not be read and were left "
+                          "out: " + "; ".join(r.left_out[:5])
+                          + (" and more." if len(r.left_out) > 5 else "."))
             draft.subject, draft.body = r.subject, "\n\n" + r.quoted_text
             draft.in_reply_to = r.in_reply_to or ""
             draft.references = list(r.references)
@@ -175,14 +182,14 @@ async def _compose_page(request: Request) -> Response:
             draft.keep_parts = [a.part_id for a in view.attachments
                                 if not (a.inline and a.content_id)]
         else:  # reopen a draft
-            draft.to = ", ".join(str(a) for a in view.to)
-            draft.cc = ", ".join(str(a) for a in view.cc)
+            draft.to, draft.cc = format_address_list(view.to), format_address_list(view.cc)
             draft.subject, draft.body = view.subject, view.text or ""
             draft.in_reply_to = view.in_reply_to or ""
             draft.references = list(view.references)
             draft.draft_uid = draft.orig_uid
             draft.keep_parts = [a.part_id for a in view.attachments]
-    return _form_page(request, draft, Outbox.new_id(), kept=await _kept_parts(request, draft))
+    return _form_page(request, draft, Outbox.new_id(), notice=notice,
+                      kept=await _kept_parts(request, draft))
 
 
 def _carried(value: object) -> HeldFile | None:

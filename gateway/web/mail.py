@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from gateway.errors import BadRequest, NotFound
 from gateway.mail import mailbox, parts, reader, sanitize
+from gateway.mail.addresses import format_address_list
 from gateway.mail.imap import ImapConn
 from gateway.mail.imap_parse import BodyPart
 from gateway.mail.mime import safe_filename
@@ -162,14 +163,18 @@ async def read_message(request: Request) -> Response:
     if view.calendar is not None and isinstance(view.calendar.start, datetime):
         invite_when = mv.long_date(view.calendar.start, tz)
     page = mv.MessagePage(
-        folder=folder, uid=uid, subject=view.subject or "(no subject)",
-        sender=", ".join(str(a) for a in view.from_) or "(unknown sender)",
-        to=", ".join(str(a) for a in view.to), cc=", ".join(str(a) for a in view.cc),
+        folder=folder, uid=uid,
+        subject=mv.bounded(view.subject, mv.PAGE_SUBJECT_CHARS) or "(no subject)",
+        # Names quoted as the reply form quotes them: the member sees which text is a name.
+        sender=format_address_list(view.from_) or "(unknown sender)",
+        to=format_address_list(view.to), cc=format_address_list(view.cc),
         date=mv.long_date(view.date, tz), unread=not mark,
         text_html=text_html, frame_url=frame_url, blocked_remote=blocked,
         images_shown=images, show_images_url=mv.message_url(folder, uid, images="1"),
         attachments=mv.attachment_links(folder, uid, view.attachments),
-        invite=view.calendar, invite_when=invite_when, notes=view.notes,
+        invite=view.calendar, invite_when=invite_when,
+        notes=[*view.notes, *(f"Not an address, shown as written ({head}): {text}"
+                              for head, texts in view.unreadable.items() for text in texts[:5])],
         back_url=mv.folder_url(folder, listed.page), self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""), flagged=flagged)
     targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]

@@ -188,12 +188,23 @@ def day_groups(rows: list[Row]) -> list[DayGroup]:
     return groups
 
 
+# What is rendered of a subject (issue 14 case 10: a 1 MiB subject stretched the page);
+# the list cuts it with an ellipsis anyway, the message view shows a paragraph's worth.
+LIST_SUBJECT_CHARS = 300
+PAGE_SUBJECT_CHARS = 1_000
+
+
+def bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "\u2026"
+
+
 def rows(folder: str, messages: list[MessageSummary], tz: ZoneInfo, now: datetime,
          folder_of: dict[int, str] | None = None) -> list[Row]:
     out = []
     for m in messages:
         f = folder_of.get(m.uid, folder) if folder_of else folder
-        out.append(Row(m.uid, message_url(f, m.uid), m.sender, m.subject,
+        out.append(Row(m.uid, message_url(f, m.uid), bounded(m.sender, LIST_SUBJECT_CHARS),
+                       bounded(m.subject, LIST_SUBJECT_CHARS),
                        short_date(m.date, tz, now), m.unread, m.flagged, m.answered,
                        m.has_attachment, human_size(m.size), m.preview,
                        day_group(m.date, tz, now)))

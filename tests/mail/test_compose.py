@@ -53,7 +53,7 @@ def test_address_lists_accept_names_commas_semicolons_and_dedupe() -> None:
 @pytest.mark.parametrize(("text", "named"), [
     ("a@b", '"a@b"'),
     ("nobody", '"nobody"'),
-    ("ok@x.example, x <a@@b.example>", '"a@@b.example"'),
+    ("ok@x.example, x <a@@b.example>", '"x <a@@b.example>"'),
     ("a@-bad-.example", '"a@-bad-.example"'),
     ("a@b.123", '"a@b.123"'),
     ('"quoted"@x.example', '""quoted"@x.example"'),
