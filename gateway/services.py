@@ -6,7 +6,7 @@ holds it (``app.state.gateway``, the only attribute the gateway puts on Starlett
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -18,6 +18,7 @@ from gateway.auth.sessions import SessionManager
 from gateway.auth.throttle import Limits
 from gateway.config import Settings
 from gateway.crypto import KeyRing
+from gateway.evidence.checkpoint import ChainWatch
 from gateway.evidence.signing import Signer
 from gateway.graph.client import GraphHttp
 from gateway.health.history import HistoryRecorder
@@ -51,6 +52,8 @@ class Services:
     signer: Signer
     # The Graph calendar client: built in the lifespan (it owns an httpx connection pool).
     graph: GraphHttp | None = None
+    # The audit chain as this process last verified it, so /admin reads only new entries.
+    chain_watch: ChainWatch = field(default_factory=ChainWatch)
 
 
 @dataclass

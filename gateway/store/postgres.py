@@ -482,6 +482,12 @@ class PostgresStore(PostgresEvidence):
             1e300 if until is None else until))
         return [AuditRow(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
 
+    async def audit_rows_after(self, seq: int) -> list[AuditRow]:
+        rows = await self._run(lambda c: c.fetch(
+            "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > $1 ORDER BY seq",
+            seq))
+        return [AuditRow(int(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+
     # -- API keys
 
     async def create_api_key(self, rec: ApiKeyRecord) -> None:

@@ -384,6 +384,12 @@ class SqliteStore(SqliteEvidence):
                              1e300 if until is None else until)).fetchall())
         return [AuditRow(*r) for r in rows]
 
+    async def audit_rows_after(self, seq: int) -> list[AuditRow]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT seq, at, body, prev_hash, hash FROM audit WHERE seq > ? ORDER BY seq",
+            (seq,)).fetchall())
+        return [AuditRow(*r) for r in rows]
+
     # -- API keys
     async def create_api_key(self, rec: ApiKeyRecord) -> None:
         def insert(db: sqlite3.Connection) -> bool:

@@ -96,9 +96,11 @@ class Verdict:
         return f"audit chain BROKEN at entry {self.broken_seq}: {self.problem}"
 
 
-def verify_rows(rows: Iterable[AuditRow]) -> Verdict:
-    """Check a chain read in sequence order; pure, so tests can feed it tampered rows."""
-    prev, expected, count = GENESIS, 1, 0
+def verify_rows(rows: Iterable[AuditRow], after: int = 0, head: str = GENESIS) -> Verdict:
+    """Check a chain read in sequence order; pure, so tests can feed it tampered rows.
+    ``after``/``head``: the rows continue a chain already verified up to entry ``after``
+    whose hash is ``head`` (the counts then include those entries)."""
+    prev, expected, count = head, after + 1, after
     for row in rows:
         if row.seq != expected:
             return Verdict(False, count, prev, expected,

@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from gateway.errors import BadRequest, Conflict, Forbidden, GatewayError, StaleSignIn
 from gateway.evidence import render as evidence_render
-from gateway.evidence.checkpoint import ChainCheck, check_chain
+from gateway.evidence.checkpoint import ChainCheck
 from gateway.evidence.export import make_report, parse_period
 from gateway.evidence.signing import checkpoint_path, store_id
 from gateway.services import Services, services
@@ -142,9 +142,10 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
     svc = services(request)
     tz = svc.settings.general.timezone
     state = await svc.failover.current()
-    entries = await svc.audit.entries()
     now = svc.clock()
-    found = timeline.incidents(entries)
+    verdict = await _chain(svc)
+    watch = svc.chain_watch
+    found = timeline.incidents(watch.switches)
     people = await _people(svc, state, tz)
     session = member(request)
     return render(request, "admin.html", {
@@ -157,8 +158,13 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
         "months": [MonthView(m.month, m.incidents, duration_text(m.active_seconds))
                    for m in reversed(timeline.monthly(found, now, tz))],
         "audit": [AuditView(e.seq, local(e.at, tz), e.kind, e.actor, _details(e))
-                  for e in reversed(entries[-AUDIT_ROWS:])],
-        "verdict": await _chain(svc),
+                  for e in reversed(watch.recent[-AUDIT_ROWS:])],
+        "verdict": verdict,
+        "checked": CheckedView(
+            local(watch.checked_at or now, tz), watch.read_last, watch.full_last,
+            local(watch.full_at or now, tz),
+            local((watch.full_at or now) + watch.interval, tz)),
+        "rechecked": request.query_params.get("rechecked") == "1",
         "deliveries": await _deliveries(svc, tz),
         "form": form or FlipForm(version=str(state.version)),
         "error": error,
@@ -170,10 +176,32 @@ async def _page(request: Request, *, form: FlipForm | None = None, error: str = 
     }, status=status)
 
 
-async def _chain(svc: Services) -> ChainCheck:
-    """The audit chain and its signed checkpoints (gateway.evidence.checkpoint)."""
-    return await check_chain(svc.store, svc.signer, str(checkpoint_path(svc.settings)),
-                             store_id(svc.settings))
+async def _chain(svc: Services, full: bool = False) -> ChainCheck:
+    """The audit chain and its signed checkpoints, read from where this process last
+    verified it (``ChainWatch``: only new entries, the whole chain at a bounded interval)."""
+    return await svc.chain_watch.check(
+        svc.store, svc.signer, svc.clock(), full=full,
+        file=str(checkpoint_path(svc.settings)), store_id=store_id(svc.settings))
+
+
+@dataclass(frozen=True)
+class CheckedView:
+    at: str          # when this page's check ran
+    read: int        # entries it read
+    full: bool       # whether it read the whole chain
+    full_at: str     # when the whole chain was last read
+    next_full: str   # when it is next read in full (or press the button)
+
+
+async def recheck(request: Request) -> Response:
+    """Read and verify the whole chain now (the button beside the verdict; CSRF-checked
+    as every unsafe request is)."""
+    session = _admin(request)
+    svc = services(request)
+    check = await _chain(svc, full=True)
+    await svc.audit.try_record("admin.audit.verified", session.email, ok=check.ok,
+                               entries=check.entries)
+    return RedirectResponse("/admin?rechecked=1#audit", status_code=303)
 
 
 @dataclass(frozen=True)
@@ -342,6 +370,7 @@ async def export(request: Request) -> Response:
 routes = [
     Route("/admin", admin_page, methods=["GET"]),
     Route("/admin/switch", switch, methods=["POST"]),
+    Route("/admin/audit/verify", recheck, methods=["POST"]),
     Route("/admin/evidence", evidence_page, methods=["GET"]),
     Route("/admin/evidence/download", evidence_download, methods=["GET"]),
     Route("/admin/{what}.{fmt}", export, methods=["GET"]),
