@@ -27,7 +27,7 @@ from gateway.evidence.export import make_report, parse_period
 from gateway.evidence.signing import checkpoint_path, store_id
 from gateway.services import Services, services
 from gateway.store.base import SessionRecord
-from gateway.switch import audit, controls, timeline
+from gateway.switch import audit, controls, directory, timeline
 from gateway.switch.machine import (
     Flip,
     Mode,
@@ -36,6 +36,7 @@ from gateway.switch.machine import (
     apply,
     duration_text,
     local,
+    parse_mode,
     parse_time,
 )
 from gateway.web.member import csp_nonce, member, signed_in
@@ -316,14 +317,21 @@ async def switch(request: Request) -> Response:
     try:
         _fresh(svc, session)
         change = _flip_from(svc, session, form)
+        current = await svc.failover.current()
+        if fields.get("confirm") != "yes":
+            apply(current, change, svc.clock())   # bad input first, cheaply
+        # A drill for a mistyped, foreign or empty group admits nobody and proves nothing:
+        # looked up in the directory at both steps, as the CLI and the API do; refused here
+        # (the API's "force" is for scripts that know better).
+        group = (await directory.lookup_group(svc.settings, change.group)
+                 if parse_mode(change.mode) is Mode.DRILL else None)
         if fields.get("confirm") != "yes":
             # Step one: check the change as the switch would, then ask to confirm it.
-            current = await svc.failover.current()
-            apply(current, change, svc.clock())
             tz = svc.settings.general.timezone
             return render(request, "admin_confirm.html", {
                 "form": form, "state": state_view(current, tz),
                 "until": local(change.until, tz) if change.until else "",
+                "group": group,
                 "affected": len(await _people(svc, current, tz))})
         await svc.failover.flip(change)
     except StaleSignIn as err:
@@ -331,7 +339,10 @@ async def switch(request: Request) -> Response:
             "message": err.message, "minutes": svc.settings.failover.reauth_minutes,
             "reauth_url": "/auth/start?fresh=1&next=" + quote("/admin", safe="")},
             status=err.status)
-    except (BadRequest, Conflict) as err:
+    except (BadRequest, Conflict, directory.DirectoryUnavailable) as err:
+        if isinstance(err, directory.GroupNotFound | directory.GroupEmpty |
+                      directory.DirectoryUnavailable):
+            err.message += " Nothing was changed."
         return await _page(request, form=form, error=err.message, status=err.status)
     return RedirectResponse("/admin?changed=1", status_code=303)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.devstack.users import DRILL_GROUP, PILOT_GROUP, user
+from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP, PILOT_GROUP, user
 from gateway.switch.machine import Flip, Mode
 from tests.conftest import Gateway, authorize, csrf_of, post_callback, sign_in, start_gateway
 
@@ -221,3 +221,32 @@ def test_sign_in_sign_out_and_refusals_are_audited(fgw):
     email = user("member").email
     assert ("auth.signin", email) in kinds and ("auth.signout", email) in kinds
     assert kinds.count(("access.refused", email)) == 1
+
+
+def test_drill_form_shows_the_group_from_the_directory_or_refuses_it(fgw):
+    """The page's drill looks its group up in the directory (the Graph stand-in) as the
+    CLI does: the confirmation names the group and its member count; an unknown id, a
+    group with nobody in it or an id that is not one is refused with a plain page and
+    nothing changes."""
+    admin = sign_in(fgw, "admin")
+    form = {"csrf_token": csrf_of(admin, "/admin"), "mode": "drill", "reason": "rehearsal",
+            "until": "1h", "message": "", "version": "0"}
+    review = admin.post("/admin/switch", data={**form, "group": DRILL_GROUP},
+                        headers={"Origin": fgw.url})
+    assert review.status_code == 200 and "Yes, switch to drill" in review.text
+    assert "Mail gateway drill: members: 1 person in the directory" in review.text
+    for group, said in ((EMPTY_GROUP, "has nobody in it"),
+                        ("0b7f6c1e-0000-4000-8000-000000000000", "No group"),
+                        ("not-a-guid", "is not an Entra group object id")):
+        for confirm in ("", "yes"):
+            refused = admin.post("/admin/switch",
+                                 data={**form, "group": group, "confirm": confirm},
+                                 headers={"Origin": fgw.url})
+            assert refused.status_code == 400, (group, refused.text[:300])
+            assert said in refused.text and "Nothing was changed." in refused.text
+            assert "Traceback" not in refused.text
+    assert fgw.loop.run(fgw.app.state.services.failover.current()).version == 0
+    done = admin.post("/admin/switch", data={**form, "group": DRILL_GROUP, "confirm": "yes"},
+                      headers={"Origin": fgw.url})
+    assert done.status_code == 303
+    assert fgw.loop.run(fgw.app.state.services.failover.current()).mode == "drill"
