@@ -59,7 +59,7 @@ def test_admin_reads_only_new_audit_entries_and_rechecks_in_full(
         rig: Rig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = CountingStore(tmp_path / "counted.db")
     gw = rig.gateway(store=store)
-    audit = gw.app.state.services.audit
+    audit = gw.app.state.gateway.services.audit
     for i in range(300):   # a flood of entries before the first view
         gw.loop.run(audit.record("api.refused", "anonymous", n=i))
     admin = sign_in(gw, "admin", "/admin")
@@ -102,7 +102,7 @@ def test_admin_reads_only_new_audit_entries_and_rechecks_in_full(
 def test_the_whole_chain_is_read_again_after_the_interval(rig: Rig, tmp_path: Path) -> None:
     store = CountingStore(tmp_path / "counted.db")
     gw = rig.gateway(store=store)
-    gw.loop.run(gw.app.state.services.audit.record("test.first", "someone"))
+    gw.loop.run(gw.app.state.gateway.services.audit.record("test.first", "someone"))
     admin = sign_in(gw, "admin", "/admin")
     _view(gw, admin, store)
     db = sqlite3.connect(store.path)

@@ -245,8 +245,8 @@ def test_drill_form_shows_the_group_from_the_directory_or_refuses_it(fgw):
             assert refused.status_code == 400, (group, refused.text[:300])
             assert said in refused.text and "Nothing was changed." in refused.text
             assert "Traceback" not in refused.text
-    assert fgw.loop.run(fgw.app.state.services.failover.current()).version == 0
+    assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).version == 0
     done = admin.post("/admin/switch", data={**form, "group": DRILL_GROUP, "confirm": "yes"},
                       headers={"Origin": fgw.url})
     assert done.status_code == 303
-    assert fgw.loop.run(fgw.app.state.services.failover.current()).mode == "drill"
+    assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).mode == "drill"
