@@ -147,6 +147,9 @@ async def read_message(request: Request) -> Response:
         result = (await reader.sanitized(opened, allow_remote=images) if view.html
                   else None)
     tz = _tz(svc)
+    # Opened from search results: Back returns to the same results (issue 13 item 13).
+    back = request.query_params.get("back", "")
+    from_search = back if back.startswith("/mail/search?") and safe_next(back) == back else ""
     blocked = 0
     frame_url = None
     text_html = None
@@ -175,7 +178,9 @@ async def read_message(request: Request) -> Response:
         invite=view.calendar, invite_when=invite_when,
         notes=[*view.notes, *(f"Not an address, shown as written ({head}): {text}"
                               for head, texts in view.unreadable.items() for text in texts[:5])],
-        back_url=mv.folder_url(folder, listed.page), self_url=mv.message_url(folder, uid),
+        back_url=from_search or mv.folder_url(folder, listed.page),
+        back_label="Back to the results" if from_search else "Back to the folder",
+        self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""), flagged=flagged)
     targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
     is_draft = any(f.name == folder and f.special == "drafts" for f in folders)

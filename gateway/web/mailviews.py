@@ -253,6 +253,7 @@ class MessagePage:
     invite_when: str = ""
     notes: list[str] = field(default_factory=list)
     back_url: str = ""
+    back_label: str = "Back to the folder"
     self_url: str = ""
     answered: str = ""
     flagged: bool = False

@@ -5,6 +5,7 @@ keys, non-ASCII terms on Exchange) is ``gateway.mail.search``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -77,7 +78,10 @@ async def search_page(request: Request) -> Response:
 
     results = await imap_run(request, work)
     now = datetime.now(UTC)
-    ctx["rows"] = [mv.rows(f, [s], tz, now)[0] for f, s in results]
+    # Each result opens with the way back to this page of these results.
+    here = "/mail/search?" + urlencode(list(params.items()))
+    ctx["rows"] = [replace(row, url=row.url + "&" + urlencode({"back": here}))
+                   for row in (mv.rows(f, [s], tz, now)[0] for f, s in results)]
     total = int(ctx["total"])  # type: ignore[call-overload]
     base = {k: v for k, v in params.items() if k != "page"}
     if page_no > 1:
