@@ -76,6 +76,8 @@ class MessageSummary:
     has_attachment: bool
     size: int
     preview: str = ""    # the first words of the text (gateway.mail.preview)
+    # When it arrived (INTERNALDATE): the list's order, so its day headings go by this.
+    received: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +201,7 @@ def _summary(item: FetchData, preview: str = "") -> MessageSummary:
         date=(env.date if env and env.date else item.internaldate),
         unread="\\seen" not in flags, flagged="\\flagged" in flags,
         answered="\\answered" in flags, has_attachment=has_attachment(item.bodystructure),
-        size=item.size or 0, preview=preview)
+        size=item.size or 0, preview=preview, received=item.internaldate)
 
 
 async def uid_fetch(conn: ImapConn, uid: int, items: str, what: str) -> list[FetchData]:

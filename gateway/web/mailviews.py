@@ -207,7 +207,7 @@ def rows(folder: str, messages: list[MessageSummary], tz: ZoneInfo, now: datetim
                        bounded(m.subject, LIST_SUBJECT_CHARS),
                        short_date(m.date, tz, now), m.unread, m.flagged, m.answered,
                        m.has_attachment, human_size(m.size), m.preview,
-                       day_group(m.date, tz, now)))
+                       day_group(m.received or m.date, tz, now)))
     return out
 
 

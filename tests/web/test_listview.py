@@ -69,3 +69,14 @@ def test_rows_carry_preview_and_flag_and_group_by_day():
     assert [(g.label, [r.uid for r in g.rows]) for g in groups] == [
         ("Today", [4, 3]), ("Yesterday", [2]), ("Friday", [1])]
     assert [g.key for g in groups] == [1, 2, 3]
+
+
+def test_headings_follow_arrival_not_a_date_header():
+    """The list is in arrival order; a message whose Date header is days old but which
+    arrived today sits under Today, so one day never has two headings."""
+    now = utc(2026, 6, 17, 12, 0)
+    msgs = [summary(3, utc(2026, 6, 17, 9), received=utc(2026, 6, 17, 9)),
+            summary(2, utc(2026, 6, 1, 8), received=utc(2026, 6, 17, 8)),
+            summary(1, utc(2026, 6, 17, 7), received=utc(2026, 6, 17, 7))]
+    groups = mv.day_groups(mv.rows("INBOX", msgs, LONDON, now))
+    assert [(g.label, len(g.rows)) for g in groups] == [("Today", 3)]
