@@ -145,6 +145,10 @@ def test_expired_token_reconnects_quietly(gw: Gateway) -> None:
     stream = Stream(client)
     try:
         assert stream.wait_for("retry: 15000")
+        # The connection logged in with a 3-second token; the one it gets after the BYE is
+        # an ordinary one, as on Exchange (an hour). With 3-second tokens throughout, every
+        # replacement would expire again within the stream's retry and the test would race.
+        gw.stack.entra.access_token_lifetime = 3600
         time.sleep(4)                        # past the token's expiry: the proxy said BYE
         page = client.get("/mail")
         assert page.status_code == 200 and "could not" not in page.text

@@ -88,7 +88,7 @@ def test_read_a_message_and_go_back_in_webkit(gateway, webkit: WebKitSession):
     d = webkit.driver
     sign_in(webkit, gateway.url)
     webkit.get(gateway.url + "/mail?f=INBOX")
-    d.find_element("xpath", f"//ul[@id='rows']//a[contains(., '{subject}')]").click()
+    d.find_element("xpath", f"//*[@id='rows']//a[contains(., '{subject}')]").click()
     webkit.wait(lambda d: d.find_elements("id", "subject"))
     assert d.find_element("id", "subject").text == subject
     assert "clerk@council.example" in d.find_element("css selector", ".headers").text
