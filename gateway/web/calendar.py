@@ -26,10 +26,10 @@ from gateway.calendar import graph
 from gateway.calendar.model import Event, EventDraft, days, when_label
 from gateway.calendar.zones import form_date, form_fields, form_time, zone
 from gateway.errors import BadRequest, GatewayError, NotFound, NotSignedIn
-from gateway.graph.client import GraphHttp, TokenSource, member_token
+from gateway.graph.client import GraphHttp
 from gateway.mail import sanitize
 from gateway.services import Services, services
-from gateway.web.member import member
+from gateway.web.member import graph_token, member
 from gateway.web.render import render
 
 AGENDA_DAYS = 15                 # today and the next 14
@@ -80,11 +80,6 @@ def _graph(svc: Services) -> GraphHttp:
     return svc.graph
 
 
-def _token(request: Request) -> TokenSource:
-    session = member(request)
-    return member_token(services(request).entra, session.account_id)
-
-
 def _date_param(request: Request, svc: Services, name: str = "date") -> date:
     raw = request.query_params.get(name, "")
     if not raw:
@@ -122,7 +117,7 @@ async def _span(request: Request, first: date, count: int) -> list[Event]:
     tz = _tz(svc)
     start = datetime.combine(first, time(), tz)
     end = datetime.combine(first + timedelta(days=count), time(), tz)
-    return await graph.calendar_view(_graph(svc), _token(request), start, end)
+    return await graph.calendar_view(_graph(svc), graph_token(request), start, end)
 
 
 async def agenda(request: Request) -> Response:
@@ -179,7 +174,7 @@ async def _body_html(ev: Event) -> str:
 async def event_page(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), _token(request), event_id)
+    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
     return render(request, "calendar_event.html", _ctx(
         request, ev=ev, when=when_label(ev, _tz(svc)), body=await _body_html(ev),
         day_url=f"/calendar/day?date={ev.first_day(_tz(svc))}", error=""))
@@ -217,7 +212,7 @@ async def create(request: Request) -> Response:
         return _form_page(request, draft, mode="new", status=422,
                           error="Please correct the marked fields.")
     try:
-        ev = await graph.create_event(_graph(svc), _token(request), body)
+        ev = await graph.create_event(_graph(svc), graph_token(request), body)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -230,7 +225,7 @@ async def create(request: Request) -> Response:
 async def edit_form(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), _token(request), event_id)
+    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
     draft = EventDraft.from_event(ev, _tz(svc))
     return _form_page(request, draft, mode="edit", event_id=ev.id, body_was=draft.body)
 
@@ -250,7 +245,7 @@ async def update(request: Request) -> Response:
         # Only the preview text was shown; sending it back would flatten the HTML body.
         changes.pop("body")
     try:
-        await graph.update_event(_graph(svc), _token(request), event_id, changes)
+        await graph.update_event(_graph(svc), graph_token(request), event_id, changes)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -270,7 +265,7 @@ def _move_page(request: Request, values: dict[str, Any], event_id: str, *, error
 async def move_form(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), _token(request), event_id)
+    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
     tz = _tz(svc)
     start = ev.start.astimezone(tz)
     return _move_page(request, {
@@ -315,7 +310,7 @@ async def move(request: Request) -> Response:
         return _move_page(request, values, event_id, status=422,
                           error="Please correct the marked fields.")
     try:
-        await graph.move_event(_graph(svc), _token(request), event_id, start, end)
+        await graph.move_event(_graph(svc), graph_token(request), event_id, start, end)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -327,7 +322,7 @@ async def move(request: Request) -> Response:
 async def delete_form(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), _token(request), event_id)
+    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
     return render(request, "calendar_delete.html", _ctx(
         request, ev=ev, when=when_label(ev, _tz(svc)), comment="", error="",
         cancels=ev.is_organizer and bool(ev.attendees)))
@@ -341,9 +336,9 @@ async def delete(request: Request) -> Response:
     cancels = _str(form, "cancel") == "1"
     try:
         if cancels:
-            await graph.cancel_event(_graph(svc), _token(request), event_id, comment)
+            await graph.cancel_event(_graph(svc), graph_token(request), event_id, comment)
         else:
-            await graph.delete_event(_graph(svc), _token(request), event_id)
+            await graph.delete_event(_graph(svc), graph_token(request), event_id)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -366,7 +361,7 @@ async def answer(request: Request) -> Response:
             back_url=event_url(event_id), error="Choose Accept, Tentative or Decline."),
             status=422)
     try:
-        await graph.respond(_graph(svc), _token(request), event_id, choice, comment, send)
+        await graph.respond(_graph(svc), graph_token(request), event_id, choice, comment, send)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -411,9 +406,9 @@ async def answer_invite(request: Request) -> Response:
     if choice not in ANSWER_DONE or not uid:
         return again("Choose Accept, Tentative or Decline.", 422)
     try:
-        found = await graph.find_by_ical_uid(_graph(svc), _token(request), uid)
+        found = await graph.find_by_ical_uid(_graph(svc), graph_token(request), uid)
         if found is not None:
-            await graph.respond(_graph(svc), _token(request), found.id, choice, comment, send)
+            await graph.respond(_graph(svc), graph_token(request), found.id, choice, comment, send)
     except NotSignedIn:
         raise
     except GatewayError as err:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
+from gateway.graph.client import TokenSource, member_token
 from gateway.health.metrics import metrics_of
 from gateway.mail.imap import ImapConn
 from gateway.mail.outbox import Outbox, lease_for
@@ -41,6 +42,12 @@ def ended_session(request: Request) -> SessionRecord | None:
     form for its member (``keep_on_expiry`` in gateway.web.middleware.paths), or None."""
     session: SessionRecord | None = request.scope["state"].get("ended_session")
     return session
+
+
+def graph_token(request: Request) -> TokenSource:
+    """The signed-in member's own delegated Graph token source (calendar, automatic
+    replies): refreshed through msal as needed, never the app-only token."""
+    return member_token(services(request).entra, member(request).account_id)
 
 
 def csp_nonce(request: Request) -> str:

@@ -21,9 +21,9 @@ from gateway.calendar.zones import form_date, form_fields, form_time, zone
 from gateway.errors import Forbidden, GatewayError, NotSignedIn, UpstreamError
 from gateway.graph import autoreplies
 from gateway.graph.autoreplies import AUDIENCES, STATUSES, AutoReplies
-from gateway.graph.client import GraphHttp, TokenSource, member_token
+from gateway.graph.client import GraphHttp
 from gateway.services import services
-from gateway.web.member import member
+from gateway.web.member import graph_token
 from gateway.web.render import render
 
 PATH = "/settings/replies"
@@ -50,11 +50,6 @@ def _graph(request: Request) -> GraphHttp:
         raise UpstreamError("Automatic replies are not available: the gateway is starting or "
                             "stopping.")
     return g
-
-
-def _token(request: Request) -> TokenSource:
-    session = member(request)
-    return member_token(services(request).entra, session.account_id)
 
 
 def _form_of(r: AutoReplies) -> Form:
@@ -104,7 +99,7 @@ def _page(request: Request, f: Form, error: str = "", status: int = 200) -> Resp
 
 async def replies_page(request: Request) -> Response:
     try:
-        current = await autoreplies.get_replies(_graph(request), _token(request))
+        current = await autoreplies.get_replies(_graph(request), graph_token(request))
     except Forbidden:
         raise Forbidden("Exchange does not let the gateway read your automatic replies. "
                         "Set them in Outlook, or ask ICT.") from None
@@ -128,7 +123,7 @@ async def save(request: Request) -> Response:
     if wanted is None:
         return _page(request, f, "Please check the dates and choices below.", status=400)
     try:
-        await autoreplies.set_replies(g, _token(request), wanted)
+        await autoreplies.set_replies(g, graph_token(request), wanted)
     except Forbidden:
         return _page(request, f, "Exchange does not let the gateway change your automatic "
                      "replies. Set them in Outlook, or ask ICT.", status=403)

@@ -4,6 +4,7 @@ and permissions, and members' text never travelling as markup."""
 
 from __future__ import annotations
 
+import ssl
 from datetime import UTC, datetime
 
 import httpx
@@ -82,7 +83,7 @@ def test_outlooks_html_message_is_read_as_text(rig: GraphRig):
 
 def _patch(rig: GraphRig, scp: str, body: object) -> httpx.Response:
     tok = rig.run(rig.token(scp=scp)(False))
-    with httpx.Client(verify=rig.ca_file) as c:
+    with httpx.Client(verify=ssl.create_default_context(cafile=rig.ca_file)) as c:
         return c.patch(rig.stand_in.base_url + "/v1.0/me/mailboxSettings", json=body,
                        headers={"Authorization": "Bearer " + tok})
 

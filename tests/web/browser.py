@@ -107,6 +107,23 @@ def sign_in_in_browser(page: Page, base_url: str, name: str = "Cllr Alex Morgan"
     page.wait_for_selector("#folder-count")
 
 
+def signed_in_page(browser: IpadBrowser, base_url: str, size: str, javascript: bool = True,
+                   zoom: int = 100) -> tuple[Page, Recorder]:
+    """A page signed in as Cllr Alex Morgan at issue 13's named CSS size for ``size``
+    (VIEWPORTS: 820x1180, 1180x820, 390x844), optionally zoomed. Without JavaScript the
+    stand-in's consent page needs its Continue button pressed by hand."""
+    page, rec = browser.page(javascript=javascript, size=size, viewport=True, zoom=zoom)
+    if javascript:
+        sign_in_in_browser(page, base_url)
+    else:
+        page.goto(base_url + "/")
+        page.get_by_role("link", name=re.compile("Sign in")).click()
+        page.get_by_role("button", name=re.compile("Cllr Alex Morgan")).click()
+        page.get_by_role("button", name=re.compile("Continue")).click()
+        page.wait_for_selector("#folder-count")
+    return page, rec
+
+
 def axe_violations(page: Page) -> list[str]:
     result = Axe().run(page)
     return [f"{v['id']}: {v['help']} ({len(v['nodes'])})"

@@ -1,4 +1,5 @@
-"""Fixtures for the page tests: WebKitGTK sessions (see tests/web/webkit.py)."""
+"""Fixtures for the page tests: one Chromium per module (tests/web/browser.py) and WebKitGTK
+sessions (tests/web/webkit.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.web.browser import IpadBrowser, ipad_browser
 from tests.web.webkit import WebKitSession, webkit_sessions
 
 
@@ -20,3 +22,10 @@ def webkit_factory() -> Iterator[Callable[..., WebKitSession]]:
 def webkit(webkit_factory: Callable[..., WebKitSession]) -> WebKitSession:
     """A started WebKit session at iPad size with iPadOS Safari's default UA, own cookies."""
     return webkit_factory()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[IpadBrowser]:
+    """One headless Chromium for a test module; each test opens its own page in it."""
+    with ipad_browser() as b:
+        yield b

@@ -6,7 +6,6 @@ axe-core runs on the pages visited."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +15,7 @@ from tests.web.browser import (
     SIZES,
     IpadBrowser,
     axe_violations,
-    ipad_browser,
-    sign_in_in_browser,
+    signed_in_page,
 )
 from tests.web.mailhelp import deliver, direct, find_uid, message, unique
 
@@ -25,24 +23,9 @@ pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[IpadBrowser]:
-    with ipad_browser() as b:
-        yield b
-
-
 def _signed_in(chromium: IpadBrowser, gateway: Any, size: str, javascript: bool = True
                ) -> tuple[Any, Any]:
-    page, rec = chromium.page(javascript=javascript, size=size)
-    if javascript:
-        sign_in_in_browser(page, gateway.url)
-    else:
-        page.goto(gateway.url + "/")
-        page.get_by_role("link", name=re.compile("Sign in")).click()
-        page.get_by_role("button", name=re.compile("Cllr Alex Morgan")).click()
-        page.get_by_role("button", name=re.compile("Continue")).click()
-        page.wait_for_selector("#folder-count")
-    return page, rec
+    return signed_in_page(chromium, gateway.url, size, javascript)
 
 
 def _actions(page: Any) -> Any:

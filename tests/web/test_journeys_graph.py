@@ -5,23 +5,16 @@ writing (issue 13 item 11) and automatic replies (item 12). axe-core runs on eac
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from gateway.devstack.users import user
-from tests.web.browser import SIZES, IpadBrowser, axe_violations, ipad_browser
+from tests.web.browser import SIZES, axe_violations
 from tests.web.mailhelp import unique
 from tests.web.test_journeys import LOCAL, _signed_in
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[IpadBrowser]:
-    with ipad_browser() as b:
-        yield b
 
 
 @pytest.mark.parametrize("size", list(SIZES))

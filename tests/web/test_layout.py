@@ -8,34 +8,20 @@ without JavaScript; axe-core and the strict CSP hold on each page."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.web.browser import IpadBrowser, Recorder, axe_violations, ipad_browser
+from tests.web.browser import IpadBrowser, Recorder, axe_violations, signed_in_page
 from tests.web.mailhelp import deliver, message, unique
 
 pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[IpadBrowser]:
-    with ipad_browser() as b:
-        yield b
-
-
 def signed_in(chromium: IpadBrowser, gateway: Any, size: str, javascript: bool = True,
               zoom: int = 100) -> tuple[Any, Recorder]:
-    page, rec = chromium.page(javascript=javascript, size=size, viewport=True, zoom=zoom)
-    page.goto(gateway.url + "/")
-    page.get_by_role("link", name=re.compile("Sign in")).click()
-    page.get_by_role("button", name=re.compile("Cllr Alex Morgan")).click()
-    if not javascript:
-        page.get_by_role("button", name=re.compile("Continue")).click()
-    page.wait_for_selector("#folder-count")
-    return page, rec
+    return signed_in_page(chromium, gateway.url, size, javascript, zoom)
 
 
 def csp_errors(rec: Recorder) -> list[str]:

@@ -7,7 +7,6 @@ triple-spaced and HTML mail is framed in dark mode. axe-core runs on the pages v
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,23 +14,15 @@ import pytest
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.mail import imap, mailbox, smtp
-from tests.web.browser import SIZES, IpadBrowser, axe_violations, ipad_browser, sign_in_in_browser
+from tests.web.browser import SIZES, IpadBrowser, axe_violations, signed_in_page
 from tests.web.mailhelp import deliver, direct, message, unique
 
 pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[IpadBrowser]:
-    with ipad_browser() as b:
-        yield b
-
-
 def _signed_in(chromium: IpadBrowser, gateway: Any, size: str) -> tuple[Any, Any]:
-    page, rec = chromium.page(size=size)
-    sign_in_in_browser(page, gateway.url)
-    return page, rec
+    return signed_in_page(chromium, gateway.url, size)
 
 
 def _row(page: Any, subject: str) -> Any:
