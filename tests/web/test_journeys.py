@@ -13,7 +13,6 @@ import pytest
 from gateway.mail import mailbox
 from tests.web.browser import (
     SIZES,
-    IpadBrowser,
     axe_violations,
     signed_in_page,
 )
@@ -21,11 +20,6 @@ from tests.web.mailhelp import deliver, direct, find_uid, message, unique
 
 pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
-
-
-def _signed_in(chromium: IpadBrowser, gateway: Any, size: str, javascript: bool = True
-               ) -> tuple[Any, Any]:
-    return signed_in_page(chromium, gateway.url, size, javascript)
 
 
 def _actions(page: Any) -> Any:
@@ -48,7 +42,7 @@ def test_delete_archive_move_from_the_inbox_keep_the_inbox_working(chromium, gat
     subjects = {what: unique(f"Act {what} {size}") for what in ("delete", "archive", "move")}
     for s in subjects.values():
         deliver(gateway, "member", message(s))
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(gateway.url + "/mail?f=INBOX")
         _tick(page, subjects["delete"])
@@ -90,7 +84,7 @@ def test_archive_says_so_and_undo_brings_it_back(chromium, gateway, size, javasc
     Inbox and says so. With JavaScript off too."""
     subject = unique(f"Undo {size}")
     deliver(gateway, "member", message(subject))
-    page, rec = _signed_in(chromium, gateway, size, javascript)
+    page, rec = signed_in_page(chromium, gateway.url, size, javascript)
     try:
         _tick(page, subject)
         _actions(page).get_by_role("button", name="Archive").click()
@@ -117,7 +111,7 @@ def test_archive_says_so_and_undo_brings_it_back(chromium, gateway, size, javasc
 def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium, gateway, size):
     """Delete with nothing ticked, or Move without choosing a folder (the list starts at
     "Move to…", not at a real folder), is a notice on the same page, not "Error 400"."""
-    page, _ = _signed_in(chromium, gateway, size)
+    page, _ = signed_in_page(chromium, gateway.url, size)
     try:
         form = _actions(page)
         assert form.locator("#move-target option:checked").inner_text() == "Move to…"
@@ -137,7 +131,7 @@ def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium, gateway,
 
 def test_message_sent_notice(chromium, gateway):
     """After Send the Inbox says "Message sent."."""
-    page, _ = _signed_in(chromium, gateway, "phone")
+    page, _ = signed_in_page(chromium, gateway.url, "phone")
     try:
         page.goto(gateway.url + "/mail/compose")
         page.fill("#to", "jo.evans@council.example")
@@ -157,7 +151,7 @@ def test_close_saves_the_typing_and_the_draft_reopens_to_edit_and_send(chromium,
     """Close with typing saves it to Drafts (not thrown away) and says so; in Drafts the
     message opens in the compose form; edited and sent, it arrives and leaves Drafts."""
     subject = unique(f"Draft {size}")
-    page, rec = _signed_in(chromium, gateway, size, javascript)
+    page, rec = signed_in_page(chromium, gateway.url, size, javascript)
     try:
         page.goto(gateway.url + "/mail/compose")
         page.fill("#to", "jo.evans@council.example")
@@ -188,7 +182,7 @@ def test_a_draft_opened_from_drafts_offers_edit(chromium, gateway):
     """A draft opened on the read page (from search, say) has an Edit draft button."""
     subject = unique("Read draft")
     uid = deliver(gateway, "member", message(subject), folder="Drafts")
-    page, _ = _signed_in(chromium, gateway, "ipad-landscape")
+    page, _ = signed_in_page(chromium, gateway.url, "ipad-landscape")
     try:
         page.goto(f"{gateway.url}/mail/read?f=Drafts&uid={uid}")
         page.get_by_role("link", name="Edit draft").click()
@@ -208,7 +202,7 @@ def _drafts_count(gateway: Any) -> int:
 def test_close_without_changes_saves_nothing_and_leaving_with_typing_asks(chromium, gateway):
     """Close on an untouched form goes back to the Inbox without making a draft; following
     a link away from unsaved typing asks first (and stays when the member says no)."""
-    page, rec = _signed_in(chromium, gateway, "ipad-portrait")
+    page, rec = signed_in_page(chromium, gateway.url, "ipad-portrait")
     try:
         before = _drafts_count(gateway)
         page.goto(gateway.url + "/mail/compose?to=jo.evans%40council.example")
@@ -241,7 +235,7 @@ def test_partial_refusal_names_the_refused_and_resends_to_them_only(chromium, ga
     address with the server's reason, and the form that follows is addressed to that one
     only; corrected and sent, the good recipient still has exactly one copy."""
     subject = unique(f"Partly {size}")
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(gateway.url + "/mail/compose")
         page.fill("#to", "jo.evans@council.example, jo.evens@council.example")
@@ -275,7 +269,7 @@ def test_invitation_not_in_the_calendar_is_answered_by_mail(chromium, gateway, s
     subject = unique(f"Outside invite {size}")
     uid = deliver(gateway, "member", _outside_invite(subject, f"{subject}@audit.example"))
     before = len(gateway.stack.mail.outbound)
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(f"{gateway.url}/mail/read?f=INBOX&uid={uid}")
         page.fill("#invite-comment", "Happy to join")

@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.devstack.users import user
-from tests.web.browser import SIZES, axe_violations
+from tests.web.browser import SIZES, axe_violations, signed_in_page
 from tests.web.mailhelp import unique
-from tests.web.test_journeys import LOCAL, _signed_in
+from tests.web.test_journeys import LOCAL
 
 pytestmark = pytest.mark.browser
 
@@ -24,7 +24,7 @@ def test_typing_a_name_suggests_the_address_and_the_message_goes_there(chromium,
     on iPad, a tap on the phone) fills the address and Send reaches her."""
     subject = unique(f"Suggested {size}")
     before = len(gateway.stack.mail.outbound)
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(gateway.url + "/mail/compose")
         page.locator("#to").press_sequentially("hel", delay=30)
@@ -52,7 +52,7 @@ def test_typing_a_name_suggests_the_address_and_the_message_goes_there(chromium,
 
 
 def test_to_is_a_plain_field_without_javascript(chromium, gateway):
-    page, _ = _signed_in(chromium, gateway, "phone", javascript=False)
+    page, _ = signed_in_page(chromium, gateway.url, "phone", javascript=False)
     try:
         page.goto(gateway.url + "/mail/compose")
         assert page.get_attribute("#to", "role") is None
@@ -68,7 +68,7 @@ def test_automatic_replies_on_between_dates_then_off(chromium, gateway, size):
     """From the mail pages to Automatic replies: on between two dates across the October
     clock change, saved in Exchange (the Graph stand-in), shown again, then off."""
     gateway.stack.graph.reset()
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(gateway.url + "/mail")
         link = page.locator("nav.folders").get_by_role("link", name="Automatic replies")
@@ -113,7 +113,7 @@ def test_automatic_replies_without_javascript_on_a_phone(chromium, gateway):
     """Phone, JavaScript off: through the Folders button to Automatic replies, turn them on
     with a message, see the saved notice and the choice kept, then turn them off again."""
     gateway.stack.graph.reset()
-    page, rec = _signed_in(chromium, gateway, "phone", javascript=False)
+    page, rec = signed_in_page(chromium, gateway.url, "phone", javascript=False)
     try:
         page.goto(gateway.url + "/mail")
         folders = page.locator("nav.folders")

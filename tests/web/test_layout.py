@@ -12,16 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.web.browser import IpadBrowser, Recorder, axe_violations, signed_in_page
+from tests.web.browser import Recorder, axe_violations, signed_in_page
 from tests.web.mailhelp import deliver, message, unique
 
 pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
-
-
-def signed_in(chromium: IpadBrowser, gateway: Any, size: str, javascript: bool = True,
-              zoom: int = 100) -> tuple[Any, Recorder]:
-    return signed_in_page(chromium, gateway.url, size, javascript, zoom)
 
 
 def csp_errors(rec: Recorder) -> list[str]:
@@ -50,7 +45,7 @@ def test_landscape_ipad_shows_the_list_beside_the_open_message(chromium, gateway
     (with JavaScript, the exact scroll place; without, the opened row is in view)."""
     for i in range(3):
         deliver(gateway, "member", message(unique(f"Two-pane {i}")))
-    page, rec = signed_in(chromium, gateway, "ipad-landscape", javascript)
+    page, rec = signed_in_page(chromium, gateway.url, "ipad-landscape", javascript)
     try:
         _open_first(page, gateway)
         pane, msg = box(page, "#list-pane"), box(page, "article.message")
@@ -93,7 +88,7 @@ def test_landscape_ipad_shows_the_list_beside_the_open_message(chromium, gateway
 def test_portrait_and_phone_read_in_one_column(chromium, gateway, size):
     """iPad portrait and the phone keep one column: no list beside the message, which
     has the width of the page; Back goes to the page of the folder it came from."""
-    page, rec = signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         _open_first(page, gateway)
         assert page.locator("#list-pane").is_hidden()
@@ -121,7 +116,7 @@ def test_phone_list_is_compact_with_folders_and_actions_behind_buttons(chromium,
     or more messages show on the first screen; both menus work."""
     subject = unique("Phone delete")
     deliver(gateway, "member", message(subject))
-    page, rec = signed_in(chromium, gateway, "phone", javascript)
+    page, rec = signed_in_page(chromium, gateway.url, "phone", javascript)
     try:
         page.goto(gateway.url + "/mail?f=INBOX")
         bar = box(page, "header.bar")
@@ -182,7 +177,7 @@ def test_nothing_is_clipped_or_covered_at_200_percent_zoom(chromium, gateway, si
     Inbox (Search included), its open menus and an open message is inside the page across
     and not covered by another."""
     deliver(gateway, "member", message(unique("Zoom " + "a-very-long-unbroken-subject" * 4)))
-    page, rec = signed_in(chromium, gateway, size, zoom=200)
+    page, rec = signed_in_page(chromium, gateway.url, size, zoom=200)
     try:
         page.goto(gateway.url + "/mail?f=INBOX")
         assert page.evaluate("innerWidth") <= 600

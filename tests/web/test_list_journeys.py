@@ -14,15 +14,11 @@ import pytest
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.mail import imap, mailbox, smtp
-from tests.web.browser import SIZES, IpadBrowser, axe_violations, signed_in_page
+from tests.web.browser import SIZES, axe_violations, signed_in_page
 from tests.web.mailhelp import deliver, direct, message, unique
 
 pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
-
-
-def _signed_in(chromium: IpadBrowser, gateway: Any, size: str) -> tuple[Any, Any]:
-    return signed_in_page(chromium, gateway.url, size)
 
 
 def _row(page: Any, subject: str) -> Any:
@@ -51,7 +47,7 @@ def test_rows_show_preview_day_and_flag_and_fit_flag_buttons(chromium, gateway, 
     deliver(gateway, "member", message(
         plain, text="Dear Alex, the planning agenda for Thursday is attached. " * 5))
     _flag(gateway, deliver(gateway, "member", message(flagged, text="Please read first.")))
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(gateway.url + "/mail?f=INBOX")
         row = _row(page, plain)
@@ -127,7 +123,7 @@ def test_new_mail_keeps_ticks_and_is_announced(chromium, gateway, size):
     first, second = unique(f"Tick A {size}"), unique(f"Tick B {size}")
     deliver(gateway, "member", message(first))
     deliver(gateway, "member", message(second))
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(gateway.url + "/mail?f=INBOX")
         region = page.locator("#new-mail")
@@ -161,7 +157,7 @@ def test_search_results_come_back_on_back(chromium, gateway, size):
     subjects = [f"Allotment {word} {n}" for n in range(3)]
     for s in subjects:
         deliver(gateway, "member", message(s, text=f"About plot {s}."))
-    page, rec = _signed_in(chromium, gateway, size)
+    page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(gateway.url + "/mail/search?f=INBOX")
         page.fill("#s-q", word)
@@ -194,7 +190,7 @@ def test_plain_text_is_single_spaced(chromium, gateway, size):
     subject = unique(f"Lines {size}")
     lines = [f"Line {n} of the clerk's note." for n in range(12)]
     uid = deliver(gateway, "member", message(subject, text="\n".join(lines)))
-    page, _ = _signed_in(chromium, gateway, size)
+    page, _ = signed_in_page(chromium, gateway.url, size)
     try:
         page.goto(f"{gateway.url}/mail/read?f=INBOX&uid={uid}")
         box = page.locator(".body-text")
@@ -215,7 +211,7 @@ def test_html_mail_is_framed_in_dark_mode(chromium, gateway):
     subject = unique("Dark frame")
     uid = deliver(gateway, "member", message(
         subject, html="<p style='background:#fff;color:#000'>A white newsletter.</p>"))
-    page, _ = _signed_in(chromium, gateway, "ipad-portrait")
+    page, _ = signed_in_page(chromium, gateway.url, "ipad-portrait")
     try:
         page.emulate_media(color_scheme="dark")
         page.goto(f"{gateway.url}/mail/read?f=INBOX&uid={uid}")
