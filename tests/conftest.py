@@ -169,6 +169,24 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"mail mode: {config.getoption('--mail-mode')}"
 
 
+# The fixtures whose mail server follows --mail-mode. In permissive mode the suite runs only the
+# tests that use one of them: every other test meets the same servers in both modes, so running
+# it again would prove nothing (it is deselected, not skipped, and the first pass runs it).
+MODE_FIXTURES = frozenset({"stack", "fault_stack"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--mail-mode") != "permissive":
+        return
+    keep, drop = [], []
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        (keep if names & MODE_FIXTURES else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def exchange_mode(config: pytest.Config) -> dict[str, bool]:
     """DevStack/MailServer arguments for the chosen --mail-mode."""
     on = config.getoption("--mail-mode") == "exchange"

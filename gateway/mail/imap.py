@@ -63,6 +63,10 @@ THROTTLED = b"User is authenticated but not connected"
 # A token that Exchange refuses this long before its expiry is not refused for its age.
 TOKEN_SLACK_SECONDS = 60.0
 THROTTLED_RETRY_SECONDS = 60
+# How long one new-mail stream's IDLE may keep the connection while another stream of the same
+# member waits (two tabs on two folders: one connection IDLEs on one folder at a time). News
+# in the waiting tab's folder is then at most about this late, not a whole IDLE round.
+STREAM_TURN = 10.0
 
 
 def token_expiry(token: str) -> float | None:
@@ -393,6 +397,10 @@ class _Slot:
     # new-mail stream's IDLE on this connection (``ImapPool.watch``) so that they get it.
     waiting: int = 0
     wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # Streams waiting for the lock; ``turn_wanted`` is set while there are any, which ends
+    # the IDLE holding it after STREAM_TURN seconds (``ImapPool.watch``).
+    streams_waiting: int = 0
+    turn_wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(frozen=True)
@@ -402,6 +410,33 @@ class Watched:
     uidvalidity: int
     exists: int
     flags_changed: bool = False
+
+
+async def _end_idle_for(slot: _Slot, end: asyncio.Event) -> None:
+    """Set ``end`` (which ends a stream's IDLE) as soon as a page wants the connection, or
+    STREAM_TURN seconds after the IDLE began if another stream waits for it by then, or as
+    soon as one starts waiting after that."""
+    started = asyncio.get_running_loop().time()
+    page = asyncio.ensure_future(slot.wanted.wait())
+    try:
+        while not page.done():
+            stream = asyncio.ensure_future(slot.turn_wanted.wait())
+            try:
+                await asyncio.wait([page, stream], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stream.cancel()
+            if page.done():
+                break
+            left = started + STREAM_TURN - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(page), left)
+            if slot.turn_wanted.is_set():
+                break
+        end.set()
+    finally:
+        page.cancel()
 
 
 class ImapPool:
@@ -465,6 +500,26 @@ class ImapPool:
                 if slot.waiting == 0:
                     slot.wanted.clear()
 
+    @contextlib.asynccontextmanager
+    async def _stream_turn(self, slot: _Slot) -> AsyncIterator[None]:
+        """The slot's lock for a stream's IDLE round: while it waits, ``turn_wanted`` cuts the
+        IDLE holding it to STREAM_TURN seconds."""
+        slot.streams_waiting += 1
+        slot.turn_wanted.set()
+        counted = True
+        try:
+            async with slot.lock:
+                slot.streams_waiting -= 1
+                counted = False
+                if slot.streams_waiting == 0:
+                    slot.turn_wanted.clear()
+                yield
+        finally:
+            if counted:
+                slot.streams_waiting -= 1
+                if slot.streams_waiting == 0:
+                    slot.turn_wanted.clear()
+
     async def watch(self, key: str, user: str, account_id: str, folder: str,
                     seconds: float) -> Watched | None:
         """One round of the new-mail stream on the member's own pooled connection (Exchange
@@ -472,8 +527,9 @@ class ImapPool:
         selected already), then IDLE for at most ``seconds``, ended early with DONE when a
         page wants the connection. None when the server has no IDLE. A connection the server
         ended (IDLE cut after 30 minutes, ``AccessTokenExpired``) is replaced with a fresh
-        token, as for a page. Not counted in ``lock_acquisitions`` (pages are). Streams do not
-        end each other's IDLE: two streams of one member take turns, round by round."""
+        token, as for a page. Not counted in ``lock_acquisitions`` (pages are). Two streams of
+        one member (two tabs) take turns: while one waits, the other's IDLE ends after
+        STREAM_TURN seconds."""
         slot = self._slots.setdefault(key, _Slot())
 
         async def one_round(conn: ImapConn) -> Watched | None:
@@ -482,12 +538,17 @@ class ImapPool:
                 return None
             changed = False
             if not slot.wanted.is_set():
-                changed = await conn.idle(seconds, slot.wanted)
+                end = asyncio.Event()
+                guard = asyncio.ensure_future(_end_idle_for(slot, end))
+                try:
+                    changed = await conn.idle(seconds, end)
+                finally:
+                    guard.cancel()
             return Watched(conn.uidvalidity, conn.exists, changed)
 
         # The first round of a stream (``seconds`` 0: no IDLE, only the folder's state) is
         # asked for like a page, so that it does not wait behind another stream's IDLE.
-        turn = self._page_turn(slot) if seconds <= 0 else slot.lock
+        turn = self._page_turn(slot) if seconds <= 0 else self._stream_turn(slot)
         async with turn:
             if self.clock() < slot.silent_until:
                 raise UpstreamUnavailable("The mail server is not answering just now.")

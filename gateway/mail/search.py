@@ -64,8 +64,13 @@ def normalise(text: str) -> str:
 def ascii_fragment(term: str) -> str | None:
     """The longest run of ASCII letters that starts a word of ``term``: "Siân" gives "Si",
     "Pont Llŷr" gives "Pont". A word's start, because a server matching by word prefix finds
-    it as surely as one matching any substring. None when no run is long enough to narrow a
-    search."""
+    it as surely as one matching any substring. Exchange searches its content index by word
+    prefix: Microsoft's search-operator reference for Exchange says only prefix matches are
+    supported, not suffix or substring ones (OfficeDocs-Exchange,
+    message-properties-and-search-operators.md; pull requests 491 and 2641), and client
+    maintainers see IMAP SEARCH answered from a word index (MailKit issues 1043 and 1787).
+    Dovecot matches any substring, a superset, so the dev stack finds what Exchange finds.
+    None when no run is long enough to narrow a search."""
     runs = _FRAGMENT.findall(unicodedata.normalize("NFC", term))
     best = max(runs, key=len, default="")
     return best if len(best) >= MIN_FRAGMENT else None

@@ -11,7 +11,9 @@ Changes are found by comparing the folder's UIDVALIDITY and count between rounds
 that came while a page had the connection is announced too. Each IDLE lasts at most
 ``HEARTBEAT`` seconds (well inside ``mail.idle_refresh_minutes``); a comment line goes out
 after each quiet round so proxies keep the stream open. A member has at most ``MAX_STREAMS``
-per session; older ones close when a newer one opens. Pages work without it.
+per session; older ones close when a newer one opens. Two streams (two tabs, perhaps on two
+folders) take turns on the one connection, each IDLE cut to ``STREAM_TURN`` seconds while the
+other waits, so neither tab hears of its news a whole round late. Pages work without it.
 """
 
 from __future__ import annotations

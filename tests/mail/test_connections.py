@@ -15,6 +15,7 @@ import pytest
 
 from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
+from gateway.mail.imap import STREAM_TURN
 from gateway.web.events import HEARTBEAT
 from tests.conftest import Gateway, LoopThread, sign_in, start_gateway
 from tests.web.mailhelp import message, unique
@@ -182,6 +183,36 @@ def test_idle_ended_by_the_server_is_resumed(gw: Gateway) -> None:
         assert client.get("/mail").status_code == 200
     finally:
         stream.close()
+
+
+def test_two_tabs_on_two_folders_both_hear_of_new_mail_soon(gw: Gateway) -> None:
+    """Two tabs, the Inbox in one and Sent Items in the other, are two streams on the member's
+    one connection, which can IDLE on one folder at a time. While one stream waits, the other's
+    IDLE lasts at most STREAM_TURN seconds, so news in either folder comes within a turn, not
+    after the other tab's whole HEARTBEAT-long IDLE; still one login."""
+    assert gw.stack.mail is not None
+    # The waits below are shorter than a heartbeat round, so they fail if the streams took
+    # whole rounds in turn (as they once did: news up to 45 s late).
+    soon = STREAM_TURN + 15
+    assert soon < HEARTBEAT
+    client = sign_in(gw, "member2")
+    before = _logins(gw, "member2")
+    inbox = Stream(client, "INBOX")
+    sent = Stream(client, "Sent Items")
+    try:
+        assert inbox.wait_for("retry: 15000") and sent.wait_for("retry: 15000")
+        time.sleep(1.0)                      # one stream in IDLE, the other waiting its turn
+        email = user("member2").email
+        gw.stack.mail.deliver(email, message(unique("Filed"), to=email), folder="Sent Items")
+        assert sent.wait_for("event: mail", soon), sent.seen
+        gw.stack.mail.deliver(email, message(unique("Arrived"), to=email))
+        assert inbox.wait_for("event: mail", soon), inbox.seen
+        assert "event: lost" not in inbox.seen + sent.seen
+        assert _logins(gw, "member2") - before <= 1
+        assert gw.stack.mail.imap_connected(email) == 1
+    finally:
+        inbox.close()
+        sent.close()
 
 
 # --- At most 20 IMAP connections a mailbox -------------------------------------------------
