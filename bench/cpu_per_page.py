@@ -83,10 +83,11 @@ COMPONENTS: list[tuple[str, str]] = [
     ("TLS", r"/ssl\.py|sslproto"),
     ("template (jinja2, markupsafe)", r"jinja2/|markupsafe/|<template>|templates/"),
     ("view models", r"gateway/web/mailviews|gateway/web/render"),
-    ("imap_parse", r"gateway/mail/imap_parse|gateway/mail/imap_tokens|gateway/mail/headers"),
+    ("imap_parse", r"gateway/mail/imap_(fetch|mailboxes|tokens)|gateway/mail/headers"),
     ("aioimaplib", r"aioimaplib/"),
     ("IMAP logic (mailbox, imap, reader, session)",
-     r"gateway/mail/(mailbox|imap|reader|session|mime|sanitize|structure|parts)\.py"),
+     r"gateway/mail/(mailbox|imap|imap_login|imap_pool|imap_turns|reader|session|mime|"
+     r"sanitize|structure|parts)\.py"),
     ("calendar (graph adapter, model, view)", r"gateway/calendar/|gateway/web/calendar"),
     ("httpx/httpcore (Graph client)", r"httpx/|httpcore/|h11/|anyio/"),
     ("session lookup + store", r"gateway/auth/sessions|gateway/store/|sqlite3|aiosqlite"),

@@ -35,8 +35,8 @@ from common import Stats, bare_cold, bare_connect, bare_warm, bench, header, oth
 
 from gateway.devstack.users import user
 from gateway.mail import mailbox
-from gateway.mail.imap import open_connection
-from gateway.mail.imap_parse import parse_fetch
+from gateway.mail.imap_fetch import parse_fetch
+from gateway.mail.imap_login import open_connection
 from tests.conftest import sign_in
 
 

@@ -1,4 +1,4 @@
-"""CPU time of ``imap_parse.parse_fetch`` on one message-list page: the response to
+"""CPU time of ``imap_fetch.parse_fetch`` on one message-list page: the response to
 ``FETCH 1:50 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)`` as aioimaplib
 hands it over (``Response.lines``: literals as separate items, tagged text last).
 
@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import SUMMARY_ITEMS, bare_connect, bench, header, other_load
 
-from gateway.mail import imap_parse
-from gateway.mail.imap_parse import parse_fetch
+from gateway.mail import imap_fetch
+from gateway.mail.imap_fetch import parse_fetch
 
 Lines = list[bytes | bytearray]
 
@@ -182,7 +182,7 @@ def main() -> int:
     ap.add_argument("--synthetic-only", action="store_true", help="skip the Dovecot sample")
     args = ap.parse_args()
     header("parse_fetch: µs per 50-message FETCH response", sys.argv)
-    print(f"parser: {imap_parse.__file__}")
+    print(f"parser: {imap_fetch.__file__}")
     if not args.synthetic_only:
         measure("dovecot", dovecot_lines(), args.runs, args.warmup)
     measure("synthetic", synthetic_lines(), args.runs, args.warmup)

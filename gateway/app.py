@@ -50,7 +50,8 @@ from gateway.health.metrics import Metrics, MetricsMiddleware
 from gateway.health.monitor import Observation, instant_check
 from gateway.health.probes import running_monitor
 from gateway.logging import RequestIdMiddleware
-from gateway.mail.imap import ImapPool, ImapTarget, ssl_context
+from gateway.mail.imap_login import ImapTarget, ssl_context
+from gateway.mail.imap_pool import ImapPool
 from gateway.mail.outbox import Outbox
 from gateway.mail.smtp import SmtpTarget
 from gateway.services import AppState, Services

@@ -24,7 +24,8 @@ from gateway.graph.client import GraphHttp
 from gateway.health.history import HistoryRecorder
 from gateway.health.metrics import Metrics
 from gateway.health.monitor import HealthMonitor
-from gateway.mail.imap import ImapPool, ImapTarget
+from gateway.mail.imap_login import ImapTarget
+from gateway.mail.imap_pool import ImapPool
 from gateway.mail.smtp import SmtpTarget
 from gateway.store.base import Store
 from gateway.switch.audit import AuditLog

@@ -29,7 +29,7 @@ async def run_migrate(settings: Settings) -> str:
 
     import asyncpg
 
-    from gateway.store.postgres import SCHEMA_VERSION, migrate
+    from gateway.store.postgres_schema import SCHEMA_VERSION, migrate
 
     timeout = settings.store.postgres_timeout_seconds
     try:

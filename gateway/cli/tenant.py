@@ -46,7 +46,7 @@ from gateway.cli.health import run_plugin
 from gateway.config import Settings
 from gateway.errors import GatewayError, ImapDisabled, MailError, ReauthRequired
 from gateway.health.probes import resource_of
-from gateway.mail.imap import ImapTarget, connect, ssl_context
+from gateway.mail.imap_login import ImapTarget, connect, ssl_context
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 CERT_WARN_DAYS = 21

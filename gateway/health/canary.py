@@ -29,8 +29,8 @@ from gateway.config import Settings
 from gateway.errors import GatewayError, ReauthRequired
 from gateway.health.kept import KeptLogin
 from gateway.health.monitor import Observation, ProbeFailed
-from gateway.mail.imap import ImapTarget
-from gateway.mail.imap_parse import parse_search
+from gateway.mail.imap_login import ImapTarget
+from gateway.mail.imap_mailboxes import parse_search
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.store.evidence import CanaryRound
 

@@ -16,7 +16,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from gateway.errors import GatewayError
-from gateway.mail.imap import ImapConn, ImapTarget, open_connection
+from gateway.mail.imap import ImapConn
+from gateway.mail.imap_login import ImapTarget, open_connection
 
 
 class KeptLogin:

@@ -43,7 +43,7 @@ from gateway.health.monitor import (
     instant_check,
 )
 from gateway.health.platform import build_platform_probes, parse_checks
-from gateway.mail.imap import ImapTarget, ssl_context
+from gateway.mail.imap_login import ImapTarget, ssl_context
 from gateway.store.base import Store
 from gateway.store.evidence import CanaryRound
 

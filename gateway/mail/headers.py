@@ -1,7 +1,8 @@
 """Reading mail headers, which are hostile input: RFC 2047 encoded words, RFC 2231
 parameters, charsets with fallback, dates, and filenames made safe to offer
 for download. Shared by the message parser (``gateway.mail.mime``) and the IMAP response
-parser (``gateway.mail.imap_parse``). Everything degrades instead of raising.
+parsers (``gateway.mail.imap_fetch``, ``gateway.mail.imap_mailboxes``). Everything degrades
+instead of raising.
 Address lists are read by ``gateway.mail.addresses``.
 """
 

@@ -1,8 +1,14 @@
 """The IMAP value grammar (RFC 3501 section 9) as aioimaplib hands responses over: rejoin
 its items into one response each (``split_responses``, literals put back in line), then
 tokenize a response into atoms, strings, NIL and nested lists (``parse_values``), plus the
-small readers of single values the response parsers share. ``gateway.mail.imap_parse``
-builds typed results from these values.
+small readers of single values the response parsers share. ``gateway.mail.imap_fetch``
+(FETCH) and ``gateway.mail.imap_mailboxes`` (LIST, STATUS, SEARCH, SELECT) build typed
+results from these values.
+
+aioimaplib 2.0.3 does not parse: ``Response.lines`` is a list of lines with the leading "* "
+removed (for FETCH, LIST, STATUS, SEARCH it also drops the keyword, except FETCH's
+"n FETCH"), each literal as its own bytearray right after the line that announced it
+("{42}"), the rest of that line as the next item, and the tagged completion text last.
 
 Anything malformed raises ImapParseError and nothing else. Tokenizing is iterative, linear
 in the input and bounded in nesting depth, because the input is whatever the server (or

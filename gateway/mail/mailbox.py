@@ -20,16 +20,8 @@ from aioimaplib.aioimaplib import Command
 
 from gateway.errors import MailError, NotFound, PayloadTooLarge
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_parse import (
-    BodyPart,
-    Envelope,
-    FetchData,
-    parse_fetch,
-    parse_fetch_flags,
-    parse_list,
-    parse_search,
-    parse_status,
-)
+from gateway.mail.imap_fetch import BodyPart, Envelope, FetchData, parse_fetch, parse_fetch_flags
+from gateway.mail.imap_mailboxes import parse_list, parse_search, parse_status
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.mail.mime import clean_text
 from gateway.mail.preview import fetch_size, preview_part, preview_text

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from gateway.errors import NotFound
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_parse import BodyPart
+from gateway.mail.imap_fetch import BodyPart
 from gateway.mail.mailbox import mailbox_arg, section, uid_fetch
 
 CHUNK = 512 * 1024

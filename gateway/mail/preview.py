@@ -16,7 +16,7 @@ import re
 from html.parser import HTMLParser
 
 from gateway.mail.headers import _codec, clean_text, decode_bytes
-from gateway.mail.imap_parse import BodyPart
+from gateway.mail.imap_fetch import BodyPart
 
 PREVIEW_CHARS = 100
 # Enough bytes for ~100 characters of text after base64 (4/3) and UTF-8 (up to 3 bytes for

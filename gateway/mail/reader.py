@@ -19,7 +19,7 @@ from typing import Any
 from gateway.errors import GatewayError
 from gateway.mail import mailbox, sanitize, structure
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_parse import BodyPart
+from gateway.mail.imap_fetch import BodyPart
 from gateway.mail.mime import MessageView, attachment_bytes, parse_message, safe_filename
 from gateway.mail.session import MailSession
 

@@ -26,7 +26,7 @@ from gateway.errors import BadRequest, MailError
 from gateway.mail import mailbox
 from gateway.mail.headers import Address
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_parse import Envelope
+from gateway.mail.imap_fetch import Envelope
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 MAX_HITS_PER_FOLDER = 200

@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from gateway.mail.imap import ImapConn, ImapPool, Runner, Watched
+from gateway.mail.imap import ImapConn
+from gateway.mail.imap_pool import ImapPool, Runner, Watched
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from gateway.mail import mime
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_parse import BodyPart
+from gateway.mail.imap_fetch import BodyPart
 from gateway.mail.mailbox import mailbox_arg, section, uid_fetch
 from gateway.mail.parts import _Decoder
 

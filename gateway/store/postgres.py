@@ -3,9 +3,9 @@ balancer. It behaves exactly as ``sqlite.SqliteStore`` (one test suite runs agai
 
 What it adds for several instances:
 
-- Schema migrations, numbered in ``MIGRATIONS`` and recorded in ``schema_migrations``. They
-  are applied at start (``store.migrate_on_start``) or by ``gateway migrate``, under an
-  advisory lock so that instances starting together do not race.
+- Schema migrations (``gateway.store.postgres_schema``), applied at start
+  (``store.migrate_on_start``) or by ``gateway migrate``; when they are not applied at
+  start, ``open`` refuses a schema that is not up to date.
 - Change notices: ``kv_put`` sends ``NOTIFY gateway_kv, '<key>'`` in its transaction, and one
   dedicated ``LISTEN`` connection per instance hands the key to the callbacks registered
   with ``add_change_listener`` (the failover switch re-reads at once). After that connection
@@ -41,8 +41,8 @@ from gateway.store.base import (
     session_from_row,
     session_to_json,
 )
-from gateway.store.postgres_evidence import MIGRATION as EVIDENCE_MIGRATION
 from gateway.store.postgres_evidence import PostgresEvidence
+from gateway.store.postgres_schema import migrate, pending_migrations
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,72 +50,9 @@ T = TypeVar("T")
 CHANNEL = "gateway_kv"
 # Ending a session notifies every instance, so none keeps serving it from memory.
 SESSION_CHANNEL = "gateway_sessions"
-MIGRATION_LOCK = 7_311_001     # pg_advisory_xact_lock key: one migrator at a time
 AUDIT_LOCK = 7_311_002         # one audit writer at a time (the chain is read, then extended)
 RECONNECT_SECONDS = 0.2
 KEEPALIVE_SECONDS = 2.0
-
-# Append only: a released migration is never edited, a change is a new number.
-MIGRATIONS: tuple[tuple[int, str, str], ...] = (
-    (1, "initial schema", """
-CREATE TABLE sessions (
-    id_hash TEXT PRIMARY KEY,
-    user_oid TEXT NOT NULL,
-    body TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX sessions_user ON sessions(user_oid);
-CREATE TABLE auth_flows (
-    id_hash TEXT PRIMARY KEY,
-    flow BYTEA NOT NULL,
-    next_url TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE token_caches (
-    account_key TEXT PRIMARY KEY,
-    blob BYTEA NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE kv (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    version BIGINT NOT NULL DEFAULT 1
-);
-CREATE TABLE audit (
-    seq BIGINT PRIMARY KEY,
-    at DOUBLE PRECISION NOT NULL,
-    body TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE TABLE api_keys (
-    name TEXT PRIMARY KEY,
-    key_hash TEXT NOT NULL UNIQUE,
-    created_at DOUBLE PRECISION NOT NULL,
-    created_by TEXT NOT NULL,
-    revoked_at DOUBLE PRECISION,
-    last_used DOUBLE PRECISION
-);
-CREATE TABLE outbox (
-    id TEXT PRIMARY KEY,
-    user_oid TEXT NOT NULL,
-    blob BYTEA NOT NULL,
-    state TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-"""),
-    (2, "indexes for purges and the audit export; outbox claims", """
-CREATE INDEX sessions_last_seen ON sessions(last_seen);
-CREATE INDEX auth_flows_created ON auth_flows(created_at);
-CREATE INDEX audit_at ON audit(at);
-ALTER TABLE outbox ADD COLUMN claimed_until DOUBLE PRECISION;
-"""),
-    (3, "evidence: health history, canary rounds, usage, notifications, checkpoints",
-     EVIDENCE_MIGRATION),
-)
-SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # Everything asyncpg or the socket can raise when the database is away or refuses.
 _DOWN = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError,
@@ -135,26 +72,6 @@ def _count(status: str) -> int:
 
 def _outbox(r: Any) -> OutboxRecord:
     return OutboxRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5])
-
-
-async def pending_migrations(conn: Any) -> list[tuple[int, str, str]]:
-    await conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
-                       "KEY, name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
-    done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-    return [m for m in MIGRATIONS if m[0] not in done]
-
-
-async def migrate(conn: Any) -> list[int]:
-    """Apply the pending migrations in one transaction; returns their numbers."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        todo = await pending_migrations(conn)
-        for version, name, sql in todo:
-            log.info("store: applying migration %d (%s)", version, name)
-            await conn.execute(sql)
-            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                               version, name)
-    return [m[0] for m in todo]
 
 
 class PostgresStore(PostgresEvidence):

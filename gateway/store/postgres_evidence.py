@@ -1,6 +1,6 @@
 """The evidence tables of the shared store, the PostgreSQL twin of
 ``gateway.store.sqlite_evidence`` (same behaviour, one test suite). ``MIGRATION`` is added to
-``postgres.MIGRATIONS``: additive, new tables only."""
+``postgres_schema.MIGRATIONS``: additive, new tables only."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """New mail without a reload: IMAP IDLE on the open folder, pushed to the page as
 server-sent events.
 
-The stream IDLEs on the member's own pooled connection (``gateway.mail.imap.ImapPool.watch``),
+The stream IDLEs on the member's own pooled connection (``gateway.mail.imap_pool.ImapPool.watch``),
 the one their pages use, so a member with pages and a stream open holds one connection and
 one login (Exchange allows about 20 connections a mailbox and throttles bursts of logins). A
 page that needs the connection ends the IDLE with DONE and the stream resumes after it; IDLE
@@ -29,7 +29,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.errors import BadRequest, GatewayError, UpstreamUnavailable
-from gateway.mail.imap import Watched
+from gateway.mail.imap_pool import Watched
 from gateway.mail.mailbox import mailbox_arg
 from gateway.services import services
 from gateway.web.member import mail_session, member

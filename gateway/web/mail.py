@@ -27,7 +27,7 @@ from gateway.errors import BadRequest, NotFound
 from gateway.mail import mailbox, parts, reader, sanitize
 from gateway.mail.addresses import format_address_list
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_parse import BodyPart
+from gateway.mail.imap_fetch import BodyPart
 from gateway.mail.mime import safe_filename
 from gateway.mail.reader import FRAMES, Opened
 from gateway.services import Services, services

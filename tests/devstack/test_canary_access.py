@@ -18,7 +18,7 @@ from gateway.devstack.mailserver import MailServer
 from gateway.devstack.tokens import EXCHANGE_APP_AUDIENCE
 from gateway.devstack.users import user
 from gateway.errors import ReauthRequired
-from gateway.mail.imap import ImapTarget, connect, ssl_context
+from gateway.mail.imap_login import ImapTarget, connect, ssl_context
 
 CANARY = user("canary").email
 MEMBER = user("member").email

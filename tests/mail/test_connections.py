@@ -15,7 +15,7 @@ import pytest
 
 from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
-from gateway.mail.imap import STREAM_TURN
+from gateway.mail.imap_turns import STREAM_TURN
 from gateway.web.events import HEARTBEAT
 from tests.conftest import Gateway, LoopThread, sign_in, start_gateway
 from tests.web.mailhelp import message, unique
@@ -222,20 +222,20 @@ def test_twenty_first_imap_connection_is_refused(gw: Gateway) -> None:
     NO [LIMIT], which the gateway reads as "busy", not as a bad token."""
     from gateway.devstack.tokens import OUTLOOK_AUDIENCE
     from gateway.errors import ReauthRequired, UpstreamUnavailable
-    from gateway.mail import imap
+    from gateway.mail import imap_login
     assert gw.stack.mail is not None and gw.stack.entra is not None and gw.stack.certs
     u = user("norole")
     token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["IMAP.AccessAsUser.All"])
-    target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
-                             imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+    target = imap_login.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                                   imap_login.ssl_context(str(gw.stack.certs.ca_cert)), 15)
 
     async def run() -> str:
         conns = []
         try:
             for _ in range(20):
-                conns.append(await imap.open_connection(target, u.email, token))
+                conns.append(await imap_login.open_connection(target, u.email, token))
             try:
-                conns.append(await imap.open_connection(target, u.email, token))
+                conns.append(await imap_login.open_connection(target, u.email, token))
             except ReauthRequired:
                 return "reauth"
             except UpstreamUnavailable as exc:

@@ -14,20 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.mail import headers, imap_tokens, mime
-from gateway.mail.imap_parse import (
-    Atom,
-    ImapParseError,
+from gateway.mail.imap_fetch import (
     parse_bodystructure,
     parse_fetch,
     parse_fetch_flags,
     parse_fetch_response,
-    parse_list,
-    parse_search,
-    parse_select,
-    parse_status,
-    parse_values,
-    split_responses,
 )
+from gateway.mail.imap_mailboxes import parse_list, parse_search, parse_select, parse_status
+from gateway.mail.imap_tokens import Atom, ImapParseError, parse_values, split_responses
 from gateway.mail.mime import Address
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

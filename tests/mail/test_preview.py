@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import quopri
 
-from gateway.mail.imap_parse import BodyPart
+from gateway.mail.imap_fetch import BodyPart
 from gateway.mail.preview import (
     HTML_BYTES,
     TEXT_BYTES,

@@ -15,7 +15,7 @@ import pytest
 from gateway.crypto import KeyRing
 from gateway.devstack.users import user
 from gateway.errors import Conflict
-from gateway.mail import imap
+from gateway.mail import imap_pool
 from gateway.mail.outbox import Draft, Outbox
 from gateway.mail.sender import Sender
 from gateway.mail.session import MailSession
@@ -75,7 +75,7 @@ def test_a_reply_reads_its_outbox_record_once(counted):
     assert "answered" in flags_of(gw, "member", "INBOX", uid)
 
 
-def _session(gw: Any) -> tuple[imap.ImapPool, MailSession]:
+def _session(gw: Any) -> tuple[imap_pool.ImapPool, MailSession]:
     pool = own_pool(gw, "member")
     return pool, MailSession(pool, "k", user("member").email, "acct")
 

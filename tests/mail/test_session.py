@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.devstack.users import user
-from gateway.mail import imap, mailbox, reader
+from gateway.mail import imap_pool, mailbox, reader
 from gateway.mail.session import MailSession
 from tests.conftest import sign_in
 from tests.web.mailhelp import PDF, PNG, deliver, message, own_pool, unique, with_inline_image
@@ -51,7 +51,7 @@ def test_html_message_with_inline_image_takes_the_lock_once(gateway):
     assert _locks(gateway) - before == 1
 
 
-def _pool(gateway: Any) -> tuple[imap.ImapPool, str]:
+def _pool(gateway: Any) -> tuple[imap_pool.ImapPool, str]:
     return own_pool(gateway, "member"), user("member").email
 
 

@@ -13,7 +13,8 @@ import pytest
 from gateway.devstack.procs import free_port
 from gateway.errors import StoreUnavailable
 from gateway.store.base import OutboxRecord, SessionRecord, id_hash
-from gateway.store.postgres import SCHEMA_VERSION, PostgresStore, migrate
+from gateway.store.postgres import PostgresStore
+from gateway.store.postgres_schema import SCHEMA_VERSION, migrate
 
 
 async def opened(dsn: str, **kw: object) -> PostgresStore:

@@ -12,7 +12,7 @@ from typing import Any
 
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
-from gateway.mail import imap, mailbox
+from gateway.mail import imap, imap_login, imap_pool, mailbox
 from gateway.mail.search import Query, search_folder
 
 PDF = (b"%PDF-1.4\n1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj\n2 0 obj<</Type/Pages/Kids[3 0 R]"
@@ -65,10 +65,10 @@ def unique(prefix: str) -> str:
     return f"{prefix} {uuid.uuid4().hex[:10]}"
 
 
-def imap_target(gw: Any) -> imap.ImapTarget:
+def imap_target(gw: Any) -> imap_login.ImapTarget:
     """The dev stack's IMAP server, as the gateway reaches it."""
-    return imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
-                           imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+    return imap_login.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                                 imap_login.ssl_context(str(gw.stack.certs.ca_cert)), 15)
 
 
 def imap_token(gw: Any, who: str) -> str:
@@ -78,11 +78,11 @@ def imap_token(gw: Any, who: str) -> str:
     return token
 
 
-def own_pool(gw: Any, who: str = "member") -> imap.ImapPool:
+def own_pool(gw: Any, who: str = "member") -> imap_pool.ImapPool:
     """An IMAP pool of the test's own (not the gateway's) that signs in as ``who``."""
     async def token_for(account_id: str) -> str:
         return imap_token(gw, who)
-    return imap.ImapPool(imap_target(gw), token_for)
+    return imap_pool.ImapPool(imap_target(gw), token_for)
 
 
 def direct(gw: Any, who: str, fn: Any) -> Any:
@@ -90,7 +90,7 @@ def direct(gw: Any, who: str, fn: Any) -> Any:
     target, email_address, token = imap_target(gw), user(who).email, imap_token(gw, who)
 
     async def run() -> Any:
-        async with imap.connect(target, email_address, token) as conn:
+        async with imap_login.connect(target, email_address, token) as conn:
             return await fn(conn)
     return gw.loop.run(run())
 
@@ -150,14 +150,14 @@ class open_idle_connections:
     def __enter__(self) -> open_idle_connections:
         u = user(self.who)
         gw = self.gw
-        target = imap.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
-                                 imap.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+        target = imap_login.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                                       imap_login.ssl_context(str(gw.stack.certs.ca_cert)), 15)
 
         async def open_all() -> None:
             for _ in range(self.count):
                 token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE,
                                                           ["IMAP.AccessAsUser.All"])
-                self.conns.append(await imap.open_connection(target, u.email, token))
+                self.conns.append(await imap_login.open_connection(target, u.email, token))
         gw.loop.run(open_all())
         return self
 

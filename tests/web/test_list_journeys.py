@@ -13,7 +13,7 @@ import pytest
 
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
-from gateway.mail import imap, mailbox, smtp
+from gateway.mail import imap, imap_login, mailbox, smtp
 from tests.web.browser import SIZES, axe_violations, signed_in_page
 from tests.web.mailhelp import deliver, direct, message, unique
 
@@ -36,7 +36,7 @@ def _send_over_smtp(gateway: Any, who: str, to: str, data: bytes) -> None:
     u = user(who)
     token = gateway.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["SMTP.Send"])
     target = smtp.SmtpTarget(gateway.stack.mail.host, gateway.stack.mail.smtp_port,
-                             imap.ssl_context(str(gateway.stack.certs.ca_cert)), 15)
+                             imap_login.ssl_context(str(gateway.stack.certs.ca_cert)), 15)
     gateway.loop.run(smtp.send(target, u.email, token, [to], data))
 
 

@@ -252,13 +252,13 @@ def test_entra_down_gives_a_clear_page(gateway):
 def test_forged_token_is_refused_by_dovecot_quickly(gateway):
     """The gateway's IMAP adapter turns a refused token into ReauthRequired, promptly."""
     from gateway.errors import ReauthRequired
-    from gateway.mail import imap
+    from gateway.mail import imap_login
 
     svc = gateway.app.state.gateway.services
 
     async def try_login() -> str:
         try:
-            async with imap.connect(svc.imap, user("member").email, "not-a-token"):
+            async with imap_login.connect(svc.imap, user("member").email, "not-a-token"):
                 return "logged in"
         except ReauthRequired:
             return "refused"
