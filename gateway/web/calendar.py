@@ -26,10 +26,9 @@ from gateway.calendar import graph
 from gateway.calendar.model import Event, EventDraft, days, when_label
 from gateway.calendar.zones import form_date, form_fields, form_time, zone
 from gateway.errors import BadRequest, GatewayError, NotFound, NotSignedIn
-from gateway.graph.client import GraphHttp
 from gateway.mail import sanitize
 from gateway.services import Services, services
-from gateway.web.member import graph_token, member
+from gateway.web.member import graph_client, graph_token, member
 from gateway.web.render import render
 
 AGENDA_DAYS = 15                 # today and the next 14
@@ -73,13 +72,6 @@ def _today(svc: Services) -> date:
     return datetime.fromtimestamp(svc.clock(), _tz(svc)).date()
 
 
-def _graph(svc: Services) -> GraphHttp:
-    if svc.graph is None:
-        raise GatewayError("The calendar is not available: the gateway is starting or "
-                           "stopping.")
-    return svc.graph
-
-
 def _date_param(request: Request, svc: Services, name: str = "date") -> date:
     raw = request.query_params.get(name, "")
     if not raw:
@@ -117,7 +109,7 @@ async def _span(request: Request, first: date, count: int) -> list[Event]:
     tz = _tz(svc)
     start = datetime.combine(first, time(), tz)
     end = datetime.combine(first + timedelta(days=count), time(), tz)
-    return await graph.calendar_view(_graph(svc), graph_token(request), start, end)
+    return await graph.calendar_view(graph_client(request), graph_token(request), start, end)
 
 
 async def agenda(request: Request) -> Response:
@@ -174,7 +166,7 @@ async def _body_html(ev: Event) -> str:
 async def event_page(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
+    ev = await graph.get_event(graph_client(request), graph_token(request), event_id)
     return render(request, "calendar_event.html", _ctx(
         request, ev=ev, when=when_label(ev, _tz(svc)), body=await _body_html(ev),
         day_url=f"/calendar/day?date={ev.first_day(_tz(svc))}", error=""))
@@ -212,7 +204,7 @@ async def create(request: Request) -> Response:
         return _form_page(request, draft, mode="new", status=422,
                           error="Please correct the marked fields.")
     try:
-        ev = await graph.create_event(_graph(svc), graph_token(request), body)
+        ev = await graph.create_event(graph_client(request), graph_token(request), body)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -225,7 +217,7 @@ async def create(request: Request) -> Response:
 async def edit_form(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
+    ev = await graph.get_event(graph_client(request), graph_token(request), event_id)
     draft = EventDraft.from_event(ev, _tz(svc))
     return _form_page(request, draft, mode="edit", event_id=ev.id, body_was=draft.body)
 
@@ -245,7 +237,7 @@ async def update(request: Request) -> Response:
         # Only the preview text was shown; sending it back would flatten the HTML body.
         changes.pop("body")
     try:
-        await graph.update_event(_graph(svc), graph_token(request), event_id, changes)
+        await graph.update_event(graph_client(request), graph_token(request), event_id, changes)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -265,7 +257,7 @@ def _move_page(request: Request, values: dict[str, Any], event_id: str, *, error
 async def move_form(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
+    ev = await graph.get_event(graph_client(request), graph_token(request), event_id)
     tz = _tz(svc)
     start = ev.start.astimezone(tz)
     return _move_page(request, {
@@ -310,7 +302,7 @@ async def move(request: Request) -> Response:
         return _move_page(request, values, event_id, status=422,
                           error="Please correct the marked fields.")
     try:
-        await graph.move_event(_graph(svc), graph_token(request), event_id, start, end)
+        await graph.move_event(graph_client(request), graph_token(request), event_id, start, end)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -322,23 +314,22 @@ async def move(request: Request) -> Response:
 async def delete_form(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
-    ev = await graph.get_event(_graph(svc), graph_token(request), event_id)
+    ev = await graph.get_event(graph_client(request), graph_token(request), event_id)
     return render(request, "calendar_delete.html", _ctx(
         request, ev=ev, when=when_label(ev, _tz(svc)), comment="", error="",
         cancels=ev.is_organizer and bool(ev.attendees)))
 
 
 async def delete(request: Request) -> Response:
-    svc = services(request)
     event_id = unref(request.path_params["ref"])
     form = await _form(request)
     comment = _str(form, "comment", 2000)
     cancels = _str(form, "cancel") == "1"
     try:
         if cancels:
-            await graph.cancel_event(_graph(svc), graph_token(request), event_id, comment)
+            await graph.cancel_event(graph_client(request), graph_token(request), event_id, comment)
         else:
-            await graph.delete_event(_graph(svc), graph_token(request), event_id)
+            await graph.delete_event(graph_client(request), graph_token(request), event_id)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -349,7 +340,6 @@ async def delete(request: Request) -> Response:
 
 
 async def answer(request: Request) -> Response:
-    svc = services(request)
     event_id = unref(request.path_params["ref"])
     form = await _form(request)
     choice = _str(form, "answer", 20)
@@ -361,7 +351,8 @@ async def answer(request: Request) -> Response:
             back_url=event_url(event_id), error="Choose Accept, Tentative or Decline."),
             status=422)
     try:
-        await graph.respond(_graph(svc), graph_token(request), event_id, choice, comment, send)
+        await graph.respond(graph_client(request), graph_token(request), event_id, choice,
+                            comment, send)
     except NotSignedIn:
         raise
     except GatewayError as err:
@@ -389,7 +380,6 @@ async def answer_invite(request: Request) -> Response:
     in the calendar (an outside organiser's that Exchange did not file, a deleted event)
     the answer goes to the organiser by mail (iTIP REPLY); any failure shows the form again
     with the comment as typed."""
-    svc = services(request)
     form = await _form(request)
     uid, choice = _str(form, "uid", 1024).strip(), _str(form, "answer", 20)
     comment, send = _str(form, "comment", 2000), _str(form, "send_response") == "1"
@@ -406,9 +396,10 @@ async def answer_invite(request: Request) -> Response:
     if choice not in ANSWER_DONE or not uid:
         return again("Choose Accept, Tentative or Decline.", 422)
     try:
-        found = await graph.find_by_ical_uid(_graph(svc), graph_token(request), uid)
+        g, token = graph_client(request), graph_token(request)
+        found = await graph.find_by_ical_uid(g, token, uid)
         if found is not None:
-            await graph.respond(_graph(svc), graph_token(request), found.id, choice, comment, send)
+            await graph.respond(g, token, found.id, choice, comment, send)
     except NotSignedIn:
         raise
     except GatewayError as err:

@@ -11,7 +11,8 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from gateway.graph.client import TokenSource, member_token
+from gateway.errors import UpstreamUnavailable
+from gateway.graph.client import GraphHttp, TokenSource, member_token
 from gateway.health.metrics import metrics_of
 from gateway.mail.imap import ImapConn
 from gateway.mail.outbox import Outbox, lease_for
@@ -42,6 +43,17 @@ def ended_session(request: Request) -> SessionRecord | None:
     form for its member (``keep_on_expiry`` in gateway.web.middleware.paths), or None."""
     session: SessionRecord | None = request.scope["state"].get("ended_session")
     return session
+
+
+def graph_client(request: Request) -> GraphHttp:
+    """The app's one Graph client (``gateway.graph.client``), which the calendar and automatic
+    replies call with the member's own token (``graph_token``). It exists only while the app
+    runs: a page asked for while the gateway starts or stops says so (503, try again)."""
+    g = services(request).graph
+    if g is None:
+        raise UpstreamUnavailable("This page is not available while the gateway is starting "
+                                  "or stopping. Please try again in a moment.")
+    return g
 
 
 def graph_token(request: Request) -> TokenSource:

@@ -18,12 +18,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from gateway.calendar.zones import form_date, form_fields, form_time, zone
-from gateway.errors import Forbidden, GatewayError, NotSignedIn, UpstreamError
+from gateway.errors import Forbidden, GatewayError, NotSignedIn
 from gateway.graph import autoreplies
 from gateway.graph.autoreplies import AUDIENCES, STATUSES, AutoReplies
-from gateway.graph.client import GraphHttp
-from gateway.services import services
-from gateway.web.member import graph_token
+from gateway.web.member import graph_client, graph_token
 from gateway.web.render import render
 
 PATH = "/settings/replies"
@@ -42,14 +40,6 @@ class Form:
     end_date: str = ""
     end_time: str = ""
     errors: dict[str, str] = field(default_factory=dict)
-
-
-def _graph(request: Request) -> GraphHttp:
-    g = services(request).graph
-    if g is None:
-        raise UpstreamError("Automatic replies are not available: the gateway is starting or "
-                            "stopping.")
-    return g
 
 
 def _form_of(r: AutoReplies) -> Form:
@@ -99,7 +89,7 @@ def _page(request: Request, f: Form, error: str = "", status: int = 200) -> Resp
 
 async def replies_page(request: Request) -> Response:
     try:
-        current = await autoreplies.get_replies(_graph(request), graph_token(request))
+        current = await autoreplies.get_replies(graph_client(request), graph_token(request))
     except Forbidden:
         raise Forbidden("Exchange does not let the gateway read your automatic replies. "
                         "Set them in Outlook, or ask ICT.") from None
@@ -118,7 +108,7 @@ async def save(request: Request) -> Response:
              external=_text(form, "external", autoreplies.MAX_MESSAGE),
              start_date=_text(form, "start_date", 20), start_time=_text(form, "start_time", 20),
              end_date=_text(form, "end_date", 20), end_time=_text(form, "end_time", 20))
-    g = _graph(request)
+    g = graph_client(request)
     wanted = _replies_of(f, g.timezone)
     if wanted is None:
         return _page(request, f, "Please check the dates and choices below.", status=400)
