@@ -167,7 +167,8 @@ def create_app(settings: Settings, *, store: Store | None = None,
     svc = Services(settings=settings, store=the_store, sessions=sessions, entra=entra,
                    keyring=keyring, imap=imap, clock=clock, policy=policy,
                    imap_pool=imap_pool, smtp=smtp, audit=audit_log, failover=switch,
-                   notifier=notifier, recorder=recorder, signer=signer)
+                   notifier=notifier, recorder=recorder, signer=signer,
+                   graph=GraphHttp.from_settings(settings, transport=graph_transport))
     state = AppState(svc, limits, blockers, metrics)
 
     def notify_status() -> Observation:
@@ -179,7 +180,9 @@ def create_app(settings: Settings, *, store: Store | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await the_store.open()
-        svc.graph = GraphHttp.from_settings(settings, transport=graph_transport)
+        if svc.graph.client.is_closed:
+            # Started again after a stop (which closed the client's connection pool).
+            svc.graph = GraphHttp.from_settings(settings, transport=graph_transport)
         state.ready = True
         # The probe loop behind /health (gateway.health.monitor); /metrics on its own port if set.
         health_stack = contextlib.AsyncExitStack()
@@ -257,8 +260,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
             await imap_pool.close_all()
             entra.close()
             await the_store.close()
-            if svc.graph is not None:
-                await svc.graph.aclose()
+            await svc.graph.aclose()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

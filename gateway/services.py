@@ -48,11 +48,13 @@ class Services:
     notifier: Notifier       # switch-change notifications (gateway.switch.notify)
     imap_pool: ImapPool
     smtp: SmtpTarget
+    # The one Graph client (calendar, automatic replies, people, group overage): made with
+    # the app; the lifespan closes its connection pool at stop and makes a fresh client if
+    # the app is started again.
+    graph: GraphHttp
     # Evidence: the probe history writer and the report/checkpoint signer (gateway.evidence).
     recorder: HistoryRecorder
     signer: Signer
-    # The Graph calendar client: built in the lifespan (it owns an httpx connection pool).
-    graph: GraphHttp | None = None
     # The audit chain as this process last verified it, so /admin reads only new entries.
     chain_watch: ChainWatch = field(default_factory=ChainWatch)
 

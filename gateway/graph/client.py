@@ -1,6 +1,6 @@
 """The gateway's one Microsoft Graph client: ``GraphHttp`` (one ``httpx.AsyncClient`` for the
-app, built in the lifespan), the member's token sources, and the wire policy every Graph call
-follows (the calendar, automatic replies, people search, group overage):
+app, made with it in ``create_app``), the member's token sources, and the wire policy every
+Graph call follows (the calendar, automatic replies, people search, group overage):
 
     Authorization  -> the member's bearer token, asked afresh once after a 401
     401            -> one fresh token, then ReauthRequired (the member signs in again)

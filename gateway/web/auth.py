@@ -170,9 +170,6 @@ async def _overage_groups(request: Request, account_id: str) -> list[str]:
     """The member's groups from Graph (``/me/getMemberObjects``, User.Read) when the ID token
     carried the overage indicator instead of ``groups``."""
     svc = services(request)
-    if svc.graph is None:
-        raise UpstreamUnavailable("Your groups could not be read just now, so sign-in "
-                                  "stopped. Please try again in a minute.", retry_after=60)
     try:
         groups = await member_groups(svc.graph, member_token(svc.entra, account_id))
     except GatewayError:

@@ -11,7 +11,6 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 
-from gateway.errors import UpstreamUnavailable
 from gateway.graph.client import GraphHttp, TokenSource, member_token
 from gateway.health.metrics import metrics_of
 from gateway.mail.imap import ImapConn
@@ -47,13 +46,8 @@ def ended_session(request: Request) -> SessionRecord | None:
 
 def graph_client(request: Request) -> GraphHttp:
     """The app's one Graph client (``gateway.graph.client``), which the calendar and automatic
-    replies call with the member's own token (``graph_token``). It exists only while the app
-    runs: a page asked for while the gateway starts or stops says so (503, try again)."""
-    g = services(request).graph
-    if g is None:
-        raise UpstreamUnavailable("This page is not available while the gateway is starting "
-                                  "or stopping. Please try again in a moment.")
-    return g
+    replies call with the member's own token (``graph_token``)."""
+    return services(request).graph
 
 
 def graph_token(request: Request) -> TokenSource:

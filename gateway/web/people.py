@@ -83,15 +83,14 @@ async def suggest(request: Request) -> Response:
     svc = services(request)
     found: list[Suggestion] | None = None
     source = "directory"
-    if svc.graph is not None:
-        session = member(request)
-        try:
-            found = await people.search(svc.graph, member_token(
-                svc.entra, session.account_id), term, TOP)
-        except NotSignedIn:
-            raise
-        except GatewayError:
-            found = None     # not consented, or Graph away: the member's own mail instead
+    session = member(request)
+    try:
+        found = await people.search(svc.graph, member_token(
+            svc.entra, session.account_id), term, TOP)
+    except NotSignedIn:
+        raise
+    except GatewayError:
+        found = None     # not consented, or Graph away: the member's own mail instead
     if found is None:
         source = "recent"
         found = [s for s in await recent_correspondents(request) if _matches(s, term)][:TOP]
