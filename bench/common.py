@@ -34,10 +34,14 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.config import FIELDS, Settings  # noqa: E402
 from gateway.devstack.mailserver import imap_utf7_encode, outlook_access_token  # noqa: E402
-from gateway.devstack.procs import free_port, group_cpu, group_rss_mb  # noqa: E402
+
+# group_cpu, group_rss_mb and SUMMARY_ITEMS are re-exported for the bench scripts.
+from gateway.devstack.procs import free_port  # noqa: E402
+from gateway.devstack.procs import group_cpu as group_cpu  # noqa: E402
+from gateway.devstack.procs import group_rss_mb as group_rss_mb  # noqa: E402
 from gateway.devstack.stack import DevStack  # noqa: E402
 from gateway.devstack.users import user  # noqa: E402
-from gateway.mail.mailbox import SUMMARY_ITEMS  # noqa: E402
+from gateway.mail.mailbox import SUMMARY_ITEMS as SUMMARY_ITEMS  # noqa: E402
 from tests.conftest import Gateway, LoopThread, start_gateway  # noqa: E402
 
 # Sample users allowed into the gateway (Gateway.Member role); "norole" and "canary" are not.

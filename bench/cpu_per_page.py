@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import re
 import resource
@@ -179,7 +180,7 @@ def main() -> int:
         try:
             async def run() -> None:
                 today = datetime.now(zone("Europe/London")).date()
-                fill(b.stack.graph, args.events, today)  # type: ignore[arg-type]
+                fill(b.stack.graph, args.events, today)
                 clients = await sign_in_many(gp.url, b.stack, ctx, 1, open_inbox=True)
                 # More keep-alive connections of the same session (the cookie is shared).
                 for _ in range(args.concurrency - 1):
@@ -219,7 +220,7 @@ def main() -> int:
                     args.profile.mkdir(parents=True, exist_ok=True)
                     for name, url in pages:
                         await profile(spy, gp.proc.pid, args, name,
-                                      lambda u=url: drive(clients, u, args.pages))
+                                      functools.partial(drive, clients, url, args.pages))
                 for c in clients:
                     await c.aclose()
 

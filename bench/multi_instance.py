@@ -28,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (
+from common import (
     MEMBERS,
     GatewayProcess,
     async_client,
@@ -36,6 +36,7 @@ from bench.common import (
     machine_line,
     sign_in_async,
 )
+
 from gateway.crypto import new_key
 from tests.pgserver import shared_server
 

@@ -31,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import GatewayProcess, bench, group_cpu, group_rss_mb, header, other_load, sign_in_many
@@ -54,7 +56,7 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def load(clients: list, seconds: float) -> tuple[int, int, list[float]]:
+async def load(clients: list[httpx.AsyncClient], seconds: float) -> tuple[int, int, list[float]]:
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
@@ -98,7 +100,7 @@ def main() -> int:
             print(f"\ngateway pid {gp.proc.pid}, {gp.processes()} process(es) "
                   f"(server.workers = {args.workers}); RSS after start-up: {rss0:.1f} MB")
 
-            async def throughput() -> list:
+            async def throughput() -> list[httpx.AsyncClient]:
                 t = time.perf_counter()
                 clients = await sign_in_many(gp.url, b.stack, ctx, args.members,
                                              open_inbox=True)
@@ -138,7 +140,7 @@ def main() -> int:
                       f"other CPU users: {other_load()}")
                 return clients
 
-            async def memory(clients: list) -> None:
+            async def memory(clients: list[httpx.AsyncClient]) -> None:
                 extra = args.memory_members - len(clients)
                 t = time.perf_counter()
                 last = [0.0]
@@ -184,7 +186,7 @@ def main() -> int:
     return 0
 
 
-async def _close_all(clients: list) -> None:
+async def _close_all(clients: list[httpx.AsyncClient]) -> None:
     for c in clients:
         await c.aclose()
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
-from typing import Any, TypeVar
+from typing import Any, AnyStr, Protocol, TypedDict, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -59,6 +59,8 @@ class LoopThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(5)
+            if not self.thread.is_alive():
+                self.loop.close()
 
 
 class FakeClock:
@@ -108,6 +110,12 @@ LOGGED_NEVER = ("New funding for community halls opens next week", "Precious wor
                 "Do not lose me", "Meeting at 10?", "Sent without JavaScript.", "Try again")
 # The stand-in stacks this run started (the ``stack`` fixture), for the log scan at the end.
 _STACKS: list[DevStack] = []
+
+
+def found(match: re.Match[AnyStr] | None) -> re.Match[AnyStr]:
+    """The match of a search the test relies on, failing the test when there was none."""
+    assert match is not None, "the pattern is not in the text"
+    return match
 
 
 def log_leaks(text: str, secrets: list[str], jwts: list[str]) -> list[str]:
@@ -178,7 +186,8 @@ MODE_FIXTURES = frozenset({"stack", "fault_stack"})
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--mail-mode") != "permissive":
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         (keep if names & MODE_FIXTURES else drop).append(item)
@@ -187,7 +196,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-def exchange_mode(config: pytest.Config) -> dict[str, bool]:
+class ExchangeMode(TypedDict):
+    exchange_capabilities: bool
+    exchange_proxy: bool
+
+
+def exchange_mode(config: pytest.Config) -> ExchangeMode:
     """DevStack/MailServer arguments for the chosen --mail-mode."""
     on = config.getoption("--mail-mode") == "exchange"
     return {"exchange_capabilities": on, "exchange_proxy": on}
@@ -308,6 +322,15 @@ def form_action(html: str) -> str:
     return unescape(m.group(1))
 
 
+class SignInTarget(Protocol):
+    """A gateway a test signs in to: in this process (Gateway) or its own (ProcGateway)."""
+
+    url: str
+    stack: DevStack
+
+    def client(self, **kw: Any) -> httpx.Client: ...
+
+
 @dataclass
 class EntraReply:
     """What the stand-in's form_post page would make the browser send to the gateway."""
@@ -316,7 +339,7 @@ class EntraReply:
     fields: dict[str, str]
 
 
-def authorize(gw: Gateway, client: httpx.Client, who: str, next_path: str = "/",
+def authorize(gw: SignInTarget, client: httpx.Client, who: str, next_path: str = "/",
               extra: str = "") -> EntraReply:
     """Start sign-in at the gateway and let the stand-in sign `who` in at once (dev_auto)."""
     u = user(who)
@@ -330,14 +353,14 @@ def authorize(gw: Gateway, client: httpx.Client, who: str, next_path: str = "/",
     return EntraReply(form_action(page.text), form_fields(page.text))
 
 
-def post_callback(gw: Gateway, client: httpx.Client, reply: EntraReply) -> httpx.Response:
+def post_callback(gw: SignInTarget, client: httpx.Client, reply: EntraReply) -> httpx.Response:
     assert gw.stack.entra is not None
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(gw.stack.entra.base_url))
     path = urlsplit(reply.action).path
     return client.post(path, data=reply.fields, headers={"Origin": origin})
 
 
-def sign_in(gw: Gateway, who: str = "member", next_path: str = "/") -> httpx.Client:
+def sign_in(gw: SignInTarget, who: str = "member", next_path: str = "/") -> httpx.Client:
     """A client signed in as the sample user `who`."""
     client = gw.client()
     r = post_callback(gw, client, authorize(gw, client, who, next_path))

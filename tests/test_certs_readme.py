@@ -7,12 +7,15 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from gateway.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_lists_every_file_certs_dev_writes(tmp_path, capsys):
+def test_readme_lists_every_file_certs_dev_writes(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["certs", "dev", "--dir", str(tmp_path / "certs")]) == 0
     written = {p.name for p in (tmp_path / "certs").iterdir()}
     text = (ROOT / "certs" / "README.md").read_text()
@@ -23,7 +26,7 @@ def test_readme_lists_every_file_certs_dev_writes(tmp_path, capsys):
         assert re.search(rf"^\| `{key}` \|.*\*\*never\*\* \|$", text, re.M)
 
 
-def test_readme_is_tracked_and_keys_are_ignored():
+def test_readme_is_tracked_and_keys_are_ignored() -> None:
     assert subprocess.run(["git", "check-ignore", "-q", "certs/README.md"], cwd=ROOT
                           ).returncode == 1
     for name in ("dev-ca-key.pem", "server-key.pem", "server.pem", "dev-ca.pem"):

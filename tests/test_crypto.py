@@ -11,7 +11,7 @@ def ring(*keys: str) -> KeyRing:
     return KeyRing([base64.b64decode(k) for k in keys])
 
 
-def test_round_trip_and_ciphertext_hides_plaintext():
+def test_round_trip_and_ciphertext_hides_plaintext() -> None:
     """Encrypted data decrypts, and the blob does not contain the plaintext."""
     r = ring(new_key())
     blob = r.encrypt(b"refresh-token-abc", b"ctx")
@@ -19,7 +19,7 @@ def test_round_trip_and_ciphertext_hides_plaintext():
     assert r.decrypt(blob, b"ctx") == b"refresh-token-abc"
 
 
-def test_rotation_old_blobs_still_decrypt_and_new_use_new_key():
+def test_rotation_old_blobs_still_decrypt_and_new_use_new_key() -> None:
     """After putting a new key first, old blobs decrypt and new blobs use the new key."""
     old, new = new_key(), new_key()
     blob = ring(old).encrypt(b"x", b"c")
@@ -31,7 +31,7 @@ def test_rotation_old_blobs_still_decrypt_and_new_use_new_key():
         ring(new).decrypt(blob, b"c")
 
 
-def test_tampering_and_wrong_context_fail():
+def test_tampering_and_wrong_context_fail() -> None:
     """A flipped bit or a blob moved to another row (context) does not decrypt."""
     r = ring(new_key())
     blob = bytearray(r.encrypt(b"payload", b"account-1"))

@@ -10,12 +10,13 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 from gateway.devstack.procs import free_port
-from tests.conftest import form_action, form_fields
+from tests.conftest import form_action, form_fields, found
 
 
 def _dovecots() -> set[int]:
@@ -38,7 +39,7 @@ def _runs_in(pid: int, workdir: Path) -> bool:
         return False
 
 
-def _eventually(check, seconds: float = 15.0) -> bool:
+def _eventually(check: Callable[[], bool], seconds: float = 15.0) -> bool:
     """The running gateway re-reads the switch every few seconds."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -48,7 +49,7 @@ def _eventually(check, seconds: float = 15.0) -> bool:
     return False
 
 
-def test_demo_runs_signs_in_and_stops_cleanly():
+def test_demo_runs_signs_in_and_stops_cleanly() -> None:
     """The demo prints its URL and sign-ins, serves the member's Inbox, and stops on Ctrl-C
     with no stray process and its temporary directory gone."""
     before = _dovecots()
@@ -71,7 +72,7 @@ def test_demo_runs_signs_in_and_stops_cleanly():
         text = "".join(out)
         assert f"https://127.0.0.1:{port}/" in text, text
         assert "alex.morgan@council.example" in text
-        ca = re.search(r"signed by the dev CA at (\S+)", text).group(1)
+        ca = found(re.search(r"signed by the dev CA at (\S+)", text)).group(1)
         workdir = Path(ca).parents[1]
         verify = ssl.create_default_context(cafile=ca)
         base = f"https://127.0.0.1:{port}"
@@ -88,13 +89,13 @@ def test_demo_runs_signs_in_and_stops_cleanly():
             # The demo runs Exchange's IMAP personality, which refuses SEARCH CHARSET UTF-8:
             # a non-ASCII sender is still found (the seed's "Siân Llŷr Pennant").
             assert "Exchange Online's IMAP personality" in text
-            found = browser.get("/mail/search", params={"q": "Siân", "scope": "all"})
-            assert found.status_code == 200 and "Siân Llŷr Pennant" in found.text
-            assert "Pont Llŷr: ffordd ar gau dros dro" in found.text
+            results = browser.get("/mail/search", params={"q": "Siân", "scope": "all"})
+            assert results.status_code == 200 and "Siân Llŷr Pennant" in results.text
+            assert "Pont Llŷr: ffordd ar gau dros dro" in results.text
             # ICT flips the switch from the command line with the commands the banner prints:
             # they reach this demo (its --config), and status agrees with the banner's mode.
             assert "The failover switch is 'active' (version 0)" in text
-            conf = re.search(r"gateway --config (\S+) failover status", text).group(1)
+            conf = found(re.search(r"gateway --config (\S+) failover status", text)).group(1)
             assert f"gateway --config {conf} probe" in text
 
             def gateway(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from gateway.config import Settings, load_settings
@@ -29,6 +29,14 @@ from gateway.server.certs import DevCerts, make_dev_certs
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+def _started(part: T | None) -> T:
+    if part is None:
+        raise RuntimeError("start() the dev stack first")
+    return part
+
 
 @dataclass
 class DevStack:
@@ -42,27 +50,44 @@ class DevStack:
     # The Exchange proxy's timings (IDLE cut, the login-burst rule).
     imap_idle_timeout: float = 0.0   # 0: Exchange's 30 minutes
     login_burst: tuple[int, float] | None = None
-    certs: DevCerts | None = None
     signer: TokenSigner = field(default_factory=TokenSigner)
-    entra: EntraStandIn | None = None
-    mail: MailServer | None = None
     summary: SeedSummary | None = None
-    _entra_server: TLSServer | None = None
-    graph: GraphStandIn | None = None
-    _graph_server: TLSServer | None = None
+    # Made by start(); read them through the properties below, which never give None.
+    _certs: DevCerts | None = field(default=None, init=False, repr=False)
+    _entra: EntraStandIn | None = field(default=None, init=False, repr=False)
+    _mail: MailServer | None = field(default=None, init=False, repr=False)
+    _graph: GraphStandIn | None = field(default=None, init=False, repr=False)
+    _entra_server: TLSServer | None = field(default=None, init=False, repr=False)
+    _graph_server: TLSServer | None = field(default=None, init=False, repr=False)
+
+    @property
+    def certs(self) -> DevCerts:
+        return _started(self._certs)
+
+    @property
+    def entra(self) -> EntraStandIn:
+        return _started(self._entra)
+
+    @property
+    def mail(self) -> MailServer:
+        return _started(self._mail)
+
+    @property
+    def graph(self) -> GraphStandIn:
+        return _started(self._graph)
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.certs = make_dev_certs(self.workdir / "certs")
-        self.entra = EntraStandIn(self.signer)
+        self._certs = make_dev_certs(self.workdir / "certs")
+        self._entra = EntraStandIn(self.signer)
         self._entra_server = TLSServer(self.entra.app, self.certs)
         await self._entra_server.start()
         self.entra.base_url = self._entra_server.url
-        self.graph = GraphStandIn(self.signer)
+        self._graph = GraphStandIn(self.signer)
         self._graph_server = TLSServer(self.graph.app, self.certs)
         await self._graph_server.start()
         self.graph.base_url = self._graph_server.url
-        self.mail = MailServer(self.workdir / "mail", self.certs, self.signer,
+        self._mail = MailServer(self.workdir / "mail", self.certs, self.signer,
                                exchange_capabilities=self.exchange_capabilities,
                                exchange_proxy=self.exchange_proxy,
                                app_mailboxes=self.app_mailboxes,
@@ -83,7 +108,6 @@ class DevStack:
         """Send each member the invitation email for every meeting in their Graph calendar
         still awaiting an answer, with the same iCalendar UID, so that answering from the
         Inbox acts on the calendar event (as Exchange does)."""
-        assert self.graph is not None and self.mail is not None
         sent = 0
         for u in USERS:
             for stored in list(self.graph.calendar(u.oid).events.values()):
@@ -107,8 +131,8 @@ class DevStack:
         return sent
 
     async def stop(self) -> None:
-        if self.mail is not None:
-            await self.mail.stop()
+        if self._mail is not None:
+            await self._mail.stop()
         if self._entra_server is not None:
             await self._entra_server.stop()
             self._entra_server = None
@@ -125,7 +149,6 @@ class DevStack:
     def gateway_env(self, port: int, host: str = "127.0.0.1") -> dict[str, str]:
         """The same settings as ``GATEWAY_*`` variables, for a gateway run as its own
         process (``gateway serve``); each call makes a new crypto key."""
-        assert self.certs and self.entra and self.mail, "start() the stack first"
         ca = str(self.certs.ca_cert)
         env = {
             "GATEWAY_GENERAL_ENVIRONMENT": "development",

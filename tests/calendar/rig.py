@@ -4,7 +4,7 @@ signer, and the adapter's client built from settings, as the gateway builds it."
 from __future__ import annotations
 
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, TypeVar
@@ -30,8 +30,10 @@ class GraphRig:
     waits: list[float] = field(default_factory=list)
     clients: list[GraphHttp] = field(default_factory=list)
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        result: T = self.loop.run(coro)
+    def run(self, step: Awaitable[T]) -> T:
+        async def wait() -> T:
+            return await step
+        result: T = self.loop.run(wait())
         return result
 
     def http(self, **env: str) -> GraphHttp:

@@ -43,14 +43,14 @@ def _view(rig: GraphRig, first: date, last: date, zone: str = "Europe/London") -
     return rig.run(graph.calendar_view(http, rig.token(), start, end))
 
 
-def test_clock_change_dates_are_the_real_ones():
+def test_clock_change_dates_are_the_real_ones() -> None:
     """The rig's anchor puts the changes on the UK's real 2026 and 2027 dates."""
     assert (OCTO, MARCH) == (date(2026, 10, 25), date(2027, 3, 28))
 
 
 @pytest.mark.parametrize("prefix", sorted(EXPECTED))
 @pytest.mark.parametrize("zone", ["Europe/London", "Europe/Berlin", "America/New_York"])
-def test_all_day_dates_through_graph(rig: GraphRig, prefix: str, zone: str):
+def test_all_day_dates_through_graph(rig: GraphRig, prefix: str, zone: str) -> None:
     """Through the stand-in (Prefer: outlook.timezone in the member's zone, east and west of
     UTC too): each all-day event covers exactly its dates, and is laid out on each of them."""
     first, last = EXPECTED[prefix]
@@ -66,7 +66,7 @@ def test_all_day_dates_through_graph(rig: GraphRig, prefix: str, zone: str):
     assert all(s.label == "All day" for d in laid for s in d.slots if s.event.id == ev.id)
 
 
-def test_stand_in_sends_midnight_in_the_asked_zone(rig: GraphRig):
+def test_stand_in_sends_midnight_in_the_asked_zone(rig: GraphRig) -> None:
     """As Graph does: an all-day event is midnight to midnight whatever zone is preferred,
     labelled with that zone (not shifted into it)."""
     for zone in ("Europe/London", "UTC", "Pacific Standard Time"):
@@ -92,7 +92,7 @@ def _raw(first: date, last_exclusive: date, zone: str) -> dict[str, object]:
     OCTO - ONE, OCTO, OCTO + ONE, MARCH - ONE, MARCH, MARCH + ONE, SUMMER, WINTER])
 @pytest.mark.parametrize("zone", ["Europe/London", "GMT Standard Time", "Europe/Berlin",
                                   "W. Europe Standard Time", "UTC", "Pacific Standard Time"])
-def test_parse_takes_the_wall_date(first: date, zone: str):
+def test_parse_takes_the_wall_date(first: date, zone: str) -> None:
     """The model takes the date as written: 1 July in Europe/London stays 1 July (converting
     midnight BST to UTC first gives 30 June)."""
     one = parse_event(_raw(first, first + ONE, zone))

@@ -21,11 +21,11 @@ RW = "Calendars.ReadWrite MailboxSettings.ReadWrite User.Read"
 LONDON = zone("Europe/London")
 
 
-def at(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=LONDON)  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=LONDON)
 
 
-def test_new_mailbox_has_replies_off_with_a_schedule_in_utc(rig: GraphRig):
+def test_new_mailbox_has_replies_off_with_a_schedule_in_utc(rig: GraphRig) -> None:
     r = rig.run(autoreplies.get_replies(rig.http(), rig.token(scp=RW)))
     assert r.status == "disabled" and r.audience == "all"
     assert r.start is not None and r.end is not None and r.end > r.start
@@ -43,7 +43,7 @@ def test_new_mailbox_has_replies_off_with_a_schedule_in_utc(rig: GraphRig):
 ])
 def test_schedule_across_a_clock_change_keeps_the_wall_times(
         rig: GraphRig, start: datetime, end: datetime, start_utc: datetime,
-        end_utc: datetime):
+        end_utc: datetime) -> None:
     g, tok = rig.http(), rig.token(scp=RW)
     saved = rig.run(autoreplies.set_replies(g, tok, AutoReplies(
         "scheduled", "contactsOnly", "Away at conference.", "Out of the office.", start, end)))
@@ -62,7 +62,7 @@ def rig_oid() -> str:
     return user("member").oid
 
 
-def test_members_text_goes_to_graph_escaped_and_comes_back_as_text(rig: GraphRig):
+def test_members_text_goes_to_graph_escaped_and_comes_back_as_text(rig: GraphRig) -> None:
     g, tok = rig.http(), rig.token(scp=RW)
     text = "Back on <b>Monday</b> & \"soon\"\n<script>alert(1)</script>"
     rig.run(autoreplies.set_replies(g, tok, AutoReplies("alwaysEnabled", internal=text)))
@@ -73,7 +73,7 @@ def test_members_text_goes_to_graph_escaped_and_comes_back_as_text(rig: GraphRig
     assert back.internal == "Back on <b>Monday</b> & \"soon\"\n<script>alert(1)</script>"
 
 
-def test_outlooks_html_message_is_read_as_text(rig: GraphRig):
+def test_outlooks_html_message_is_read_as_text(rig: GraphRig) -> None:
     rig.stand_in.mailbox.replies(rig_oid())["internalReplyMessage"] = (
         "<html><body><p>Away</p><p>Call <a href='tel:1'>reception</a></p>"
         "<script>x()</script></body></html>")
@@ -98,7 +98,7 @@ def _patch(rig: GraphRig, scp: str, body: object) -> httpx.Response:
                               "timeZone": "GMT Standard Time"}},
 ])
 def test_stand_in_refuses_a_schedule_without_both_dates_or_ending_first(rig: GraphRig,
-                                                                         setting: object):
+                                                                         setting: object) -> None:
     # 10:00 BST on 29 March is 09:00 UTC: equal to the start, so not after it.
     r = _patch(rig, RW, {"automaticRepliesSetting": setting})
     assert r.status_code == 400
@@ -106,7 +106,7 @@ def test_stand_in_refuses_a_schedule_without_both_dates_or_ending_first(rig: Gra
     assert rig.stand_in.mailbox.replies(rig_oid())["status"] == "disabled"
 
 
-def test_stand_in_refuses_unknown_values_and_zones(rig: GraphRig):
+def test_stand_in_refuses_unknown_values_and_zones(rig: GraphRig) -> None:
     assert _patch(rig, RW, {"automaticRepliesSetting": {"status": "on"}}).status_code == 400
     r = _patch(rig, RW, {"automaticRepliesSetting": {
         "status": "scheduled",
@@ -115,7 +115,7 @@ def test_stand_in_refuses_unknown_values_and_zones(rig: GraphRig):
     assert r.json()["error"]["code"] == "TimeZoneNotSupportedException"
 
 
-def test_changing_needs_readwrite_and_reading_needs_a_mailbox_scope(rig: GraphRig):
+def test_changing_needs_readwrite_and_reading_needs_a_mailbox_scope(rig: GraphRig) -> None:
     r = _patch(rig, "Calendars.ReadWrite MailboxSettings.Read",
                {"automaticRepliesSetting": {"status": "alwaysEnabled"}})
     assert r.status_code == 403 and r.json()["error"]["code"] == "ErrorAccessDenied"
@@ -124,7 +124,7 @@ def test_changing_needs_readwrite_and_reading_needs_a_mailbox_scope(rig: GraphRi
     assert rig.stand_in.mailbox.replies(rig_oid())["status"] == "disabled"
 
 
-def test_graph_refusal_surfaces_as_a_readable_error(rig: GraphRig):
+def test_graph_refusal_surfaces_as_a_readable_error(rig: GraphRig) -> None:
     g, tok = rig.http(), rig.token(scp=RW)
     with pytest.raises(ValueError, match="schedule"):
         autoreplies.to_graph(AutoReplies("scheduled"), "Europe/London")

@@ -39,7 +39,7 @@ def named(events: list[Event], prefix: str) -> Event:
     return next(e for e in events if e.subject.startswith(prefix))
 
 
-def test_calendar_view_follows_every_page(rig: GraphRig):
+def test_calendar_view_follows_every_page(rig: GraphRig) -> None:
     """Small pages are followed through @odata.nextLink until every event has arrived."""
     whole = view(rig, GATEWAY_GRAPH_PAGE_SIZE="1000")
     assert rig.stand_in.requests == 1
@@ -50,7 +50,7 @@ def test_calendar_view_follows_every_page(rig: GraphRig):
     assert [e.start for e in paged] == sorted(e.start for e in paged)
 
 
-def test_calendar_view_selects_only_what_lists_show(rig: GraphRig):
+def test_calendar_view_selects_only_what_lists_show(rig: GraphRig) -> None:
     """The list asks for no bodies or attendees; the event page gets them."""
     ev = named(view(rig), "Cabinet briefing")
     assert ev.body_html == "" and ev.attendees == ()
@@ -59,7 +59,7 @@ def test_calendar_view_selects_only_what_lists_show(rig: GraphRig):
     assert full.location == "Room 2, Town Hall"
 
 
-def test_recurring_series_comes_as_occurrences(rig: GraphRig):
+def test_recurring_series_comes_as_occurrences(rig: GraphRig) -> None:
     """A weekly series arrives as occurrences of one master, each on its Saturday."""
     surgeries = [e for e in view(rig, count=28) if e.subject == "Ward surgery"]
     assert len(surgeries) == 4
@@ -72,7 +72,9 @@ def test_recurring_series_comes_as_occurrences(rig: GraphRig):
 
 @pytest.mark.parametrize("before,after", [(date(2026, 10, 24), date(2026, 10, 31)),
                                           (date(2027, 3, 27), date(2027, 4, 3))])
-def test_series_keeps_wall_time_across_clock_changes(rig: GraphRig, before, after):
+def test_series_keeps_wall_time_across_clock_changes(
+    rig: GraphRig, before: date, after: date,
+) -> None:
     """The surgery stays at 10:00 UK time either side of a clock change; UTC moves."""
     events = view(rig, first=before, count=8)
     s1, s2 = [e for e in events if e.subject == "Ward surgery"]
@@ -82,7 +84,9 @@ def test_series_keeps_wall_time_across_clock_changes(rig: GraphRig, before, afte
 
 
 @pytest.mark.parametrize("day,hours", [(date(2026, 10, 25), 4), (date(2027, 3, 28), 2)])
-def test_event_spanning_the_clock_change_has_its_real_length(rig: GraphRig, day, hours):
+def test_event_spanning_the_clock_change_has_its_real_length(
+    rig: GraphRig, day: date, hours: int,
+) -> None:
     """00:30 to 03:30 on a clock-change night lasts four hours in October, two in March."""
     ev = named(view(rig, first=day, count=1), "Overnight gritting")
     assert ev.end - ev.start == timedelta(hours=hours)
@@ -90,7 +94,7 @@ def test_event_spanning_the_clock_change_has_its_real_length(rig: GraphRig, day,
     assert ev.end.astimezone(LONDON).strftime("%H:%M") == "03:30"
 
 
-def test_prefer_timezone_changes_labels_not_instants(rig: GraphRig):
+def test_prefer_timezone_changes_labels_not_instants(rig: GraphRig) -> None:
     """Asking Graph for New York time gives the same instants as London time."""
     london = {e.id: e.start for e in view(rig)}
     rig.stand_in.requests = 0
@@ -104,7 +108,7 @@ def test_prefer_timezone_changes_labels_not_instants(rig: GraphRig):
     assert {e.id: e.start for e in ny} == london
 
 
-def test_all_day_and_multi_day_events(rig: GraphRig):
+def test_all_day_and_multi_day_events(rig: GraphRig) -> None:
     """All-day events are dates; a three-day conference appears on each of its days."""
     events = view(rig)
     council = named(events, "Full Council")
@@ -117,7 +121,7 @@ def test_all_day_and_multi_day_events(rig: GraphRig):
 
 @pytest.mark.parametrize("answer,response,send", [("accept", "accepted", True),
                                                   ("tentative", "tentativelyAccepted", False)])
-def test_accept_and_tentative(rig: GraphRig, answer, response, send):
+def test_accept_and_tentative(rig: GraphRig, answer: str, response: str, send: bool) -> None:
     """Accepting or tentatively accepting records the answer; the response goes only if asked."""
     g, tok = rig.http(), rig.token()
     inv = named(view(rig), "Scrutiny Committee")
@@ -130,7 +134,7 @@ def test_accept_and_tentative(rig: GraphRig, answer, response, send):
                       "comment": "Will be there"}] if send else [])
 
 
-def test_decline_removes_the_meeting(rig: GraphRig):
+def test_decline_removes_the_meeting(rig: GraphRig) -> None:
     """Declining sends the answer with its comment and takes the meeting off the calendar."""
     g, tok = rig.http(), rig.token()
     inv = named(view(rig), "Ward walkabout")
@@ -140,7 +144,7 @@ def test_decline_removes_the_meeting(rig: GraphRig):
         rig.run(graph.get_event(g, tok, inv.id))
 
 
-def test_respond_by_ical_uid(rig: GraphRig):
+def test_respond_by_ical_uid(rig: GraphRig) -> None:
     """An invitation in mail is answered through its iCalendar UID."""
     g, tok = rig.http(), rig.token()
     inv = rig.run(graph.get_event(g, tok, named(view(rig), "Scrutiny").id))
@@ -151,7 +155,7 @@ def test_respond_by_ical_uid(rig: GraphRig):
         rig.run(graph.respond(g, tok, "no-such-uid", "accept", by_ical_uid=True))
 
 
-def test_answering_own_meeting_and_cancelling_others_are_refused(rig: GraphRig):
+def test_answering_own_meeting_and_cancelling_others_are_refused(rig: GraphRig) -> None:
     """Graph's refusals come back as CalendarError carrying Graph's own words."""
     g, tok = rig.http(), rig.token()
     events = view(rig)
@@ -161,7 +165,7 @@ def test_answering_own_meeting_and_cancelling_others_are_refused(rig: GraphRig):
         rig.run(graph.cancel_event(g, tok, named(events, "Planning").id, "no"))
 
 
-def test_cancel_own_meeting(rig: GraphRig):
+def test_cancel_own_meeting(rig: GraphRig) -> None:
     """The organiser cancels with a comment; the meeting is gone and attendees are told."""
     g, tok = rig.http(), rig.token()
     mine = named(view(rig), "Cabinet briefing")
@@ -171,7 +175,7 @@ def test_cancel_own_meeting(rig: GraphRig):
     assert all(e.id != mine.id for e in view(rig))
 
 
-def test_create_edit_move_delete(rig: GraphRig):
+def test_create_edit_move_delete(rig: GraphRig) -> None:
     """An event made from the form is created, edited, moved across the clock change and
     deleted."""
     g, tok = rig.http(), rig.token()
@@ -191,7 +195,7 @@ def test_create_edit_move_delete(rig: GraphRig):
         rig.run(graph.get_event(g, tok, ev.id))
 
 
-def test_one_occurrence_moves_and_goes_alone(rig: GraphRig):
+def test_one_occurrence_moves_and_goes_alone(rig: GraphRig) -> None:
     """Moving or deleting one occurrence leaves the rest of the series alone."""
     g, tok = rig.http(), rig.token()
     occ = [e for e in view(rig, count=21) if e.subject == "Ward surgery"]
@@ -203,7 +207,7 @@ def test_one_occurrence_moves_and_goes_alone(rig: GraphRig):
     assert [e.id for e in left] == [occ[0].id, occ[2].id]
 
 
-def test_members_see_only_their_own_calendar(rig: GraphRig):
+def test_members_see_only_their_own_calendar(rig: GraphRig) -> None:
     """Another member's event id is simply not found in this member's calendar."""
     mine = named(view(rig), "Cabinet briefing")
     with pytest.raises(NotFound):
@@ -213,7 +217,7 @@ def test_members_see_only_their_own_calendar(rig: GraphRig):
     assert all(e.id != mine.id for e in view(rig, who="member2"))
 
 
-def test_graph_error_body_shape(rig: GraphRig):
+def test_graph_error_body_shape(rig: GraphRig) -> None:
     """The stand-in's errors carry Graph's {"error": {code, message, innerError}}."""
     g = rig.http()
     resp = rig.run(g.client.get("me/events/nope", headers={
@@ -224,7 +228,7 @@ def test_graph_error_body_shape(rig: GraphRig):
     assert {"date", "request-id", "client-request-id"} <= err["innerError"].keys()
 
 
-def test_401_gets_one_fresh_token_then_sign_in(rig: GraphRig):
+def test_401_gets_one_fresh_token_then_sign_in(rig: GraphRig) -> None:
     """A refused token is replaced once; refused again, the member must sign in."""
     g, calls = rig.http(), []
     good = rig.token()
@@ -240,13 +244,13 @@ def test_401_gets_one_fresh_token_then_sign_in(rig: GraphRig):
         rig.run(graph.calendar_view(g, source, *window(ANCHOR, 2)))
 
 
-def test_expired_token_means_sign_in(rig: GraphRig):
+def test_expired_token_means_sign_in(rig: GraphRig) -> None:
     """An expired token that cannot be refreshed ends in ReauthRequired."""
     with pytest.raises(ReauthRequired):
         rig.run(graph.calendar_view(rig.http(), rig.token(lifetime=-600), *window(ANCHOR, 1)))
 
 
-def test_missing_scope_is_forbidden(rig: GraphRig):
+def test_missing_scope_is_forbidden(rig: GraphRig) -> None:
     """A token without Calendars.ReadWrite cannot change the calendar: 403 -> Forbidden."""
     tok = rig.token(scp="Calendars.Read")
     ev = view(rig)[0]
@@ -255,14 +259,14 @@ def test_missing_scope_is_forbidden(rig: GraphRig):
         rig.run(graph.delete_event(rig.http(), tok, ev.id))
 
 
-def test_throttling_honours_retry_after(rig: GraphRig):
+def test_throttling_honours_retry_after(rig: GraphRig) -> None:
     """A 429 with a short Retry-After is waited out and retried; the member sees nothing."""
     rig.stand_in.throttle(1, retry_after=3)
     assert view(rig)
     assert rig.waits == [3.0] and rig.stand_in.requests == 2
 
 
-def test_long_retry_after_is_passed_to_the_member(rig: GraphRig):
+def test_long_retry_after_is_passed_to_the_member(rig: GraphRig) -> None:
     """Beyond the bound the gateway does not wait: the error carries Retry-After."""
     rig.stand_in.throttle(1, retry_after=120)
     with pytest.raises(UpstreamUnavailable) as err:
@@ -271,7 +275,7 @@ def test_long_retry_after_is_passed_to_the_member(rig: GraphRig):
     assert rig.waits == [] and rig.stand_in.requests == 1
 
 
-def test_persistent_throttling_gives_up_after_bounded_retries(rig: GraphRig):
+def test_persistent_throttling_gives_up_after_bounded_retries(rig: GraphRig) -> None:
     """Throttled again and again, the adapter stops after its retries."""
     rig.stand_in.throttle(5, retry_after=1)
     with pytest.raises(UpstreamUnavailable):
@@ -279,7 +283,7 @@ def test_persistent_throttling_gives_up_after_bounded_retries(rig: GraphRig):
     assert rig.waits == [1.0, 1.0] and rig.stand_in.requests == 3
 
 
-def test_503_without_retry_after_is_unavailable(rig: GraphRig):
+def test_503_without_retry_after_is_unavailable(rig: GraphRig) -> None:
     """A 503 with no Retry-After is reported at once as unavailable."""
     rig.stand_in.unavailable(1)
     with pytest.raises(UpstreamUnavailable, match="unavailable"):
@@ -288,14 +292,14 @@ def test_503_without_retry_after_is_unavailable(rig: GraphRig):
     assert view(rig) and rig.waits == [2.0]
 
 
-def test_hang_times_out(rig: GraphRig):
+def test_hang_times_out(rig: GraphRig) -> None:
     """A Graph that does not answer is reported after graph.timeout_seconds."""
     rig.stand_in.hang(1, seconds=5)
     with pytest.raises(UpstreamUnavailable, match="in time"):
         view(rig, GATEWAY_GRAPH_TIMEOUT_SECONDS="0.3")
 
 
-def test_unreachable_graph_is_unavailable(rig: GraphRig):
+def test_unreachable_graph_is_unavailable(rig: GraphRig) -> None:
     """A network fault (nothing listening) is UpstreamUnavailable, not a crash."""
     import socket
     with socket.socket() as s:
@@ -309,7 +313,7 @@ def test_unreachable_graph_is_unavailable(rig: GraphRig):
         rig.run(graph.calendar_view(g, rig.token(), *window(ANCHOR, 1)))
 
 
-def test_next_link_to_another_origin_is_not_followed(rig: GraphRig):
+def test_next_link_to_another_origin_is_not_followed(rig: GraphRig) -> None:
     """A nextLink off Graph's origin is refused, so the token never leaves Graph."""
     seen: list[str] = []
 
@@ -325,7 +329,7 @@ def test_next_link_to_another_origin_is_not_followed(rig: GraphRig):
     assert len(seen) == 1 and seen[0].startswith("https://graph.microsoft.com/v1.0/")
 
 
-def test_only_https_join_links_survive(rig: GraphRig):
+def test_only_https_join_links_survive(rig: GraphRig) -> None:
     """A join link that is not https:// (javascript:, data:) is dropped by the model."""
     from gateway.calendar.model import parse_event
     base = {"id": "x", "start": {"dateTime": "2026-12-01T10:00:00", "timeZone": "UTC"},
@@ -336,7 +340,7 @@ def test_only_https_join_links_survive(rig: GraphRig):
         "https://teams.example/j"
 
 
-def test_app_only_canary_reads_a_users_calendar(rig: GraphRig):
+def test_app_only_canary_reads_a_users_calendar(rig: GraphRig) -> None:
     """The health canary's app-only call (roles Calendars.Read) reads /users/{upn}/calendar."""
     import time as _time
 

@@ -38,7 +38,7 @@ def post(client: httpx.Client, path: str, data: dict[str, str], csrf_from: str =
     return client.post(path, data={"csrf_token": csrf_of(client, csrf_from), **data})
 
 
-def test_agenda_lists_today_and_the_next_fortnight(member: httpx.Client):
+def test_agenda_lists_today_and_the_next_fortnight(member: httpx.Client) -> None:
     """The agenda shows timed, all-day and multi-day events and flags invitations."""
     page = member.get("/calendar")
     assert page.status_code == 200
@@ -53,7 +53,7 @@ def test_agenda_lists_today_and_the_next_fortnight(member: httpx.Client):
     assert "budget" not in text                          # no bodies in lists
 
 
-def test_day_and_week_views(member: httpx.Client, stack: Any):
+def test_day_and_week_views(member: httpx.Client, stack: Any) -> None:
     """The day view shows one day; the week view shows Monday to Sunday."""
     agenda = member.get("/calendar").text
     ev_page = member.get(link(agenda, "Full Council")).text
@@ -67,7 +67,7 @@ def test_day_and_week_views(member: httpx.Client, stack: Any):
     assert member.get("/calendar/day?date=not-a-date").status_code == 400
 
 
-def test_event_page_shows_details_and_sanitised_body(member: httpx.Client):
+def test_event_page_shows_details_and_sanitised_body(member: httpx.Client) -> None:
     """The event page has location, join link, attendees with answers, and a safe body."""
     page = member.get(link(member.get("/calendar").text, "Planning Committee"))
     assert page.status_code == 200
@@ -77,7 +77,7 @@ def test_event_page_shows_details_and_sanitised_body(member: httpx.Client):
     assert "<b>budget</b>" in cabinet and "<script>" not in cabinet
 
 
-def test_create_edit_move_delete(member: httpx.Client, fresh_calendar: GraphStandIn):
+def test_create_edit_move_delete(member: httpx.Client, fresh_calendar: GraphStandIn) -> None:
     """A member adds an event, edits it, moves it and deletes it, all with plain forms."""
     form = member.get("/calendar/new?date=2026-12-03")
     assert form.status_code == 200 and 'name="csrf_token"' in form.text
@@ -104,7 +104,7 @@ def test_create_edit_move_delete(member: httpx.Client, fresh_calendar: GraphStan
     assert member.get(url).status_code == 404
 
 
-def test_invalid_form_keeps_the_members_input(member: httpx.Client):
+def test_invalid_form_keeps_the_members_input(member: httpx.Client) -> None:
     """An end before the start re-renders the form with the input and the reason."""
     r = post(member, "/calendar/new", {
         "subject": "Ward <meeting>", "start_date": "2026-12-03", "start_time": "10:00",
@@ -118,7 +118,7 @@ def test_invalid_form_keeps_the_members_input(member: httpx.Client):
     assert r.status_code == 422 and "clocks go forward" in r.text
 
 
-def test_failed_save_keeps_the_form(member: httpx.Client, fresh_calendar: GraphStandIn):
+def test_failed_save_keeps_the_form(member: httpx.Client, fresh_calendar: GraphStandIn) -> None:
     """When Graph is unavailable the form comes back with the member's values."""
     csrf = csrf_of(member, "/calendar")
     fresh_calendar.unavailable(1)
@@ -131,7 +131,7 @@ def test_failed_save_keeps_the_form(member: httpx.Client, fresh_calendar: GraphS
     assert "has not been added yet" in r.text
 
 
-def test_answer_accept_and_decline(member: httpx.Client, fresh_calendar: GraphStandIn):
+def test_answer_accept_and_decline(member: httpx.Client, fresh_calendar: GraphStandIn) -> None:
     """Accept with a comment stays on the event; decline removes it and returns to the agenda."""
     url = link(member.get("/calendar").text, "Scrutiny Committee")
     r = post(member, url + "/answer", {"answer": "accept", "comment": "See you there",
@@ -147,7 +147,7 @@ def test_answer_accept_and_decline(member: httpx.Client, fresh_calendar: GraphSt
     assert "Ward walkabout" not in member.get("/calendar").text
 
 
-def test_cancel_own_meeting(member: httpx.Client, fresh_calendar: GraphStandIn):
+def test_cancel_own_meeting(member: httpx.Client, fresh_calendar: GraphStandIn) -> None:
     """Deleting a meeting the member organises cancels it with a message to attendees."""
     url = link(member.get("/calendar").text, "Cabinet briefing")
     confirm = member.get(url + "/delete")
@@ -158,7 +158,7 @@ def test_cancel_own_meeting(member: httpx.Client, fresh_calendar: GraphStandIn):
     assert "Cabinet briefing" not in member.get("/calendar").text
 
 
-def test_csrf_is_enforced(member: httpx.Client, fresh_calendar: GraphStandIn):
+def test_csrf_is_enforced(member: httpx.Client, fresh_calendar: GraphStandIn) -> None:
     """A form post without the CSRF token is refused and changes nothing."""
     url = link(member.get("/calendar").text, "Cabinet briefing")
     fresh_calendar.requests = 0
@@ -168,7 +168,7 @@ def test_csrf_is_enforced(member: httpx.Client, fresh_calendar: GraphStandIn):
     assert member.get(url).status_code == 200
 
 
-def test_another_member_cannot_see_or_change_it(gw: Gateway, member: httpx.Client):
+def test_another_member_cannot_see_or_change_it(gw: Gateway, member: httpx.Client) -> None:
     """Member 2 gets 404 for member 1's event, to read or delete, and it survives."""
     url = link(member.get("/calendar").text, "Cabinet briefing")
     other = sign_in(gw, "member2")
@@ -180,7 +180,7 @@ def test_another_member_cannot_see_or_change_it(gw: Gateway, member: httpx.Clien
 
 
 def test_throttled_beyond_the_bound_says_when_to_retry(member: httpx.Client,
-                                                       fresh_calendar: GraphStandIn):
+                                                       fresh_calendar: GraphStandIn) -> None:
     """A long Retry-After reaches the member as a 503 page with Retry-After."""
     fresh_calendar.throttle(1, retry_after=90)
     r = member.get("/calendar")
@@ -189,7 +189,7 @@ def test_throttled_beyond_the_bound_says_when_to_retry(member: httpx.Client,
 
 
 def test_token_refused_twice_sends_member_to_sign_in(gw: Gateway,
-                                                    fresh_calendar: GraphStandIn):
+                                                    fresh_calendar: GraphStandIn) -> None:
     """Graph refusing the token after one refresh ends the session and asks to sign in."""
     client = sign_in(gw, "member")
     assert client.get("/calendar").status_code == 200
@@ -199,14 +199,14 @@ def test_token_refused_twice_sends_member_to_sign_in(gw: Gateway,
     assert r.headers["location"].startswith("/auth/signin?next=%2Fcalendar%2Fweek")
 
 
-def test_signed_out_visitor_is_sent_to_sign_in(gw: Gateway):
+def test_signed_out_visitor_is_sent_to_sign_in(gw: Gateway) -> None:
     """Without a session the calendar redirects to sign-in."""
     r = gw.client().get("/calendar")
     assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
 
 
 def test_answer_invitation_from_mail_by_uid(member: httpx.Client,
-                                            fresh_calendar: GraphStandIn):
+                                            fresh_calendar: GraphStandIn) -> None:
     """A meeting request in mail is answered through its UID; decline returns to the message,
     and only to a path on this site."""
     member.get("/calendar")      # seeds the calendar

@@ -14,15 +14,17 @@ from email.policy import default
 from html import unescape
 from zoneinfo import ZoneInfo
 
+import httpx
+
 from gateway.calendar.itip import exchange_ical_uid
 from gateway.devstack.graph import wrap_uid
 from gateway.devstack.seed import invitation_ics, make_message
 from gateway.devstack.users import user
-from tests.conftest import csrf_of, sign_in
+from tests.conftest import Gateway, csrf_of, sign_in
 from tests.web.mailhelp import deliver, unique
 
 
-def test_wrapped_uid_matches_the_exchange_protocol_example():
+def test_wrapped_uid_matches_the_exchange_protocol_example() -> None:
     """MS-ASEMAIL 4.3 example 2: the GlobalObjectId of the third-party UID
     {81412D3C-2A24-4E9D-B20E-11F7BBE92799}, in hex, is what both sides compute."""
     goid = base64.b64decode(
@@ -47,8 +49,10 @@ def _outside_invite(subject: str, uid: str) -> bytes:
                         calendar=ics)
 
 
-def _answer(gateway, client, page_url: str, page: str, answer: str, comment: str,
-            send: bool = True):
+def _answer(
+    gateway: Gateway, client: httpx.Client, page_url: str, page: str, answer: str, comment: str,
+    send: bool = True,
+) -> httpx.Response:
     form = re.search(r'<form[^>]+class="invite-answer".*?</form>', page, re.S)
     assert form, "the read page offers an answer"
     fields = {unescape(k): unescape(v) for k, v in re.findall(
@@ -60,7 +64,7 @@ def _answer(gateway, client, page_url: str, page: str, answer: str, comment: str
                        headers={"Origin": gateway.url})
 
 
-def test_outside_organisers_invitation_is_found_in_the_calendar(gateway):
+def test_outside_organisers_invitation_is_found_in_the_calendar(gateway: Gateway) -> None:
     """The seeded outside organiser's meeting: its invitation carries the organiser's own
     UID, Graph shows it wrapped; Accept from the mail acts on the calendar event."""
     gateway.stack.mail_invitations()
@@ -83,7 +87,7 @@ def test_outside_organisers_invitation_is_found_in_the_calendar(gateway):
     assert graph.sent[sent_before:] and graph.sent[-1]["kind"] == "accepted"
 
 
-def test_invitation_not_in_the_calendar_is_answered_by_mail(gateway):
+def test_invitation_not_in_the_calendar_is_answered_by_mail(gateway: Gateway) -> None:
     """No event with that UID (deleted, or never filed): Accept sends the organiser an iTIP
     REPLY with the comment, and the message page says so, not a 404."""
     subject = unique("Audit briefing")
@@ -110,7 +114,7 @@ def test_invitation_not_in_the_calendar_is_answered_by_mail(gateway):
     assert "COMMENT:I may be late\\; starting\\, 10:15" in ics
 
 
-def test_not_in_the_calendar_and_no_answer_to_send_keeps_the_comment(gateway):
+def test_not_in_the_calendar_and_no_answer_to_send_keeps_the_comment(gateway: Gateway) -> None:
     """With "send my answer" unticked there is nothing to do: a clear message, the form
     again with the comment as typed (nothing sent)."""
     subject = unique("Audit follow-up")

@@ -15,7 +15,7 @@ from tests.calendar.rig import GraphRig
 SCP = "Calendars.ReadWrite People.Read User.Read"
 
 
-def test_finds_colleagues_by_the_start_of_a_name_or_address(rig: GraphRig):
+def test_finds_colleagues_by_the_start_of_a_name_or_address(rig: GraphRig) -> None:
     g, tok = rig.http(), rig.token(scp=SCP)
     found = rig.run(people.search(g, tok, "jo"))
     # Jo Evans, and Jordan Ellis: "jo" starts both names. The colleague is more relevant.
@@ -31,7 +31,7 @@ def test_finds_colleagues_by_the_start_of_a_name_or_address(rig: GraphRig):
     assert len(many) == 3 and "alex.morgan@council.example" not in {s.address for s in many}
 
 
-def test_quotes_and_backslashes_cannot_break_out_of_the_search(rig: GraphRig):
+def test_quotes_and_backslashes_cannot_break_out_of_the_search(rig: GraphRig) -> None:
     assert people.clean_term('jo" OR "x\\') == "jo OR x"
     found = rig.run(people.search(rig.http(), rig.token(scp=SCP), '"jo evans"'))
     assert [s.address for s in found] == ["jo.evans@council.example"]
@@ -44,7 +44,7 @@ def _get(rig: GraphRig, scp: str, who: str = "member", **params: str) -> httpx.R
                      headers={"Authorization": "Bearer " + tok})
 
 
-def test_stand_in_answers_graphs_person_shape(rig: GraphRig):
+def test_stand_in_answers_graphs_person_shape(rig: GraphRig) -> None:
     r = _get(rig, SCP, **{"$search": '"jo"'})
     assert r.status_code == 200
     person = r.json()["value"][0]
@@ -57,12 +57,12 @@ def test_stand_in_answers_graphs_person_shape(rig: GraphRig):
 
 @pytest.mark.parametrize("params", [{"$select": "displayName,email"}, {"$top": "0"},
                                     {"$top": "ten"}])
-def test_stand_in_refuses_what_graph_refuses(rig: GraphRig, params: dict[str, str]):
+def test_stand_in_refuses_what_graph_refuses(rig: GraphRig, params: dict[str, str]) -> None:
     r = _get(rig, SCP, **params)
     assert r.status_code == 400 and r.json()["error"]["code"] == "RequestBroker--ParseUri"
 
 
-def test_without_people_read_graph_says_access_denied(rig: GraphRig):
+def test_without_people_read_graph_says_access_denied(rig: GraphRig) -> None:
     r = _get(rig, "Calendars.ReadWrite User.Read")
     assert r.status_code == 403 and r.json()["error"]["code"] == "ErrorAccessDenied"
     with pytest.raises(Forbidden):

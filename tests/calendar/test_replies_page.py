@@ -31,7 +31,7 @@ def save(member: httpx.Client, **fields: str) -> httpx.Response:
     return member.post("/settings/replies", data=data)
 
 
-def test_mail_pages_link_to_the_settings_page(member: httpx.Client):
+def test_mail_pages_link_to_the_settings_page(member: httpx.Client) -> None:
     assert 'href="/settings/replies"' in member.get("/mail").text
     page = member.get("/settings/replies")
     assert page.status_code == 200
@@ -39,7 +39,7 @@ def test_mail_pages_link_to_the_settings_page(member: httpx.Client):
 
 
 def test_turning_on_between_dates_across_the_march_clock_change(member: httpx.Client,
-                                                                fresh: GraphStandIn):
+                                                                fresh: GraphStandIn) -> None:
     r = save(member, status="scheduled", start_date="2027-03-27", start_time="09:00",
              end_date="2027-03-29", end_time="09:00", audience="contactsOnly",
              internal="At the LGA conference.\nBack Monday.", external="Out of office.")
@@ -55,7 +55,7 @@ def test_turning_on_between_dates_across_the_march_clock_change(member: httpx.Cl
     assert "At the LGA conference.\nBack Monday.</textarea>" in page
 
 
-def test_october_clock_change_and_turning_off(member: httpx.Client, fresh: GraphStandIn):
+def test_october_clock_change_and_turning_off(member: httpx.Client, fresh: GraphStandIn) -> None:
     r = save(member, status="scheduled", start_date="2027-10-30", start_time="17:30",
              end_date="2027-11-02", end_time="")
     assert r.status_code == 303
@@ -71,21 +71,21 @@ def test_october_clock_change_and_turning_off(member: httpx.Client, fresh: Graph
     ({"start_date": "", "end_date": "2027-03-28"}, "Give the first day"),
     ({"start_date": "29/03/2027", "end_date": "2027-03-30"}, "Give the first day"),
 ])
-def test_bad_dates_show_the_form_again_with_the_text_kept(member: httpx.Client,
-                                                          fresh: GraphStandIn,
-                                                          fields: dict[str, str], says: str):
+def test_bad_dates_show_the_form_again_with_the_text_kept(
+    member: httpx.Client, fresh: GraphStandIn, fields: dict[str, str], says: str,
+) -> None:
     r = save(member, status="scheduled", internal="Typed with care", **fields)
     assert r.status_code == 400 and says in r.text
     assert "Typed with care</textarea>" in r.text
     assert fresh.mailbox.replies(user("member").oid)["status"] == "disabled"
 
 
-def test_unknown_choice_is_a_plain_400(member: httpx.Client):
+def test_unknown_choice_is_a_plain_400(member: httpx.Client) -> None:
     r = save(member, status="sometimes")
     assert r.status_code == 400 and "Choose whether" in r.text
 
 
-def test_graph_away_keeps_the_text(member: httpx.Client, fresh: GraphStandIn):
+def test_graph_away_keeps_the_text(member: httpx.Client, fresh: GraphStandIn) -> None:
     token = csrf_of(member, "/settings/replies")
     fresh.mailbox.unavailable()
     r = member.post("/settings/replies", data={
@@ -94,7 +94,7 @@ def test_graph_away_keeps_the_text(member: httpx.Client, fresh: GraphStandIn):
     assert r.status_code == 503 and "Please keep me</textarea>" in r.text
 
 
-def test_saving_needs_the_csrf_token(member: httpx.Client, fresh: GraphStandIn):
+def test_saving_needs_the_csrf_token(member: httpx.Client, fresh: GraphStandIn) -> None:
     r = member.post("/settings/replies", data={"status": "alwaysEnabled"})
     assert r.status_code == 403
     assert fresh.mailbox.replies(user("member").oid)["status"] == "disabled"

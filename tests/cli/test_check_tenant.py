@@ -50,7 +50,8 @@ def run(stack: DevStack, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     return code, lines, out
 
 
-def test_healthy_tenant_passes_every_line(tenant, tmp_path, capsys):
+def test_healthy_tenant_passes_every_line(tenant: DevStack, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, out = run(tenant, tmp_path, capsys)
     assert list(lines) == CHECKS, out
     assert all(status == "PASS" for status, _, _ in lines.values()), out
@@ -60,7 +61,8 @@ def test_healthy_tenant_passes_every_line(tenant, tmp_path, capsys):
         assert token not in out
 
 
-def test_wrong_client_secret_names_the_fix(tenant, tmp_path, capsys):
+def test_wrong_client_secret_names_the_fix(tenant: DevStack, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, _out = run(tenant, tmp_path, capsys, entra__client_secret="not-the-secret")
     assert code == 2
     status, detail, fix = lines["App credentials"]
@@ -70,7 +72,8 @@ def test_wrong_client_secret_names_the_fix(tenant, tmp_path, capsys):
     assert lines["Entra discovery"][0] == "PASS"
 
 
-def test_entra_down_fails_discovery(tenant, tmp_path, capsys):
+def test_entra_down_fails_discovery(tenant: DevStack, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     tenant.entra.set_fault("error")
     try:
         code, lines, _out = run(tenant, tmp_path, capsys)
@@ -81,7 +84,8 @@ def test_entra_down_fails_discovery(tenant, tmp_path, capsys):
     assert status == "FAIL" and "HTTP 503" in detail and fix
 
 
-def test_missing_application_permission_is_named(tenant, tmp_path, capsys):
+def test_missing_application_permission_is_named(tenant: DevStack, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """The registration without SMTP.SendAsApp: the token line names it and how to add it."""
     names = {p.id: p.value for p in CATALOGUE}
     from gateway.devstack.registration import manifest_path
@@ -101,7 +105,9 @@ def test_missing_application_permission_is_named(tenant, tmp_path, capsys):
     assert "Office 365 Exchange Online" in fix and "admin consent" in fix
 
 
-def test_canary_without_mailbox_access_gets_the_exchange_commands(tenant, tmp_path, capsys):
+def test_canary_without_mailbox_access_gets_the_exchange_commands(
+    tenant: DevStack, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """A canary the service principal may not open: IMAP and SMTP fail with the Exchange
     Online PowerShell that fixes it."""
     other = user("member2").email
@@ -113,7 +119,8 @@ def test_canary_without_mailbox_access_gets_the_exchange_commands(tenant, tmp_pa
         assert "New-ServicePrincipal" in fix and "Add-MailboxPermission" in fix
 
 
-def test_graph_down_fails_its_line(tenant, tmp_path, capsys):
+def test_graph_down_fails_its_line(tenant: DevStack, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
     tenant.graph.unavailable(count=5)
     try:
         code, lines, _out = run(tenant, tmp_path, capsys)
@@ -123,14 +130,16 @@ def test_graph_down_fails_its_line(tenant, tmp_path, capsys):
     assert lines["Canary IMAP login"][0] == "PASS"
 
 
-def test_no_canary_is_a_warning_not_a_pass(tenant, tmp_path, capsys):
+def test_no_canary_is_a_warning_not_a_pass(tenant: DevStack, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, lines, _out = run(tenant, tmp_path, capsys, health__canary_mailbox="")
     assert code == 1
     assert lines["Canary IMAP login"][0] == "WARN" and "health.canary_mailbox" in lines[
         "Canary IMAP login"][2]
 
 
-def test_no_configuration_is_unknown(capsys, monkeypatch):
+def test_no_configuration_is_unknown(capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     for key in [k for k in __import__("os").environ if k.startswith("GATEWAY_")]:
         monkeypatch.delenv(key)
     assert main(["check-tenant"]) == 3

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.cli.main import main
 from gateway.crypto import new_key
@@ -19,7 +20,9 @@ from gateway.devstack.procs import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_certs_dev_writes_ca_and_server_cert_with_private_keys_0600(tmp_path, capsys):
+def test_certs_dev_writes_ca_and_server_cert_with_private_keys_0600(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """`gateway certs dev` makes a CA and a server cert; keys are 0600."""
     assert main(["certs", "dev", "--dir", str(tmp_path)]) == 0
     for name in ("dev-ca.pem", "server.pem"):
@@ -29,14 +32,14 @@ def test_certs_dev_writes_ca_and_server_cert_with_private_keys_0600(tmp_path, ca
     assert "never commit" in capsys.readouterr().out
 
 
-def test_certs_directory_is_git_ignored():
+def test_certs_directory_is_git_ignored() -> None:
     """Nothing generated under certs/ can be committed by accident."""
     out = subprocess.run(["git", "check-ignore", "certs/server-key.pem"], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0
 
 
-def test_keygen_prints_a_valid_key(capsys):
+def test_keygen_prints_a_valid_key(capsys: pytest.CaptureFixture[str]) -> None:
     """`gateway keygen` prints a key that the settings accept."""
     assert main(["keygen"]) == 0
     key = capsys.readouterr().out.strip()
@@ -44,7 +47,8 @@ def test_keygen_prints_a_valid_key(capsys):
     assert load_settings(environ={"GATEWAY_CRYPTO_KEYS": key}).crypto_keys[0]
 
 
-def test_demo_refuses_in_production(monkeypatch, capsys):
+def test_demo_refuses_in_production(monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     """`gateway demo` will not start when the settings say production."""
     for k, v in {"GATEWAY_GENERAL_ENVIRONMENT": "production",
                  "GATEWAY_ENTRA_AUTHORITY": "https://login.example/t",
@@ -73,7 +77,7 @@ def _wait(url: str, verify: ssl.SSLContext | bool) -> httpx.Response:
             time.sleep(0.1)
 
 
-def test_serve_over_tls(tmp_path):
+def test_serve_over_tls(tmp_path: Path) -> None:
     """`gateway serve` serves HTTPS from the configured certificate and key."""
     main(["certs", "dev", "--dir", str(tmp_path)])
     port = free_port()
@@ -87,10 +91,10 @@ def test_serve_over_tls(tmp_path):
         assert r.status_code == 200 and r.headers["strict-transport-security"]
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.communicate(timeout=10)  # waits, and closes the pipe
 
 
-def test_serve_plain_http_behind_a_proxy(tmp_path):
+def test_serve_plain_http_behind_a_proxy(tmp_path: Path) -> None:
     """Without a certificate it serves plain HTTP for a TLS-terminating proxy."""
     port = free_port()
     proc = _serve({"GATEWAY_SERVER_PORT": str(port),
@@ -101,10 +105,10 @@ def test_serve_plain_http_behind_a_proxy(tmp_path):
         assert r.status_code == 200
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.communicate(timeout=10)  # waits, and closes the pipe
 
 
-def test_serve_refuses_bad_settings_naming_the_key(tmp_path):
+def test_serve_refuses_bad_settings_naming_the_key(tmp_path: Path) -> None:
     """A bad setting stops `gateway serve` with exit 1 and the key named."""
     proc = _serve({"GATEWAY_SERVER_PORT": "not-a-port",
                    "GATEWAY_STORE_SQLITE_PATH": str(tmp_path / "g.db")})
@@ -126,7 +130,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_serve_with_two_workers_and_stop(tmp_path):
+def test_serve_with_two_workers_and_stop(tmp_path: Path) -> None:
     """server.workers = 2 runs two worker processes that both serve; SIGTERM stops all."""
     main(["certs", "dev", "--dir", str(tmp_path)])
     port = free_port()
@@ -145,7 +149,7 @@ def test_serve_with_two_workers_and_stop(tmp_path):
             assert r.status_code == 200
     finally:
         proc.terminate()
-        proc.wait(20)
+        proc.communicate(timeout=20)  # waits, and closes the pipe
     assert proc.returncode is not None
     time.sleep(0.5)
     assert all(not Path(f"/proc/{w}").exists() or

@@ -31,7 +31,9 @@ def _gateway(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[s
                           env=_clean_env(**env), capture_output=True, text=True, timeout=60)
 
 
-def test_failover_activate_without_configuration_exits_2_and_writes_no_store(tmp_path):
+def test_failover_activate_without_configuration_exits_2_and_writes_no_store(
+    tmp_path: Path,
+) -> None:
     """The trap: `gateway failover activate` with no configuration must not create a fresh
     var/gateway.db and report success; it exits 2, says why, and leaves the directory empty."""
     done = _gateway(tmp_path, "failover", "activate", "--reason", "MDM down")
@@ -48,7 +50,9 @@ def test_failover_activate_without_configuration_exits_2_and_writes_no_store(tmp
     ["failover", "timeline"], ["audit", "verify"], ["audit", "export"], ["apikey", "list"],
     ["apikey", "create", "k"], ["migrate"], ["serve"],
 ])
-def test_every_state_command_needs_a_configuration(tmp_path, monkeypatch, capsys, args):
+def test_every_state_command_needs_a_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str],
+                                                   args: list[str]) -> None:
     """Each command that reads or changes the store refuses without a configuration."""
     for name in [n for n in os.environ if n.startswith("GATEWAY_")]:
         monkeypatch.delenv(name)
@@ -58,7 +62,8 @@ def test_every_state_command_needs_a_configuration(tmp_path, monkeypatch, capsys
     assert list(tmp_path.iterdir()) == []
 
 
-def test_probe_without_configuration_is_unknown(tmp_path, monkeypatch, capsys):
+def test_probe_without_configuration_is_unknown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     """`gateway probe` keeps the plugin convention: no configuration is UNKNOWN (3), not a
     CRITICAL that would page someone about the gateway."""
     for name in [n for n in os.environ if n.startswith("GATEWAY_")]:
@@ -70,7 +75,8 @@ def test_probe_without_configuration_is_unknown(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("args", [["keygen"], ["certs", "dev", "--dir", "c"], ["check-config"]])
-def test_commands_that_touch_no_store_need_no_configuration(tmp_path, args):
+def test_commands_that_touch_no_store_need_no_configuration(tmp_path: Path,
+                                                            args: list[str]) -> None:
     """keygen, certs dev and check-config work as documented with nothing configured, and
     none of them makes a store."""
     done = _gateway(tmp_path, *args)
@@ -90,7 +96,7 @@ GATEWAY_FAILOVER_PILOT_GROUPS='6c1f0a2e-2b3c-4d5e-8f90-a1b2c3d4e5f6,\\
 """
 
 
-def test_env_file_names_the_store_before_or_after_the_subcommand(tmp_path):
+def test_env_file_names_the_store_before_or_after_the_subcommand(tmp_path: Path) -> None:
     """--env-file in systemd format works in either position; the store used is said on
     stderr with its absolute path; both runs act on the same store."""
     db = tmp_path / "state" / "g.db"
@@ -109,7 +115,7 @@ def test_env_file_names_the_store_before_or_after_the_subcommand(tmp_path):
     assert db.exists() and list(work.iterdir()) == []
 
 
-def test_calling_environment_overrides_the_env_file_and_says_so(tmp_path):
+def test_calling_environment_overrides_the_env_file_and_says_so(tmp_path: Path) -> None:
     """A GATEWAY_* variable set for this one run wins over the file, with a note."""
     env_file = tmp_path / "gateway.env"
     env_file.write_text(f"GATEWAY_STORE_SQLITE_PATH={tmp_path / 'file.db'}\n"
@@ -123,13 +129,14 @@ def test_calling_environment_overrides_the_env_file_and_says_so(tmp_path):
     assert "GATEWAY_STORE_SQLITE_PAHT is not a gateway setting" in done.stderr
 
 
-def test_missing_env_file_is_a_clear_error(tmp_path, capsys):
+def test_missing_env_file_is_a_clear_error(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
     """A wrong --env-file path exits 1 naming the file."""
     assert main(["--env-file", str(tmp_path / "nope.env"), "failover", "status"]) == 1
     assert "nope.env" in capsys.readouterr().err
 
 
-def test_env_file_is_read_as_systemd_reads_it(tmp_path):
+def test_env_file_is_read_as_systemd_reads_it(tmp_path: Path) -> None:
     """The parser agrees with systemd's own (the environment.d generator shares systemd's
     env-file reader) on quotes, escapes, continuations, comments and blanks."""
     assert GENERATOR.exists(), "systemd is part of Debian; its generator must be there"
@@ -162,7 +169,7 @@ def test_env_file_is_read_as_systemd_reads_it(tmp_path):
     assert any("1BAD" in w for w in warnings) and any("no '='" in w for w in warnings)
 
 
-def test_postgres_dsn_is_shown_without_its_password():
+def test_postgres_dsn_is_shown_without_its_password() -> None:
     """The store line never carries a password, in URL or key=value form."""
     assert redact_dsn("postgresql://gw:s3cret@db.example:5432/gateway?sslmode=require") == \
         "postgresql://gw:***@db.example:5432/gateway?sslmode=require"
@@ -170,7 +177,8 @@ def test_postgres_dsn_is_shown_without_its_password():
     assert redact_dsn("postgresql://db.example/gateway") == "postgresql://db.example/gateway"
 
 
-def test_store_line_for_postgres_has_no_password(tmp_path, monkeypatch, capsys):
+def test_store_line_for_postgres_has_no_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """With a PostgreSQL DSN from a secret file, the command names the server, not the secret
     (the connection itself is refused: nothing listens there)."""
     secret = tmp_path / "dsn"
@@ -208,7 +216,7 @@ def _printed_commands(path: Path) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("doc", ["README.md", "deploy/RUNBOOK.md", "docs/failover.md"])
-def test_every_printed_command_parses(doc):
+def test_every_printed_command_parses(doc: str) -> None:
     """Each gateway command the README, the runbook and the failover guide print is one the
     command line accepts as written."""
     from gateway.cli.main import build_parser
@@ -222,7 +230,7 @@ def test_every_printed_command_parses(doc):
             raise AssertionError(f"{doc}: `gateway {' '.join(words)}` does not parse") from exc
 
 
-def test_check_config_names_the_store_and_warns_without_a_configuration(tmp_path):
+def test_check_config_names_the_store_and_warns_without_a_configuration(tmp_path: Path) -> None:
     """check-config runs with nothing named but says those are only the built-in defaults;
     with --env-file it names the store the file gives."""
     bare = _gateway(tmp_path, "check-config")

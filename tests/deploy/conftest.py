@@ -23,7 +23,7 @@ class Pair:
 
 def start_pair(stack: Any, loop_thread: Any, tmp_path: Any, dsn: str,
                **second: Any) -> Pair:
-    common = {"store__backend": "postgres", "store__postgres_dsn": dsn,
+    common: dict[str, Any] = {"store__backend": "postgres", "store__postgres_dsn": dsn,
               "store__postgres_timeout_seconds": 2.0, "crypto__keys": [new_key()]}
     a = start_gateway(stack, loop_thread, tmp_path / "a", **common)
     b = start_gateway(stack, loop_thread, tmp_path / "b", **{**common, **second})

@@ -52,7 +52,7 @@ def loadable(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return out
 
 
-def test_deploy_has_the_promised_files():
+def test_deploy_has_the_promised_files() -> None:
     """systemd, nginx, image, compose, Kubernetes, Entra and the runbook are all there."""
     names = {p.relative_to(DEPLOY).as_posix() for p in deploy_files()}
     assert {"gateway.env.example", "systemd/gateway.service", "nginx/gateway.conf",
@@ -60,7 +60,7 @@ def test_deploy_has_the_promised_files():
             "entra/app-registration.md", "entra/manifest.json", "RUNBOOK.md"} <= names
 
 
-def test_every_variable_named_in_deploy_is_a_setting():
+def test_every_variable_named_in_deploy_is_a_setting() -> None:
     """No GATEWAY_* name in deploy/ is misspelt or stale."""
     bad = {(p.name, m) for p in deploy_files() for m in MENTION.findall(p.read_text())
            if m not in ENV_NAMES | SECRET_FILES | {"GATEWAY_CONFIG"}}
@@ -68,7 +68,7 @@ def test_every_variable_named_in_deploy_is_a_setting():
 
 
 @pytest.mark.parametrize("path", deploy_files(), ids=lambda p: p.relative_to(DEPLOY).as_posix())
-def test_every_value_in_deploy_loads(path: Path, tmp_path: Path):
+def test_every_value_in_deploy_loads(path: Path, tmp_path: Path) -> None:
     """The settings each deploy file gives load through the real loader without error."""
     env = assignments(path)
     if path.name == "gateway.env.example":
@@ -80,7 +80,7 @@ def test_every_value_in_deploy_loads(path: Path, tmp_path: Path):
             assert settings.value(key) is not None
 
 
-def test_example_env_file_is_a_complete_production_setup(tmp_path: Path):
+def test_example_env_file_is_a_complete_production_setup(tmp_path: Path) -> None:
     """The example environment alone is a valid production configuration on PostgreSQL."""
     env = assignments(DEPLOY / "gateway.env.example")
     s = load_settings(environ=loadable(env, tmp_path))
@@ -93,7 +93,7 @@ def default_of(key: str) -> object:
     return next(f.default for f in FIELDS if f.key == key)
 
 
-def test_commands_in_deploy_exist():
+def test_commands_in_deploy_exist() -> None:
     """Every `gateway <command>` the unit, image, compose file and Job run is a real one."""
     parser = build_parser()
     commands = set()
@@ -106,7 +106,7 @@ def test_commands_in_deploy_exist():
         parser.parse_args([c] if c != "certs" else [c, "dev"])
 
 
-def test_nginx_body_limit_is_above_the_gateways():
+def test_nginx_body_limit_is_above_the_gateways() -> None:
     """nginx and the Ingress accept more than the gateway's largest body, so a member whose
     message is too large gets the gateway's own page (tests/deploy/test_deploy_tools.py
     sends one through a live nginx)."""
@@ -119,7 +119,7 @@ def test_nginx_body_limit_is_above_the_gateways():
     assert m and int(m.group(1)) * 1024 * 1024 > limit
 
 
-def test_manifests_parse_and_harden():
+def test_manifests_parse_and_harden() -> None:
     """The Entra manifest is JSON with both app roles; the YAML parses and the pods run
     non-root on a read-only root filesystem with probes on /livez and /readyz."""
     manifest = json.loads((DEPLOY / "entra/manifest.json").read_text())

@@ -67,7 +67,7 @@ def nginx_test(conf: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("site", ["gateway.conf", "compose.conf"])
-def test_nginx_accepts_the_shipped_site(site: str, stack: DevStack, tmp_path: Path):
+def test_nginx_accepts_the_shipped_site(site: str, stack: DevStack, tmp_path: Path) -> None:
     """`nginx -t` with Debian 12's nginx (1.22) and its own nginx.conf: syntax ok, and no
     warning but OCSP stapling's (the dev certificate names no OCSP responder)."""
     r = nginx_test(nginx_tree(tmp_path, site, stack))
@@ -79,7 +79,7 @@ def test_nginx_accepts_the_shipped_site(site: str, stack: DevStack, tmp_path: Pa
 
 
 def test_nginx_is_the_distributions_and_refuses_what_it_does_not_know(stack: DevStack,
-                                                                     tmp_path: Path):
+                                                                     tmp_path: Path) -> None:
     """The check can fail: Debian's 1.22 does not know `http2 on;` (1.25.1+)."""
     version = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr
     assert "nginx/1.22" in version, version
@@ -91,7 +91,7 @@ def test_nginx_is_the_distributions_and_refuses_what_it_does_not_know(stack: Dev
     assert r.returncode != 0 and 'unknown directive "http2"' in r.stderr
 
 
-def test_nginx_metrics_networks_are_the_gateways_metrics_allow():
+def test_nginx_metrics_networks_are_the_gateways_metrics_allow() -> None:
     """nginx's allow-list for /metrics and GATEWAY_METRICS_ALLOW in the example environment
     name the same networks, so the scraper nginx lets through is not refused by the gateway."""
     env = dict(re.findall(r"^(GATEWAY_[A-Z_]+)=(.*)$",
@@ -149,14 +149,14 @@ def live_nginx(stack: DevStack, loop_thread: LoopThread,
     finally:
         proc.send_signal(signal.SIGQUIT)
         try:
-            proc.wait(10)
+            proc.communicate(timeout=10)  # waits, and closes the pipe
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait(5)
+            proc.communicate(timeout=5)
         loop_thread.run(server.stop())
 
 
-def test_nginx_port_80_redirects_to_its_own_name_whatever_the_host(live_nginx: LiveNginx):
+def test_nginx_port_80_redirects_to_its_own_name_whatever_the_host(live_nginx: LiveNginx) -> None:
     r = httpx.get(f"http://127.0.0.1:{live_nginx.http_port}/mail?f=INBOX", trust_env=False,
                   headers={"Host": "evil.example"})
     assert r.status_code == 301
@@ -164,7 +164,7 @@ def test_nginx_port_80_redirects_to_its_own_name_whatever_the_host(live_nginx: L
     assert r.headers["server"] == "nginx"  # server_tokens off: no version
 
 
-def test_nginx_sends_hsts_once_and_no_version(live_nginx: LiveNginx):
+def test_nginx_sends_hsts_once_and_no_version(live_nginx: LiveNginx) -> None:
     """On a gateway page and on nginx's own refusal (/metrics from outside the monitoring
     network), Strict-Transport-Security comes exactly once; Server names no version."""
     with live_nginx.client() as c:
@@ -179,7 +179,7 @@ def test_nginx_sends_hsts_once_and_no_version(live_nginx: LiveNginx):
 
 
 def test_nginx_passes_bodies_over_the_gateways_limit_to_the_gateways_own_page(
-        live_nginx: LiveNginx):
+        live_nginx: LiveNginx) -> None:
     """A message over server.max_body_bytes reaches the gateway, whose plain page says what
     happened (not nginx's bare 413)."""
     body = b"x" * (MAX_BODY + 1024 * 1024)
@@ -192,7 +192,7 @@ def test_nginx_passes_bodies_over_the_gateways_limit_to_the_gateways_own_page(
     assert "Too large" in r.text and "larger than the gateway accepts" in r.text
 
 
-def test_nginx_replaces_a_clients_request_id(live_nginx: LiveNginx):
+def test_nginx_replaces_a_clients_request_id(live_nginx: LiveNginx) -> None:
     """nginx sends its own $request_id; what a client puts in X-Request-ID never reaches the
     gateway's logs."""
     with live_nginx.client() as c:
@@ -219,13 +219,13 @@ def _verify(unit: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)
 
 
-def test_systemd_analyze_verify_passes_without_a_word(tmp_path: Path):
+def test_systemd_analyze_verify_passes_without_a_word(tmp_path: Path) -> None:
     r = _verify(_unit_for_test(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (r.stdout + r.stderr).strip() == ""
 
 
-def test_systemd_analyze_verify_would_catch_start_limits_in_service(tmp_path: Path):
+def test_systemd_analyze_verify_would_catch_start_limits_in_service(tmp_path: Path) -> None:
     """The check can fail: StartLimitIntervalSec= in [Service] is reported (and ignored by
     systemd, so the unit would restart forever)."""
     text = (DEPLOY / "systemd" / "gateway.service").read_text()
@@ -234,7 +234,7 @@ def test_systemd_analyze_verify_would_catch_start_limits_in_service(tmp_path: Pa
     assert "Unknown key 'StartLimitIntervalSec' in section [Service]" in r.stderr
 
 
-def test_unit_start_limits_are_in_unit_and_documentation_is_installed():
+def test_unit_start_limits_are_in_unit_and_documentation_is_installed() -> None:
     """StartLimit*= sit in [Unit]; every Documentation= file is put there by the install
     line in the unit's header, from a file this repository has."""
     text = (DEPLOY / "systemd" / "gateway.service").read_text()
@@ -260,7 +260,7 @@ def _validate(*paths: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
-def test_kubernetes_validate_strict_passes_every_manifest():
+def test_kubernetes_validate_strict_passes_every_manifest() -> None:
     manifests = sorted((DEPLOY / "kubernetes").glob("*.yaml"))
     assert manifests
     r = _validate(*manifests)
@@ -268,7 +268,7 @@ def test_kubernetes_validate_strict_passes_every_manifest():
     assert "passed" in r.stdout + r.stderr
 
 
-def test_kubernetes_validate_strict_can_fail(tmp_path: Path):
+def test_kubernetes_validate_strict_can_fail(tmp_path: Path) -> None:
     """The check can fail: a misspelt field is refused under --strict."""
     text = (DEPLOY / "kubernetes" / "gateway.yaml").read_text()
     bad = tmp_path / "bad.yaml"
@@ -292,7 +292,7 @@ def _quantity(q: str) -> int:
     return int(q)
 
 
-def test_kubernetes_tmp_holds_many_uploads_outside_the_memory_limit():
+def test_kubernetes_tmp_holds_many_uploads_outside_the_memory_limit() -> None:
     """Uploads over 1 MiB spool to /tmp: the web pods' /tmp is disk-backed (not counted in the
     512 MiB memory limit), holds at least 20 bodies of server.max_body_bytes at once, and fits
     in the ephemeral-storage limit."""
@@ -306,13 +306,13 @@ def test_kubernetes_tmp_holds_many_uploads_outside_the_memory_limit():
     assert _quantity(limits["ephemeral-storage"]) >= size
 
 
-def test_kubernetes_migration_job_has_cpu_and_memory_limits():
+def test_kubernetes_migration_job_has_cpu_and_memory_limits() -> None:
     job = next(d for d in _docs() if d["kind"] == "Job")
     limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits.get("cpu") and limits.get("memory")
 
 
-def test_kubernetes_ingress_uses_only_real_annotations_and_passes_large_bodies():
+def test_kubernetes_ingress_uses_only_real_annotations_and_passes_large_bodies() -> None:
     """No `nginx.ingress.kubernetes.io/hsts` (not an ingress-nginx annotation; HSTS comes
     from the gateway); the body limit is above the gateway's, so its own page answers."""
     ing = next(d for d in _docs() if d["kind"] == "Ingress")
@@ -322,7 +322,7 @@ def test_kubernetes_ingress_uses_only_real_annotations_and_passes_large_bodies()
         > MAX_BODY
 
 
-def test_kubernetes_network_policy_admits_the_metrics_scraper():
+def test_kubernetes_network_policy_admits_the_metrics_scraper() -> None:
     """Prometheus in the monitoring namespace reaches port 8000, and the gateway admits the
     pod network to /metrics (metrics.allow)."""
     pol = next(d for d in _docs() if d["kind"] == "NetworkPolicy")
@@ -334,13 +334,15 @@ def test_kubernetes_network_policy_admits_the_metrics_scraper():
     assert conf["GATEWAY_METRICS_ALLOW"]
 
 
-def test_tools_are_installed_where_the_suite_runs():
+def test_tools_are_installed_where_the_suite_runs() -> None:
     """These checks run the real tools (installed by scripts/install-system-deps.sh test)."""
     assert shutil.which("systemd-analyze") and Path(NGINX).is_file()
     assert Path(sys.executable).with_name("kubernetes-validate").is_file()
 
 
-def test_nginx_offers_the_same_mozilla_intermediate_set_as_the_gateway(live_nginx: LiveNginx):
+def test_nginx_offers_the_same_mozilla_intermediate_set_as_the_gateway(
+    live_nginx: LiveNginx,
+) -> None:
     """sslyze against the live nginx: TLS 1.2 and 1.3 only, the profile's ECDHE suites for
     this (ECDSA) certificate, curves X25519, P-256, P-384 (Debian's nginx.conf alone would
     also allow TLS 1.0/1.1 were the site not to set its own)."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from gateway.config import load_settings
 from gateway.devstack.registration import load_registration, manifest_path, parse_manifest
@@ -47,12 +48,12 @@ MICROSOFT: dict[str, tuple[str, str, str, str]] = {
 }
 
 
-def _entries(manifest: dict) -> list[tuple[str, str, str]]:
+def _entries(manifest: dict[str, Any]) -> list[tuple[str, str, str]]:
     return [(block["resourceAppId"], a["id"], a["type"])
             for block in manifest["requiredResourceAccess"] for a in block["resourceAccess"]]
 
 
-def test_every_permission_sits_under_the_resource_microsoft_lists_it_under():
+def test_every_permission_sits_under_the_resource_microsoft_lists_it_under() -> None:
     manifest = json.loads(MANIFEST.read_text())
     entries = _entries(manifest)
     assert len(entries) == len({e[1] for e in entries}), "a permission is listed twice"
@@ -63,7 +64,7 @@ def test_every_permission_sits_under_the_resource_microsoft_lists_it_under():
             f"{value} ({pid}) must be under {want_resource} as {want_kind}"
 
 
-def test_manifest_covers_what_the_gateway_asks_for():
+def test_manifest_covers_what_the_gateway_asks_for() -> None:
     """Delegated: sign-in, mail, calendar and the email claim the optional claim asks for;
     People.Read and MailboxSettings.ReadWrite for the pages that use them; the canary's
     application permissions."""
@@ -81,7 +82,7 @@ def test_manifest_covers_what_the_gateway_asks_for():
     assert "email" in claims and ("email", "Scope") in values
 
 
-def test_stand_in_reads_the_shipped_manifest_and_finds_no_problem():
+def test_stand_in_reads_the_shipped_manifest_and_finds_no_problem() -> None:
     reg = load_registration()
     assert manifest_path().resolve() == MANIFEST.resolve()
     assert reg.problems == ()
@@ -89,7 +90,7 @@ def test_stand_in_reads_the_shipped_manifest_and_finds_no_problem():
     assert reg.email_claim
 
 
-def test_old_manifest_is_seen_as_entra_would_see_it():
+def test_old_manifest_is_seen_as_entra_would_see_it() -> None:
     """The manifest as first shipped (IMAP/SMTP under Exchange Online) grants no mail scope."""
     manifest = json.loads(MANIFEST.read_text())
     for block in manifest["requiredResourceAccess"]:
@@ -106,7 +107,7 @@ def test_old_manifest_is_seen_as_entra_would_see_it():
                                           for p in reg.problems)
 
 
-def test_wheel_carries_the_manifest(tmp_path: Path):
+def test_wheel_carries_the_manifest(tmp_path: Path) -> None:
     """An installed gateway (no checkout beside it) still finds the manifest: the wheel holds
     the same bytes as deploy/entra/manifest.json. Built from a copy of the source, so the
     build leaves nothing in the checkout."""

@@ -96,7 +96,7 @@ def _client(served: Served) -> httpx.Client:
 
 
 # ---------------------------------------------------------------- promtool and metrics.allow
-def test_promtool_accepts_the_live_metrics_scraped_through_the_proxy(served: Served):
+def test_promtool_accepts_the_live_metrics_scraped_through_the_proxy(served: Served) -> None:
     """The monitoring network's scraper, forwarded by the trusted proxy, gets /metrics, and
     the exposition passes `promtool check metrics` (format and naming lint)."""
     with _client(served) as c:
@@ -111,7 +111,7 @@ def test_promtool_accepts_the_live_metrics_scraped_through_the_proxy(served: Ser
         (check.stdout + check.stderr).decode()
 
 
-def test_promtool_refuses_broken_exposition():
+def test_promtool_refuses_broken_exposition() -> None:
     """The check above can fail: promtool rejects a malformed and a badly named metric."""
     bad = b"# TYPE gateway_x counter\ngateway_x{a=\"1\" 3\n"
     assert subprocess.run([PROMTOOL, "check", "metrics"], input=bad,
@@ -122,7 +122,7 @@ def test_promtool_refuses_broken_exposition():
     assert r.returncode != 0 and b"_total" in r.stdout + r.stderr
 
 
-def test_metrics_refused_to_everyone_outside_metrics_allow(served: Served):
+def test_metrics_refused_to_everyone_outside_metrics_allow(served: Served) -> None:
     """A forwarded outsider and the proxy's own host are refused; an X-Forwarded-For naming
     the monitoring network from a peer that is not a trusted proxy is not believed."""
     with _client(served) as c:
@@ -143,13 +143,13 @@ def _check_http(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=30)
 
 
-def test_check_http_on_livez(served: Served):
+def test_check_http_on_livez(served: Served) -> None:
     r = _check_http(served, "-u", "/livez", "-e", "HTTP/1.1 200", "-r", '"status": ?"pass"')
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("HTTP OK"), r.stdout
 
 
-def test_check_http_on_health(served: Served):
+def test_check_http_on_health(served: Served) -> None:
     """As Nagios polls it: 200 with application/health+json and status pass (the dev stack
     is healthy), and CRITICAL when asked for a status the gateway does not report."""
     deadline = time.monotonic() + 30
@@ -204,7 +204,7 @@ def _offer(sr: Any) -> tuple[set[str], set[str], set[str], set[str]]:
         curves
 
 
-def test_sslyze_finds_exactly_mozillas_intermediate_profile(served: Served):
+def test_sslyze_finds_exactly_mozillas_intermediate_profile(served: Served) -> None:
     """Protocols TLS 1.2 and 1.3 only; the TLS 1.2 suites offered are the profile's ECDHE
     AES-GCM/ChaCha20 ones for this (ECDSA) certificate, no CBC; the three TLS 1.3 suites;
     curves exactly X25519, P-256, P-384 (no P-521, no X448); and sslyze's own Mozilla
@@ -236,7 +236,7 @@ def test_sslyze_finds_exactly_mozillas_intermediate_profile(served: Served):
         ("certificate_", "maximum_certificate_lifespan"))} == {}
 
 
-def test_sslyze_sees_what_pythons_default_server_context_offers_too_much(stack: DevStack):
+def test_sslyze_sees_what_pythons_default_server_context_offers_too_much(stack: DevStack) -> None:
     """The check above can fail: Python's own server context (what uvicorn builds without
     gateway.server.tls) offers CBC suites and the P-521 and X448 groups, and sslyze reports them."""
     from sslyze import ScanCommand
@@ -272,7 +272,7 @@ def test_sslyze_sees_what_pythons_default_server_context_offers_too_much(stack: 
     assert {"secp521r1", "X448"} <= curves, curves
 
 
-def test_sslyze_is_installed_where_the_suite_runs():
+def test_sslyze_is_installed_where_the_suite_runs() -> None:
     """The TLS check above needs the scanner from the dev extra (no silent skip)."""
     import sslyze
 

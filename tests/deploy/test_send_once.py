@@ -6,21 +6,22 @@ from __future__ import annotations
 import re
 from email.message import EmailMessage
 
+from gateway.mail.imap import ImapConn
 from gateway.mail.outbox import SEND_LEASE, Outbox
-from tests.conftest import sign_in
+from tests.conftest import Gateway, sign_in
 from tests.deploy.conftest import Pair
 from tests.web.mailhelp import direct, unique
 from tests.web.test_mail import compose_form
 
 
-def count_in(gw, who: str, folder: str, subject: str) -> int:
-    async def fn(conn):
+def count_in(gw: Gateway, who: str, folder: str, subject: str) -> int:
+    async def fn(conn: ImapConn) -> int:
         from gateway.mail import mailbox
         return len(await mailbox.search_uids(conn, folder, ["SUBJECT", f'"{subject}"']))
     return int(direct(gw, who, fn))
 
 
-def test_instance_dying_mid_send_leaves_the_message_sent_once(pair: Pair):
+def test_instance_dying_mid_send_leaves_the_message_sent_once(pair: Pair) -> None:
     """The first instance claims a message and reaches the mail server, then dies before
     recording it. The member presses Send again on the second: refused while the first
     one's claim lasts, then recognised in Sent Items and not sent again."""
@@ -40,6 +41,7 @@ def test_instance_dying_mid_send_leaves_the_message_sent_once(pair: Pair):
     # the Message-ID the gateway gives this outbox record).
     assert a.loop.run(outbox.claim(outbox_id, session.user_oid, a.clock()))
     draft = a.loop.run(outbox.load(outbox_id, session.user_oid))
+    assert draft is not None
     draft.attempts = 1
     a.loop.run(outbox.save(outbox_id, session.user_oid, draft, "compose", a.clock()))
     sent = EmailMessage()
@@ -56,6 +58,7 @@ def test_instance_dying_mid_send_leaves_the_message_sent_once(pair: Pair):
     assert page.status_code == 200
     form = re.search(r'<form method="post" action="([^"]+)"[^>]*id="compose-form"', page.text)
     from html import unescape
+    assert form, page.text
     action_b = unescape(form.group(1))
     fields["do"] = "send"
     r = retry.post(action_b, data=fields, headers={"Origin": b.url})

@@ -49,7 +49,9 @@ def _gateway(args: list[str], conf: Path, cwd: Path | str, user: list[str] | Non
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_check_config_catches_the_default_path_in_an_unwritable_working_directory(tmp_path):
+def test_check_config_catches_the_default_path_in_an_unwritable_working_directory(
+    tmp_path: Path,
+) -> None:
     """As in a container without a WORKDIR: the gateway user in `/` cannot create
     var/gateway.db. check-config exits 1 naming store.sqlite_path and the fix."""
     conf = _config(tmp_path, "var/gateway.db")
@@ -61,7 +63,9 @@ def test_check_config_catches_the_default_path_in_an_unwritable_working_director
     assert "GATEWAY_STORE_SQLITE_PATH" in problems[0]
 
 
-def test_check_config_passes_in_a_writable_working_directory_and_creates_nothing(tmp_path):
+def test_check_config_passes_in_a_writable_working_directory_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
     """The same settings from a directory the user owns (the image's WORKDIR): no problem,
     and the check leaves nothing behind."""
     data = tmp_path / "data"
@@ -74,7 +78,7 @@ def test_check_config_passes_in_a_writable_working_directory_and_creates_nothing
     assert list(data.iterdir()) == []
 
 
-def test_check_config_catches_a_read_only_database_file(tmp_path):
+def test_check_config_catches_a_read_only_database_file(tmp_path: Path) -> None:
     """An existing database the user may not write is caught too."""
     data = tmp_path / "data"
     data.mkdir()
@@ -88,7 +92,7 @@ def test_check_config_catches_a_read_only_database_file(tmp_path):
         r.stderr
 
 
-def test_serve_names_the_setting_when_the_store_cannot_be_opened(tmp_path):
+def test_serve_names_the_setting_when_the_store_cannot_be_opened(tmp_path: Path) -> None:
     """`gateway serve` with a path under a regular file (as root, no permission check would
     catch it) stops before starting with one line that names store.sqlite_path."""
     blocker = tmp_path / "not-a-directory"
@@ -103,7 +107,7 @@ def test_serve_names_the_setting_when_the_store_cannot_be_opened(tmp_path):
     assert "GATEWAY_STORE_SQLITE_PATH" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_the_store_itself_names_the_setting_when_it_cannot_open(tmp_path):
+def test_the_store_itself_names_the_setting_when_it_cannot_open(tmp_path: Path) -> None:
     """Should the file become unusable between the check and the start (or in a worker),
     the store's own start-up error names store.sqlite_path too."""
     import asyncio
@@ -118,7 +122,7 @@ def test_the_store_itself_names_the_setting_when_it_cannot_open(tmp_path):
         asyncio.run(store.open())
 
 
-def test_containerfile_gives_the_default_store_path_a_writable_home():
+def test_containerfile_gives_the_default_store_path_a_writable_home() -> None:
     """WORKDIR is the data directory, created for the image's user and declared a volume, so
     the default relative store.sqlite_path works on a read-only root filesystem."""
     text = (DEPLOY / "Containerfile").read_text()
@@ -132,7 +136,8 @@ def test_containerfile_gives_the_default_store_path_a_writable_home():
 
 
 @pytest.mark.parametrize("path", ["var/gateway.db", ":memory:"])
-def test_path_check_accepts_usable_paths(path, tmp_path, monkeypatch):
+def test_path_check_accepts_usable_paths(path: str, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.store.sqlite import path_problem
 
     monkeypatch.chdir(tmp_path)

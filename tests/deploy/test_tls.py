@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -42,13 +43,13 @@ def self_signed(directory: Path, days: float) -> tuple[Path, Path]:
     return c, k
 
 
-def test_matching_pair_valid_for_long_passes(tmp_path):
+def test_matching_pair_valid_for_long_passes(tmp_path: Path) -> None:
     """A certificate with its own key, valid for 90 days: no problem, no warning."""
     c, k = self_signed(tmp_path, 90)
     assert check_certificate(str(c), str(k)) == ([], [])
 
 
-def test_key_that_does_not_match_is_a_problem(tmp_path):
+def test_key_that_does_not_match_is_a_problem(tmp_path: Path) -> None:
     """Another certificate's key is refused, naming server.tls_key."""
     c, _ = self_signed(tmp_path / "a", 90)
     _, other = self_signed(tmp_path / "b", 90)
@@ -56,7 +57,7 @@ def test_key_that_does_not_match_is_a_problem(tmp_path):
     assert len(problems) == 1 and "server.tls_key" in problems[0] and "match" in problems[0]
 
 
-def test_expiry_warns_at_thirty_days_and_fails_when_past(tmp_path):
+def test_expiry_warns_at_thirty_days_and_fails_when_past(tmp_path: Path) -> None:
     """29 days left warns; an expired certificate is a problem."""
     c, k = self_signed(tmp_path / "soon", 29)
     problems, warnings = check_certificate(str(c), str(k))
@@ -65,7 +66,8 @@ def test_expiry_warns_at_thirty_days_and_fails_when_past(tmp_path):
     assert any("expired" in p for p in problems)
 
 
-def test_check_config_reports_mismatch_and_warning(tmp_path, monkeypatch, capsys):
+def test_check_config_reports_mismatch_and_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """`gateway check-config` exits 1 on a mismatched key and prints the expiry warning."""
     c, _ = self_signed(tmp_path / "a", 10)
     _, other = self_signed(tmp_path / "b", 10)
@@ -93,7 +95,7 @@ def der(pem: Path) -> bytes:
         serialization.Encoding.DER)
 
 
-def test_sighup_reloads_the_certificate_without_restart(tmp_path):
+def test_sighup_reloads_the_certificate_without_restart(tmp_path: Path) -> None:
     """After the files are replaced, SIGHUP makes the same process serve the new one."""
     first = make_dev_certs(tmp_path / "one")
     second = make_dev_certs(tmp_path / "two")
@@ -130,4 +132,4 @@ def test_sighup_reloads_the_certificate_without_restart(tmp_path):
         assert proc.poll() is None, "the process restarted or died"
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.communicate(timeout=10)  # waits, and closes the pipe

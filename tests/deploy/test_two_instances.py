@@ -41,7 +41,7 @@ def wait_status(client: httpx.Client, status: int, seconds: float) -> float:
         time.sleep(0.02)
 
 
-def test_session_made_on_one_instance_continues_on_the_other(pair: Pair):
+def test_session_made_on_one_instance_continues_on_the_other(pair: Pair) -> None:
     """Sign in on the first; the second shows the mailbox and signs the member out."""
     on_first = sign_in(pair.first, "member")
     on_second = follow(pair.second, on_first)
@@ -55,7 +55,7 @@ def test_session_made_on_one_instance_continues_on_the_other(pair: Pair):
     assert on_first.get(PAGE).status_code in (302, 303)
 
 
-def test_sign_out_on_one_instance_is_refused_on_the_other_that_kept_it(pair: Pair):
+def test_sign_out_on_one_instance_is_refused_on_the_other_that_kept_it(pair: Pair) -> None:
     """The first instance has the session in memory (issue 16: pages read no store); a
     sign-out on the second is refused by the first within the NOTIFY's delivery, bounded
     here at a second (gateway.auth.sessions)."""
@@ -70,7 +70,7 @@ def test_sign_out_on_one_instance_is_refused_on_the_other_that_kept_it(pair: Pai
     wait_status(on_first, 303, 1.0)
 
 
-def test_flip_on_one_instance_is_in_force_on_the_other_within_a_second(pair: Pair):
+def test_flip_on_one_instance_is_in_force_on_the_other_within_a_second(pair: Pair) -> None:
     """Standby on the first refuses the member on the second within 1 s, and back."""
     member = follow(pair.second, sign_in(pair.first, "member"))
     assert member.get(PAGE).status_code == 200
@@ -88,7 +88,7 @@ def until(cond: Any, seconds: float) -> None:
 
 
 def test_database_restart_under_load_hangs_nothing_and_loses_nothing(pair: Pair,
-                                                                     pg_server: PgServer):
+                                                                     pg_server: PgServer) -> None:
     """PostgreSQL restarts under page views on both instances: every request ends within
     its timeout (200, or 503 while the database is down), sessions and the audit trail
     survive, and a flip afterwards still reaches the other instance within a second."""

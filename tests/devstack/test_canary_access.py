@@ -15,10 +15,12 @@ import pytest
 from gateway.auth.apponly import AppTokens
 from gateway.devstack.entra import APP_SERVICE_PRINCIPAL_OID
 from gateway.devstack.mailserver import MailServer
+from gateway.devstack.stack import DevStack
 from gateway.devstack.tokens import EXCHANGE_APP_AUDIENCE
 from gateway.devstack.users import user
 from gateway.errors import ReauthRequired
 from gateway.mail.imap_login import ImapTarget, connect, ssl_context
+from tests.conftest import LoopThread
 
 CANARY = user("canary").email
 MEMBER = user("member").email
@@ -33,8 +35,10 @@ def mail(stack: Any, loop_thread: Any, tmp_path: Path) -> Iterator[MailServer]:
     loop_thread.run(server.stop())
 
 
-def test_app_only_token_opens_the_canary_mailbox_and_no_other(stack, loop_thread, mail,
-                                                              tmp_path):
+def test_app_only_token_opens_the_canary_mailbox_and_no_other(stack: DevStack,
+                                                              loop_thread: LoopThread,
+                                                              mail: MailServer,
+                                                              tmp_path: Path) -> None:
     settings = stack.gateway_settings(8443, store__sqlite_path=str(tmp_path / "g.db"))
     tokens = AppTokens(settings)
     target = ImapTarget(mail.host, mail.imap_port, ssl_context(str(stack.certs.ca_cert)), 10)
@@ -68,7 +72,8 @@ def test_app_only_token_opens_the_canary_mailbox_and_no_other(stack, loop_thread
     assert f"Login: user=<{CANARY}>" in log
 
 
-def test_the_stand_in_refuses_app_only_scopes_entra_refuses(stack, tmp_path):
+def test_the_stand_in_refuses_app_only_scopes_entra_refuses(stack: DevStack,
+                                                            tmp_path: Path) -> None:
     """Client credentials need exactly one resource/.default, as Entra's AADSTS1002012."""
     settings = stack.gateway_settings(8443, store__sqlite_path=str(tmp_path / "g.db"))
     import msal

@@ -30,7 +30,7 @@ from gateway.devstack.mailserver import (
 )
 from gateway.devstack.procs import group_members
 from gateway.devstack.tokens import TokenSigner
-from gateway.devstack.users import DOMAIN, user
+from gateway.devstack.users import DOMAIN, SampleUser, user
 from gateway.server.certs import DevCerts, make_dev_certs
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -294,7 +294,7 @@ def smtp_client(mail: MailServer, certs: DevCerts, **kw: object) -> aiosmtplib.S
                            tls_context=ca_context(certs), timeout=10, **kw)  # type: ignore[arg-type]
 
 
-def big_token(signer: TokenSigner, who: object = MEMBER, **kw: object) -> str:
+def big_token(signer: TokenSigner, who: SampleUser = MEMBER, **kw: object) -> str:
     # Entra access tokens run to several KB (group claims, wids, ...).
     token = outlook_access_token(signer, who, groups=[f"{i:08x}-aaaa-4bbb-8ccc-0123456789ab"
                                                      for i in range(60)], **kw)  # type: ignore[arg-type]

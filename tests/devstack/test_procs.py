@@ -9,14 +9,14 @@ import subprocess
 from gateway.devstack.procs import free_port, group_cpu, group_members, group_rss_mb
 
 
-def test_a_free_port_can_be_bound():
+def test_a_free_port_can_be_bound() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
         assert s.getsockname()[1] == port
 
 
-def test_a_process_group_is_read_from_proc():
+def test_a_process_group_is_read_from_proc() -> None:
     proc = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
         assert group_members(proc.pid) == [proc.pid]

@@ -9,17 +9,20 @@ import io
 import re
 import sqlite3
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gateway.devstack.stack import DevStack
 from gateway.evidence.signing import load_public, verify
-from tests.conftest import Gateway, csrf_of, sign_in, start_gateway
+from gateway.services import Services
+from tests.conftest import Gateway, LoopThread, csrf_of, sign_in, start_gateway
 
 
 @pytest.fixture
-def gw(stack: Any, loop_thread: Any, tmp_path: Path):
+def gw(stack: DevStack, loop_thread: LoopThread, tmp_path: Path) -> Iterator[Gateway]:
     g = start_gateway(stack, loop_thread, tmp_path, failover__initial_mode="standby",
                       notify__webhooks=["http://127.0.0.1:9/hook-secret-token"],
                       notify__backoff_seconds=60.0, notify__attempts=1)
@@ -41,7 +44,7 @@ def _version(client: Any) -> str:
     return m.group(1)
 
 
-def test_report_on_screen_and_signed_download(gw: Gateway):
+def test_report_on_screen_and_signed_download(gw: Gateway) -> None:
     admin = sign_in(gw, "admin", "/admin")
     page = admin.get("/admin/evidence", params={"since": "1h"})
     assert page.status_code == 200
@@ -70,7 +73,7 @@ def test_report_on_screen_and_signed_download(gw: Gateway):
     assert member.get("/admin/evidence/download").status_code == 403
 
 
-def test_broken_chain_marks_the_timeline_and_refuses_exports(gw: Gateway):
+def test_broken_chain_marks_the_timeline_and_refuses_exports(gw: Gateway) -> None:
     admin = sign_in(gw, "admin", "/admin")
     assert admin.get("/admin/audit.json").status_code == 200
     db = sqlite3.connect(gw.settings.store.sqlite_path)
@@ -91,14 +94,14 @@ def test_broken_chain_marks_the_timeline_and_refuses_exports(gw: Gateway):
     assert "DOES NOT VERIFY" in report
 
 
-def test_notifications_are_listed_with_their_change(gw: Gateway):
+def test_notifications_are_listed_with_their_change(gw: Gateway) -> None:
     """The webhook points at a closed port: the delivery is kept as pending with the change
     it belongs to and its next try; the URL's secret never shows."""
     admin = sign_in(gw, "admin", "/admin")
     _flip(gw, admin, "active", "MDM outage INC-7")
 
     async def kept() -> list[Any]:
-        svc = gw.app.state.gateway.services
+        svc: Services = gw.app.state.gateway.services
         await svc.notifier.drain(10)
         return await svc.store.notifications_recent()
 

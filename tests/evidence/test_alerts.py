@@ -7,19 +7,20 @@ from __future__ import annotations
 import asyncio
 
 from gateway.health.alerts import Alerts
-from gateway.health.monitor import CheckResult
+from gateway.health.monitor import CheckResult, Status
+from gateway.store.base import Store
 from gateway.switch.notify import Message, Notifier, NotifyConfig
 from tests.switch.conftest import WebhookReceiver
 
 KEY = "imap:responseTime"
 
 
-def result(at: float, status: str, key: str = KEY, output: str = "") -> CheckResult:
+def result(at: float, status: Status, key: str = KEY, output: str = "") -> CheckResult:
     return CheckResult(key, status, 10.0, "ms", at, 0.01, output or
                        ("IMAP server cannot be reached" if status == "fail" else ""))
 
 
-async def test_hysteresis_one_alert_one_recovery_for_a_flapping_check():
+async def test_hysteresis_one_alert_one_recovery_for_a_flapping_check() -> None:
     sent: list[tuple[str, Message]] = []
 
     async def send(change: str, message: Message) -> None:
@@ -27,12 +28,13 @@ async def test_hysteresis_one_alert_one_recovery_for_a_flapping_check():
 
     a = Alerts(send, alert_after=120, recover_after=120)
     t = 1000.0
-    steps = [(0, "fail"), (60, "fail"), (119, "fail"),   # not yet two minutes
-             (121, "fail"),                               # alert
-             (150, "pass"), (180, "fail"), (200, "pass"), (230, "fail"),   # flapping
-             (260, "pass"), (300, "pass"), (379, "pass"),  # passing, not yet long enough
-             (381, "pass"),                               # recovery
-             (400, "pass"), (500, "pass")]
+    steps: list[tuple[int, Status]] = [
+        (0, "fail"), (60, "fail"), (119, "fail"),                   # not yet two minutes
+        (121, "fail"),                                              # alert
+        (150, "pass"), (180, "fail"), (200, "pass"), (230, "fail"),  # flapping
+        (260, "pass"), (300, "pass"), (379, "pass"),                 # passing, not yet long enough
+        (381, "pass"),                                              # recovery
+        (400, "pass"), (500, "pass")]
     for dt, status in steps:
         a.observe(result(t + dt, status))
     await a.drain()
@@ -44,16 +46,17 @@ async def test_hysteresis_one_alert_one_recovery_for_a_flapping_check():
     assert "recovered" in sent[1][1].title
 
 
-async def test_a_short_blip_and_bookkeeping_checks_send_nothing():
+async def test_a_short_blip_and_bookkeeping_checks_send_nothing() -> None:
     a = Alerts(lambda c, m: asyncio.sleep(0), alert_after=60, recover_after=60)
-    for dt, status in [(0, "fail"), (30, "fail"), (40, "pass"), (200, "pass")]:
+    blips: list[tuple[int, Status]] = [(0, "fail"), (30, "fail"), (40, "pass"), (200, "pass")]
+    for dt, status in blips:
         a.observe(result(dt, status))
     for dt in (0, 100, 200):
         a.observe(result(dt, "fail", key="sessions:count"))
     assert a.sent == []
 
 
-async def test_the_alert_reaches_the_webhook(store):
+async def test_the_alert_reaches_the_webhook(store: Store) -> None:
     hook = WebhookReceiver()
     await hook.start()
     try:

@@ -76,13 +76,15 @@ async def chained(store: Store, tmp_path: Path) -> tuple[Store, Signer, str, Clo
     return store, signer, file, clock
 
 
-async def test_intact_chain_and_checkpoints_verify(chained):
+async def test_intact_chain_and_checkpoints_verify(
+    chained: tuple[Store, Signer, str, Clock],
+) -> None:
     store, signer, file, _ = chained
     check = await check_chain(store, signer, file)
     assert check.ok and check.entries == 8 and check.checkpoints == 1, check.problems
 
 
-async def test_an_edited_entry_is_detected(chained):
+async def test_an_edited_entry_is_detected(chained: tuple[Store, Signer, str, Clock]) -> None:
     store, signer, file, _ = chained
     row = (await _rows(store))[2]
     body = json.loads(row.body)
@@ -93,14 +95,16 @@ async def test_an_edited_entry_is_detected(chained):
     assert not check.ok and "entry 3" in check.text()
 
 
-async def test_a_deleted_entry_is_detected(chained):
+async def test_a_deleted_entry_is_detected(chained: tuple[Store, Signer, str, Clock]) -> None:
     store, signer, file, _ = chained
     await _sql(store, [("DELETE FROM audit WHERE seq = ?", (4,))])
     check = await check_chain(store, signer, file)
     assert not check.ok and "entry 4 is missing" in check.text()
 
 
-async def test_a_rechained_table_is_detected_by_the_checkpoint(chained):
+async def test_a_rechained_table_is_detected_by_the_checkpoint(
+    chained: tuple[Store, Signer, str, Clock],
+) -> None:
     """Edit entry 2 and recompute every later hash: the chain alone verifies again, the
     signed checkpoint does not agree."""
     store, signer, file, _ = chained
@@ -123,7 +127,7 @@ async def test_a_rechained_table_is_detected_by_the_checkpoint(chained):
     assert not any("missing" in p for p in check.problems)
 
 
-async def test_a_cut_tail_is_detected(chained):
+async def test_a_cut_tail_is_detected(chained: tuple[Store, Signer, str, Clock]) -> None:
     """Removing the last entries leaves a valid shorter chain; the checkpoint counted more."""
     store, signer, file, _ = chained
     await _sql(store, [("DELETE FROM audit WHERE seq > ?", (3,))])
@@ -131,7 +135,9 @@ async def test_a_cut_tail_is_detected(chained):
     assert not check.ok and any("shortened" in p for p in check.problems), check.problems
 
 
-async def test_deleting_the_checkpoint_too_is_caught_by_the_file(chained):
+async def test_deleting_the_checkpoint_too_is_caught_by_the_file(
+    chained: tuple[Store, Signer, str, Clock],
+) -> None:
     store, signer, file, _ = chained
     await _sql(store, [("DELETE FROM audit WHERE seq > ?", (3,)),
                        ("DELETE FROM audit_checkpoints WHERE seq > ?", (0,))])
@@ -141,14 +147,16 @@ async def test_deleting_the_checkpoint_too_is_caught_by_the_file(chained):
     assert any("shortened" in p for p in check.problems)
 
 
-async def test_a_forged_checkpoint_is_detected(chained):
+async def test_a_forged_checkpoint_is_detected(chained: tuple[Store, Signer, str, Clock]) -> None:
     store, signer, file, _ = chained
     await _sql(store, [("UPDATE audit_checkpoints SET seq = ? WHERE seq > ?", (3, 0))])
     check = await check_chain(store, signer, file)
     assert not check.ok and any("bad signature" in p for p in check.problems)
 
 
-async def test_no_checkpoint_is_taken_of_a_broken_chain(chained):
+async def test_no_checkpoint_is_taken_of_a_broken_chain(
+    chained: tuple[Store, Signer, str, Clock],
+) -> None:
     store, signer, file, clock = chained
     await _sql(store, [("DELETE FROM audit WHERE seq = ?", (2,))])
     clock.t += 86400

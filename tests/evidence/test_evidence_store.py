@@ -17,7 +17,7 @@ from gateway.store.evidence import (
 T0 = 1_790_000_000.0 - (1_790_000_000.0 % 3600)   # on the hour
 
 
-def test_rollup_counts_failures_and_takes_percentiles():
+def test_rollup_counts_failures_and_takes_percentiles() -> None:
     raw = [HealthSample("imap:responseTime", T0 + i * 30, "fail" if i in (3, 7) else "pass",
                         float(i + 1), "ms", "down" if i in (3, 7) else "") for i in range(100)]
     raw.append(HealthSample("imap:responseTime", T0 + 3600, "pass", 5.0, "ms"))
@@ -30,7 +30,7 @@ def test_rollup_counts_failures_and_takes_percentiles():
     assert hours[1].n == 1 and hours[1].status == "pass"
 
 
-async def test_samples_transitions_and_rounds_round_trip(store: Store):
+async def test_samples_transitions_and_rounds_round_trip(store: Store) -> None:
     await store.history_write(
         [HealthSample("smtp:responseTime", T0 + 1, "pass", 12.5, "ms"),
          HealthSample("smtp:responseTime", T0 + 31, "fail", 10000.0, "ms", "no answer")],
@@ -50,7 +50,7 @@ async def test_samples_transitions_and_rounds_round_trip(store: Store):
                                                             (False, "smtp accept", None)]
 
 
-async def test_rollup_replaces_old_raw_samples_and_purge_keeps_the_rest(store: Store):
+async def test_rollup_replaces_old_raw_samples_and_purge_keeps_the_rest(store: Store) -> None:
     raw = [HealthSample("entra:responseTime", T0 + i * 60, "fail" if i == 5 else "pass",
                         float(10 + i), "ms") for i in range(120)]          # two hours
     await store.history_write(raw, [], [])
@@ -65,7 +65,7 @@ async def test_rollup_replaces_old_raw_samples_and_purge_keeps_the_rest(store: S
     assert len(await store.history_samples(T0, T0 + 7200)) == 60
 
 
-async def test_usage_counts_add_up_per_day_and_member(store: Store):
+async def test_usage_counts_add_up_per_day_and_member(store: Store) -> None:
     await store.usage_add([UsageDay("2026-03-28", "m1", signins=1, pages=3)])
     await store.usage_add([UsageDay("2026-03-28", "m1", sends=2, pages=1),
                            UsageDay("2026-03-29", "m2", pages=1)])
@@ -74,7 +74,7 @@ async def test_usage_counts_add_up_per_day_and_member(store: Store):
         ("2026-03-28", "m1", 1, 2, 4), ("2026-03-29", "m2", 0, 0, 1)]
 
 
-async def test_due_notifications_are_claimed_once(store: Store):
+async def test_due_notifications_are_claimed_once(store: Store) -> None:
     for i in range(3):
         await store.notification_put(NotificationRecord(
             f"n{i}", "failover v2", "email", "{}", "pending", 0, T0 + i, T0, T0))
@@ -92,7 +92,7 @@ async def test_due_notifications_are_claimed_once(store: Store):
     assert {n.state for n in recent} == {"pending", "failed"}
 
 
-async def test_one_checkpoint_per_day(store: Store):
+async def test_one_checkpoint_per_day(store: Store) -> None:
     cp = AuditCheckpoint("2026-03-29", 4, "ab" * 32, T0, "c2ln")
     assert await store.checkpoint_put(cp)
     assert not await store.checkpoint_put(AuditCheckpoint("2026-03-29", 5, "cd" * 32, T0, "x"))

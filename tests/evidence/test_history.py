@@ -13,7 +13,7 @@ import pytest
 from gateway.evidence.checkpoint import take_checkpoint
 from gateway.evidence.signing import Signer
 from gateway.health.history import HistoryRecorder, member_key
-from gateway.health.monitor import CheckResult
+from gateway.health.monitor import CheckResult, Status
 from gateway.store.base import Store
 from gateway.store.evidence import CanaryRound
 from gateway.store.sqlite import SqliteStore
@@ -30,14 +30,14 @@ class Clock:
         return self.t
 
 
-def res(key: str, at: float, status: str, value: float = 12.0, output: str = "") -> CheckResult:
+def res(key: str, at: float, status: Status, value: float = 12.0, output: str = "") -> CheckResult:
     return CheckResult(key, status, value, "ms", at, 0.01, output)
 
 
-async def test_results_become_samples_and_transitions(store: Store):
+async def test_results_become_samples_and_transitions(store: Store) -> None:
     clock = Clock()
     rec = HistoryRecorder(store, clock)
-    statuses = ["pass", "pass", "fail", "fail", "pass"]
+    statuses: list[Status] = ["pass", "pass", "fail", "fail", "pass"]
     for i, st in enumerate(statuses):
         rec.observe(res("smtp:responseTime", T0 + 30 * i, st,
                         output="SMTP server cannot be reached" if st == "fail" else ""))
@@ -61,7 +61,7 @@ async def test_results_become_samples_and_transitions(store: Store):
     assert rec.status().status is None and rec.status().value == 6
 
 
-async def test_the_queue_is_bounded_and_drops_are_reported(store: Store):
+async def test_the_queue_is_bounded_and_drops_are_reported(store: Store) -> None:
     rec = HistoryRecorder(store, Clock(), queue_size=10)
     for i in range(15):
         rec.observe(res("entra:responseTime", T0 + i, "pass"))
@@ -72,7 +72,8 @@ async def test_the_queue_is_bounded_and_drops_are_reported(store: Store):
     assert len(await store.history_samples(T0, T0 + 100)) == 10
 
 
-async def test_upkeep_rolls_up_purges_and_takes_the_checkpoint(store: Store, tmp_path: Path):
+async def test_upkeep_rolls_up_purges_and_takes_the_checkpoint(store: Store,
+                                                               tmp_path: Path) -> None:
     clock = Clock()
     signer = Signer.from_file(tmp_path / "k.pem")
     await AuditLog(store, clock).record("failover.changed", "cli:ict", new="active")
@@ -93,7 +94,7 @@ async def _cp(store: Store, signer: Signer, clock: Clock) -> None:
     await take_checkpoint(store, signer, clock)
 
 
-async def test_a_full_disk_is_reported_not_fatal(tmp_path: Path):
+async def test_a_full_disk_is_reported_not_fatal(tmp_path: Path) -> None:
     """A real SQLITE_FULL: the database is capped at its current size, as a full disk
     would. The recorder keeps the results, says why in history:writes, and writes them all
     once there is room again."""
@@ -119,7 +120,7 @@ async def test_a_full_disk_is_reported_not_fatal(tmp_path: Path):
 
 
 @pytest.mark.parametrize("n", [1])
-async def test_observe_never_waits_for_the_store(n, tmp_path: Path):
+async def test_observe_never_waits_for_the_store(n: int, tmp_path: Path) -> None:
     """With the store closed (down), observing still returns at once and keeps the result."""
     store = SqliteStore(tmp_path / "down.db")
     rec = HistoryRecorder(store, Clock())

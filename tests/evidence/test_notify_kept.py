@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ from gateway.cli.main import main
 from gateway.store.base import Store
 from gateway.store.sqlite import SqliteStore
 from gateway.switch.machine import Flip, Switch
-from gateway.switch.notify import Notifier, NotifyConfig
+from gateway.switch.notify import Message, Notifier, NotifyConfig
 from tests.switch.conftest import WebhookReceiver
 
 
@@ -45,7 +46,9 @@ def config(url: str, **kw: object) -> NotifyConfig:
                         backoff_max_seconds=600, retry_hours=1.0, **kw)  # type: ignore[arg-type]
 
 
-async def test_a_delivery_survives_a_restart_and_is_retried_with_backoff(store: Store, hook):
+async def test_a_delivery_survives_a_restart_and_is_retried_with_backoff(
+    store: Store, hook: WebhookReceiver,
+) -> None:
     hook.statuses = [503, 500, 200]
     clock = Clock()
     first = Notifier(config(hook.url), clock, store=store, sleep=no_sleep)
@@ -72,7 +75,8 @@ async def test_a_delivery_survives_a_restart_and_is_retried_with_backoff(store: 
     await second.aclose()
 
 
-async def test_given_up_after_the_retry_window_warns_and_counts(store: Store, hook):
+async def test_given_up_after_the_retry_window_warns_and_counts(store: Store,
+                                                                hook: WebhookReceiver) -> None:
     hook.statuses = [500] * 50
     clock = Clock()
     given_up: list[str] = []
@@ -94,13 +98,13 @@ async def test_given_up_after_the_retry_window_warns_and_counts(store: Store, ho
     await n.aclose()
 
 
-def _message():
-    from gateway.switch.notify import Message
+def _message() -> Message:
     return Message("imap failing", "imap failing since now", (("Check", "imap"),), "C62828")
 
 
-def test_a_cli_change_with_the_receiver_down_is_delivered_by_the_gateway(tmp_path,
-                                                                         monkeypatch, capsys):
+def test_a_cli_change_with_the_receiver_down_is_delivered_by_the_gateway(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
     """The CLI tries at the terminal, says it failed and that it is kept; the server's loop
     delivers it once the receiver is back."""
     db = tmp_path / "g.db"

@@ -11,7 +11,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from gateway.config import load_settings
+from gateway.config import Settings, load_settings
 from gateway.evidence.export import make_report, parse_period
 from gateway.evidence.render import render
 from gateway.evidence.signing import Signer
@@ -28,7 +28,7 @@ OUT_START = SINCE + 86400 + 1800       # 29th 00:30 UTC (GMT) ...
 OUT_END = SINCE + 86400 + 5400         # ... to 01:30 UTC (02:30 BST): an outage across the change
 
 
-def settings(tmp_path: Path):
+def settings(tmp_path: Path) -> Settings:
     return load_settings(environ={
         "GATEWAY_STORE_SQLITE_PATH": str(tmp_path / "g.db"),
         "GATEWAY_EVIDENCE_SIGNING_KEY_FILE": str(tmp_path / "evidence.key"),
@@ -72,7 +72,7 @@ async def audit_entries(store: Store) -> None:
                      reason="MDM back")
 
 
-async def test_every_section_from_the_store(store: Store, tmp_path: Path):
+async def test_every_section_from_the_store(store: Store, tmp_path: Path) -> None:
     s = settings(tmp_path)
     await populate(store)
     await audit_entries(store)
@@ -80,6 +80,7 @@ async def test_every_section_from_the_store(store: Store, tmp_path: Path):
     r = await make_report(s, store, signer, since=SINCE, until=UNTIL, now=UNTIL + 60)
     imap = next(c for c in r.checks if c.key == "imap:responseTime")
     assert imap.samples == 576 and imap.failures == 12
+    assert imap.availability is not None
     assert round(imap.availability, 3) == round(100 * 564 / 576, 3)
     [out] = imap.outages
     assert (out.start, out.end, out.error) == (OUT_START, OUT_END,
@@ -124,7 +125,7 @@ async def test_every_section_from_the_store(store: Store, tmp_path: Path):
     assert "canary_failure,mailflow" in csv_text and "audit_entry" in csv_text
 
 
-async def test_a_broken_chain_is_marked_in_red(store: Store, tmp_path: Path):
+async def test_a_broken_chain_is_marked_in_red(store: Store, tmp_path: Path) -> None:
     s = settings(tmp_path)
     await audit_entries(store)
     signer = Signer.from_file(tmp_path / "evidence.key")
@@ -149,7 +150,7 @@ async def test_a_broken_chain_is_marked_in_red(store: Store, tmp_path: Path):
     assert json.loads(render(r, "json"))["failover"]["chain_verified"] is False
 
 
-def test_periods_ago_and_iso():
+def test_periods_ago_and_iso() -> None:
     now = 1_774_800_000.0
     assert parse_period("1h", None, now, "UTC") == (now - 3600, now)
     assert parse_period("7d", None, now, "UTC") == (now - 7 * 86400, now)
@@ -157,7 +158,7 @@ def test_periods_ago_and_iso():
     assert (start, end) == (SINCE, SINCE + 86400 + 12 * 3600)
 
 
-async def test_a_short_period_is_shown_per_hour(store: Store, tmp_path: Path):
+async def test_a_short_period_is_shown_per_hour(store: Store, tmp_path: Path) -> None:
     """A few hours (the demo's --since 1h) are charted per hour, not as one bar."""
     await populate(store)
     signer = Signer.from_file(tmp_path / "evidence.key")

@@ -18,7 +18,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "evidence.md"
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "g.db"
     monkeypatch.setenv("GATEWAY_STORE_SQLITE_PATH", str(path))
     monkeypatch.setenv("GATEWAY_EVIDENCE_SIGNING_KEY_FILE", str(tmp_path / "keys" / "ev.key"))
@@ -32,7 +32,8 @@ def _export(tmp_path: Path, fmt: str = "html") -> Path:
     return out
 
 
-def test_export_verify_and_one_byte_changed(db, tmp_path, capsys):
+def test_export_verify_and_one_byte_changed(db: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["failover", "activate", "--reason", "MDM down", "--by", "ops"]) == 0
     out = _export(tmp_path)
     sig = out.with_name(out.name + ".sig")
@@ -57,12 +58,13 @@ def test_export_verify_and_one_byte_changed(db, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("fmt", ["json", "csv"])
-def test_json_and_csv_are_signed_too(db, tmp_path, fmt):
+def test_json_and_csv_are_signed_too(db: Path, tmp_path: Path, fmt: str) -> None:
     out = _export(tmp_path, fmt)
     assert main(["evidence", "verify", str(out)]) == 0
 
 
-def test_third_party_checks_with_openssl_alone(db, tmp_path, capsys):
+def test_third_party_checks_with_openssl_alone(db: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     """The commands of docs/evidence.md, run with the real openssl binary."""
     openssl = shutil.which("openssl")
     assert openssl, "openssl is needed (scripts/install-system-deps.sh installs it)"
@@ -96,7 +98,8 @@ def test_third_party_checks_with_openssl_alone(db, tmp_path, capsys):
     assert bad.returncode != 0
 
 
-def test_audit_verify_detects_a_cut_tail(db, tmp_path, capsys):
+def test_audit_verify_detects_a_cut_tail(db: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     for reason in ("one", "two", "three"):
         assert main(["failover", "activate" if reason != "two" else "standby", "--reason",
                      reason, "--by", "ops"]) == 0

@@ -32,7 +32,7 @@ def _refusals(gw: Any) -> list[dict[str, Any]]:
     return [b["data"] for b in bodies if b["kind"] == "api.refused"]
 
 
-def test_bad_key_flood_gets_429_and_a_few_aggregated_audit_entries(rig: Rig):
+def test_bad_key_flood_gets_429_and_a_few_aggregated_audit_entries(rig: Rig) -> None:
     """50 bad keys from one address: 5 are checked (401), the rest get 429 with Retry-After
     and no store work; the audit trail gets one entry, then one aggregated entry for the
     other 49 once the minute is over (it got 50 rows). A valid key from another address
@@ -61,7 +61,7 @@ def test_bad_key_flood_gets_429_and_a_few_aggregated_audit_entries(rig: Rig):
     assert aggregated["refusals"] == 49 and aggregated["addresses"] == 1
 
 
-def test_sign_in_starts_are_bounded_per_address(rig: Rig):
+def test_sign_in_starts_are_bounded_per_address(rig: Rig) -> None:
     """Each /auth/start keeps a flow for ten minutes; past the per-address limit the answer
     is a 429 page with Retry-After and nothing is stored; another address is unaffected."""
     gw = rig.gateway(access__signin_starts_per_address=5)

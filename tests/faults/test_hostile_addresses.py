@@ -162,9 +162,9 @@ def test_a_one_mebibyte_subject_does_not_stretch_the_page(rig: Rig) -> None:
     client = sign_in(gw, "member")
     listing = client.get("/mail", params={"f": "INBOX"})
     read = client.get("/mail/read", params={"f": "INBOX", "uid": str(uid)})
-    for page in (listing, read):
-        assert page.status_code == 200 and marker in page.text
-        assert max(len(w) for w in re.findall("W+", page.text)) <= 2_000
+    for reply in (listing, read):
+        assert reply.status_code == 200 and marker in reply.text
+        assert max(len(w) for w in re.findall("W+", reply.text)) <= 2_000
     with ipad_page() as (page, _rec):
         sign_in_in_browser(page, gw.url)
         for path in ("/mail?f=INBOX", f"/mail/read?f=INBOX&uid={uid}"):

@@ -12,7 +12,7 @@ from tests.faults.conftest import Rig
 from tests.web.mailhelp import deliver, message, unique
 
 
-def test_a_thousand_and_one_fields_is_a_400_page(rig: Rig):
+def test_a_thousand_and_one_fields_is_a_400_page(rig: Rig) -> None:
     """1,001 form fields were a 500 (parse_qs raised); now a 400 with a plain page."""
     gw = rig.gateway()
     client = sign_in(gw, "member")
@@ -24,7 +24,7 @@ def test_a_thousand_and_one_fields_is_a_400_page(rig: Rig):
     assert "too many fields" in r.text and "Traceback" not in r.text
 
 
-def test_uid_zero_and_too_large_are_400_not_502(rig: Rig):
+def test_uid_zero_and_too_large_are_400_not_502(rig: Rig) -> None:
     """uid=0 reached the server and came back as 502 "Exchange did not answer"; a UID is a
     non-zero 32-bit number, so both ends of the range are refused here."""
     gw = rig.gateway()
@@ -37,7 +37,7 @@ def test_uid_zero_and_too_large_are_400_not_502(rig: Rig):
             assert "not valid" in r.text
 
 
-def test_frozen_imap_costs_one_timeout_and_says_retry_after(rig: Rig):
+def test_frozen_imap_costs_one_timeout_and_says_retry_after(rig: Rig) -> None:
     """A frozen (SIGSTOPped) Dovecot used to cost two full timeouts (the pool retried after
     the first); the read page, which asks the server twice, now answers within about one
     timeout with a 503 carrying Retry-After. The bound asserted is behaviour (no second
@@ -60,7 +60,7 @@ def test_frozen_imap_costs_one_timeout_and_says_retry_after(rig: Rig):
     assert "not answering" in r.text
 
 
-def test_store_and_imap_503s_carry_retry_after(rig: Rig):
+def test_store_and_imap_503s_carry_retry_after(rig: Rig) -> None:
     """IMAP down: the 503 page tells the client when to try again."""
     gw = rig.gateway()
     client = sign_in(gw, "member")
@@ -69,7 +69,7 @@ def test_store_and_imap_503s_carry_retry_after(rig: Rig):
     assert r.status_code == 503 and r.headers.get("retry-after") == "30"
 
 
-def test_api_key_works_with_any_cookie_and_any_case(rig: Rig):
+def test_api_key_works_with_any_cookie_and_any_case(rig: Rig) -> None:
     """A valid key sent with a stray cookie got 401, a POST with a member's cookie got a CSRF
     403, and "bearer" in lower case skipped the CSRF exemption: now the key decides."""
     gw = rig.gateway()
@@ -91,7 +91,7 @@ def test_api_key_works_with_any_cookie_and_any_case(rig: Rig):
     assert bad.status_code == 401
 
 
-def test_mail_frame_says_sameorigin_like_its_policy(rig: Rig):
+def test_mail_frame_says_sameorigin_like_its_policy(rig: Rig) -> None:
     """The frame carried X-Frame-Options: DENY beside frame-ancestors 'self' (a browser
     following XFO would blank it); now SAMEORIGIN; other pages stay DENY."""
     gw = rig.gateway()

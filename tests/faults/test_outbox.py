@@ -29,7 +29,7 @@ def _row_forms(page: str, outbox_id: str) -> dict[str, str]:
     return form_fields(chunk)
 
 
-def test_failed_send_is_listed_then_sent_from_the_outbox(rig: Rig):
+def test_failed_send_is_listed_then_sent_from_the_outbox(rig: Rig) -> None:
     """A refused send is listed in the Outbox with its attachment; Send there sends it once,
     and it leaves the list."""
     gw = rig.gateway()
@@ -52,7 +52,7 @@ def test_failed_send_is_listed_then_sent_from_the_outbox(rig: Rig):
     assert [s for i, s, _ in outbox_of(gw, client) if i == fields["outbox_id"]] == ["sent"]
 
 
-def test_discard_removes_the_kept_message(rig: Rig):
+def test_discard_removes_the_kept_message(rig: Rig) -> None:
     """Discard removes a kept message from the Outbox and from the store."""
     gw = rig.gateway()
     client = sign_in(gw, "member")
@@ -71,7 +71,7 @@ def test_discard_removes_the_kept_message(rig: Rig):
     assert received(gw.stack, subject) == []
 
 
-def test_purge_removes_records_past_their_age(rig: Rig):
+def test_purge_removes_records_past_their_age(rig: Rig) -> None:
     """The purge (run by the app's purge loop) removes outbox records older than MAX_AGE
     and keeps younger ones."""
     gw = rig.gateway()
@@ -94,7 +94,7 @@ def test_purge_removes_records_past_their_age(rig: Rig):
     assert old_id not in ids and fields["outbox_id"] in ids
 
 
-def test_sigkill_after_the_server_took_the_message_then_restart(rig: Rig, tmp_path: Path):
+def test_sigkill_after_the_server_took_the_message_then_restart(rig: Rig, tmp_path: Path) -> None:
     """The gateway is SIGKILLed after the SMTP server took the message but before its answer
     arrived. Restarted, it lists the message in the Outbox; while the dead sender's claim
     lasts, Send says so; after it, Send finds the copy in Sent Items and does not send it

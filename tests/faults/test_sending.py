@@ -16,7 +16,7 @@ def _post(gw: Any, client: Any, action: str, fields: dict[str, Any], **kw: Any) 
     return client.post(action, data=fields, headers={"Origin": gw.url}, **kw)
 
 
-def test_lost_answer_then_imap_down_holds_the_retry_and_never_sends_twice(rig: Rig):
+def test_lost_answer_then_imap_down_holds_the_retry_and_never_sends_twice(rig: Rig) -> None:
     """Case 1. The SMTP server takes the message but answers after the gateway's timeout;
     the member presses Send again while IMAP is down. Unknown is not "not sent": the retry
     is held with a Send anyway choice, and the server has the message exactly once."""
@@ -55,7 +55,7 @@ def test_lost_answer_then_imap_down_holds_the_retry_and_never_sends_twice(rig: R
     assert state == "sent"
 
 
-def test_send_anyway_is_the_members_choice(rig: Rig):
+def test_send_anyway_is_the_members_choice(rig: Rig) -> None:
     """Case 1, the other branch: the member looked, it is not there, and presses Send anyway:
     it goes (once more, by their choice) even though Sent Items still cannot be checked."""
     gw = rig.gateway(smtp__timeout_seconds=1.5)
@@ -75,7 +75,7 @@ def test_send_anyway_is_the_members_choice(rig: Rig):
     assert len(received(gw.stack, subject)) == 2
 
 
-def test_full_store_keeps_reading_and_gives_the_form_back_with_attachments(rig: Rig):
+def test_full_store_keeps_reading_and_gives_the_form_back_with_attachments(rig: Rig) -> None:
     """Case 2. With the store's disk full: reading mail still works after the session's
     timestamp is due (a store write), /health and /readyz report the store, and Send gives
     the whole form back, attachment included, without sending; once the disk has room the
@@ -120,7 +120,7 @@ def test_full_store_keeps_reading_and_gives_the_form_back_with_attachments(rig: 
     assert [s for i, s, _ in outbox_of(gw, client) if i == fields["outbox_id"]] == ["sent"]
 
 
-def test_forward_with_attachments_while_imap_is_down_keeps_the_form(rig: Rig):
+def test_forward_with_attachments_while_imap_is_down_keeps_the_form(rig: Rig) -> None:
     """Case 4. Forwarding a message with its attachment while IMAP is down gives the form
     back (with the original's attachment still ticked) and keeps the message in the outbox;
     nothing reaches SMTP. When IMAP is back the same form sends it once, attachment and

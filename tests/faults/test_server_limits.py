@@ -45,7 +45,7 @@ def _read_until_closed(sock: ssl.SSLSocket, limit: float = 8.0) -> tuple[bytes, 
     return data, time.monotonic() - started
 
 
-def test_slow_headers_get_408_and_close(limited: ProcGateway):
+def test_slow_headers_get_408_and_close(limited: ProcGateway) -> None:
     """Headers sent halfway and then held: the server answers 408 and closes within the
     header timeout (it held such connections open indefinitely)."""
     with _connect(limited) as s:
@@ -54,14 +54,14 @@ def test_slow_headers_get_408_and_close(limited: ProcGateway):
     assert data.startswith(b"HTTP/1.1 408")
 
 
-def test_a_silent_connection_is_closed(limited: ProcGateway):
+def test_a_silent_connection_is_closed(limited: ProcGateway) -> None:
     """A connection that sends nothing at all is closed too."""
     with _connect(limited) as s:
         data, _ = _read_until_closed(s)
     assert b"<still open>" not in data
 
 
-def test_stalled_body_is_cut_off(limited: ProcGateway):
+def test_stalled_body_is_cut_off(limited: ProcGateway) -> None:
     """A body that stops arriving is cut off after the body timeout."""
     with _connect(limited) as s:
         s.sendall(b"POST /auth/callback HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -71,7 +71,7 @@ def test_stalled_body_is_cut_off(limited: ProcGateway):
     assert b"<still open>" not in data
 
 
-def test_two_megabyte_header_is_refused(limited: ProcGateway):
+def test_two_megabyte_header_is_refused(limited: ProcGateway) -> None:
     """A 2 MB request header was accepted; now 400 and close."""
     with _connect(limited) as s:
         s.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Junk: " + b"a" * 2_000_000
@@ -80,7 +80,7 @@ def test_two_megabyte_header_is_refused(limited: ProcGateway):
     assert data.startswith(b"HTTP/1.1 400")
 
 
-def test_one_connection_serves_a_bounded_number_of_requests(limited: ProcGateway):
+def test_one_connection_serves_a_bounded_number_of_requests(limited: ProcGateway) -> None:
     """With max_requests_per_connection = 3, the third response says Connection: close and
     the connection ends; each of the three was answered."""
     with _connect(limited) as s:
@@ -90,7 +90,9 @@ def test_one_connection_serves_a_bounded_number_of_requests(limited: ProcGateway
             while b"\r\n\r\n" not in buffered:
                 buffered += s.recv(4096)
             head, _, buffered = buffered.partition(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            found = re.search(rb"(?i)content-length: *(\d+)", head)
+            assert found, head
+            length = int(found.group(1))
             while len(buffered) < length:
                 buffered += s.recv(4096)
             buffered = buffered[length:]

@@ -18,7 +18,7 @@ def _post(gw: Any, client: Any, action: str, fields: dict[str, Any], **kw: Any) 
     return client.post(action, data=fields, headers={"Origin": gw.url}, **kw)
 
 
-def test_send_after_idle_expiry_keeps_the_message_for_after_sign_in(rig: Rig):
+def test_send_after_idle_expiry_keeps_the_message_for_after_sign_in(rig: Rig) -> None:
     gw = rig.gateway()
     client = sign_in(gw, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -53,7 +53,7 @@ def test_send_after_idle_expiry_keeps_the_message_for_after_sign_in(rig: Rig):
     assert [s for i, s, _ in outbox_of(gw, again) if i == fields["outbox_id"]] == ["sent"]
 
 
-def test_a_forged_post_with_an_ended_session_is_still_refused(rig: Rig):
+def test_a_forged_post_with_an_ended_session_is_still_refused(rig: Rig) -> None:
     """Keeping a form needs what sending it would: the ended session's CSRF token and a
     same-origin post. Without the token it is refused and nothing is kept."""
     gw = rig.gateway()

@@ -46,6 +46,7 @@ class GraphLite:
     def __init__(self, stack: DevStack) -> None:
         self.stack = stack
         self.fault: int | None = None
+        self.base_url = ""  # set once its server is up (graph_lite)
         self.seen = 0
         self.app = Starlette(routes=[
             Route("/v1.0/", self.root),
@@ -78,6 +79,6 @@ def graph_lite(stack: DevStack, loop_thread: Any) -> Iterator[GraphLite]:
     g = GraphLite(stack)
     server = TLSServer(g.app, stack.certs)
     loop_thread.run(server.start())
-    g.base_url = server.url + "/v1.0"  # type: ignore[attr-defined]
+    g.base_url = server.url + "/v1.0"
     yield g
     loop_thread.run(server.stop())

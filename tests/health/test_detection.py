@@ -15,9 +15,11 @@ import pytest
 
 from gateway.devstack.entra import APP_SERVICE_PRINCIPAL_OID
 from gateway.devstack.mailserver import MailServer
+from gateway.devstack.stack import DevStack
 from gateway.evidence.export import make_report
+from gateway.services import Services
 from tests.conftest import Gateway, LoopThread, sign_in, start_gateway
-from tests.health.conftest import CANARY
+from tests.health.conftest import CANARY, GraphLite
 
 
 @pytest.fixture
@@ -59,8 +61,10 @@ def _report(g: Gateway) -> Any:
     return g.loop.run(make())
 
 
-def test_a_member_meeting_a_dead_imap_server_reprobes_at_once(stack, loop_thread, tmp_path,
-                                                             mail):
+def test_a_member_meeting_a_dead_imap_server_reprobes_at_once(stack: DevStack,
+                                                              loop_thread: LoopThread,
+                                                              tmp_path: Path,
+                                                             mail: MailServer) -> None:
     g = _gateway(stack, loop_thread, tmp_path, mail, health__interval_seconds=600.0,
                  health__reprobe_seconds=1.0)
     try:
@@ -78,11 +82,13 @@ def test_a_member_meeting_a_dead_imap_server_reprobes_at_once(stack, loop_thread
     finally:
         for c in g.clients:
             c.close()
-        loop_thread.run(g.server.stop())
+        g.stop()
 
 
-def test_killed_dovecot_shows_within_5_s_and_as_an_outage_window(stack, loop_thread, tmp_path,
-                                                                mail):
+def test_killed_dovecot_shows_within_5_s_and_as_an_outage_window(stack: DevStack,
+                                                                 loop_thread: LoopThread,
+                                                                 tmp_path: Path,
+                                                                mail: MailServer) -> None:
     g = _gateway(stack, loop_thread, tmp_path, mail, health__interval_seconds=2.0)
     try:
         g.loop.run(g.app.state.gateway.health.wait_ready(), timeout=20)
@@ -102,11 +108,12 @@ def test_killed_dovecot_shows_within_5_s_and_as_an_outage_window(stack, loop_thr
     finally:
         for c in g.clients:
             c.close()
-        loop_thread.run(g.server.stop())
+        g.stop()
 
 
-def test_canary_rounds_are_stored_with_where_they_failed(stack, loop_thread, tmp_path, mail,
-                                                        graph_lite):
+def test_canary_rounds_are_stored_with_where_they_failed(stack: DevStack, loop_thread: LoopThread,
+                                                         tmp_path: Path, mail: MailServer,
+                                                        graph_lite: GraphLite) -> None:
     """App-only canary (https://outlook.office365.com/.default) against the dev mail server:
     a delivered round keeps sent/arrived/latency; with SMTP down the round is recorded as
     failed at 'smtp accept', and the report says so."""
@@ -125,7 +132,7 @@ def test_canary_rounds_are_stored_with_where_they_failed(stack, loop_thread, tmp
         report = _report(g)
         assert report.canary.ok >= 1
         assert any(stage == "smtp accept" for _, stage, _ in report.canary.failures)
-        svc = g.app.state.gateway.services
+        svc: Services = g.app.state.gateway.services
 
         async def rounds() -> list[Any]:
             return await svc.store.canary_rounds(0, time.time() + 60)
@@ -137,4 +144,4 @@ def test_canary_rounds_are_stored_with_where_they_failed(stack, loop_thread, tmp
         loop_thread.run(mail.start_smtp())
         for c in g.clients:
             c.close()
-        loop_thread.run(g.server.stop())
+        g.stop()

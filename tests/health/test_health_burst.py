@@ -25,7 +25,7 @@ def _connections(text: str) -> dict[str, float]:
 
 def test_1000_health_requests_open_no_upstream_connection(stack: DevStack,
                                                           loop_thread: LoopThread,
-                                                          tmp_path: Path, graph_lite: Any):
+                                                          tmp_path: Path, graph_lite: Any) -> None:
     """1,000 GET /health open no connection to Entra, Dovecot, SMTP or Graph (counted on
     the servers' side where they can be, and by the gateway's own connection counter)."""
     assert stack.entra is not None and stack.mail is not None
@@ -55,4 +55,4 @@ def test_1000_health_requests_open_no_upstream_connection(stack: DevStack,
     finally:
         for c in g.clients:
             c.close()
-        loop_thread.run(g.server.stop())
+        g.stop()

@@ -20,7 +20,7 @@ from tests.conftest import Gateway, LoopThread, start_gateway
 SCHEMA = json.loads((Path(__file__).parent / "health-schema.json").read_text())
 REQUIRED = ("entra:responseTime", "imap:responseTime", "smtp:responseTime",
             "graph:responseTime", "store:responseTime", "failover:mode", "sessions:count")
-FAST = {"health__interval_seconds": 0.3, "health__timeout_seconds": 1.0}
+FAST: dict[str, Any] = {"health__interval_seconds": 0.3, "health__timeout_seconds": 1.0}
 
 
 def monitor_of(gw: Gateway) -> HealthMonitor:
@@ -47,7 +47,7 @@ def gw(stack: DevStack, loop_thread: LoopThread, graph_lite: Any,
     g.stop()
 
 
-def test_document_passes_and_follows_the_draft(gw: Gateway):
+def test_document_passes_and_follows_the_draft(gw: Gateway) -> None:
     """With every upstream up, /health is 200 health+json, valid, with every required check."""
     r = gw.client().get("/health")
     assert r.status_code == 200, r.text
@@ -95,7 +95,7 @@ FAULTS = {
 
 @pytest.mark.parametrize("case", list(FAULTS))
 def test_each_upstream_fails_in_turn_and_recovers(case: str, gw: Gateway, stack: DevStack,
-                                                  loop_thread: LoopThread, graph_lite: Any):
+                                                  loop_thread: LoopThread, graph_lite: Any) -> None:
     """The failing upstream's check fails in the first round after the fault (503), the
     others still pass, and after recovery the next round passes again (200)."""
     key = ":".join(case.split(":")[:2])
@@ -142,7 +142,7 @@ def test_each_upstream_fails_in_turn_and_recovers(case: str, gw: Gateway, stack:
 def test_access_setting_decides_who_sees_details(stack: DevStack, loop_thread: LoopThread,
                                                  tmp_path: Path, graph_lite: Any,
                                                  overrides: dict[str, Any],
-                                                 headers: dict[str, str], detailed: bool):
+                                                 headers: dict[str, str], detailed: bool) -> None:
     """Details (and /metrics) only for callers health.access admits; the status for all;
     /livez and /readyz always open."""
     g = start_gateway(stack, loop_thread, tmp_path, graph__base_url=graph_lite.base_url,
@@ -168,7 +168,7 @@ def test_access_setting_decides_who_sees_details(stack: DevStack, loop_thread: L
 
 
 def test_metrics_on_a_separate_port(stack: DevStack, loop_thread: LoopThread, tmp_path: Path,
-                                    graph_lite: Any):
+                                    graph_lite: Any) -> None:
     """With metrics.port set, /metrics is served there and not on the main port."""
     import socket
     with socket.socket() as s:
@@ -187,8 +187,9 @@ def test_metrics_on_a_separate_port(stack: DevStack, loop_thread: LoopThread, tm
         g.stop()
 
 
-def test_canary_login_graph_call_and_mail_flow(stack: DevStack, loop_thread: LoopThread,
-                                               tmp_path: Path, app_mail: Any, graph_lite: Any):
+def test_canary_login_graph_call_and_mail_flow(
+    stack: DevStack, loop_thread: LoopThread, tmp_path: Path, app_mail: Any, graph_lite: Any,
+) -> None:
     """With a canary mailbox, IMAP logs in with an app-only token, Graph is called with one,
     the mail-flow canary reports its latency, and its messages are cleaned up."""
     from tests.health.conftest import CANARY
@@ -225,7 +226,7 @@ def test_canary_login_graph_call_and_mail_flow(stack: DevStack, loop_thread: Loo
 
 def test_graph_probe_against_the_dev_stack_graph_stand_in(stack: DevStack,
                                                           loop_thread: LoopThread,
-                                                          tmp_path: Path):
+                                                          tmp_path: Path) -> None:
     """Without a canary, the Graph probe passes against the dev stack's Graph stand-in."""
     assert stack.graph is not None
     g = start_gateway(stack, loop_thread, tmp_path, **FAST)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
 from gateway.cli.health import CRITICAL, OK, WARNING, summary
-from gateway.health.monitor import HealthMonitor, Observation, Probe, ProbeFailed, instant_check
+from gateway.health.monitor import (
+    HealthMonitor,
+    Observation,
+    Probe,
+    ProbeFailed,
+    Status,
+    instant_check,
+)
 from gateway.logging import redact
 
 SCHEMA = json.loads((Path(__file__).parent / "health-schema.json").read_text())
@@ -36,11 +45,11 @@ def monitor(*probes: Probe, **kw: object) -> HealthMonitor:
     return HealthMonitor(probes, interval=0.05, **kw)  # type: ignore[arg-type]
 
 
-def doc_of(m: HealthMonitor, detailed: bool = True) -> tuple[dict, int]:
+def doc_of(m: HealthMonitor, detailed: bool = True) -> tuple[dict[str, Any], int]:
     return m.document(version="0", release_id="0.1.0", service_id="gw", detailed=detailed)
 
 
-async def test_all_passing_is_200_and_validates():
+async def test_all_passing_is_200_and_validates() -> None:
     """Passing probes give status pass, HTTP 200, and a document valid against the schema."""
     m = monitor(Probe("imap:responseTime", ok, 1), Probe("store:responseTime", ok, 1),
                 instant={"failover:mode": instant_check("failover:mode",
@@ -54,7 +63,7 @@ async def test_all_passing_is_200_and_validates():
     assert doc["checks"]["failover:mode"][0]["observedValue"] == "standby"
 
 
-async def test_failing_probe_makes_503_with_output():
+async def test_failing_probe_makes_503_with_output() -> None:
     """One failing check makes the whole document fail with 503 and names the reason."""
     m = monitor(Probe("imap:responseTime", broken, 1), Probe("smtp:responseTime", ok, 1))
     await m.run_once()
@@ -65,7 +74,7 @@ async def test_failing_probe_makes_503_with_output():
     assert "output" not in doc["checks"]["smtp:responseTime"][0]
 
 
-async def test_warn_is_200():
+async def test_warn_is_200() -> None:
     """A warning check gives status warn and HTTP 200, as the draft says."""
     async def slowish() -> Observation:
         return Observation(12.5, "s", "warn", "canary took 12.5 s")
@@ -75,7 +84,7 @@ async def test_warn_is_200():
     assert (doc["status"], status) == ("warn", 200)
 
 
-async def test_hanging_probe_is_cut_at_its_timeout():
+async def test_hanging_probe_is_cut_at_its_timeout() -> None:
     """A probe that never returns is cut at its timeout and reported failing."""
     m = monitor(Probe("entra:responseTime", hangs, 0.05), Probe("store:responseTime", ok, 1))
     results = await asyncio.wait_for(m.run_once(), 5)
@@ -84,14 +93,14 @@ async def test_hanging_probe_is_cut_at_its_timeout():
     assert results["store:responseTime"].status == "pass"
 
 
-async def test_probe_crash_is_a_failure_without_details():
+async def test_probe_crash_is_a_failure_without_details() -> None:
     """An unexpected exception fails the check and shows only its type, never its text."""
     m = monitor(Probe("graph:responseTime", crashes, 1))
     r = (await m.run_once())["graph:responseTime"]
     assert r.status == "fail" and r.output == "probe error: RuntimeError"
 
 
-async def test_background_loop_serves_cached_results_with_age():
+async def test_background_loop_serves_cached_results_with_age() -> None:
     """Reading the document runs no probe; results carry their age and change each round."""
     calls = 0
 
@@ -115,7 +124,7 @@ async def test_background_loop_serves_cached_results_with_age():
         await m.stop()
 
 
-async def test_stale_results_fail_and_unprobed_warn():
+async def test_stale_results_fail_and_unprobed_warn() -> None:
     """Before the first round a check warns; a result far older than the interval fails."""
     now = [1000.0]
     m = monitor(Probe("imap:responseTime", ok, 1), clock=lambda: now[0])
@@ -132,7 +141,7 @@ async def test_stale_results_fail_and_unprobed_warn():
         await m.stop()
 
 
-async def test_summary_document_hides_checks():
+async def test_summary_document_hides_checks() -> None:
     """Without access to the details only the overall status is given."""
     m = monitor(Probe("imap:responseTime", broken, 1))
     await m.run_once()
@@ -143,14 +152,14 @@ async def test_summary_document_hides_checks():
 
 @pytest.mark.parametrize("statuses,code", [(["pass", "pass"], OK), (["pass", "warn"], WARNING),
                                            (["warn", "fail"], CRITICAL)])
-async def test_probe_summary_exit_codes(statuses, code):
+async def test_probe_summary_exit_codes(statuses: list[Status], code: int) -> None:
     """`gateway probe` maps pass/warn/fail to Nagios 0/1/2 and prints one line."""
-    async def make(s: str) -> Observation:
+    async def make(s: Status) -> Observation:
         if s == "fail":
             raise ProbeFailed("down")
-        return Observation(status=s)  # type: ignore[arg-type]
+        return Observation(status=s)
 
-    probes = [Probe(f"c{i}:responseTime", lambda s=s: make(s), 1)
+    probes = [Probe(f"c{i}:responseTime", functools.partial(make, s), 1)
               for i, s in enumerate(statuses)]
     m = monitor(*probes)
     got, line = summary(await m.run_once())
@@ -165,7 +174,7 @@ async def test_probe_summary_exit_codes(statuses, code):
     "x" * 12 + "Zq9_-" * 10,
     "dXNlcj1hbGV4QGNvdW5jaWwuZXhhbXBsZQFhdXRoPUJlYXJlciB4",
 ])
-def test_redact_removes_token_shapes(secret):
+def test_redact_removes_token_shapes(secret: str) -> None:
     """The log filter removes JWTs, bearer values, cookies, named secrets and opaque tokens."""
     out = redact(f"before {secret} after")
     assert out.startswith("before ")

@@ -3,10 +3,10 @@ finds each kind of leak, and a sign-in, read and send of its own leaves nothing 
 
 from __future__ import annotations
 
-from tests.conftest import LOGGED_NEVER, RunLog, log_leaks, sign_in
+from tests.conftest import LOGGED_NEVER, Gateway, RunLog, log_leaks, sign_in
 
 
-def test_the_scan_finds_each_kind_of_leak():
+def test_the_scan_finds_each_kind_of_leak() -> None:
     jwt = "eyJhbGciOi.eyJzdWIiOi." + "s" * 43
     assert log_leaks("all quiet", ["rt-secret-0123456789"], [jwt]) == []
     found = log_leaks(f"x rt-secret-0123456789 {jwt[-43:]} {LOGGED_NEVER[0]} "
@@ -15,7 +15,8 @@ def test_the_scan_finds_each_kind_of_leak():
     assert not any("rt-secret-0123456789" in f for f in found), "the report repeats a secret"
 
 
-def test_a_sign_in_read_and_send_leave_no_secret_in_the_logs(gateway, run_log: RunLog):
+def test_a_sign_in_read_and_send_leave_no_secret_in_the_logs(gateway: Gateway,
+                                                             run_log: RunLog) -> None:
     from tests.web.test_mail import compose_form
     stack = gateway.stack
     before = len(stack.entra.handed_out)

@@ -8,12 +8,16 @@ import json
 import logging
 from collections.abc import Iterator
 from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
 from gateway.logging import make_handler
-from tests.conftest import Gateway, sign_in
+from tests.conftest import Gateway, LoopThread, sign_in
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def _bodies(gw: Gateway, who: str) -> list[str]:
 
 
 def test_logs_are_json_with_request_ids_and_hold_no_secrets(gateway: Gateway,
-                                                            captured: io.StringIO):
+                                                            captured: io.StringIO) -> None:
     """After a sign-in and page views, every line is JSON with a request id, and no token,
     cookie value or sample message text appears anywhere in the logs."""
     client = sign_in(gateway, "member")
@@ -79,7 +83,7 @@ def test_logs_are_json_with_request_ids_and_hold_no_secrets(gateway: Gateway,
 
 # ---------------------------------------------------------------- request ids, client address
 @pytest.fixture
-def proxied(stack, loop_thread, tmp_path) -> Iterator[Gateway]:
+def proxied(stack: DevStack, loop_thread: LoopThread, tmp_path: Path) -> Iterator[Gateway]:
     """A gateway that trusts a proxy on 127.0.0.1 only (as the example environment does)."""
     from tests.conftest import start_gateway
 
@@ -88,10 +92,8 @@ def proxied(stack, loop_thread, tmp_path) -> Iterator[Gateway]:
     gw.stop()
 
 
-def _from(gw: Gateway, source: str):
+def _from(gw: Gateway, source: str) -> httpx.Client:
     """A client whose TCP connections come from ``source`` (127.0.0.x)."""
-    import httpx
-
     from tests.conftest import ca_context
 
     transport = httpx.HTTPTransport(local_address=source, verify=ca_context(gw.stack))
@@ -100,7 +102,7 @@ def _from(gw: Gateway, source: str):
     return c
 
 
-def _access(stream: io.StringIO, rid: str) -> dict:
+def _access(stream: io.StringIO, rid: str) -> dict[str, Any]:
     """The one access line for request ``rid``. The server writes it on its own thread once
     the response has gone, so the client can get the answer before the line exists: wait for
     it (bounded), then require exactly one."""
@@ -108,7 +110,7 @@ def _access(stream: io.StringIO, rid: str) -> dict:
 
     deadline = time.monotonic() + 10
     while True:
-        lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+        lines: list[dict[str, Any]] = [json.loads(x) for x in stream.getvalue().splitlines()]
         found = [x for x in lines if x["logger"] == "gateway.access" and x["request_id"] == rid]
         if found or time.monotonic() > deadline:
             break
@@ -118,7 +120,7 @@ def _access(stream: io.StringIO, rid: str) -> dict:
 
 
 def test_request_id_from_the_trusted_proxy_is_kept_and_its_client_logged(
-        proxied: Gateway, captured: io.StringIO):
+        proxied: Gateway, captured: io.StringIO) -> None:
     """nginx's id and the member's address (X-Forwarded-For) from the trusted proxy are used:
     the access line carries both."""
     r = _from(proxied, "127.0.0.1").get("/livez", headers={
@@ -131,7 +133,7 @@ def test_request_id_from_the_trusted_proxy_is_kept_and_its_client_logged(
 
 
 def test_request_id_from_anyone_else_is_replaced_and_their_own_address_logged(
-        proxied: Gateway, captured: io.StringIO):
+        proxied: Gateway, captured: io.StringIO) -> None:
     """A client that is not the proxy cannot choose its request id, nor its logged address."""
     r = _from(proxied, "127.0.0.2").get("/livez", headers={
         "X-Request-ID": "chosen-by-the-client-1", "X-Forwarded-For": "198.51.100.23"})
@@ -143,15 +145,16 @@ def test_request_id_from_anyone_else_is_replaced_and_their_own_address_logged(
 
 @pytest.mark.parametrize("bad", ["short", "x" * 65, "id with spaces 123",
                                  "line1\\nFAKE log line", "<script>alert(1)</script>"])
-def test_a_malformed_request_id_is_replaced_even_from_the_proxy(proxied: Gateway,
-                                                                captured: io.StringIO, bad):
+def test_a_malformed_request_id_is_replaced_even_from_the_proxy(
+    proxied: Gateway, captured: io.StringIO, bad: str,
+) -> None:
     r = _from(proxied, "127.0.0.1").get("/livez", headers={"X-Request-ID": bad})
     assert r.headers["x-request-id"] != bad
     assert len(r.headers["x-request-id"]) == 16
 
 
 def test_without_trusted_proxies_nothing_forwarded_is_believed(gateway: Gateway,
-                                                               captured: io.StringIO):
+                                                               captured: io.StringIO) -> None:
     r = gateway.client().get("/livez", headers={"X-Request-ID": "0123456789abcdef",
                                                 "X-Forwarded-For": "198.51.100.23"})
     rid = r.headers["x-request-id"]
@@ -159,7 +162,7 @@ def test_without_trusted_proxies_nothing_forwarded_is_believed(gateway: Gateway,
     assert _access(captured, rid)["http"]["client"] == "127.0.0.1"
 
 
-def test_httpx_does_not_log_request_urls_at_info():
+def test_httpx_does_not_log_request_urls_at_info() -> None:
     """gateway.logging.setup_logging quiets httpx, which logs every request URL at info
     (every probe, every Graph call): a real request leaves no line."""
     import threading

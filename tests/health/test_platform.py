@@ -5,6 +5,7 @@ as their own checks that never make the gateway unhealthy; bad settings name the
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from gateway.server.certs import make_dev_certs
 
 
 @pytest.fixture
-async def platform(tmp_path: Path):
+async def platform(tmp_path: Path) -> AsyncIterator[tuple[PlatformStandIn, str]]:
     certs = make_dev_certs(tmp_path / "certs")
     p = PlatformStandIn(certs)
     await p.start()
@@ -41,7 +42,9 @@ async def _monitor(specs: list[str], ca: str) -> tuple[HealthMonitor, object]:
     return HealthMonitor([Probe("imap:responseTime", ok, 5), *probes], interval=60), client
 
 
-async def test_checks_pass_then_fail_without_making_the_gateway_unhealthy(platform):
+async def test_checks_pass_then_fail_without_making_the_gateway_unhealthy(
+    platform: tuple[PlatformStandIn, str],
+) -> None:
     stand_in, ca = platform
     port = closed_port()
     specs = [*stand_in.checks(), f"tcp relay 127.0.0.1:{stand_in.server.port}",
@@ -50,7 +53,8 @@ async def test_checks_pass_then_fail_without_making_the_gateway_unhealthy(platfo
     results = await monitor.run_once()
     assert results["platform:portal"].status == "pass"
     edge = results["platform:edge"]
-    assert edge.status == "pass" and edge.observed_unit == "d" and 80 < edge.observed_value < 91
+    assert edge.status == "pass" and edge.observed_unit == "d"
+    assert isinstance(edge.observed_value, int | float) and 80 < edge.observed_value < 91
     assert results["platform:relay"].status == "pass"
     assert results["platform:gone"].status == "fail"
     assert "refused" in results["platform:gone"].output
@@ -68,7 +72,9 @@ async def test_checks_pass_then_fail_without_making_the_gateway_unhealthy(platfo
     await client.aclose()                                    # type: ignore[attr-defined]
 
 
-async def test_wrong_text_untrusted_certificate_and_expiry_warning(platform):
+async def test_wrong_text_untrusted_certificate_and_expiry_warning(
+    platform: tuple[PlatformStandIn, str],
+) -> None:
     stand_in, ca = platform
     hp = stand_in.host_port
     monitor, client = await _monitor(
@@ -95,7 +101,7 @@ async def test_wrong_text_untrusted_certificate_and_expiry_warning(platform):
     ("https x https://a.example/ colour=red", "unknown option"),
     ("tls x a.example:443 cert_days=soon", "whole number"),
 ])
-def test_bad_checks_are_refused_naming_the_setting(spec, words):
+def test_bad_checks_are_refused_naming_the_setting(spec: str, words: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(environ={"GATEWAY_PLATFORM_CHECKS": spec})
     assert str(err.value).startswith("platform.checks:") and words in str(err.value)

@@ -35,7 +35,7 @@ def _probe(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 
 def test_probe_ok_then_critical_when_dovecot_stops(stack_env: None, stack: DevStack,
                                                    loop_thread: LoopThread,
-                                                   capsys: pytest.CaptureFixture[str]):
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     """Exit 0 with every check passing; 2 naming imap when Dovecot is down; 0 again after."""
     code, out = _probe(capsys)
     assert code == 0 and out.startswith("HEALTH OK"), out
@@ -51,7 +51,7 @@ def test_probe_ok_then_critical_when_dovecot_stops(stack_env: None, stack: DevSt
 
 
 def test_probe_warning(stack_env: None, monkeypatch: pytest.MonkeyPatch,
-                       capsys: pytest.CaptureFixture[str]):
+                       capsys: pytest.CaptureFixture[str]) -> None:
     """Exit 1 when a check only warns (here: slower than an impossible threshold)."""
     monkeypatch.setenv("GATEWAY_HEALTH_WARN_MS", "0.001")
     code, out = _probe(capsys)
@@ -59,7 +59,7 @@ def test_probe_warning(stack_env: None, monkeypatch: pytest.MonkeyPatch,
 
 
 def test_probe_unknown_on_bad_settings(monkeypatch: pytest.MonkeyPatch,
-                                       capsys: pytest.CaptureFixture[str]):
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     """Exit 3 when the checks cannot run at all (a bad setting), naming the key."""
     monkeypatch.setenv("GATEWAY_HEALTH_ACCESS", "everyone")
     code, out = _probe(capsys)

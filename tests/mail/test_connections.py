@@ -40,9 +40,7 @@ def gw(proxy_stack: DevStack, loop_thread: LoopThread, tmp_path: Any) -> Iterato
     yield g
     proxy_stack.entra.access_token_lifetime = lifetime
     proxy_stack.mail.set_idle_timeout(30 * 60.0)
-    for c in g.clients:
-        c.close()
-    loop_thread.run(g.server.stop())
+    g.stop()
 
 
 class Stream:
@@ -407,4 +405,4 @@ def test_gateway_saves_the_sent_copy_for_a_server_that_does_not(
         proxy_stack.mail.save_sent = True
         for c in g.clients:
             c.close()
-        loop_thread.run(g.server.stop())
+        g.stop()

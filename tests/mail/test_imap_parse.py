@@ -446,7 +446,7 @@ FLAG_LINES = [
 
 
 @pytest.mark.parametrize("lines", FLAG_LINES)
-def test_uid_flags_fast_path_reads_as_the_general_parser(lines):
+def test_uid_flags_fast_path_reads_as_the_general_parser(lines: list[bytes]) -> None:
     """parse_fetch_flags gives what parse_fetch gives, on the lines it reads itself and on
     those it hands over (quoted, NIL, literal or non-ASCII flags, other items)."""
     assert parse_fetch_flags(lines) == parse_fetch(lines)
@@ -456,7 +456,9 @@ def test_uid_flags_fast_path_reads_as_the_general_parser(lines):
                           st.lists(st.sampled_from(["\\Seen", "\\Flagged", "\\Answered",
                                                     "$Label1", "Junk", "\\Draft", "a]b"]),
                                    max_size=4), st.booleans()), max_size=20))
-def test_uid_flags_fast_path_matches_on_any_page(rows):
+def test_uid_flags_fast_path_matches_on_any_page(
+    rows: list[tuple[int, int, list[str], bool]],
+) -> None:
     """Any page of UID/FLAGS answers, in either item order, reads the same both ways."""
     lines = [f"* {seq} FETCH (UID {uid} FLAGS ({' '.join(f)}))".encode() if first else
              f"* {seq} FETCH (FLAGS ({' '.join(f)}) UID {uid})".encode()

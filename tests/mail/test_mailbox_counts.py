@@ -5,6 +5,7 @@ untagged response is not."""
 from __future__ import annotations
 
 from gateway.mail import imap, mailbox
+from tests.conftest import Gateway
 from tests.web.mailhelp import deliver, direct, message, unique
 
 
@@ -14,7 +15,7 @@ async def _fresh_count(conn: imap.ImapConn, folder: str) -> int:
     return conn.exists
 
 
-def test_move_and_expunge_keep_the_count_and_the_next_page_works(gateway):
+def test_move_and_expunge_keep_the_count_and_the_next_page_works(gateway: Gateway) -> None:
     """After MOVE (and permanent delete) on the selected folder, the count matches a fresh
     SELECT and the next page of the folder opens."""
     a, b = unique("Count move"), unique("Count expunge")
@@ -37,7 +38,9 @@ def test_move_and_expunge_keep_the_count_and_the_next_page_works(gateway):
     assert page_total == fresh == before - 2
 
 
-def test_message_text_that_looks_like_a_response_does_not_change_the_count(gateway):
+def test_message_text_that_looks_like_a_response_does_not_change_the_count(
+    gateway: Gateway,
+) -> None:
     """A body whose first line is "99999 EXISTS" is data: fetching it leaves the count."""
     subject = unique("Looks like IMAP")
     uid = deliver(gateway, "member", message(subject, text="99999 EXISTS\r\n3 EXPUNGE\r\n"))
@@ -53,7 +56,7 @@ def test_message_text_that_looks_like_a_response_does_not_change_the_count(gatew
     assert after == before < 99999
 
 
-def test_page_of_names_the_page_that_holds_the_message(gateway):
+def test_page_of_names_the_page_that_holds_the_message(gateway: Gateway) -> None:
     """page_of (the list beside an open message, and Back) finds the page of fetch_page
     that lists the message, newest first; a message gone is page 1."""
     uids = [deliver(gateway, "member", message(unique(f"Page of {i}"))) for i in range(3)]

@@ -20,7 +20,7 @@ def feed_in_pieces(enc: str, data: bytes, cuts: list[int]) -> bytes:
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000), st.lists(st.integers(min_value=0), max_size=8))
-def test_base64_any_chunking(payload, cuts):
+def test_base64_any_chunking(payload: bytes, cuts: list[int]) -> None:
     """Base64 with line breaks decodes the same however the stream is cut."""
     encoded = base64.encodebytes(payload).replace(b"\n", b"\r\n")
     assert feed_in_pieces("base64", encoded, cuts) == payload
@@ -28,12 +28,12 @@ def test_base64_any_chunking(payload, cuts):
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=3000), st.lists(st.integers(min_value=0), max_size=8))
-def test_quoted_printable_any_chunking(payload, cuts):
+def test_quoted_printable_any_chunking(payload: bytes, cuts: list[int]) -> None:
     """Quoted-printable decodes the same however the stream is cut."""
     encoded = quopri.encodestring(payload)
     assert feed_in_pieces("quoted-printable", encoded, cuts) == quopri.decodestring(encoded)
 
 
-def test_binary_passes_through():
+def test_binary_passes_through() -> None:
     """7bit/8bit/binary parts are passed on unchanged."""
     assert feed_in_pieces("8bit", b"abc\x00\xff", [2]) == b"abc\x00\xff"

@@ -21,7 +21,7 @@ def text(part_id: str, subtype: str = "plain", **kw: object) -> BodyPart:
     return BodyPart(part_id, "text", subtype, **kw)  # type: ignore[arg-type]
 
 
-def test_plain_part_is_chosen_over_html_and_never_an_attachment():
+def test_plain_part_is_chosen_over_html_and_never_an_attachment() -> None:
     root = BodyPart("", "multipart", "mixed", children=[
         BodyPart("1", "multipart", "alternative", children=[text("1.1", "html"),
                                                             text("1.2")]),
@@ -32,7 +32,7 @@ def test_plain_part_is_chosen_over_html_and_never_an_attachment():
     assert fetch_size(chosen) == TEXT_BYTES
 
 
-def test_html_only_message_uses_its_html_part_with_a_larger_bound():
+def test_html_only_message_uses_its_html_part_with_a_larger_bound() -> None:
     root = BodyPart("", "multipart", "related", children=[
         text("1", "html"), BodyPart("2", "image", "png", id="<logo>")])
     chosen = preview_part(root)
@@ -40,7 +40,7 @@ def test_html_only_message_uses_its_html_part_with_a_larger_bound():
     assert fetch_size(chosen) == HTML_BYTES
 
 
-def test_attached_message_text_is_not_the_preview():
+def test_attached_message_text_is_not_the_preview() -> None:
     inner = BodyPart("2", "message", "rfc822", children=[text("2.1")])
     root = BodyPart("", "multipart", "mixed", children=[
         BodyPart("1", "image", "jpeg", filename="a.jpg"), inner])
@@ -48,7 +48,7 @@ def test_attached_message_text_is_not_the_preview():
     assert preview_part(None) is None
 
 
-def test_base64_cut_mid_group_and_mid_character_decodes_cleanly():
+def test_base64_cut_mid_group_and_mid_character_decodes_cleanly() -> None:
     body = ("Cyfarfod y pwyllgor ddydd Iau — agenda ynghlwm. " * 20).encode("utf-8")
     encoded = base64.encodebytes(body)
     for cut in range(200, 240):  # every cut position within a few 4-byte groups
@@ -58,7 +58,7 @@ def test_base64_cut_mid_group_and_mid_character_decodes_cleanly():
         assert "\ufffd" not in line and "â€" not in line
 
 
-def test_quoted_printable_cut_inside_an_escape():
+def test_quoted_printable_cut_inside_an_escape() -> None:
     body = "Café meeting moved to Thursday, 14:00 in the Siambr. " * 4
     encoded = quopri.encodestring(body.encode("latin-1"))
     part = text("1", encoding="quoted-printable", params={"charset": "iso-8859-1"})
@@ -68,18 +68,18 @@ def test_quoted_printable_cut_inside_an_escape():
     assert preview_text(encoded, part).startswith("Café meeting moved to Thursday, 14:00")
 
 
-def test_long_text_is_cut_near_100_characters_on_a_word():
+def test_long_text_is_cut_near_100_characters_on_a_word() -> None:
     line = preview_text(("word " * 60).encode(), text("1"))
     assert line.endswith("…") and len(line) <= 101
     assert not line[:-1].endswith(" ")
 
 
-def test_quoted_lines_and_blank_lines_are_left_out():
+def test_quoted_lines_and_blank_lines_are_left_out() -> None:
     raw = b"\r\n\r\nSee you there.\r\n\r\n> On Monday the clerk wrote:\r\n> old text\r\n"
     assert preview_text(raw, text("1")) == "See you there."
 
 
-def test_html_reduced_to_text_without_head_style_or_script():
+def test_html_reduced_to_text_without_head_style_or_script() -> None:
     html = ("<html><head><title>T</title><style>p{color:red}</style></head><body>"
             "<script>alert(1)</script><p>Dear&nbsp;Alex,</p><p>The <b>agenda</b> is "
             "attached.</p><img src=x onerror=alert(2)><p>Unfinished <a href=\"http://ev")
@@ -88,20 +88,20 @@ def test_html_reduced_to_text_without_head_style_or_script():
     assert "alert" not in line and "<" not in line and "color" not in line
 
 
-def test_hostile_text_stays_text_for_the_template_to_escape():
+def test_hostile_text_stays_text_for_the_template_to_escape() -> None:
     raw = "<script>alert(1)</script>\u202eevil\x07".encode()
     line = preview_text(raw, text("1"))
     assert "\u202e" not in line and "\x07" not in line
     assert line.startswith("<script>")  # escaped by the template, shown as typed
 
 
-def test_unknown_charset_falls_back_without_raising():
+def test_unknown_charset_falls_back_without_raising() -> None:
     assert preview_text("Helô".encode(), text("1", params={"charset": "x-nonsense"})) == "Helô"
     assert preview_text(b"", text("1")) == ""
     assert html_text("<p>a<p>b") == " a b"
 
 
-def test_a_hostile_charset_naming_a_bytes_codec_is_not_used():
+def test_a_hostile_charset_naming_a_bytes_codec_is_not_used() -> None:
     for charset in ("zlib", "base64", "rot13", "hex", "bz2", "x" * 500):
         line = preview_text(b"Plain words here.", text("1", params={"charset": charset}))
         assert line == "Plain words here.", charset

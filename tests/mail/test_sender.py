@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
 from gateway.crypto import KeyRing
+from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
 from gateway.errors import Conflict
 from gateway.mail import imap_pool
@@ -20,7 +23,7 @@ from gateway.mail.outbox import Draft, Outbox
 from gateway.mail.sender import Sender
 from gateway.mail.session import MailSession
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import running_gateway, sign_in
+from tests.conftest import Gateway, LoopThread, running_gateway, sign_in
 from tests.web.mailhelp import deliver, find_uid, flags_of, message, own_pool, unique
 from tests.web.test_mail import compose_form
 
@@ -51,13 +54,14 @@ class CountingStore(SqliteStore):
 
 
 @pytest.fixture
-def counted(stack, loop_thread, tmp_path):
+def counted(stack: DevStack, loop_thread: LoopThread,
+            tmp_path: Path) -> Iterator[tuple[Gateway, CountingStore]]:
     store = CountingStore(str(tmp_path / "gw.db"))
     with running_gateway(stack, loop_thread, tmp_path, store=store) as gw:
         yield gw, store
 
 
-def test_a_reply_reads_its_outbox_record_once(counted):
+def test_a_reply_reads_its_outbox_record_once(counted: tuple[Gateway, CountingStore]) -> None:
     gw, store = counted
     client = sign_in(gw, "member")
     subject = unique("Store calls")
@@ -80,7 +84,9 @@ def _session(gw: Any) -> tuple[imap_pool.ImapPool, MailSession]:
     return pool, MailSession(pool, "k", user("member").email, "acct")
 
 
-def test_a_later_try_checks_sent_items_and_send_anyway_does_not(counted):
+def test_a_later_try_checks_sent_items_and_send_anyway_does_not(
+    counted: tuple[Gateway, CountingStore],
+) -> None:
     """A second try of a message already in Sent Items is not sent again; a first try, and
     the member's own "Send anyway", are; a message being sent cannot be claimed twice."""
     gw, store = counted
@@ -98,7 +104,7 @@ def test_a_later_try_checks_sent_items_and_send_anyway_does_not(counted):
 
         async def transmit() -> None:
             sent.append("sent")
-        out = []
+        out: list[Any] = []
         first = Draft(to="a@council.example")
         await box.save("outbox-id-first-0001", "oid-1", first, "compose", 1000.0)
         out.append(await sender.send("outbox-id-first-0001", first, msgid, True, transmit))
@@ -124,7 +130,9 @@ def test_a_later_try_checks_sent_items_and_send_anyway_does_not(counted):
     assert state == "sending"
 
 
-def test_request_outbox_remembers_and_a_shared_one_does_not(counted):
+def test_request_outbox_remembers_and_a_shared_one_does_not(
+    counted: tuple[Gateway, CountingStore],
+) -> None:
     gw, store = counted
     ring = KeyRing([os.urandom(32)])
 

@@ -9,7 +9,7 @@ from typing import Any
 from gateway.devstack.users import user
 from gateway.mail import imap_pool, mailbox, reader
 from gateway.mail.session import MailSession
-from tests.conftest import sign_in
+from tests.conftest import Gateway, sign_in
 from tests.web.mailhelp import PDF, PNG, deliver, message, own_pool, unique, with_inline_image
 
 
@@ -18,7 +18,7 @@ def _locks(gateway: Any) -> int:
     return count
 
 
-def test_reading_a_message_with_attachments_takes_the_lock_once(gateway):
+def test_reading_a_message_with_attachments_takes_the_lock_once(gateway: Gateway) -> None:
     """The read page opens the message, checks the part numbers against the server's
     structure and lists the folders: one take of the connection lock for all of it."""
     client = sign_in(gateway, "member")
@@ -33,7 +33,7 @@ def test_reading_a_message_with_attachments_takes_the_lock_once(gateway):
     assert _locks(gateway) - before == 1
 
 
-def test_html_message_with_inline_image_takes_the_lock_once(gateway):
+def test_html_message_with_inline_image_takes_the_lock_once(gateway: Gateway) -> None:
     """Sanitising the body fetches its inline image inside the same held session; the
     frame then comes from the frame cache without touching the mailbox."""
     client = sign_in(gateway, "member")
@@ -55,7 +55,7 @@ def _pool(gateway: Any) -> tuple[imap_pool.ImapPool, str]:
     return own_pool(gateway, "member"), user("member").email
 
 
-def test_session_holds_once_nests_and_runs_outside_its_block(gateway):
+def test_session_holds_once_nests_and_runs_outside_its_block(gateway: Gateway) -> None:
     pool, email = _pool(gateway)
     subject = unique("Session")
     uid = deliver(gateway, "member", message(subject, attachments=[
@@ -87,7 +87,7 @@ def test_session_holds_once_nests_and_runs_outside_its_block(gateway):
     assert conns == 1
 
 
-def test_forward_form_opens_the_original_once_with_one_lock(gateway):
+def test_forward_form_opens_the_original_once_with_one_lock(gateway: Gateway) -> None:
     """The forward form needs the original for its fields and for the attachments it keeps:
     opened once, under one take of the lock."""
     client = sign_in(gateway, "member")

@@ -30,7 +30,7 @@ async def until(cond: object, seconds: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_migrations_are_versioned_and_applied_once(pg_dsn):
+async def test_migrations_are_versioned_and_applied_once(pg_dsn: str) -> None:
     """Opening applies every migration once; a second migrator finds nothing to do."""
     s = await opened(pg_dsn)
     try:
@@ -45,14 +45,14 @@ async def test_migrations_are_versioned_and_applied_once(pg_dsn):
         await conn.close()
 
 
-async def test_without_migrate_on_start_an_old_schema_is_refused(pg_dsn):
+async def test_without_migrate_on_start_an_old_schema_is_refused(pg_dsn: str) -> None:
     """With migrate_on_start off, an unmigrated database refuses to open and names the fix."""
     s = PostgresStore(pg_dsn, timeout=3.0, migrate_on_start=False)
     with pytest.raises(StoreUnavailable, match="gateway migrate"):
         await s.open()
 
 
-async def test_raw_session_id_not_stored(pg_dsn):
+async def test_raw_session_id_not_stored(pg_dsn: str) -> None:
     """The sessions table holds the id's hash, never the raw cookie value."""
     s = await opened(pg_dsn)
     try:
@@ -66,7 +66,7 @@ async def test_raw_session_id_not_stored(pg_dsn):
     assert "raw-id" not in dump and id_hash("raw-id") in dump
 
 
-async def test_unreachable_database_is_store_unavailable():
+async def test_unreachable_database_is_store_unavailable() -> None:
     """No server at the address: open fails with StoreUnavailable within the timeout."""
     s = PostgresStore(f"postgresql://u:p@127.0.0.1:{free_port()}/x", timeout=1.0)
     with pytest.raises(StoreUnavailable):
@@ -75,7 +75,7 @@ async def test_unreachable_database_is_store_unavailable():
         await s.ping()
 
 
-async def test_kv_change_reaches_other_instance_also_after_reconnect(pg_dsn):
+async def test_kv_change_reaches_other_instance_also_after_reconnect(pg_dsn: str) -> None:
     """A kv_put on one instance is notified to another; after its LISTEN connection is cut
     it reconnects and tells its listeners that anything may have changed."""
     a, b = await opened(pg_dsn), await opened(pg_dsn)
@@ -98,7 +98,7 @@ async def test_kv_change_reaches_other_instance_also_after_reconnect(pg_dsn):
         await b.close()
 
 
-async def test_outbox_claim_has_one_winner_until_the_lease_ends(pg_dsn):
+async def test_outbox_claim_has_one_winner_until_the_lease_ends(pg_dsn: str) -> None:
     """Two instances claiming one outbox message: one wins; after the lease, another may."""
     a, b = await opened(pg_dsn), await opened(pg_dsn)
     try:

@@ -62,7 +62,7 @@ async def signed_in(m: SessionManager) -> SessionRecord:
                           groups=(), account_id="acc", is_admin=False)
 
 
-async def test_epoch_moves_only_when_a_session_ends(two):
+async def test_epoch_moves_only_when_a_session_ends(two: tuple[Store, Store]) -> None:
     """Creating and touching leave the epoch alone; ending one session or a member's all
     moves it, seen by the other store object too."""
     a, b = two
@@ -80,7 +80,9 @@ async def test_epoch_moves_only_when_a_session_ends(two):
     await until(lambda: b.sessions_epoch() != seen)
 
 
-async def test_second_page_reads_no_store_and_sign_out_elsewhere_refuses_at_once(two):
+async def test_second_page_reads_no_store_and_sign_out_elsewhere_refuses_at_once(
+    two: tuple[Store, Store],
+) -> None:
     """Manager one reads the store once for three pages; manager two ends the session;
     manager one's next page refuses it."""
     a, b = two
@@ -98,7 +100,7 @@ async def test_second_page_reads_no_store_and_sign_out_elsewhere_refuses_at_once
     assert await one.load(rec.id) is None
 
 
-async def test_no_cache_while_the_store_cannot_tell(request: pytest.FixtureRequest):
+async def test_no_cache_while_the_store_cannot_tell(request: pytest.FixtureRequest) -> None:
     """A PostgreSQL store without its LISTEN connection cannot hear of sign-outs elsewhere:
     it is read on every request."""
     store = PostgresStore(request.getfixturevalue("pg_dsn"), timeout=5.0, listen=False)

@@ -2,6 +2,7 @@
 be used is StoreUnavailable. (The shared behaviour is in test_store.py, run on both.)"""
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +17,7 @@ def rec(sid: str = "raw-session-id") -> SessionRecord:
                          last_seen=1.0, auth_time=1.0)
 
 
-async def test_raw_id_not_stored(tmp_path):
+async def test_raw_id_not_stored(tmp_path: Path) -> None:
     """The database file holds only the session id's hash, never the raw id."""
     s = SqliteStore(tmp_path / "g.db")
     await s.open()
@@ -27,7 +28,7 @@ async def test_raw_id_not_stored(tmp_path):
     assert id_hash("raw-session-id").encode() in raw
 
 
-async def test_broken_database_is_store_unavailable(tmp_path):
+async def test_broken_database_is_store_unavailable(tmp_path: Path) -> None:
     """A database that cannot be used raises StoreUnavailable, not sqlite3 errors."""
     s = SqliteStore(tmp_path / "g.db")
     await s.open()

@@ -9,16 +9,19 @@ import io
 import itertools
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from gateway.store.base import AuditRow
+from gateway.store.sqlite import SqliteStore
 from gateway.switch import timeline
 from gateway.switch.audit import GENESIS, AuditLog, export_csv, export_json, verify_rows
+from tests.switch.conftest import ManualClock
 
 
 @pytest.fixture
-async def filled(store, clock):
+async def filled(store: SqliteStore, clock: ManualClock) -> AuditLog:
     log = AuditLog(store, clock)
     for i in range(1, 6):
         await log.record("test.event", f"user{i}@council.example", n=i)
@@ -26,14 +29,14 @@ async def filled(store, clock):
     return log
 
 
-def tamper(tmp_path, sql: str, *params) -> None:
+def tamper(tmp_path: Path, sql: str, *params: object) -> None:
     db = sqlite3.connect(tmp_path / "failover.db")
     with db:
         db.execute(sql, params)
     db.close()
 
 
-async def test_entries_chain_and_verify(filled, store):
+async def test_entries_chain_and_verify(filled: AuditLog, store: SqliteStore) -> None:
     """Each entry carries the previous entry's hash; an untouched chain verifies."""
     rows = await store.audit_rows()
     assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
@@ -43,27 +46,27 @@ async def test_entries_chain_and_verify(filled, store):
     assert verdict.ok and verdict.entries == 5 and verdict.head == rows[-1].hash
 
 
-async def test_edited_entry_is_named(filled, tmp_path):
+async def test_edited_entry_is_named(filled: AuditLog, tmp_path: Path) -> None:
     """Changing an entry's content breaks the chain at that entry."""
     tamper(tmp_path, "UPDATE audit SET body=replace(body, 'user3', 'someone') WHERE seq=3")
     verdict = await filled.verify()
     assert not verdict.ok and verdict.broken_seq == 3 and "altered" in verdict.problem
 
 
-async def test_edited_time_is_named(filled, tmp_path):
+async def test_edited_time_is_named(filled: AuditLog, tmp_path: Path) -> None:
     """Moving an entry's time breaks the chain at that entry."""
     tamper(tmp_path, "UPDATE audit SET at=at-3600 WHERE seq=2")
     assert (await filled.verify()).broken_seq == 2
 
 
-async def test_deleted_entry_is_named(filled, tmp_path):
+async def test_deleted_entry_is_named(filled: AuditLog, tmp_path: Path) -> None:
     """Deleting an entry in the middle is reported as that entry missing."""
     tamper(tmp_path, "DELETE FROM audit WHERE seq=2")
     verdict = await filled.verify()
     assert not verdict.ok and verdict.broken_seq == 2 and "missing" in verdict.problem
 
 
-async def test_deleted_and_renumbered_entries_are_caught(filled, tmp_path):
+async def test_deleted_and_renumbered_entries_are_caught(filled: AuditLog, tmp_path: Path) -> None:
     """Deleting an entry and renumbering the rest to hide the gap still breaks the chain."""
     tamper(tmp_path, "DELETE FROM audit WHERE seq=2")
     tamper(tmp_path, "UPDATE audit SET seq=seq-1 WHERE seq>2")
@@ -71,7 +74,7 @@ async def test_deleted_and_renumbered_entries_are_caught(filled, tmp_path):
     assert not verdict.ok and verdict.broken_seq == 2
 
 
-async def test_reordered_entries_are_named(filled, tmp_path):
+async def test_reordered_entries_are_named(filled: AuditLog, tmp_path: Path) -> None:
     """Swapping two entries' positions is detected at the first of them."""
     tamper(tmp_path, "UPDATE audit SET seq=-4 WHERE seq=4")
     tamper(tmp_path, "UPDATE audit SET seq=4 WHERE seq=3")
@@ -80,7 +83,7 @@ async def test_reordered_entries_are_named(filled, tmp_path):
     assert not verdict.ok and verdict.broken_seq == 3
 
 
-def test_relinked_forgery_is_caught_at_the_forged_entry():
+def test_relinked_forgery_is_caught_at_the_forged_entry() -> None:
     """An entry rewritten with a fresh, self-consistent hash breaks the link after it."""
     from gateway.switch.audit import entry_hash
     rows, prev = [], GENESIS
@@ -96,7 +99,8 @@ def test_relinked_forgery_is_caught_at_the_forged_entry():
     assert not verdict.ok and verdict.broken_seq == 3
 
 
-async def test_concurrent_records_keep_one_unbroken_chain(store, clock):
+async def test_concurrent_records_keep_one_unbroken_chain(store: SqliteStore,
+                                                          clock: ManualClock) -> None:
     """Many simultaneous writers, including a second instance, yield one valid chain."""
     a, b = AuditLog(store, clock), AuditLog(store, clock)
     await asyncio.gather(*(log.record("k", "x", i=i) for i in range(15) for log in (a, b)))
@@ -104,7 +108,8 @@ async def test_concurrent_records_keep_one_unbroken_chain(store, clock):
     assert verdict.ok and verdict.entries == 30
 
 
-async def test_export_filters_by_time_and_guards_csv_formulas(store, clock):
+async def test_export_filters_by_time_and_guards_csv_formulas(store: SqliteStore,
+                                                              clock: ManualClock) -> None:
     """Exports honour since/until and neutralise spreadsheet formulas in CSV."""
     log = AuditLog(store, clock)
     t0 = clock()
@@ -123,13 +128,13 @@ async def test_export_filters_by_time_and_guards_csv_formulas(store, clock):
     assert data[0]["seq"] == 2 and data[0]["time"].endswith("Z")
 
 
-async def test_timeline_from_switch_changes(store, clock):
+async def test_timeline_from_switch_changes(store: SqliteStore, clock: ManualClock) -> None:
     """Active periods become incidents with start, end, reasons and people; an ongoing one
     has no end; non-active modes are not incidents."""
     log = AuditLog(store, clock)
     t0 = clock()
 
-    async def change(old, new, who, reason):
+    async def change(old: str, new: str, who: str, reason: str) -> None:
         await log.record("failover.changed", who, old=old, new=new, reason=reason,
                          since=clock())
     await change("standby", "drill", "Priya", "rehearsal")
@@ -150,7 +155,7 @@ async def test_timeline_from_switch_changes(store, clock):
     assert found[1].end is None and found[1].duration(clock() + 30) == 30
 
 
-def test_monthly_summary_splits_periods_across_months():
+def test_monthly_summary_splits_periods_across_months() -> None:
     """A period crossing midnight at a month's end counts in both months."""
     from datetime import UTC, datetime
     start = datetime(2026, 3, 31, 22, tzinfo=UTC).timestamp()
@@ -163,7 +168,8 @@ def test_monthly_summary_splits_periods_across_months():
     assert timeline.export_csv([inc], 0).splitlines()[1].startswith("2026-03-31T22:00:00Z")
 
 
-async def test_a_third_party_recomputes_the_chain_from_the_json_export(store, clock):
+async def test_a_third_party_recomputes_the_chain_from_the_json_export(store: SqliteStore,
+                                                                       clock: ManualClock) -> None:
     """The export carries each entry's previous hash; with the documented hashing rule the
     chain is recomputed from the export alone, and matches the head."""
     import hashlib

@@ -27,7 +27,7 @@ def api(stack: Any, loop_thread: Any, tmp_path: Any) -> Iterator[tuple[Gateway, 
         gw.stop()
 
 
-def test_read_and_flip_with_a_key(api):
+def test_read_and_flip_with_a_key(api: tuple[Gateway, Any]) -> None:
     """GET shows the switch; POST flips it, recorded as made by api:<key name>."""
     gw, client = api
     state = client.get("/api/failover").json()
@@ -44,7 +44,8 @@ def test_read_and_flip_with_a_key(api):
 
 @pytest.mark.parametrize("auth", [None, "Bearer gwk_forged-key-that-was-never-made",
                                   "Basic dXNlcjpwYXNz", "Bearer not-even-our-format"])
-def test_missing_or_forged_key_is_refused_and_audited(api, auth):
+def test_missing_or_forged_key_is_refused_and_audited(api: tuple[Gateway, Any],
+                                                      auth: str | None) -> None:
     """No key, a forged key or another scheme: 401 JSON, recorded as api.refused."""
     gw, _ = api
     headers = {"Authorization": auth} if auth else {}
@@ -54,7 +55,7 @@ def test_missing_or_forged_key_is_refused_and_audited(api, auth):
     assert entries[-1].kind == "api.refused"
 
 
-def test_forged_key_cannot_flip(api):
+def test_forged_key_cannot_flip(api: tuple[Gateway, Any]) -> None:
     """A POST with a forged key is refused and changes nothing."""
     gw, _ = api
     r = gw.client(headers={"Authorization": "Bearer gwk_forged"}).post(
@@ -63,7 +64,7 @@ def test_forged_key_cannot_flip(api):
     assert gw.loop.run(gw.app.state.gateway.services.failover.current()).version == 0
 
 
-def test_revoked_key_is_refused(api):
+def test_revoked_key_is_refused(api: tuple[Gateway, Any]) -> None:
     """A key works until revoked, then gets 401."""
     gw, client = api
     assert client.get("/api/failover").status_code == 200
@@ -82,21 +83,23 @@ def test_revoked_key_is_refused(api):
     ({"mode": "active", "reason": 5}, 400, "string"),
     ([1, 2], 400, "JSON object"),
 ])
-def test_bad_requests_get_json_errors(api, payload, status, words):
+def test_bad_requests_get_json_errors(
+    api: tuple[Gateway, Any], payload: object, status: int, words: str,
+) -> None:
     """Bad input is refused with a JSON error that says what is wrong."""
     _, client = api
     r = client.post("/api/failover", json=payload)
     assert r.status_code == status and words in r.json()["message"]
 
 
-def test_non_json_body_is_refused(api):
+def test_non_json_body_is_refused(api: tuple[Gateway, Any]) -> None:
     """A form-encoded body is refused: the API speaks JSON."""
     _, client = api
     r = client.post("/api/failover", data={"mode": "active", "reason": "r"})
     assert r.status_code == 400 and "JSON" in r.json()["message"]
 
 
-def test_stale_version_is_a_conflict_naming_the_change(api):
+def test_stale_version_is_a_conflict_naming_the_change(api: tuple[Gateway, Any]) -> None:
     """A flip based on an old version gets 409 naming who changed it meanwhile."""
     _, client = api
     assert client.post("/api/failover", json={"mode": "active", "reason": "first",
@@ -105,7 +108,7 @@ def test_stale_version_is_a_conflict_naming_the_change(api):
     assert r.status_code == 409 and "api:runbook set it to active" in r.json()["message"]
 
 
-def test_timeline_and_audit_over_the_api(api):
+def test_timeline_and_audit_over_the_api(api: tuple[Gateway, Any]) -> None:
     """Incidents, audit export (JSON and CSV) and chain verification are available."""
     _, client = api
     client.post("/api/failover", json={"mode": "active", "reason": "outage"})
@@ -121,7 +124,7 @@ def test_timeline_and_audit_over_the_api(api):
     assert verdict["ok"] and verdict["entries"] >= 2
 
 
-def test_bearer_with_a_browser_cookie_is_still_an_api_call(api):
+def test_bearer_with_a_browser_cookie_is_still_an_api_call(api: tuple[Gateway, Any]) -> None:
     """A bearer key decides, whatever cookie comes along (issue 14, case 8): a cross-site page
     cannot make a browser send an Authorization header without a CORS preflight we never
     grant. Without the key, the same cookie-carrying POST still needs the CSRF token."""
@@ -136,7 +139,7 @@ def test_bearer_with_a_browser_cookie_is_still_an_api_call(api):
     assert r.status_code == 403 and r.json()["error"] == "CsrfFailed"
 
 
-def test_etag_and_if_match_guard_a_change(api):
+def test_etag_and_if_match_guard_a_change(api: tuple[Gateway, Any]) -> None:
     """GET gives the version as an ETag; a POST with If-Match of an old one gets 409."""
     _, client = api
     r = client.get("/api/failover")
@@ -155,7 +158,9 @@ def test_etag_and_if_match_guard_a_change(api):
     ({"If-Match": 'W/"0"'}, {}, "ETag"),
     ({"If-Match": '"0"'}, {"version": 1}, "disagree"),
 ])
-def test_bad_if_match_is_refused(api, headers, body, words):
+def test_bad_if_match_is_refused(
+    api: tuple[Gateway, Any], headers: dict[str, str], body: dict[str, int], words: str,
+) -> None:
     """An If-Match that is not our ETag, or that contradicts `version`, is a 400."""
     gw, client = api
     r = client.post("/api/failover", json={"mode": "active", "reason": "r", **body},
@@ -164,7 +169,7 @@ def test_bad_if_match_is_refused(api, headers, body, words):
     assert gw.loop.run(gw.app.state.gateway.services.failover.current()).version == 0
 
 
-def test_a_key_that_looked_is_refused_after_another_change(api):
+def test_a_key_that_looked_is_refused_after_another_change(api: tuple[Gateway, Any]) -> None:
     """Without a version, the one this key last saw guards its change: another key's flip
     in between gets it 409 naming both versions; after looking again it goes through."""
     gw, client = api
@@ -184,7 +189,7 @@ def test_a_key_that_looked_is_refused_after_another_change(api):
     assert r.status_code == 200 and r.json()["version"] == 2
 
 
-def test_drill_group_is_checked_in_the_directory(api):
+def test_drill_group_is_checked_in_the_directory(api: tuple[Gateway, Any]) -> None:
     """A drill names its group's directory name and member count; an empty group is refused
     (400, nothing changed) unless "force": true, which is audited."""
     gw, client = api

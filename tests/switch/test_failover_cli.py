@@ -11,25 +11,28 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gateway.cli.main import main
 from gateway.devstack.procs import free_port
+from gateway.devstack.stack import DevStack
 from gateway.devstack.users import DRILL_GROUP, EMPTY_GROUP
 from gateway.store.sqlite import SqliteStore
 from gateway.switch.machine import Mode, Switch
 
 
 @pytest.fixture
-def db(tmp_path, monkeypatch):
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "cli.db"
     monkeypatch.setenv("GATEWAY_STORE_SQLITE_PATH", str(path))
     monkeypatch.setenv("GATEWAY_GENERAL_TIMEZONE", "UTC")
     return path
 
 
-def stored_mode(path) -> Mode:
+def stored_mode(path: Path) -> Mode:
     async def read() -> Mode:
         store = SqliteStore(path)
         await store.open()
@@ -40,7 +43,7 @@ def stored_mode(path) -> Mode:
     return asyncio.run(read())
 
 
-def test_activate_standby_and_status(db, capsys):
+def test_activate_standby_and_status(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """activate and standby change the stored switch; status prints it, also as JSON."""
     assert main(["failover", "activate", "--reason", "MDM down", "--by", "ops"]) == 0
     assert stored_mode(db) is Mode.ACTIVE
@@ -55,7 +58,7 @@ def test_activate_standby_and_status(db, capsys):
     assert "mode:    standby" in capsys.readouterr().out
 
 
-def test_drill_needs_group_and_end_time(db, capsys):
+def test_drill_needs_group_and_end_time(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """drill without --group or --until is a usage error; without a reason it is refused
     before the directory is asked."""
     with pytest.raises(SystemExit) as exit_:
@@ -71,7 +74,7 @@ def test_drill_needs_group_and_end_time(db, capsys):
 
 
 @pytest.fixture
-def directory_env(db, stack, monkeypatch):
+def directory_env(db: Path, stack: DevStack, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The CLI's settings point at the dev stack's Entra and Graph stand-ins."""
     settings = stack.gateway_settings(8443)
     for key in ("entra.authority", "entra.client_id", "entra.client_secret", "entra.ca_file",
@@ -80,7 +83,9 @@ def directory_env(db, stack, monkeypatch):
     return db
 
 
-def test_drill_group_is_looked_up_and_shown_with_its_members(directory_env, capsys):
+def test_drill_group_is_looked_up_and_shown_with_its_members(
+    directory_env: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """The directory confirms the group: the drill starts and says who it is and how many."""
     assert main(["failover", "drill", "--group", DRILL_GROUP, "--until", "30m",
                  "--reason", "rehearsal"]) == 0
@@ -95,8 +100,9 @@ def test_drill_group_is_looked_up_and_shown_with_its_members(directory_env, caps
     ("0f0f0f0f-1111-4222-8333-444455556666", "No group 0f0f0f0f"),
     ("drill-group", "not an Entra group object id"),
 ])
-def test_drill_for_a_group_that_matches_nobody_is_refused(directory_env, capsys, group,
-                                                          words):
+def test_drill_for_a_group_that_matches_nobody_is_refused(
+    directory_env: Path, capsys: pytest.CaptureFixture[str], group: str, words: str,
+) -> None:
     """An empty group, an unknown id or something that is not an id: refused, nothing
     changed, and the message says --force exists."""
     assert main(["failover", "drill", "--group", group, "--until", "30m",
@@ -106,8 +112,9 @@ def test_drill_for_a_group_that_matches_nobody_is_refused(directory_env, capsys,
     assert stored_mode(directory_env) is Mode.STANDBY
 
 
-def test_force_starts_a_drill_for_an_empty_group_with_a_warning_in_the_audit(directory_env,
-                                                                            capsys):
+def test_force_starts_a_drill_for_an_empty_group_with_a_warning_in_the_audit(
+    directory_env: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """--force goes ahead, warns, shows the count (0) and records that it was not confirmed."""
     assert main(["failover", "drill", "--group", EMPTY_GROUP, "--until", "30m",
                  "--reason", "set up early", "--force"]) == 0
@@ -120,7 +127,8 @@ def test_force_starts_a_drill_for_an_empty_group_with_a_warning_in_the_audit(dir
     assert "failover.drill.group_unconfirmed" in kinds and "failover.changed" in kinds
 
 
-def test_drill_without_a_directory_to_ask_needs_force(db, capsys):
+def test_drill_without_a_directory_to_ask_needs_force(db: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """No Entra app configured: the group cannot be confirmed; refused, or --force."""
     args = ["failover", "drill", "--group", DRILL_GROUP, "--until", "30m", "--reason", "r"]
     assert main(args) == 1
@@ -130,14 +138,14 @@ def test_drill_without_a_directory_to_ask_needs_force(db, capsys):
     assert stored_mode(db) is Mode.DRILL
 
 
-def test_missing_reason_is_a_usage_error(db):
+def test_missing_reason_is_a_usage_error(db: Path) -> None:
     """Every flip needs --reason."""
     with pytest.raises(SystemExit) as exit_:
         main(["failover", "activate"])
     assert exit_.value.code == 2
 
 
-def test_refusals_exit_1_with_the_reason(db, capsys):
+def test_refusals_exit_1_with_the_reason(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An end time in the past, a blank reason or a stale version exit 1 and say why."""
     assert main(["failover", "activate", "--reason", "r", "--until", "2001-01-01T00:00Z"]) == 1
     assert "already passed" in capsys.readouterr().err
@@ -149,7 +157,9 @@ def test_refusals_exit_1_with_the_reason(db, capsys):
     assert stored_mode(db) is Mode.ACTIVE
 
 
-def test_audit_verify_passes_then_names_a_tampered_entry(db, capsys):
+def test_audit_verify_passes_then_names_a_tampered_entry(
+    db: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     """`audit verify` exits 0 on an intact chain and 1 naming the first broken entry."""
     for reason in ("one", "two", "three"):
         assert main(["failover", "activate", "--reason", reason]) == 0
@@ -163,7 +173,8 @@ def test_audit_verify_passes_then_names_a_tampered_entry(db, capsys):
     assert "BROKEN at entry 2" in capsys.readouterr().err
 
 
-def test_audit_export_csv_and_json_with_range(db, capsys, tmp_path):
+def test_audit_export_csv_and_json_with_range(db: Path, capsys: pytest.CaptureFixture[str],
+                                              tmp_path: Path) -> None:
     """`audit export` writes CSV or JSON for a time range, to stdout or a file."""
     assert main(["failover", "activate", "--reason", "exported"]) == 0
     capsys.readouterr()
@@ -175,7 +186,7 @@ def test_audit_export_csv_and_json_with_range(db, capsys, tmp_path):
     assert json.loads(out.read_text()) == []
 
 
-def test_timeline_lists_active_periods(db, capsys):
+def test_timeline_lists_active_periods(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`failover timeline` shows an incident per active period, with its reason."""
     assert main(["failover", "activate", "--reason", "outage A"]) == 0
     assert main(["failover", "standby", "--reason", "over"]) == 0
@@ -186,7 +197,7 @@ def test_timeline_lists_active_periods(db, capsys):
     assert data["incidents"][0]["end_reason"] == "over"
 
 
-def test_apikey_create_list_revoke(db, capsys):
+def test_apikey_create_list_revoke(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A key is printed once, listed by name only (never its secret), and revocable."""
     assert main(["apikey", "create", "runbook"]) == 0
     secret = capsys.readouterr().out.strip()
@@ -223,7 +234,7 @@ class _Hook(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hook():
+def hook() -> Iterator[tuple[type[_Hook], str]]:
     handler = type("Hook", (_Hook,), {"bodies": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -235,7 +246,9 @@ def hook():
         server.server_close()
 
 
-def test_delivered_notification_is_reported_and_exit_0(db, hook, monkeypatch, capsys):
+def test_delivered_notification_is_reported_and_exit_0(db: Path, hook: tuple[type[_Hook], str],
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     """A webhook that answers: the flip exits 0 and says it was delivered."""
     handler, url = hook
     monkeypatch.setenv("GATEWAY_NOTIFY_WEBHOOKS", url)
@@ -246,7 +259,9 @@ def test_delivered_notification_is_reported_and_exit_0(db, hook, monkeypatch, ca
     assert json.loads(handler.bodies[0])["text"].startswith("Mail gateway switched to ACTIVE")
 
 
-def test_dead_webhook_is_reported_and_exit_3_with_the_change_made(db, monkeypatch, capsys):
+def test_dead_webhook_is_reported_and_exit_3_with_the_change_made(
+    db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
     """Nothing listens at the webhook: the change is made, the failure is said, exit 3."""
     monkeypatch.setenv("GATEWAY_NOTIFY_WEBHOOKS", f"http://127.0.0.1:{free_port()}/hook")
     monkeypatch.setenv("GATEWAY_NOTIFY_BACKOFF_SECONDS", "0.1")
@@ -256,8 +271,10 @@ def test_dead_webhook_is_reported_and_exit_3_with_the_change_made(db, monkeypatc
     assert stored_mode(db) is Mode.ACTIVE
 
 
-def test_hanging_webhook_is_cut_off_by_the_timeout_and_reported(db, hook, monkeypatch,
-                                                                 capsys):
+def test_hanging_webhook_is_cut_off_by_the_timeout_and_reported(
+    db: Path, hook: tuple[type[_Hook], str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A receiver that never answers does not hold the command: each attempt ends at the
     notification timeout, the CLI gives up after its attempts and exits 3 saying so."""
     handler, url = hook
@@ -271,7 +288,9 @@ def test_hanging_webhook_is_cut_off_by_the_timeout_and_reported(db, hook, monkey
     assert len(handler.bodies) == 2   # two attempts at the terminal, not five
 
 
-def test_a_person_who_looked_is_refused_after_another_change(db, monkeypatch, capsys):
+def test_a_person_who_looked_is_refused_after_another_change(
+    db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
     """Without --expect-version, the version this person last saw (status, or their own
     change) guards their change: a colleague's flip in between gets it refused, naming both;
     after looking again it goes through. Someone who never looked is not guarded."""

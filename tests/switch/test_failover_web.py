@@ -53,7 +53,7 @@ def audit_kinds(gw: Gateway) -> list[tuple[str, str]]:
     return [(e.kind, e.actor) for e in entries]
 
 
-def test_every_mode_against_every_kind_of_user(fgw):
+def test_every_mode_against_every_kind_of_user(fgw: Gateway) -> None:
     """Standby: admin+pilot; active: all members; drill: admin+pilot+drill group. People
     already signed in are let in or shown the standby page on their next request."""
     clients = {who: sign_in(fgw, who) for who in ("admin", "norole", "member", "member2")}
@@ -72,7 +72,7 @@ def test_every_mode_against_every_kind_of_user(fgw):
         assert got == want, step
 
 
-def test_user_without_role_gets_no_session_in_any_mode(fgw):
+def test_user_without_role_gets_no_session_in_any_mode(fgw: Gateway) -> None:
     """Someone with no role or group is refused at sign-in even in active mode."""
     flip(fgw, "active")
     client = fgw.client()
@@ -81,7 +81,7 @@ def test_user_without_role_gets_no_session_in_any_mode(fgw):
     assert ("auth.refused", user("canary").email) in audit_kinds(fgw)
 
 
-def test_standby_page_shows_ict_message(fgw):
+def test_standby_page_shows_ict_message(fgw: Gateway) -> None:
     """A refused member sees the standby page with ICT's message and a status link."""
     flip(fgw, "active")
     flip(fgw, "standby", message="The iPad app is back. Use it again.")
@@ -90,7 +90,7 @@ def test_standby_page_shows_ict_message(fgw):
     assert "The iPad app is back. Use it again." in r.text and 'href="/status"' in r.text
 
 
-def test_admin_flips_from_the_page_with_confirmation(fgw):
+def test_admin_flips_from_the_page_with_confirmation(fgw: Gateway) -> None:
     """Review shows a confirmation (nothing changes yet); confirming flips the switch, the
     audit records the admin, and the member's next request is let in."""
     admin, member = sign_in(fgw, "admin"), sign_in(fgw, "member")
@@ -114,7 +114,7 @@ def test_admin_flips_from_the_page_with_confirmation(fgw):
     assert change.data["reason"] == "MDM outage INC-7"
 
 
-def test_page_refuses_a_missing_reason_and_an_unknown_mode(fgw):
+def test_page_refuses_a_missing_reason_and_an_unknown_mode(fgw: Gateway) -> None:
     """No reason or an unknown mode re-shows the page with the error; nothing changes."""
     admin = sign_in(fgw, "admin")
     token = csrf_of(admin, "/admin")
@@ -127,7 +127,7 @@ def test_page_refuses_a_missing_reason_and_an_unknown_mode(fgw):
     assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).mode is Mode.STANDBY
 
 
-def test_page_flip_needs_a_recent_sign_in(fgw):
+def test_page_flip_needs_a_recent_sign_in(fgw: Gateway) -> None:
     """After reauth_minutes the page asks the admin to sign in again and changes nothing."""
     admin = sign_in(fgw, "admin")
     token = csrf_of(admin, "/admin")
@@ -139,7 +139,7 @@ def test_page_flip_needs_a_recent_sign_in(fgw):
     assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).mode is Mode.STANDBY
 
 
-def test_two_admins_confirming_at_once_the_later_sees_the_earlier(fgw):
+def test_two_admins_confirming_at_once_the_later_sees_the_earlier(fgw: Gateway) -> None:
     """Both confirm a flip from the same page version: the second gets 409 naming the first
     change, and the first change stands."""
     first, second = sign_in(fgw, "admin"), sign_in(fgw, "admin")
@@ -155,7 +155,7 @@ def test_two_admins_confirming_at_once_the_later_sees_the_earlier(fgw):
     assert fgw.loop.run(fgw.app.state.gateway.services.failover.current()).mode is Mode.ACTIVE
 
 
-def test_admin_page_lists_who_is_signed_in(fgw):
+def test_admin_page_lists_who_is_signed_in(fgw: Gateway) -> None:
     """The page counts and names the people signed in now, and whether they are let in."""
     sign_in(fgw, "member")
     admin = sign_in(fgw, "admin")
@@ -164,7 +164,7 @@ def test_admin_page_lists_who_is_signed_in(fgw):
     assert user("member").email in page and "standby page" in page
 
 
-def test_admin_page_and_exports_are_for_admins_only(fgw):
+def test_admin_page_and_exports_are_for_admins_only(fgw: Gateway) -> None:
     """A member in active mode is refused the admin page and its exports."""
     flip(fgw, "active")
     member = sign_in(fgw, "member")
@@ -173,7 +173,7 @@ def test_admin_page_and_exports_are_for_admins_only(fgw):
         assert r.status_code == 403 and "Failover switch" not in r.text
 
 
-def test_admin_exports_timeline_and_audit(fgw):
+def test_admin_exports_timeline_and_audit(fgw: Gateway) -> None:
     """The admin page exports the incident timeline and the audit trail."""
     flip(fgw, "active", reason="outage one")
     flip(fgw, "standby", reason="over")
@@ -186,7 +186,7 @@ def test_admin_exports_timeline_and_audit(fgw):
     assert "outage one" in admin.get("/admin").text
 
 
-def test_public_status_page_needs_no_sign_in_and_hides_internals(fgw):
+def test_public_status_page_needs_no_sign_in_and_hides_internals(fgw: Gateway) -> None:
     """/status shows mode, since and ICT's message to anyone; never who or why."""
     flip(fgw, "active", reason="secret supplier dispute", message="Use this route for mail.")
     client = fgw.client()
@@ -198,7 +198,7 @@ def test_public_status_page_needs_no_sign_in_and_hides_internals(fgw):
     assert "reason" not in data and "by" not in data
 
 
-def test_drill_reverts_at_its_end_time_for_signed_in_members(fgw):
+def test_drill_reverts_at_its_end_time_for_signed_in_members(fgw: Gateway) -> None:
     """A drill member is let in during the drill and sees standby once it has ended."""
     member2 = sign_in(fgw, "member2")
     flip(fgw, "drill", group=DRILL_GROUP, until=fgw.clock() + 600)
@@ -208,7 +208,7 @@ def test_drill_reverts_at_its_end_time_for_signed_in_members(fgw):
     assert ("failover.changed", "system") in audit_kinds(fgw)
 
 
-def test_sign_in_sign_out_and_refusals_are_audited(fgw):
+def test_sign_in_sign_out_and_refusals_are_audited(fgw: Gateway) -> None:
     """Sign-in, sign-out and a standby refusal (once, not per page) reach the audit trail."""
     member = sign_in(fgw, "member")
     for _ in range(3):
@@ -223,7 +223,7 @@ def test_sign_in_sign_out_and_refusals_are_audited(fgw):
     assert kinds.count(("access.refused", email)) == 1
 
 
-def test_drill_form_shows_the_group_from_the_directory_or_refuses_it(fgw):
+def test_drill_form_shows_the_group_from_the_directory_or_refuses_it(fgw: Gateway) -> None:
     """The page's drill looks its group up in the directory (the Graph stand-in) as the
     CLI does: the confirmation names the group and its member count; an unknown id, a
     group with nobody in it or an id that is not one is refused with a plain page and

@@ -9,8 +9,12 @@ import email
 import logging
 import time
 
+import pytest
+
+from gateway.store.sqlite import SqliteStore
 from gateway.switch.machine import Flip, Switch
 from gateway.switch.notify import Notifier, NotifyConfig
+from tests.switch.conftest import ManualClock, SmtpReceiver, WebhookReceiver
 
 
 class Sleeps:
@@ -23,7 +27,9 @@ class Sleeps:
         self.waits.append(seconds)
 
 
-async def test_webhook_is_retried_with_backoff_until_it_succeeds(store, clock, webhook):
+async def test_webhook_is_retried_with_backoff_until_it_succeeds(store: SqliteStore,
+                                                                 clock: ManualClock,
+                                                                 webhook: WebhookReceiver) -> None:
     """Two 5xx answers, then 200: delivered on attempt 3 after waits of 2s and 4s."""
     webhook.statuses = [503, 500, 200]
     sleeps = Sleeps()
@@ -43,8 +49,10 @@ async def test_webhook_is_retried_with_backoff_until_it_succeeds(store, clock, w
     assert d.ok and d.attempts == 3 and d.target.startswith("webhook 127.0.0.1:")
 
 
-async def test_failing_webhook_is_given_up_and_logged_without_its_secret(store, clock, webhook,
-                                                                          caplog):
+async def test_failing_webhook_is_given_up_and_logged_without_its_secret(
+    store: SqliteStore, clock: ManualClock, webhook: WebhookReceiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A webhook that keeps failing is tried `attempts` times, then logged as failed; the
     log names the host, never the URL's secret path."""
     webhook.statuses = [500] * 10
@@ -60,7 +68,8 @@ async def test_failing_webhook_is_given_up_and_logged_without_its_secret(store, 
     assert "secret-token" not in caplog.text
 
 
-async def test_client_error_is_not_retried(store, clock, webhook):
+async def test_client_error_is_not_retried(store: SqliteStore, clock: ManualClock,
+                                           webhook: WebhookReceiver) -> None:
     """A 404 (wrong URL) is permanent: one attempt, reported failed."""
     webhook.statuses = [404]
     notifier = Notifier(NotifyConfig(webhooks=(webhook.url,), attempts=5), clock,
@@ -71,7 +80,8 @@ async def test_client_error_is_not_retried(store, clock, webhook):
     assert len(webhook.bodies) == 1 and not notifier.recent[-1].ok
 
 
-async def test_slow_webhook_never_blocks_the_switch(store, clock, webhook):
+async def test_slow_webhook_never_blocks_the_switch(store: SqliteStore, clock: ManualClock,
+                                                    webhook: WebhookReceiver) -> None:
     """The flip returns while a slow receiver is still answering."""
     webhook.delay = 2.0
     notifier = Notifier(NotifyConfig(webhooks=(webhook.url,), timeout_seconds=5), clock)
@@ -81,7 +91,8 @@ async def test_slow_webhook_never_blocks_the_switch(store, clock, webhook):
     await notifier.aclose(grace=0.1)   # shutdown cancels what is still under way
 
 
-async def test_email_goes_to_the_ict_list_through_plain_smtp(store, clock, smtp_receiver):
+async def test_email_goes_to_the_ict_list_through_plain_smtp(store: SqliteStore, clock: ManualClock,
+                                                             smtp_receiver: SmtpReceiver) -> None:
     """The ICT list gets one email, through the notification SMTP relay, with the facts."""
     notifier = Notifier(NotifyConfig(email_to=("ict@council.example", "oncall@council.example"),
                                      email_from="gateway@council.example",
@@ -98,12 +109,15 @@ async def test_email_goes_to_the_ict_list_through_plain_smtp(store, clock, smtp_
     assert sorted(rcpts) == ["ict@council.example", "oncall@council.example"]
     msg = email.message_from_bytes(raw)
     assert msg["Subject"] == "Mail gateway switched to DRILL"
-    text = msg.get_payload(decode=True).decode()
+    payload = msg.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    text = payload.decode()
     assert "quarterly rehearsal" in text and "g-1" in text and "https://gw.example/admin" in text
     assert notifier.recent[-1].target == "email" and notifier.recent[-1].ok
 
 
-async def test_unreachable_smtp_is_retried_then_reported(store, clock):
+async def test_unreachable_smtp_is_retried_then_reported(store: SqliteStore,
+                                                         clock: ManualClock) -> None:
     """An SMTP relay that refuses connections is retried, then reported failed."""
     from gateway.devstack.procs import free_port
     sleeps = Sleeps()

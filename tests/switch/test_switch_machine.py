@@ -21,7 +21,7 @@ PILOT, DRILL = "pilot-group", "drill-group"
 START = initial_state(Mode.STANDBY)
 
 
-def test_activate_records_who_why_and_when():
+def test_activate_records_who_why_and_when() -> None:
     """A valid flip yields the new mode, stamped with now, the person and the reason."""
     new = apply(START, Flip("active", " MDM outage ", "Priya", until=NOW + 3600), NOW)
     assert (new.mode, new.since, new.by, new.reason, new.until) == (
@@ -40,13 +40,13 @@ def test_activate_records_who_why_and_when():
     (Flip("active", "r", "p", group=DRILL), "Only a drill"),
     (Flip("active", "x" * 501, "p"), "too long"),
 ])
-def test_bad_flips_are_refused_with_a_reason(flip, words):
+def test_bad_flips_are_refused_with_a_reason(flip: Flip, words: str) -> None:
     """Unknown mode, missing reason, incomplete or expired drill etc. are BadRequest."""
     with pytest.raises(BadRequest, match=words):
         apply(START, flip, NOW)
 
 
-def test_flip_based_on_a_stale_version_names_the_earlier_change():
+def test_flip_based_on_a_stale_version_names_the_earlier_change() -> None:
     """A flip that saw an older version is a Conflict naming who changed it, to what."""
     current = SwitchState(Mode.ACTIVE, NOW - 60, "Priya", "MDM down", version=4)
     with pytest.raises(Conflict, match="Priya set it to active"):
@@ -55,7 +55,7 @@ def test_flip_based_on_a_stale_version_names_the_earlier_change():
         is Mode.STANDBY
 
 
-def test_expired_drill_settles_to_standby_at_its_end_time():
+def test_expired_drill_settles_to_standby_at_its_end_time() -> None:
     """A drill past its end time becomes standby, dated at the end time, by the system."""
     drill = SwitchState(Mode.DRILL, NOW, "Priya", "rehearsal", until=NOW + 600, group=DRILL,
                         version=2)
@@ -67,7 +67,7 @@ def test_expired_drill_settles_to_standby_at_its_end_time():
     assert "rehearsal" in after.reason
 
 
-def test_state_without_end_time_never_settles():
+def test_state_without_end_time_never_settles() -> None:
     """Active with no end time stays active however long."""
     assert settle(SwitchState(Mode.ACTIVE, NOW, "p", "r"), NOW + 10**9) is None
 
@@ -83,7 +83,7 @@ MATRIX = {
 
 
 @pytest.mark.parametrize("who", sorted(MATRIX))
-def test_admission_for_every_mode_and_kind_of_user(who):
+def test_admission_for_every_mode_and_kind_of_user(who: str) -> None:
     """Standby: admins+pilot; active: everyone entitled; drill: admins+pilot+drill group."""
     (is_admin, groups), expected = MATRIX[who]
     states = [SwitchState(Mode.STANDBY, NOW, "p", "r"), SwitchState(Mode.ACTIVE, NOW, "p", "r"),
@@ -93,14 +93,14 @@ def test_admission_for_every_mode_and_kind_of_user(who):
     assert got == expected
 
 
-def test_state_round_trips_through_json():
+def test_state_round_trips_through_json() -> None:
     """What the store keeps reads back equal, with the store's version."""
     s = SwitchState(Mode.DRILL, NOW, "p", "r", until=NOW + 5, group=DRILL, message="m")
     back = SwitchState.from_json(s.to_json(), 9)
     assert back == SwitchState(Mode.DRILL, NOW, "p", "r", NOW + 5, DRILL, "m", 9)
 
 
-def test_times_relative_iso_and_local():
+def test_times_relative_iso_and_local() -> None:
     """Durations count from now; ISO with offset is absolute; without, in the time zone."""
     assert parse_time("90m", NOW) == NOW + 5400
     assert parse_time("+2h", NOW) == NOW + 7200

@@ -10,8 +10,10 @@ import pytest
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.store.base import SessionRecord
+from gateway.store.sqlite import SqliteStore
 from gateway.switch.audit import AuditLog
 from gateway.switch.machine import AuditTrail, FailoverPolicy, Flip, Mode, Switch, SwitchState
+from tests.switch.conftest import FlakyStore, ManualClock
 
 PILOT, DRILL = "pilot-group", "drill-group"
 
@@ -30,7 +32,8 @@ def session(groups: tuple[str, ...] = (), admin: bool = False, sid: str = "s1") 
                          created_at=0, last_seen=0, auth_time=0, is_admin=admin)
 
 
-async def test_flip_is_stored_with_a_new_version_and_survives_a_restart(store, clock):
+async def test_flip_is_stored_with_a_new_version_and_survives_a_restart(store: SqliteStore,
+                                                                        clock: ManualClock) -> None:
     """A flip is persisted; a new Switch over the same store reads it back."""
     sw = Switch(store, clock)
     assert (await sw.current()).mode is Mode.STANDBY
@@ -40,7 +43,8 @@ async def test_flip_is_stored_with_a_new_version_and_survives_a_restart(store, c
     assert (again.mode, again.reason, again.version) == (Mode.ACTIVE, "MDM down", 1)
 
 
-async def test_other_instance_sees_a_flip_within_the_refresh_interval(store, clock):
+async def test_other_instance_sees_a_flip_within_the_refresh_interval(store: SqliteStore,
+                                                                      clock: ManualClock) -> None:
     """Another instance keeps its cached mode until refresh_seconds pass, then re-reads."""
     a, b = Switch(store, clock), Switch(store, clock, refresh_seconds=1.0)
     assert (await b.current()).mode is Mode.STANDBY
@@ -50,7 +54,8 @@ async def test_other_instance_sees_a_flip_within_the_refresh_interval(store, clo
     assert (await b.current()).mode is Mode.ACTIVE
 
 
-async def test_two_concurrent_flips_one_wins_the_other_sees_it(store, clock):
+async def test_two_concurrent_flips_one_wins_the_other_sees_it(store: SqliteStore,
+                                                               clock: ManualClock) -> None:
     """Two admins flipping from the same version: one succeeds, the other gets Conflict
     naming the first change, and nothing is lost."""
     a, b = Switch(store, clock), Switch(store, clock)
@@ -66,7 +71,7 @@ async def test_two_concurrent_flips_one_wins_the_other_sees_it(store, clock):
     assert (await Switch(store, clock).current()).version == 1
 
 
-async def test_store_refuses_a_write_based_on_a_stale_version(store):
+async def test_store_refuses_a_write_based_on_a_stale_version(store: SqliteStore) -> None:
     """The store's compare-and-set refuses a stale version (the last line against lost
     updates between instances)."""
     assert await store.kv_put("k", "one", 0) == 1
@@ -79,7 +84,8 @@ async def test_store_refuses_a_write_based_on_a_stale_version(store):
     assert rec is not None and (rec.value, rec.version) == ("two", 2)
 
 
-async def test_active_with_end_time_expires_and_the_revert_is_recorded(store, clock):
+async def test_active_with_end_time_expires_and_the_revert_is_recorded(store: SqliteStore,
+                                                                       clock: ManualClock) -> None:
     """Active until T returns to standby at T; the revert is stored, audited and announced."""
     audit, seen = AuditLog(store, clock), Recorder()
     sw = Switch(store, clock, listeners=[AuditTrail(audit), seen])
@@ -95,7 +101,9 @@ async def test_active_with_end_time_expires_and_the_revert_is_recorded(store, cl
     assert (await Switch(store, clock).current()).mode is Mode.STANDBY
 
 
-async def test_drill_reverts_by_itself_and_drill_members_are_then_refused(store, clock):
+async def test_drill_reverts_by_itself_and_drill_members_are_then_refused(
+    store: SqliteStore, clock: ManualClock,
+) -> None:
     """During a drill the drill group is let in; after its end time they see standby."""
     sw = Switch(store, clock)
     policy = FailoverPolicy(sw, [PILOT])
@@ -107,7 +115,8 @@ async def test_drill_reverts_by_itself_and_drill_members_are_then_refused(store,
     assert "usual" in refused.message
 
 
-async def test_flip_after_an_expired_drill_records_the_revert_first(store, clock):
+async def test_flip_after_an_expired_drill_records_the_revert_first(store: SqliteStore,
+                                                                    clock: ManualClock) -> None:
     """If nobody looked since a drill ended, a new flip first records the revert."""
     audit = AuditLog(store, clock)
     sw = Switch(store, clock, listeners=[AuditTrail(audit)])
@@ -119,7 +128,8 @@ async def test_flip_after_an_expired_drill_records_the_revert_first(store, clock
                      ("standby", "active", "Priya")]
 
 
-async def test_store_down_keeps_last_known_mode_and_refuses_flips(flaky, clock):
+async def test_store_down_keeps_last_known_mode_and_refuses_flips(flaky: FlakyStore,
+                                                                  clock: ManualClock) -> None:
     """With the store down members keep the last known mode; a flip is StoreUnavailable."""
     sw = Switch(flaky, clock)
     policy = FailoverPolicy(sw, [])
@@ -135,7 +145,8 @@ async def test_store_down_keeps_last_known_mode_and_refuses_flips(flaky, clock):
     assert (await sw.current()).mode is Mode.ACTIVE and sw.store_ok
 
 
-async def test_expiry_is_honoured_even_while_the_store_is_down(flaky, clock):
+async def test_expiry_is_honoured_even_while_the_store_is_down(flaky: FlakyStore,
+                                                               clock: ManualClock) -> None:
     """An active period past its end time is not served just because the store is down."""
     sw = Switch(flaky, clock)
     await sw.flip(Flip("active", "outage", "Priya", until=clock() + 60))
@@ -144,7 +155,8 @@ async def test_expiry_is_honoured_even_while_the_store_is_down(flaky, clock):
     assert (await sw.current()).mode is Mode.STANDBY
 
 
-async def test_failing_listener_does_not_undo_or_block_the_flip(store, clock):
+async def test_failing_listener_does_not_undo_or_block_the_flip(store: SqliteStore,
+                                                                clock: ManualClock) -> None:
     """A listener that raises is logged; the change stands and later listeners still run."""
     class Broken:
         async def switched(self, old: SwitchState, new: SwitchState) -> None:
@@ -155,7 +167,8 @@ async def test_failing_listener_does_not_undo_or_block_the_flip(store, clock):
     assert seen.changes == [(Mode.STANDBY, Mode.ACTIVE, "Priya")]
 
 
-async def test_refusal_is_reported_once_per_session_and_switch_version(store, clock):
+async def test_refusal_is_reported_once_per_session_and_switch_version(store: SqliteStore,
+                                                                       clock: ManualClock) -> None:
     """The policy reports a refused member once per session and version, not per page."""
     told: list[str] = []
     sw = Switch(store, clock)
@@ -167,6 +180,7 @@ async def test_refusal_is_reported_once_per_session_and_switch_version(store, cl
     assert told == ["x", "x"]
 
 
-async def test_initial_mode_setting_applies_until_the_first_flip(store, clock):
+async def test_initial_mode_setting_applies_until_the_first_flip(store: SqliteStore,
+                                                                 clock: ManualClock) -> None:
     """Before any flip the configured initial mode is in force."""
     assert (await Switch(store, clock, initial_mode=Mode.ACTIVE).current()).mode is Mode.ACTIVE

@@ -33,7 +33,8 @@ def with_inline_image(subject: str, text: str, html: str, cid: str,
     msg["Subject"] = subject
     msg.set_content(text)
     msg.add_alternative(html, subtype="html")
-    msg.get_payload()[1].add_related(PNG, "image", "png", cid=f"<{cid}>")
+    html_part = list(msg.iter_parts())[1]
+    html_part.add_related(PNG, "image", "png", cid=f"<{cid}>")
     for name, ctype, data in attachments or []:
         main, sub = ctype.split("/")
         msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
@@ -122,7 +123,9 @@ def flags_of(gw: Any, who: str, folder: str, uid: int) -> set[str]:
     return result
 
 
-def raw_of(gw: Any, who: str, folder: str, uid: int) -> bytes:
+def raw_of(gw: Any, who: str, folder: str, uid: int | None) -> bytes:
+    assert uid is not None, "the message is not in the folder"
+
     async def fn(conn: imap.ImapConn) -> bytes:
         return await mailbox.fetch_raw(conn, folder, uid, 50 * 1024 * 1024)
     result: bytes = direct(gw, who, fn)

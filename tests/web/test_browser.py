@@ -9,6 +9,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from gateway.mail.imap import ImapConn
+from tests.conftest import Gateway
 from tests.mail.hostile_corpus import hostile_messages
 from tests.web.browser import axe_violations, ipad_page, sign_in_in_browser
 from tests.web.mailhelp import PDF, deliver, find_uid, message, unique
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
 
 
-def test_sign_in_read_reply_forward_search_in_ipad_chromium(gateway):
+def test_sign_in_read_reply_forward_search_in_ipad_chromium(gateway: Gateway) -> None:
     """The member's whole round in the browser, pages accessible, nothing external."""
     subject = unique("Browser papers")
     uid = deliver(gateway, "member", message(
@@ -37,6 +39,7 @@ def test_sign_in_read_reply_forward_search_in_ipad_chromium(gateway):
         problems["message"] = axe_violations(page)
 
         pdf_url = page.get_by_role("link", name="Agenda.pdf").get_attribute("href")
+        assert pdf_url
         pdf = page.request.get(gateway.url + pdf_url)
         assert pdf.status == 200 and pdf.body() == PDF
         assert pdf.headers["content-type"] == "application/pdf"
@@ -71,14 +74,14 @@ def test_sign_in_read_reply_forward_search_in_ipad_chromium(gateway):
     assert find_uid(gateway, "member2", "Fw: " + subject) is not None
 
 
-def test_sign_in_page_is_accessible(gateway):
+def test_sign_in_page_is_accessible(gateway: Gateway) -> None:
     """The sign-in page passes axe-core."""
     with ipad_page() as (page, _):
         page.goto(gateway.url + "/auth/signin")
         assert axe_violations(page) == []
 
 
-def test_hostile_mail_runs_nothing_and_fetches_nothing_outside(gateway):
+def test_hostile_mail_runs_nothing_and_fetches_nothing_outside(gateway: Gateway) -> None:
     """Every message of the hostile corpus renders without script, dialog, outside request
     or server error."""
     folder = "Committees/Planning"
@@ -88,7 +91,7 @@ def test_hostile_mail_runs_nothing_and_fetches_nothing_outside(gateway):
     from gateway.mail import mailbox
     from tests.web.mailhelp import direct
 
-    async def all_uids(conn):
+    async def all_uids(conn: ImapConn) -> list[int]:
         return await mailbox.search_uids(conn, folder, ["ALL"])
     uids = direct(gateway, "member", all_uids)
     assert len(uids) >= len(corpus)

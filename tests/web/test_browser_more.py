@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import start_gateway
+from gateway.devstack.stack import DevStack
+from tests.conftest import Gateway, LoopThread, start_gateway
 from tests.web.browser import axe_violations, ipad_browser, ipad_page, sign_in_in_browser
 from tests.web.mailhelp import find_uid, unique
 
@@ -17,7 +19,7 @@ pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
 
 
-def test_calendar_week_event_answer_create_move(gateway):
+def test_calendar_week_event_answer_create_move(gateway: Gateway) -> None:
     """A member sees the week, opens an event, accepts an invitation, adds an event and
     moves it; every calendar page passes axe-core."""
     problems: dict[str, list[str]] = {}
@@ -60,7 +62,8 @@ def test_calendar_week_event_answer_create_move(gateway):
     assert {k: v for k, v in problems.items() if v} == {}
 
 
-def test_admin_flips_to_active_and_member_gets_mailbox(stack, loop_thread, tmp_path):
+def test_admin_flips_to_active_and_member_gets_mailbox(stack: DevStack, loop_thread: LoopThread,
+                                                       tmp_path: Path) -> None:
     """In standby a member sees the standby page; an admin flips to active from the admin
     page (with confirmation) and the member's next page is their mailbox."""
     gw = start_gateway(stack, loop_thread, tmp_path, failover__initial_mode="standby")
@@ -92,11 +95,11 @@ def test_admin_flips_to_active_and_member_gets_mailbox(stack, loop_thread, tmp_p
             assert "active" in anon.content().lower()
             problems["status"] = axe_violations(anon)
     finally:
-        loop_thread.run(gw.server.stop())
+        gw.stop()
     assert {k: v for k, v in problems.items() if v} == {}
 
 
-def test_mail_works_with_javascript_off(gateway):
+def test_mail_works_with_javascript_off(gateway: Gateway) -> None:
     """With JavaScript off: sign in (the stand-in's Continue button), read, and send."""
     subject = unique("No script")
     with ipad_page(javascript=False) as (page, _):

@@ -3,23 +3,24 @@
 
 from __future__ import annotations
 
-from tests.conftest import csrf_of, sign_in
+from gateway.mail.imap import ImapConn
+from tests.conftest import Gateway, csrf_of, sign_in
 from tests.web.mailhelp import deliver, direct, find_uid, message, unique
 from tests.web.test_mail import compose_form
 
 
-def test_server_really_offers_only_the_exchange_set(exchange_gateway):
+def test_server_really_offers_only_the_exchange_set(exchange_gateway: Gateway) -> None:
     """The stand-in Dovecot's capabilities after login are Exchange's, not Dovecot's."""
     caps = direct(exchange_gateway, "member", lambda conn: _caps(conn))
     assert "SORT" not in caps and "ESEARCH" not in caps and "CONDSTORE" not in caps
     assert {"MOVE", "UIDPLUS", "IDLE"} <= caps
 
 
-async def _caps(conn):
+async def _caps(conn: ImapConn) -> set[str]:
     return set(conn.caps)
 
 
-def test_list_read_move_search_send_in_exchange_mode(exchange_gateway):
+def test_list_read_move_search_send_in_exchange_mode(exchange_gateway: Gateway) -> None:
     """List, open, move, search and send all work with Exchange's capability set."""
     gw = exchange_gateway
     client = sign_in(gw, "member")

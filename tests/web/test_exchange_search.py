@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 from gateway.crypto import KeyRing
@@ -18,7 +19,7 @@ from gateway.mail.search import Query, ascii_fragment, normalise
 from gateway.mail.sender import Sender
 from gateway.mail.session import MailSession
 from gateway.store.sqlite import SqliteStore
-from tests.conftest import sign_in
+from tests.conftest import Gateway, sign_in
 from tests.web.mailhelp import deliver, direct, message, own_pool, unique
 
 
@@ -28,7 +29,7 @@ def count(page: str) -> int:
     return int(found.group(1))
 
 
-def test_the_stand_in_refuses_charset_utf8_as_exchange_does(exchange_gateway):
+def test_the_stand_in_refuses_charset_utf8_as_exchange_does(exchange_gateway: Gateway) -> None:
     """The server under these tests is as strict as Exchange: a CHARSET UTF-8 search is
     refused with BADCHARSET, so the passes below are the gateway's doing."""
     async def raw(conn: imap.ImapConn) -> tuple[str, list[Any]]:
@@ -41,7 +42,7 @@ def test_the_stand_in_refuses_charset_utf8_as_exchange_does(exchange_gateway):
                if isinstance(x, bytes | bytearray))
 
 
-def test_ascii_search_on_exchange(exchange_gateway):
+def test_ascii_search_on_exchange(exchange_gateway: Gateway) -> None:
     client = sign_in(exchange_gateway, "member")
     token = unique("Plain")
     deliver(exchange_gateway, "member", message(token + " hall",
@@ -52,7 +53,7 @@ def test_ascii_search_on_exchange(exchange_gateway):
     assert count(r.text) == 1
 
 
-def test_non_ascii_sender_found_and_nothing_else(exchange_gateway):
+def test_non_ascii_sender_found_and_nothing_else(exchange_gateway: Gateway) -> None:
     """"Siân" finds Siân Llŷr Pennant, not "Sian" without the circumflex nor "Siôn"."""
     gw = exchange_gateway
     client = sign_in(gw, "member")
@@ -73,7 +74,7 @@ def test_non_ascii_sender_found_and_nothing_else(exchange_gateway):
     assert count(r.text) == 1
 
 
-def test_non_ascii_subject_and_recipient(exchange_gateway):
+def test_non_ascii_subject_and_recipient(exchange_gateway: Gateway) -> None:
     gw = exchange_gateway
     client = sign_in(gw, "member")
     tag = uuid.uuid4().hex[:10]
@@ -89,7 +90,7 @@ def test_non_ascii_subject_and_recipient(exchange_gateway):
     assert count(r.text) == 0
 
 
-def test_a_term_with_no_ascii_searches_the_newest_messages(exchange_gateway):
+def test_a_term_with_no_ascii_searches_the_newest_messages(exchange_gateway: Gateway) -> None:
     """"ŵŷ" has nothing to search on the server: the newest messages are checked instead."""
     gw = exchange_gateway
     client = sign_in(gw, "member")
@@ -100,7 +101,8 @@ def test_a_term_with_no_ascii_searches_the_newest_messages(exchange_gateway):
     assert count(r.text) == 1 and "ŴŶ" in r.text
 
 
-def test_sent_items_check_finds_the_sent_copy_on_exchange(exchange_gateway, tmp_path):
+def test_sent_items_check_finds_the_sent_copy_on_exchange(exchange_gateway: Gateway,
+                                                          tmp_path: Path) -> None:
     """The "already in Sent Items?" check runs on Exchange: found is True, absent is False
     (not "could not check", which would hold every retry)."""
     gw = exchange_gateway
@@ -124,7 +126,7 @@ def test_sent_items_check_finds_the_sent_copy_on_exchange(exchange_gateway, tmp_
 
 # ---- the search keys ---------------------------------------------------------------------
 
-def test_search_keys_are_ascii_with_checks_for_the_rest():
+def test_search_keys_are_ascii_with_checks_for_the_rest() -> None:
     plan = Query(sender="Siân", subject="Budget").plan()
     assert plan.criteria == ["FROM", '"Si"', "SUBJECT", '"Budget"']
     assert [(c.field, c.needle) for c in plan.checks] == [("from", "siân")]
@@ -134,7 +136,7 @@ def test_search_keys_are_ascii_with_checks_for_the_rest():
     assert Query().plan().criteria == ["ALL"]
 
 
-def test_ascii_fragment_starts_a_word():
+def test_ascii_fragment_starts_a_word() -> None:
     assert ascii_fragment("Siân") == "Si"
     assert ascii_fragment("Pont Llŷr") == "Pont"
     assert ascii_fragment("ŷr") is None          # "r" does not start a word and is too short

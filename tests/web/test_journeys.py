@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from gateway.mail import mailbox
+from tests.conftest import Gateway
 from tests.web.browser import (
     SIZES,
+    IpadBrowser,
     axe_violations,
     signed_in_page,
 )
@@ -36,7 +38,9 @@ def _tick(page: Any, subject: str) -> None:
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_delete_archive_move_from_the_inbox_keep_the_inbox_working(chromium, gateway, size):
+def test_delete_archive_move_from_the_inbox_keep_the_inbox_working(
+    chromium: IpadBrowser, gateway: Gateway, size: str,
+) -> None:
     """Delete, Archive and Move from the Inbox each land back on a working Inbox (not
     "Error 502"), the message gone from it and found where it went."""
     subjects = {what: unique(f"Act {what} {size}") for what in ("delete", "archive", "move")}
@@ -79,7 +83,8 @@ def test_delete_archive_move_from_the_inbox_keep_the_inbox_working(chromium, gat
 
 @pytest.mark.parametrize("size,javascript", [("ipad-portrait", True), ("ipad-landscape", True),
                                              ("phone", True), ("ipad-portrait", False)])
-def test_archive_says_so_and_undo_brings_it_back(chromium, gateway, size, javascript):
+def test_archive_says_so_and_undo_brings_it_back(chromium: IpadBrowser, gateway: Gateway, size: str,
+                                                 javascript: bool) -> None:
     """Archive shows "Moved to Archive (1 message)." with Undo; Undo moves it back to the
     Inbox and says so. With JavaScript off too."""
     subject = unique(f"Undo {size}")
@@ -108,7 +113,8 @@ def test_archive_says_so_and_undo_brings_it_back(chromium, gateway, size, javasc
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium, gateway, size):
+def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium: IpadBrowser,
+                                                              gateway: Gateway, size: str) -> None:
     """Delete with nothing ticked, or Move without choosing a folder (the list starts at
     "Move to…", not at a real folder), is a notice on the same page, not "Error 400"."""
     page, _ = signed_in_page(chromium, gateway.url, size)
@@ -129,7 +135,7 @@ def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium, gateway,
         page.context.close()
 
 
-def test_message_sent_notice(chromium, gateway):
+def test_message_sent_notice(chromium: IpadBrowser, gateway: Gateway) -> None:
     """After Send the Inbox says "Message sent."."""
     page, _ = signed_in_page(chromium, gateway.url, "phone")
     try:
@@ -146,8 +152,9 @@ def test_message_sent_notice(chromium, gateway):
 
 @pytest.mark.parametrize("size,javascript", [("ipad-portrait", True), ("ipad-landscape", True),
                                              ("phone", True), ("phone", False)])
-def test_close_saves_the_typing_and_the_draft_reopens_to_edit_and_send(chromium, gateway,
-                                                                        size, javascript):
+def test_close_saves_the_typing_and_the_draft_reopens_to_edit_and_send(
+    chromium: IpadBrowser, gateway: Gateway, size: str, javascript: bool,
+) -> None:
     """Close with typing saves it to Drafts (not thrown away) and says so; in Drafts the
     message opens in the compose form; edited and sent, it arrives and leaves Drafts."""
     subject = unique(f"Draft {size}")
@@ -178,7 +185,7 @@ def test_close_saves_the_typing_and_the_draft_reopens_to_edit_and_send(chromium,
     assert find_uid(gateway, "member", subject, "Drafts") is None
 
 
-def test_a_draft_opened_from_drafts_offers_edit(chromium, gateway):
+def test_a_draft_opened_from_drafts_offers_edit(chromium: IpadBrowser, gateway: Gateway) -> None:
     """A draft opened on the read page (from search, say) has an Edit draft button."""
     subject = unique("Read draft")
     uid = deliver(gateway, "member", message(subject), folder="Drafts")
@@ -199,7 +206,8 @@ def _drafts_count(gateway: Any) -> int:
     return result
 
 
-def test_close_without_changes_saves_nothing_and_leaving_with_typing_asks(chromium, gateway):
+def test_close_without_changes_saves_nothing_and_leaving_with_typing_asks(chromium: IpadBrowser,
+                                                                          gateway: Gateway) -> None:
     """Close on an untouched form goes back to the Inbox without making a draft; following
     a link away from unsaved typing asks first (and stays when the member says no)."""
     page, rec = signed_in_page(chromium, gateway.url, "ipad-portrait")
@@ -230,7 +238,9 @@ def _copies(gateway: Any, who: str, subject: str) -> int:
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_partial_refusal_names_the_refused_and_resends_to_them_only(chromium, gateway, size):
+def test_partial_refusal_names_the_refused_and_resends_to_them_only(
+    chromium: IpadBrowser, gateway: Gateway, size: str,
+) -> None:
     """One good and one mistyped address: the page says it was sent but names the refused
     address with the server's reason, and the form that follows is addressed to that one
     only; corrected and sent, the good recipient still has exactly one copy."""
@@ -262,7 +272,8 @@ def test_partial_refusal_names_the_refused_and_resends_to_them_only(chromium, ga
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_invitation_not_in_the_calendar_is_answered_by_mail(chromium, gateway, size):
+def test_invitation_not_in_the_calendar_is_answered_by_mail(chromium: IpadBrowser, gateway: Gateway,
+                                                            size: str) -> None:
     """An invitation whose meeting is not in the calendar: the typed comment and Accept end
     on the message saying the answer went by mail (not a 404), and the organiser gets it."""
     from tests.calendar.test_invitations import _outside_invite

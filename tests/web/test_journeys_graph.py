@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.devstack.users import user
-from tests.web.browser import SIZES, axe_violations, signed_in_page
+from tests.conftest import Gateway
+from tests.web.browser import SIZES, IpadBrowser, axe_violations, signed_in_page
 from tests.web.mailhelp import unique
 from tests.web.test_journeys import LOCAL
 
@@ -18,8 +19,9 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_typing_a_name_suggests_the_address_and_the_message_goes_there(chromium, gateway,
-                                                                       size):
+def test_typing_a_name_suggests_the_address_and_the_message_goes_there(chromium: IpadBrowser,
+                                                                       gateway: Gateway,
+                                                                       size: str) -> None:
     """Typing "hel" in To offers Helen Clarke from Graph people search; picking her (keys
     on iPad, a tap on the phone) fills the address and Send reaches her."""
     subject = unique(f"Suggested {size}")
@@ -51,7 +53,7 @@ def test_typing_a_name_suggests_the_address_and_the_message_goes_there(chromium,
     assert len(sent) == 1 and sent[0].rcpt_tos == ("helen.clarke@partner.example",)
 
 
-def test_to_is_a_plain_field_without_javascript(chromium, gateway):
+def test_to_is_a_plain_field_without_javascript(chromium: IpadBrowser, gateway: Gateway) -> None:
     page, _ = signed_in_page(chromium, gateway.url, "phone", javascript=False)
     try:
         page.goto(gateway.url + "/mail/compose")
@@ -64,7 +66,8 @@ def test_to_is_a_plain_field_without_javascript(chromium, gateway):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_automatic_replies_on_between_dates_then_off(chromium, gateway, size):
+def test_automatic_replies_on_between_dates_then_off(chromium: IpadBrowser, gateway: Gateway,
+                                                     size: str) -> None:
     """From the mail pages to Automatic replies: on between two dates across the October
     clock change, saved in Exchange (the Graph stand-in), shown again, then off."""
     gateway.stack.graph.reset()
@@ -109,7 +112,8 @@ def test_automatic_replies_on_between_dates_then_off(chromium, gateway, size):
         page.context.close()
 
 
-def test_automatic_replies_without_javascript_on_a_phone(chromium, gateway):
+def test_automatic_replies_without_javascript_on_a_phone(chromium: IpadBrowser,
+                                                         gateway: Gateway) -> None:
     """Phone, JavaScript off: through the Folders button to Automatic replies, turn them on
     with a message, see the saved notice and the choice kept, then turn them off again."""
     gateway.stack.graph.reset()

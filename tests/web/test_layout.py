@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.web.browser import Recorder, axe_violations, signed_in_page
+from tests.conftest import Gateway
+from tests.web.browser import IpadBrowser, Recorder, axe_violations, signed_in_page
 from tests.web.mailhelp import deliver, message, unique
 
 pytestmark = pytest.mark.browser
@@ -39,7 +40,9 @@ def _open_first(page: Any, gateway: Any) -> None:
 
 
 @pytest.mark.parametrize("javascript", [True, False])
-def test_landscape_ipad_shows_the_list_beside_the_open_message(chromium, gateway, javascript):
+def test_landscape_ipad_shows_the_list_beside_the_open_message(chromium: IpadBrowser,
+                                                               gateway: Gateway,
+                                                               javascript: bool) -> None:
     """iPad landscape: the folder's list is on the left of the open message, the open
     message is marked in it, and opening another from the list keeps the list where it was
     (with JavaScript, the exact scroll place; without, the opened row is in view)."""
@@ -85,14 +88,17 @@ def test_landscape_ipad_shows_the_list_beside_the_open_message(chromium, gateway
 
 
 @pytest.mark.parametrize("size", ["ipad-portrait", "phone"])
-def test_portrait_and_phone_read_in_one_column(chromium, gateway, size):
+def test_portrait_and_phone_read_in_one_column(chromium: IpadBrowser, gateway: Gateway,
+                                               size: str) -> None:
     """iPad portrait and the phone keep one column: no list beside the message, which
     has the width of the page; Back goes to the page of the folder it came from."""
     page, rec = signed_in_page(chromium, gateway.url, size)
     try:
         _open_first(page, gateway)
         assert page.locator("#list-pane").is_hidden()
-        width = page.viewport_size["width"]
+        viewport = page.viewport_size
+        assert viewport
+        width = viewport["width"]
         assert box(page, "article.message")["width"] >= width - 40
         assert page.get_attribute("text=← Back to the folder", "href") == "/mail?f=INBOX"
         assert axe_violations(page) == []
@@ -109,8 +115,9 @@ def _rows_on_first_screen(page: Any) -> int:
 
 
 @pytest.mark.parametrize("javascript", [True, False])
-def test_phone_list_is_compact_with_folders_and_actions_behind_buttons(chromium, gateway,
-                                                                       javascript):
+def test_phone_list_is_compact_with_folders_and_actions_behind_buttons(chromium: IpadBrowser,
+                                                                       gateway: Gateway,
+                                                                       javascript: bool) -> None:
     """Phone (390x844): the header is one line; the folders and the action buttons are
     behind a "Folders" and an "Actions" button (a <details>: no JavaScript needed), so six
     or more messages show on the first screen; both menus work."""
@@ -172,7 +179,8 @@ _CLIPPED = """(root) => {
 
 
 @pytest.mark.parametrize("size", ["ipad-portrait", "ipad-landscape"])
-def test_nothing_is_clipped_or_covered_at_200_percent_zoom(chromium, gateway, size):
+def test_nothing_is_clipped_or_covered_at_200_percent_zoom(chromium: IpadBrowser, gateway: Gateway,
+                                                           size: str) -> None:
     """At 200 % zoom (the iPad's viewport halved, pixels doubled) every control of the
     Inbox (Search included), its open menus and an open message is inside the page across
     and not covered by another."""

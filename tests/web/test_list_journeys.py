@@ -14,7 +14,8 @@ import pytest
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.mail import imap, imap_login, mailbox, smtp
-from tests.web.browser import SIZES, axe_violations, signed_in_page
+from tests.conftest import Gateway
+from tests.web.browser import SIZES, IpadBrowser, axe_violations, signed_in_page
 from tests.web.mailhelp import deliver, direct, message, unique
 
 pytestmark = pytest.mark.browser
@@ -41,7 +42,8 @@ def _send_over_smtp(gateway: Any, who: str, to: str, data: bytes) -> None:
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_rows_show_preview_day_and_flag_and_fit_flag_buttons(chromium, gateway, size):
+def test_rows_show_preview_day_and_flag_and_fit_flag_buttons(chromium: IpadBrowser,
+                                                             gateway: Gateway, size: str) -> None:
     plain = unique(f"Preview {size}")
     flagged = unique(f"Flagged {size}")
     deliver(gateway, "member", message(
@@ -99,7 +101,7 @@ def test_rows_show_preview_day_and_flag_and_fit_flag_buttons(chromium, gateway, 
         page.context.close()
 
 
-def test_rows_work_without_javascript(chromium, gateway):
+def test_rows_work_without_javascript(chromium: IpadBrowser, gateway: Gateway) -> None:
     subject = unique("No script row")
     deliver(gateway, "member", message(subject, text="Readable without scripts."))
     page, _ = chromium.page(javascript=False)
@@ -119,7 +121,8 @@ def test_rows_work_without_javascript(chromium, gateway):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_new_mail_keeps_ticks_and_is_announced(chromium, gateway, size):
+def test_new_mail_keeps_ticks_and_is_announced(chromium: IpadBrowser, gateway: Gateway,
+                                               size: str) -> None:
     first, second = unique(f"Tick A {size}"), unique(f"Tick B {size}")
     deliver(gateway, "member", message(first))
     deliver(gateway, "member", message(second))
@@ -152,7 +155,9 @@ def test_new_mail_keeps_ticks_and_is_announced(chromium, gateway, size):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_search_results_come_back_on_back(chromium, gateway, size):
+def test_search_results_come_back_on_back(
+    chromium: IpadBrowser, gateway: Gateway, size: str,
+) -> None:
     word = unique("Allotments").split()[1]
     subjects = [f"Allotment {word} {n}" for n in range(3)]
     for s in subjects:
@@ -186,7 +191,7 @@ def test_search_results_come_back_on_back(chromium, gateway, size):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_plain_text_is_single_spaced(chromium, gateway, size):
+def test_plain_text_is_single_spaced(chromium: IpadBrowser, gateway: Gateway, size: str) -> None:
     subject = unique(f"Lines {size}")
     lines = [f"Line {n} of the clerk's note." for n in range(12)]
     uid = deliver(gateway, "member", message(subject, text="\n".join(lines)))
@@ -207,7 +212,7 @@ def test_plain_text_is_single_spaced(chromium, gateway, size):
         page.context.close()
 
 
-def test_html_mail_is_framed_in_dark_mode(chromium, gateway):
+def test_html_mail_is_framed_in_dark_mode(chromium: IpadBrowser, gateway: Gateway) -> None:
     subject = unique("Dark frame")
     uid = deliver(gateway, "member", message(
         subject, html="<p style='background:#fff;color:#000'>A white newsletter.</p>"))

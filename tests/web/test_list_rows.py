@@ -11,13 +11,13 @@ from email.utils import format_datetime, make_msgid
 from html import unescape
 
 from gateway.devstack.users import user
-from tests.conftest import csrf_of, sign_in
+from tests.conftest import Gateway, csrf_of, sign_in
 from tests.mail.hostile_corpus import hostile_messages
 from tests.web.mailhelp import deliver, message, unique
 
 
 def row_of(page: str, subject: str) -> str:
-    rows = re.findall(r'<li class="row.*?</li>', page, re.S)
+    rows: list[str] = re.findall(r'<li class="row.*?</li>', page, re.S)
     found = [r for r in rows if subject in unescape(r)]
     assert found, subject
     return found[0]
@@ -34,7 +34,7 @@ def encoded(subject: str, text: str, cte: str, charset: str = "utf-8",
     return msg.as_bytes()
 
 
-def test_rows_show_preview_not_size_decoded_and_escaped(gateway):
+def test_rows_show_preview_not_size_decoded_and_escaped(gateway: Gateway) -> None:
     client = sign_in(gateway, "member")
     welsh = unique("Pwyllgor")
     deliver(gateway, "member", encoded(
@@ -71,7 +71,7 @@ def test_rows_show_preview_not_size_decoded_and_escaped(gateway):
     assert re.search(r'<h2 class="day" id="day-1">Today</h2>', page)
 
 
-def test_flag_is_marked_and_only_the_fitting_action_is_offered(gateway):
+def test_flag_is_marked_and_only_the_fitting_action_is_offered(gateway: Gateway) -> None:
     client = sign_in(gateway, "member")
     subject = unique("Flag me")
     uid = deliver(gateway, "member", message(subject))
@@ -92,7 +92,7 @@ def test_flag_is_marked_and_only_the_fitting_action_is_offered(gateway):
     assert 'value="unflag"' in read and 'value="flag"' not in read
 
 
-def test_search_results_show_the_preview(gateway):
+def test_search_results_show_the_preview(gateway: Gateway) -> None:
     client = sign_in(gateway, "member")
     subject = unique("Findable")
     deliver(gateway, "member", message(subject, text="Parking permits for the ward."))
@@ -102,7 +102,7 @@ def test_search_results_show_the_preview(gateway):
         assert "Parking permits for the ward." in row_of(page, subject), scope
 
 
-def test_hostile_corpus_lists_without_error_and_previews_stay_text(gateway):
+def test_hostile_corpus_lists_without_error_and_previews_stay_text(gateway: Gateway) -> None:
     """Every hostile message (bad charsets such as "zlib", broken encodings, deep nesting)
     lists with a 200 and at most an empty preview; no markup leaks from a preview."""
     folder = "Ward – Llanfair Café"

@@ -12,11 +12,11 @@ from gateway.web import mailviews as mv
 LONDON = ZoneInfo("Europe/London")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-def test_today_yesterday_weekday_and_date():
+def test_today_yesterday_weekday_and_date() -> None:
     now = utc(2026, 6, 17, 12, 0)          # a Wednesday
     assert mv.day_group(utc(2026, 6, 17, 0, 5), LONDON, now) == "Today"
     assert mv.day_group(utc(2026, 6, 16, 23, 30), LONDON, now) == "Today"   # 00:30 BST
@@ -28,7 +28,7 @@ def test_today_yesterday_weekday_and_date():
     assert mv.day_group(None, LONDON, now) == "Undated"
 
 
-def test_spring_clock_change_29_march_2026():
+def test_spring_clock_change_29_march_2026() -> None:
     # Clocks go forward at 01:00 GMT: 29 March has 23 hours.
     now = utc(2026, 3, 29, 22, 30)                                         # 23:30 BST
     assert mv.day_group(utc(2026, 3, 29, 0, 30), LONDON, now) == "Today"     # 00:30 GMT
@@ -38,7 +38,7 @@ def test_spring_clock_change_29_march_2026():
     assert mv.short_date(utc(2026, 3, 29, 1, 30), LONDON, now) == "02:30"
 
 
-def test_autumn_clock_change_25_october_2026():
+def test_autumn_clock_change_25_october_2026() -> None:
     # Clocks go back at 01:00 GMT (02:00 BST): 25 October has 25 hours.
     now = utc(2026, 10, 25, 23, 30)                                        # 23:30 GMT
     assert mv.day_group(utc(2026, 10, 24, 23, 30), LONDON, now) == "Today"   # 00:30 BST
@@ -57,7 +57,7 @@ def summary(uid: int, when: datetime, **kw: object) -> MessageSummary:
     return MessageSummary(**base)  # type: ignore[arg-type]
 
 
-def test_rows_carry_preview_and_flag_and_group_by_day():
+def test_rows_carry_preview_and_flag_and_group_by_day() -> None:
     now = utc(2026, 6, 17, 12, 0)
     msgs = [summary(4, utc(2026, 6, 17, 9), preview="Agenda attached", flagged=True),
             summary(3, utc(2026, 6, 17, 8)),
@@ -71,7 +71,7 @@ def test_rows_carry_preview_and_flag_and_group_by_day():
     assert [g.key for g in groups] == [1, 2, 3]
 
 
-def test_headings_follow_arrival_not_a_date_header():
+def test_headings_follow_arrival_not_a_date_header() -> None:
     """The list is in arrival order; a message whose Date header is days old but which
     arrived today sits under Today, so one day never has two headings."""
     now = utc(2026, 6, 17, 12, 0)

@@ -6,12 +6,17 @@ from __future__ import annotations
 import re
 import time
 from html import unescape
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import httpx
 import pytest
 
+from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
-from tests.conftest import csrf_of, form_fields, sign_in
+from gateway.mail.imap import ImapConn
+from tests.conftest import Gateway, LoopThread, csrf_of, form_fields, found, sign_in
 from tests.web.mailhelp import (
     DOCX,
     PDF,
@@ -31,12 +36,13 @@ def hrefs(html: str, prefix: str) -> list[str]:
             .startswith(prefix)]
 
 
-def post(client, gw, path: str, data: dict, csrf_path: str = "/") -> object:
+def post(client: httpx.Client, gw: Gateway, path: str, data: dict[str, Any],
+         csrf_path: str = "/") -> httpx.Response:
     data = {**data, "csrf_token": csrf_of(client, csrf_path)}
     return client.post(path, data=data, headers={"Origin": gw.url})
 
 
-def test_folder_list_shows_exchange_folders_and_hides_non_mail(gateway):
+def test_folder_list_shows_exchange_folders_and_hides_non_mail(gateway: Gateway) -> None:
     """Inbox, Drafts, Sent Items... are listed; Calendar, Contacts, Tasks are not."""
     page = sign_in(gateway, "member").get("/mail").text
     names = [unescape(n) for n in re.findall(r'<nav class="folders".*?</nav>', page, re.S)]
@@ -48,7 +54,7 @@ def test_folder_list_shows_exchange_folders_and_hides_non_mail(gateway):
         assert hidden not in nav
 
 
-def test_non_ascii_folder_opens(gateway):
+def test_non_ascii_folder_opens(gateway: Gateway) -> None:
     """A folder with a non-ASCII name (modified UTF-7 on the wire) opens by its name."""
     client = sign_in(gateway, "member")
     subject = unique("Ward note")
@@ -58,7 +64,7 @@ def test_non_ascii_folder_opens(gateway):
     assert subject in r.text
 
 
-def test_list_is_newest_first_and_pages_by_50(gateway):
+def test_list_is_newest_first_and_pages_by_50(gateway: Gateway) -> None:
     """The newest message is first; a folder of more than 50 has an Older page."""
     client = sign_in(gateway, "member2")
     folder = "Committees/Licensing"
@@ -78,7 +84,7 @@ def test_list_is_newest_first_and_pages_by_50(gateway):
     assert "Bulk 000" in second.text and newest not in second.text
 
 
-def test_open_html_message_sandboxed_and_remote_images_blocked(gateway):
+def test_open_html_message_sandboxed_and_remote_images_blocked(gateway: Gateway) -> None:
     """HTML bodies are framed in a sandbox with their own CSP; remote images wait."""
     client = sign_in(gateway, "member")
     subject = unique("Newsletter")
@@ -88,10 +94,10 @@ def test_open_html_message_sandboxed_and_remote_images_blocked(gateway):
     page = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
     assert page.status_code == 200
     assert "Pictures from the internet were blocked" in page.text
-    frame_tag = re.search(r"<iframe[^>]+>", page.text).group(0)
+    frame_tag = found(re.search(r"<iframe[^>]+>", page.text)).group(0)
     assert 'sandbox="allow-popups allow-popups-to-escape-sandbox"' in frame_tag
     assert "allow-scripts" not in frame_tag and "allow-same-origin" not in frame_tag
-    frame_url = unescape(re.search(r'src="([^"]+)"', frame_tag).group(1))
+    frame_url = unescape(found(re.search(r'src="([^"]+)"', frame_tag)).group(1))
     frame = client.get(frame_url)
     csp = frame.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "sandbox" in csp and "https:" not in csp
@@ -99,12 +105,15 @@ def test_open_html_message_sandboxed_and_remote_images_blocked(gateway):
     for bad in ("<script", "javascript:", "tracker.example"):
         assert bad not in frame.text
     shown = client.get(unescape(hrefs(page.text, "/mail/read?")[0]))
-    frame2 = client.get(unescape(re.search(r'<iframe[^>]+src="([^"]+)"', shown.text).group(1)))
+    frame2_src = found(re.search(r'<iframe[^>]+src="([^"]+)"', shown.text))
+    frame2 = client.get(unescape(frame2_src.group(1)))
     assert "img-src 'self' data: https:" in frame2.headers["content-security-policy"]
     assert "https://tracker.example/p.gif" in frame2.text
 
 
-def test_opening_marks_read_unless_configured_not_to(gateway, stack, loop_thread, tmp_path):
+def test_opening_marks_read_unless_configured_not_to(gateway: Gateway, stack: DevStack,
+                                                     loop_thread: LoopThread,
+                                                     tmp_path: Path) -> None:
     """Opening a message sets \\Seen; with mail.mark_read_on_open off it does not."""
     client = sign_in(gateway, "member")
     subject = unique("Unread")
@@ -120,10 +129,10 @@ def test_opening_marks_read_unless_configured_not_to(gateway, stack, loop_thread
         sign_in(gw2, "member").get("/mail/read", params={"f": "INBOX", "uid": uid2})
         assert "seen" not in flags_of(gw2, "member", "INBOX", uid2)
     finally:
-        loop_thread.run(gw2.server.stop())
+        gw2.stop()
 
 
-def test_plain_text_is_escaped_and_links_made_clickable(gateway):
+def test_plain_text_is_escaped_and_links_made_clickable(gateway: Gateway) -> None:
     """Plain text is escaped; http(s) links become links."""
     client = sign_in(gateway, "member")
     text = "See https://council.example/agenda <script>alert(1)</script>"
@@ -134,7 +143,7 @@ def test_plain_text_is_escaped_and_links_made_clickable(gateway):
     assert "&lt;script&gt;" in page
 
 
-def test_pdf_opens_inline_and_docx_downloads_with_exact_bytes(gateway):
+def test_pdf_opens_inline_and_docx_downloads_with_exact_bytes(gateway: Gateway) -> None:
     """PDF is served inline under a policy that runs nothing (no sandbox: WebKit shows a
     blank viewer under one); Office files download; bytes intact."""
     client = sign_in(gateway, "member")
@@ -164,7 +173,7 @@ def test_pdf_opens_inline_and_docx_downloads_with_exact_bytes(gateway):
     assert docx.headers["content-disposition"].startswith('attachment; filename="Report.docx"')
 
 
-def test_svg_and_html_attachments_never_render_inline(gateway):
+def test_svg_and_html_attachments_never_render_inline(gateway: Gateway) -> None:
     """An SVG or HTML attachment downloads as octet-stream: it cannot run in our origin."""
     client = sign_in(gateway, "member")
     svg = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
@@ -177,7 +186,9 @@ def test_svg_and_html_attachments_never_render_inline(gateway):
         assert r.headers["content-disposition"].startswith("attachment;")
 
 
-def test_a_pdf_or_image_that_is_not_one_downloads_and_images_stay_sandboxed(gateway):
+def test_a_pdf_or_image_that_is_not_one_downloads_and_images_stay_sandboxed(
+    gateway: Gateway,
+) -> None:
     """A part labelled application/pdf or image/png whose bytes are HTML downloads as
     octet-stream (its true type decides); a real PNG opens inline in a sandbox."""
     client = sign_in(gateway, "member")
@@ -197,7 +208,7 @@ def test_a_pdf_or_image_that_is_not_one_downloads_and_images_stay_sandboxed(gate
     assert png.headers["content-security-policy"].endswith("sandbox")
 
 
-def test_flag_unread_move_archive_delete(gateway):
+def test_flag_unread_move_archive_delete(gateway: Gateway) -> None:
     """The message actions change the mailbox as asked."""
     client = sign_in(gateway, "member")
     subject = unique("Actions")
@@ -221,7 +232,7 @@ def test_flag_unread_move_archive_delete(gateway):
     assert find_uid(gateway, "member", subject, "Deleted Items") is not None
 
 
-def test_empty_junk_needs_confirmation(gateway):
+def test_empty_junk_needs_confirmation(gateway: Gateway) -> None:
     """Emptying Junk Email asks first, then removes everything in it."""
     client = sign_in(gateway, "member2")
     deliver(gateway, "member2", message(unique("Spam")), folder="Junk Email")
@@ -233,14 +244,14 @@ def test_empty_junk_needs_confirmation(gateway):
     assert find_uid(gateway, "member2", "Spam", "Junk Email") is None
 
 
-def test_inbox_cannot_be_emptied(gateway):
+def test_inbox_cannot_be_emptied(gateway: Gateway) -> None:
     """Only Junk Email and Deleted Items can be emptied."""
     client = sign_in(gateway, "member")
     r = post(client, gateway, "/mail/empty", {"f": "INBOX", "confirm": "yes"})
     assert r.status_code == 400
 
 
-def test_search_in_folder_and_across_folders(gateway):
+def test_search_in_folder_and_across_folders(gateway: Gateway) -> None:
     """Search finds by subject in the folder, and across folders when asked."""
     client = sign_in(gateway, "member")
     token = unique("Needle")
@@ -253,7 +264,7 @@ def test_search_in_folder_and_across_folders(gateway):
     assert "archived" in everywhere.text
 
 
-def test_search_by_sender_unread_and_dates(gateway):
+def test_search_by_sender_unread_and_dates(gateway: Gateway) -> None:
     """From, unread-only and date range narrow the results."""
     client = sign_in(gateway, "member")
     token = unique("Dated")
@@ -267,7 +278,7 @@ def test_search_by_sender_unread_and_dates(gateway):
     assert bad.status_code == 400
 
 
-def test_search_input_cannot_inject_imap(gateway):
+def test_search_input_cannot_inject_imap(gateway: Gateway) -> None:
     """Quotes, backslashes and CRLF in search text are quoted or refused, never run."""
     client = sign_in(gateway, "member")
     r = client.get("/mail/search", params={"q": 'x" OR ALL "'})
@@ -276,11 +287,12 @@ def test_search_input_cannot_inject_imap(gateway):
     assert r.status_code == 400
 
 
-def compose_form(client, path: str) -> tuple[str, dict]:
+def compose_form(client: httpx.Client, path: str) -> tuple[str, dict[str, str]]:
     page = client.get(path)
     assert page.status_code == 200, page.text
     form = re.search(r'<form method="post" action="([^"]+)"[^>]*id="compose-form".*?</form>',
                      page.text, re.S)
+    assert form, page.text
     action = unescape(form.group(1))
     fields = form_fields(form.group(0))
     fields.pop("attach", None)
@@ -289,7 +301,7 @@ def compose_form(client, path: str) -> tuple[str, dict]:
     return action, fields
 
 
-def test_send_new_message_arrives(gateway):
+def test_send_new_message_arrives(gateway: Gateway) -> None:
     """A new message is sent over SMTP with XOAUTH2 and arrives in the recipient's Inbox."""
     client = sign_in(gateway, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -308,7 +320,7 @@ def test_send_new_message_arrives(gateway):
     assert '"recipients": 1' in sent[-1] or '"recipients":1' in sent[-1]
 
 
-def test_bad_address_keeps_everything(gateway):
+def test_bad_address_keeps_everything(gateway: Gateway) -> None:
     """A bad address gets a clear error and the form comes back whole, attachment held."""
     client = sign_in(gateway, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -323,7 +335,7 @@ def test_bad_address_keeps_everything(gateway):
     assert "Precious words" in again.text and "a.txt" in again.text
 
 
-def test_smtp_refusal_keeps_the_message_and_retry_sends(gateway):
+def test_smtp_refusal_keeps_the_message_and_retry_sends(gateway: Gateway) -> None:
     """When SMTP refuses, the member sees why, nothing is lost, and a retry sends."""
     client = sign_in(gateway, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -340,7 +352,7 @@ def test_smtp_refusal_keeps_the_message_and_retry_sends(gateway):
     assert find_uid(gateway, "member2", subject) is not None
 
 
-def test_reply_threads_and_marks_answered(gateway):
+def test_reply_threads_and_marks_answered(gateway: Gateway) -> None:
     """A reply quotes the original, sets In-Reply-To, and marks the original answered."""
     client = sign_in(gateway, "member")
     subject = unique("Question")
@@ -355,12 +367,12 @@ def test_reply_threads_and_marks_answered(gateway):
     assert client.post(action, data=fields, headers={"Origin": gateway.url}).status_code == 303
     reply_uid = find_uid(gateway, "member2", "Re: " + subject)
     raw = raw_of(gateway, "member2", "INBOX", reply_uid)
-    msgid = re.search(rb"^Message-ID: (<[^>]+>)", original, re.M | re.I).group(1)
+    msgid = found(re.search(rb"^Message-ID: (<[^>]+>)", original, re.M | re.I)).group(1)
     assert re.search(rb"^In-Reply-To: " + re.escape(msgid), raw, re.M | re.I)
     assert "answered" in flags_of(gateway, "member", "INBOX", uid)
 
 
-def test_forward_carries_attachments_byte_for_byte(gateway):
+def test_forward_carries_attachments_byte_for_byte(gateway: Gateway) -> None:
     """A forward carries the original attachments unchanged."""
     client = sign_in(gateway, "member")
     subject = unique("Papers to pass on")
@@ -384,7 +396,7 @@ def test_forward_carries_attachments_byte_for_byte(gateway):
     assert parts and parts[0].get_content() == PDF
 
 
-def test_draft_saved_and_reopened(gateway):
+def test_draft_saved_and_reopened(gateway: Gateway) -> None:
     """Save draft APPENDs to Drafts; reopening it fills the form; sending removes it."""
     client = sign_in(gateway, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -404,7 +416,7 @@ def test_draft_saved_and_reopened(gateway):
     assert find_uid(gateway, "member2", subject) is not None
 
 
-def test_autosave_answers_json(gateway):
+def test_autosave_answers_json(gateway: Gateway) -> None:
     """The autosave request saves to Drafts and answers JSON for the page script."""
     client = sign_in(gateway, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -416,7 +428,8 @@ def test_autosave_answers_json(gateway):
     assert find_uid(gateway, "member", subject, "Drafts") is not None
 
 
-def test_upload_limit_has_a_clear_message(stack, loop_thread, tmp_path):
+def test_upload_limit_has_a_clear_message(stack: DevStack, loop_thread: LoopThread,
+                                          tmp_path: Path) -> None:
     """Attachments over mail.max_upload_bytes are refused with a plain message."""
     from tests.conftest import start_gateway
     gw = start_gateway(stack, loop_thread, tmp_path, mail__max_upload_bytes=2048)
@@ -430,14 +443,14 @@ def test_upload_limit_has_a_clear_message(stack, loop_thread, tmp_path):
         assert r.status_code == 400
         assert "was not added" in r.text
     finally:
-        loop_thread.run(gw.server.stop())
+        gw.stop()
 
 
-def gateway_origin(gw) -> str:
+def gateway_origin(gw: Gateway) -> str:
     return gw.url
 
 
-def test_compose_post_needs_csrf(gateway):
+def test_compose_post_needs_csrf(gateway: Gateway) -> None:
     """Sending without the CSRF token is refused."""
     client = sign_in(gateway, "member")
     r = client.post("/mail/send", data={"to": "x@y.example", "outbox_id": "a" * 22},
@@ -445,7 +458,7 @@ def test_compose_post_needs_csrf(gateway):
     assert r.status_code == 403
 
 
-def test_other_members_messages_are_not_reachable(gateway):
+def test_other_members_messages_are_not_reachable(gateway: Gateway) -> None:
     """A uid from another member's mailbox shows nothing of theirs."""
     subject = unique("Private to Jo")
     uid = deliver(gateway, "member2", message(subject, to="jo.evans@council.example",
@@ -459,7 +472,7 @@ def test_other_members_messages_are_not_reachable(gateway):
     assert "private plans" not in frame.text  # not from Jo's cached body either
 
 
-def test_new_mail_event_stream(gateway):
+def test_new_mail_event_stream(gateway: Gateway) -> None:
     """The events stream announces new mail in the open folder (IMAP IDLE)."""
     client = sign_in(gateway, "member")
     with client.stream("GET", "/mail/events", params={"f": "INBOX"}, timeout=30) as r:
@@ -477,7 +490,7 @@ def test_new_mail_event_stream(gateway):
         assert "event: mail" in seen
 
 
-def test_imap_down_gives_clear_page_then_reconnects(gateway):
+def test_imap_down_gives_clear_page_then_reconnects(gateway: Gateway) -> None:
     """Dovecot stopped: a plain 503 page; started again: the same session works."""
     client = sign_in(gateway, "member")
     assert client.get("/mail").status_code == 200
@@ -491,7 +504,7 @@ def test_imap_down_gives_clear_page_then_reconnects(gateway):
     assert client.get("/mail").status_code == 200
 
 
-def test_smtp_down_keeps_the_message(gateway):
+def test_smtp_down_keeps_the_message(gateway: Gateway) -> None:
     """SMTP unreachable: the message is kept and the member told so."""
     client = sign_in(gateway, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -510,7 +523,7 @@ def test_smtp_down_keeps_the_message(gateway):
     {"f": "INBOX", "uid": "abc"}, {"f": "INBOX", "uid": "99999999"},
     {"f": "No Such Folder", "uid": "1"}, {"f": "INBOX\r\nA LOGOUT", "uid": "1"},
 ])
-def test_bad_message_references_get_clear_4xx(gateway, params):
+def test_bad_message_references_get_clear_4xx(gateway: Gateway, params: dict[str, str]) -> None:
     """Nonsense uids and folders get a plain 4xx page, never a 500."""
     client = sign_in(gateway, "member")
     r = client.get("/mail/read", params=params)
@@ -518,7 +531,7 @@ def test_bad_message_references_get_clear_4xx(gateway, params):
     assert "Traceback" not in r.text
 
 
-def test_sent_redirect_lands_on_inbox(gateway):
+def test_sent_redirect_lands_on_inbox(gateway: Gateway) -> None:
     """After sending, the member lands on their Inbox."""
     client = sign_in(gateway, "member")
     action, fields = compose_form(client, "/mail/compose")
@@ -529,7 +542,7 @@ def test_sent_redirect_lands_on_inbox(gateway):
     assert loc.path == "/mail" and parse_qs(loc.query)["f"] == ["INBOX"]
 
 
-def test_invitation_in_mail_is_answered_through_graph(gateway):
+def test_invitation_in_mail_is_answered_through_graph(gateway: Gateway) -> None:
     """A meeting request in the Inbox shows Accept/Tentative/Decline; Accept acts on the
     member's calendar event with the same iCalendar UID (through Graph)."""
     u = user("member")
@@ -544,7 +557,7 @@ def test_invitation_in_mail_is_answered_through_graph(gateway):
     from gateway.mail import mailbox
     from tests.web.mailhelp import direct
 
-    async def same_subject(conn):
+    async def same_subject(conn: ImapConn) -> list[int]:
         return await mailbox.search_uids(conn, "INBOX", ["SUBJECT", f'"{target.seed.subject}"'])
     client = sign_in(gateway, "member")
     uid, ical = None, None
@@ -552,9 +565,9 @@ def test_invitation_in_mail_is_answered_through_graph(gateway):
         page = client.get("/mail/read", params={"f": "INBOX", "uid": candidate}).text
         form = re.search(r'<form[^>]+class="invite-answer".*?</form>', page, re.S)
         if form:
-            found = unescape(re.search(r'name="uid" value="([^"]+)"', form.group(0)).group(1))
-            if found == target.ical_uid:
-                uid, ical = candidate, found
+            form_uid = found(re.search(r'name="uid" value="([^"]+)"', form.group(0)))
+            if unescape(form_uid.group(1)) == target.ical_uid:
+                uid, ical = candidate, unescape(form_uid.group(1))
                 break
     assert uid is not None, "the invitation email carries the calendar event's UID"
     sent_before = len(graph.sent)
@@ -566,7 +579,7 @@ def test_invitation_in_mail_is_answered_through_graph(gateway):
     assert graph.sent[sent_before:] and graph.sent[-1]["kind"] == "accepted"
 
 
-def test_large_attachment_streams_intact(gateway):
+def test_large_attachment_streams_intact(gateway: Gateway) -> None:
     """A 3 MB attachment arrives byte for byte through several partial fetches."""
     import os
     # Opens inline only if its first bytes are a PNG's (the signature), then anything.
@@ -581,7 +594,7 @@ def test_large_attachment_streams_intact(gateway):
     assert r.headers["content-type"] == "image/png"
 
 
-def test_dropped_imap_connection_is_replaced_without_the_member_noticing(gateway):
+def test_dropped_imap_connection_is_replaced_without_the_member_noticing(gateway: Gateway) -> None:
     """When the pooled IMAP connection is cut (Exchange's idle cut, a network blip), the next
     page reconnects by itself."""
     client = sign_in(gateway, "member")
@@ -595,7 +608,7 @@ def test_dropped_imap_connection_is_replaced_without_the_member_noticing(gateway
     assert r.status_code == 200
 
 
-def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway):
+def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway: Gateway) -> None:
     """Reply-all and forward of every hostile message render without error, and sending a
     forward of the encoded-CRLF one goes only to the address typed in."""
     from gateway.mail import mailbox
@@ -607,7 +620,7 @@ def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway):
     for raw in corpus.values():
         gateway.stack.mail.deliver(user("member").email, raw, folder=folder)
 
-    async def newest(conn):
+    async def newest(conn: ImapConn) -> list[int]:
         return (await mailbox.search_uids(conn, folder, ["ALL"]))[: len(corpus)]
     uids = direct(gateway, "member", newest)
     client = sign_in(gateway, "member")
@@ -627,7 +640,7 @@ def test_replies_and_forwards_of_hostile_mail_inject_nothing(gateway):
     assert len(gateway.stack.mail.outbound) == outbound_before  # nobody outside reached
 
 
-def test_inline_cid_image_is_embedded_in_the_frame(gateway):
+def test_inline_cid_image_is_embedded_in_the_frame(gateway: Gateway) -> None:
     """A cid: image is served inside the sandboxed frame (as data), with no cookie needed."""
     raw = with_inline_image(unique("Logo"), "text",
                             '<p>Logo: <img src="cid:logo@council" alt="logo"></p>', "logo@council")
@@ -637,7 +650,7 @@ def test_inline_cid_image_is_embedded_in_the_frame(gateway):
     assert "data:image/png;base64," in frame.text and "cid:" not in frame.text
 
 
-def test_double_send_delivers_once(gateway):
+def test_double_send_delivers_once(gateway: Gateway) -> None:
     """Pressing Send twice (or resubmitting the form) sends the message once; the second
     press is told it has been sent. Two presses at the same moment: one send."""
     import threading
@@ -667,7 +680,7 @@ def test_double_send_delivers_once(gateway):
         t.join(60)
     assert results.count(303) == 1, results
 
-    async def count(conn):
+    async def count(conn: ImapConn) -> int:
         from gateway.mail import mailbox
         return len(await mailbox.search_uids(conn, "INBOX", ["SUBJECT", f'"{racing}"']))
     from tests.web.mailhelp import direct
@@ -675,7 +688,7 @@ def test_double_send_delivers_once(gateway):
     assert find_uid(gateway, "member2", subject) is not None
 
 
-def test_search_uses_sort_by_date_where_offered(gateway):
+def test_search_uses_sort_by_date_where_offered(gateway: Gateway) -> None:
     """Where the server offers SORT (permissive Dovecot), results come newest by Date, even
     against arrival order; Exchange offers no SORT, so there they come newest by arrival."""
     token = unique("Sorted")
@@ -692,7 +705,7 @@ def test_search_uses_sort_by_date_where_offered(gateway):
         assert page.index(token + " newer") < page.index(token + " older")
 
 
-def test_new_mail_shows_on_the_next_page_with_the_connection_open(gateway):
+def test_new_mail_shows_on_the_next_page_with_the_connection_open(gateway: Gateway) -> None:
     """With the member's IMAP connection kept open, the next list still shows new mail."""
     client = sign_in(gateway, "member")
     assert client.get("/mail").status_code == 200
@@ -701,7 +714,7 @@ def test_new_mail_shows_on_the_next_page_with_the_connection_open(gateway):
     assert subject in client.get("/mail").text
 
 
-def test_a_members_sessions_share_one_imap_connection(gateway):
+def test_a_members_sessions_share_one_imap_connection(gateway: Gateway) -> None:
     """Several sessions of one member (iPad and laptop) use one IMAP connection."""
     a, b = sign_in(gateway, "member"), sign_in(gateway, "member")
     assert a.get("/mail").status_code == 200 and b.get("/mail").status_code == 200
@@ -709,7 +722,7 @@ def test_a_members_sessions_share_one_imap_connection(gateway):
     assert pool.open_connections == 1
 
 
-def test_connection_limit_is_a_clear_503_not_a_sign_out(gateway):
+def test_connection_limit_is_a_clear_503_not_a_sign_out(gateway: Gateway) -> None:
     """When the server refuses more connections for the mailbox, the member is told so
     and stays signed in."""
     from tests.web.mailhelp import open_idle_connections
@@ -721,23 +734,23 @@ def test_connection_limit_is_a_clear_503_not_a_sign_out(gateway):
     assert client.get("/mail").status_code == 200  # still signed in once they are gone
 
 
-def test_flags_changed_elsewhere_show_on_the_next_page(gateway):
+def test_flags_changed_elsewhere_show_on_the_next_page(gateway: Gateway) -> None:
     """Summaries are reused between pages, but flags set by another app (Outlook) show."""
     client = sign_in(gateway, "member")
     subject = unique("Read elsewhere")
     uid = deliver(gateway, "member", message(subject))
     row = re.compile(r'<li class="row( unread)?">\s*<input[^>]+value="' + str(uid) + '"')
-    assert row.search(client.get("/mail").text).group(1) == " unread"
+    assert found(row.search(client.get("/mail").text)).group(1) == " unread"
 
-    async def mark_read(conn):
+    async def mark_read(conn: ImapConn) -> None:
         from gateway.mail import mailbox
         await mailbox.set_flags(conn, "INBOX", [uid], "\\Seen", True)
     from tests.web.mailhelp import direct
     direct(gateway, "member", mark_read)
-    assert row.search(client.get("/mail").text).group(1) is None
+    assert found(row.search(client.get("/mail").text)).group(1) is None
 
 
-def test_mail_work_shows_in_metrics(gateway):
+def test_mail_work_shows_in_metrics(gateway: Gateway) -> None:
     """Member IMAP calls and sends are counted per upstream in /metrics."""
     client = sign_in(gateway, "member")
     client.get("/mail")
@@ -755,7 +768,7 @@ def test_mail_work_shows_in_metrics(gateway):
         line for line in text.splitlines() if "sen" in line][:5]
 
 
-def test_delete_in_deleted_items_removes_for_good(gateway):
+def test_delete_in_deleted_items_removes_for_good(gateway: Gateway) -> None:
     """Delete in Deleted Items removes the message permanently, as Outlook does."""
     client = sign_in(gateway, "member")
     subject = unique("Binned")
@@ -766,7 +779,7 @@ def test_delete_in_deleted_items_removes_for_good(gateway):
     assert find_uid(gateway, "member", subject, "Deleted Items") is None
 
 
-def test_large_message_opens_from_its_structure(gateway):
+def test_large_message_opens_from_its_structure(gateway: Gateway) -> None:
     """A message with a large attachment opens without downloading it: text, HTML body,
     inline image and the attachment list come from its structure; it is marked read; the
     attachment still downloads whole."""
@@ -782,13 +795,13 @@ def test_large_message_opens_from_its_structure(gateway):
     assert page.status_code == 200
     assert "Pack.pdf" in page.text and "4.0 MB" in page.text
     assert "seen" in flags_of(gateway, "member", "INBOX", uid)
-    frame = client.get(unescape(re.search(r'<iframe[^>]+src="([^"]+)"', page.text).group(1)))
+    frame = client.get(unescape(found(re.search(r'<iframe[^>]+src="([^"]+)"', page.text)).group(1)))
     assert "<b>attached</b>" in frame.text and "data:image/png;base64," in frame.text
     link = next(h for h in hrefs(page.text, "/mail/part?") if "part=2" in h)
     assert client.get(link).content == big
 
 
-def test_forward_of_a_large_message_carries_its_attachment(gateway):
+def test_forward_of_a_large_message_carries_its_attachment(gateway: Gateway) -> None:
     """Forwarding a message opened from its structure still carries the attachment whole."""
     import email
     import email.policy
@@ -812,7 +825,7 @@ def test_forward_of_a_large_message_carries_its_attachment(gateway):
     assert [p.get_content() for p in fwd.iter_attachments()] == [big]
 
 
-def test_notices_show_only_to_their_session_and_only_while_fresh(gateway):
+def test_notices_show_only_to_their_session_and_only_while_fresh(gateway: Gateway) -> None:
     """A notice link shows its notice to the session it was made for, not to another
     session (a forged or shared link) and not after ten minutes; a note that was tampered
     with shows nothing."""
@@ -835,7 +848,7 @@ def test_notices_show_only_to_their_session_and_only_while_fresh(gateway):
     assert "Moved to Archive" not in client.get(link).text
 
 
-def test_nothing_ticked_is_a_redirect_with_a_notice_not_an_error(gateway):
+def test_nothing_ticked_is_a_redirect_with_a_notice_not_an_error(gateway: Gateway) -> None:
     """Delete with no message chosen answers 303 back to the list with a notice."""
     client = sign_in(gateway, "member")
     r = client.post("/mail/action", data={"csrf_token": csrf_of(client, "/mail"), "f": "INBOX",
@@ -847,7 +860,7 @@ def test_nothing_ticked_is_a_redirect_with_a_notice_not_an_error(gateway):
     assert "Choose at least one message first" in page.text
 
 
-def test_every_recipient_refused_names_them_and_keeps_the_message(gateway):
+def test_every_recipient_refused_names_them_and_keeps_the_message(gateway: Gateway) -> None:
     """All recipients refused: nothing sent, each refused address named with the server's
     reason, the form back with everything typed."""
     client = sign_in(gateway, "member")
@@ -861,7 +874,7 @@ def test_every_recipient_refused_names_them_and_keeps_the_message(gateway):
     assert subject in text and "Kept</textarea>" in text
 
 
-def test_attachment_kinds_are_named_as_members_know_them():
+def test_attachment_kinds_are_named_as_members_know_them() -> None:
     """Office types get their everyday names; unknown types fall back to their family."""
     from gateway.web.mailviews import kind_name
     assert kind_name("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet") \

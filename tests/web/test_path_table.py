@@ -2,6 +2,7 @@
 and the per-path decisions the middlewares read are the ones the security rules need."""
 
 import re
+from pathlib import Path
 
 from starlette.routing import Mount, Route
 
@@ -15,7 +16,7 @@ def _sample(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "x", path)
 
 
-def test_every_route_of_the_app_has_an_entry(tmp_path):
+def test_every_route_of_the_app_has_an_entry(tmp_path: Path) -> None:
     app = create_app(load_settings(environ={
         "GATEWAY_STORE_SQLITE_PATH": str(tmp_path / "g.db")}))
     paths = []
@@ -30,7 +31,7 @@ def test_every_route_of_the_app_has_an_entry(tmp_path):
     assert unnamed == [], f"routes missing from the path table: {unnamed}"
 
 
-def test_entries_are_unique_and_longest_match_wins():
+def test_entries_are_unique_and_longest_match_wins() -> None:
     keys = [(r.prefix, r.exact) for r in TABLE]
     assert len(keys) == len(set(keys))
     assert rule_for("/auth/callback").csrf_exempt
@@ -40,7 +41,7 @@ def test_entries_are_unique_and_longest_match_wins():
     assert rule_for("/nowhere") is DEFAULT and not DEFAULT.public
 
 
-def test_the_decisions_the_middlewares_read():
+def test_the_decisions_the_middlewares_read() -> None:
     public = ["/auth/start", "/static/app.css", "/livez", "/readyz", "/health", "/status",
               "/favicon.ico", "/robots.txt"]
     assert all(rule_for(p).public for p in public)

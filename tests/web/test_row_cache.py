@@ -13,7 +13,7 @@ ROW = Row(uid=7, url="/mail/read?f=INBOX&uid=7", sender="Ann <ann@x>",
           answered=False, has_attachment=False, size="2 KB", preview="Papers & plans")
 
 
-def test_row_fragment_escapes_and_follows_each_field():
+def test_row_fragment_escapes_and_follows_each_field() -> None:
     """Markup is escaped; a change of flag, folder (URL), date, preview or tick box gives a
     different fragment, and the same row gives the same one."""
     html = str(row_html(ROW, True))

@@ -6,17 +6,20 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aioimaplib
 
 from gateway.auth.sessions import FLOW_COOKIE, SESSION_COOKIE
+from gateway.devstack.stack import DevStack
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
-from tests.conftest import authorize, csrf_of, post_callback, sign_in
+from tests.conftest import Gateway, LoopThread, authorize, csrf_of, post_callback, sign_in
 
 
-def imap_count(gw, who: str) -> int:
+def imap_count(gw: Gateway, who: str) -> int:
     """INBOX count read straight from Dovecot, bypassing the gateway."""
     u = user(who)
     assert gw.stack.entra is not None and gw.stack.mail is not None
@@ -40,7 +43,7 @@ def proof_count(html: str) -> int:
     return int(m.group(1))
 
 
-def test_member_signs_in_and_sees_name_and_inbox_count(gateway):
+def test_member_signs_in_and_sees_name_and_inbox_count(gateway: Gateway) -> None:
     """A member signs in through msal and the stand-in, and sees their INBOX count."""
     client = sign_in(gateway, "member")
     page = client.get("/")
@@ -49,7 +52,7 @@ def test_member_signs_in_and_sees_name_and_inbox_count(gateway):
     assert proof_count(page.text) == imap_count(gateway, "member") > 0
 
 
-def test_each_member_sees_only_their_own_mailbox(gateway):
+def test_each_member_sees_only_their_own_mailbox(gateway: Gateway) -> None:
     """Two members' sessions each show their own name and their own count."""
     gateway.stack.mail.deliver(user("member2").email,
                                b"From: a@b.example\r\nSubject: only for Jo\r\n\r\nhi\r\n")
@@ -62,7 +65,7 @@ def test_each_member_sees_only_their_own_mailbox(gateway):
     assert proof_count(pb) == imap_count(gateway, "member2")
 
 
-def test_return_to_the_page_first_asked_for(gateway):
+def test_return_to_the_page_first_asked_for(gateway: Gateway) -> None:
     """An anonymous visit goes to sign-in and, after it, back to the page asked for."""
     client = gateway.client()
     r = client.get("/?folder=INBOX")
@@ -74,7 +77,7 @@ def test_return_to_the_page_first_asked_for(gateway):
     assert r.status_code == 303 and r.headers["location"] == "/?folder=INBOX"
 
 
-def test_wrong_state_is_refused(gateway):
+def test_wrong_state_is_refused(gateway: Gateway) -> None:
     """A callback whose state does not match the flow is refused with a clear page."""
     client = gateway.client()
     reply = authorize(gateway, client, "member")
@@ -85,14 +88,14 @@ def test_wrong_state_is_refused(gateway):
     assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
 
 
-def test_callback_without_flow_cookie_is_refused(gateway):
+def test_callback_without_flow_cookie_is_refused(gateway: Gateway) -> None:
     """A callback from another browser (no flow cookie) cannot complete a sign-in."""
     reply = authorize(gateway, gateway.client(), "member")
     r = post_callback(gateway, gateway.client(), reply)
     assert r.status_code == 400 and "expired or was already used" in r.text
 
 
-def test_replayed_code_is_refused(gateway):
+def test_replayed_code_is_refused(gateway: Gateway) -> None:
     """An authorization code redeemed once cannot be redeemed again."""
     client = gateway.client()
     first = authorize(gateway, client, "member")
@@ -105,7 +108,7 @@ def test_replayed_code_is_refused(gateway):
     assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
 
 
-def test_nonce_mismatch_is_refused(gateway):
+def test_nonce_mismatch_is_refused(gateway: Gateway) -> None:
     """An id_token whose nonce is not the one sent is refused (msal's nonce check)."""
     entra = gateway.stack.entra
     client = gateway.client()
@@ -116,7 +119,7 @@ def test_nonce_mismatch_is_refused(gateway):
     assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
 
 
-def test_consent_denied_gives_a_plain_message(gateway):
+def test_consent_denied_gives_a_plain_message(gateway: Gateway) -> None:
     """A member who declines consent gets a plain explanation, no session."""
     u = user("member2")
     gateway.stack.entra.deny_consent(u.oid)
@@ -133,7 +136,7 @@ def test_consent_denied_gives_a_plain_message(gateway):
     assert SESSION_COOKIE not in r.headers.get("set-cookie", "")
 
 
-def test_user_without_role_is_refused(gateway):
+def test_user_without_role_is_refused(gateway: Gateway) -> None:
     """Someone with no gateway role or group is refused and gets no session."""
     client = gateway.client()
     r = post_callback(gateway, client, authorize(gateway, client, "norole"))
@@ -143,7 +146,8 @@ def test_user_without_role_is_refused(gateway):
     assert client.get("/mail").status_code == 303
 
 
-def test_group_membership_admits_when_configured(stack, loop_thread, tmp_path):
+def test_group_membership_admits_when_configured(stack: DevStack, loop_thread: LoopThread,
+                                                 tmp_path: Path) -> None:
     """A group id from settings admits a user with no app role."""
     from tests.conftest import start_gateway
     norole = user("norole")
@@ -155,15 +159,15 @@ def test_group_membership_admits_when_configured(stack, loop_thread, tmp_path):
         assert client.get("/").status_code == 200
     finally:
         stack.entra.set_groups(norole.oid, None)
-        loop_thread.run(gw.server.stop())
+        gw.stop()
 
 
-def _expire_access_tokens(gateway):
+def _expire_access_tokens(gateway: Gateway) -> None:
     """Make every cached access token look expired so the next page must refresh."""
     gateway.stack.entra.access_token_lifetime = 60  # msal treats < 5 min as expired
 
 
-def test_revoked_refresh_token_leads_back_to_sign_in(gateway):
+def test_revoked_refresh_token_leads_back_to_sign_in(gateway: Gateway) -> None:
     """When the refresh token is revoked, the member is sent to sign-in, then back."""
     entra = gateway.stack.entra
     old = entra.access_token_lifetime
@@ -183,7 +187,7 @@ def test_revoked_refresh_token_leads_back_to_sign_in(gateway):
         entra.access_token_lifetime = old
 
 
-def test_expired_refresh_token_leads_back_to_sign_in(gateway):
+def test_expired_refresh_token_leads_back_to_sign_in(gateway: Gateway) -> None:
     """When the refresh token has expired, the member is sent to sign-in."""
     entra = gateway.stack.entra
     old = entra.access_token_lifetime
@@ -197,7 +201,7 @@ def test_expired_refresh_token_leads_back_to_sign_in(gateway):
         entra.access_token_lifetime = old
 
 
-def test_sign_out_ends_session_token_cache_and_entra_session(gateway):
+def test_sign_out_ends_session_token_cache_and_entra_session(gateway: Gateway) -> None:
     """Sign-out deletes the session and token cache and goes to Entra's end-session URL."""
     client = sign_in(gateway, "member")
     svc = gateway.app.state.gateway.services
@@ -215,7 +219,7 @@ def test_sign_out_ends_session_token_cache_and_entra_session(gateway):
     assert client.get("/mail").status_code == 303
 
 
-def test_token_cache_is_encrypted_at_rest(gateway):
+def test_token_cache_is_encrypted_at_rest(gateway: Gateway) -> None:
     """The stored token cache holds no token in the clear and decrypts with the ring."""
     client = sign_in(gateway, "member")
     svc = gateway.app.state.gateway.services
@@ -226,7 +230,7 @@ def test_token_cache_is_encrypted_at_rest(gateway):
     assert b"RefreshToken" in plain
 
 
-def test_flow_cookie_allows_the_cross_site_form_post(gateway):
+def test_flow_cookie_allows_the_cross_site_form_post(gateway: Gateway) -> None:
     """The flow cookie is SameSite=None (Entra posts back cross-site), Secure, HttpOnly."""
     client = gateway.client()
     r = client.get("/auth/start", params={"next": "/"})
@@ -236,7 +240,7 @@ def test_flow_cookie_allows_the_cross_site_form_post(gateway):
         assert flag in cookie
 
 
-def test_entra_down_gives_a_clear_page(gateway):
+def test_entra_down_gives_a_clear_page(gateway: Gateway) -> None:
     """If Entra ID answers errors, starting sign-in shows a plain 503 page."""
     entra = gateway.stack.entra
     # A fresh gateway has not cached discovery; the stand-in answers 503 to everything.
@@ -249,7 +253,7 @@ def test_entra_down_gives_a_clear_page(gateway):
     assert "Traceback" not in r.text and "sign-in service" in r.text
 
 
-def test_forged_token_is_refused_by_dovecot_quickly(gateway):
+def test_forged_token_is_refused_by_dovecot_quickly(gateway: Gateway) -> None:
     """The gateway's IMAP adapter turns a refused token into ReauthRequired, promptly."""
     from gateway.errors import ReauthRequired
     from gateway.mail import imap_login
@@ -266,7 +270,8 @@ def test_forged_token_is_refused_by_dovecot_quickly(gateway):
     assert result == "refused"
 
 
-def test_token_cache_still_decrypts_after_key_rotation(stack, loop_thread, tmp_path):
+def test_token_cache_still_decrypts_after_key_rotation(stack: DevStack, loop_thread: LoopThread,
+                                                       tmp_path: Path) -> None:
     """With a new key put first and the old one kept, a member's stored tokens still work;
     once the old key is dropped they are unreadable and the member signs in again."""
     from gateway.crypto import new_key
@@ -277,7 +282,8 @@ def test_token_cache_still_decrypts_after_key_rotation(stack, loop_thread, tmp_p
     client = sign_in(gw1, "member")
     assert client.get("/").status_code == 200
     session_id = client.cookies.get(SESSION_COOKIE)
-    loop_thread.run(gw1.server.stop())
+    assert session_id
+    gw1.stop()
 
     gw2 = start_gateway(stack, loop_thread, tmp_path, crypto__keys=[new, old])
     try:
@@ -285,7 +291,7 @@ def test_token_cache_still_decrypts_after_key_rotation(stack, loop_thread, tmp_p
         c2.cookies.set(SESSION_COOKIE, session_id, domain="127.0.0.1")
         assert c2.get("/").status_code == 200  # a new IMAP login: token from the old blob
     finally:
-        loop_thread.run(gw2.server.stop())
+        gw2.stop()
 
     gw3 = start_gateway(stack, loop_thread, tmp_path, crypto__keys=[new])
     try:
@@ -294,10 +300,10 @@ def test_token_cache_still_decrypts_after_key_rotation(stack, loop_thread, tmp_p
         r = c3.get("/")
         assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
     finally:
-        loop_thread.run(gw3.server.stop())
+        gw3.stop()
 
 
-def test_fresh_sign_in_asks_entra_for_credentials_again(gateway):
+def test_fresh_sign_in_asks_entra_for_credentials_again(gateway: Gateway) -> None:
     """The admin page's 'sign in again' asks Entra for prompt=login, so a recent sign-in
     really is recent and not Entra's silent single sign-on."""
     r = gateway.client().get("/auth/start", params={"fresh": "1", "next": "/admin"})
@@ -310,7 +316,7 @@ def test_fresh_sign_in_asks_entra_for_credentials_again(gateway):
 # ------------------------------------------------- faults ICT must fix, transient, step-up
 
 
-def _entra_control(gw, body: dict) -> dict:
+def _entra_control(gw: Gateway, body: dict[str, Any]) -> dict[str, Any]:
     """Flip the Entra stand-in's switches through its real HTTPS control endpoint."""
     import httpx
 
@@ -320,10 +326,11 @@ def _entra_control(gw, body: dict) -> dict:
         r = c.post(entra.base_url + "/_devstack/control", json=body,
                    headers={"Authorization": f"Bearer {entra.admin_key}"})
     assert r.status_code == 200, r.text
-    return r.json()
+    state: dict[str, Any] = r.json()
+    return state
 
 
-def test_consent_missing_is_named_audited_counted_and_in_health(gateway):
+def test_consent_missing_is_named_audited_counted_and_in_health(gateway: Gateway) -> None:
     """AADSTS65001 at sign-in: a page saying ICT has been told, an audit row, a metric and a
     /health warning naming the fault and its fix."""
     u = user("member2")
@@ -350,7 +357,7 @@ def test_consent_missing_is_named_audited_counted_and_in_health(gateway):
     assert "AADSTS65001" in check["output"]
 
 
-def test_passing_entra_error_keeps_the_session_and_says_try_again(gateway):
+def test_passing_entra_error_keeps_the_session_and_says_try_again(gateway: Gateway) -> None:
     """A 500 or temporarily_unavailable while refreshing: 503 with Retry-After and "try
     again in a minute", the session stays, and the next try works."""
     entra = gateway.stack.entra
@@ -371,7 +378,7 @@ def test_passing_entra_error_keeps_the_session_and_says_try_again(gateway):
         entra.fail_token_requests(None)
 
 
-def test_claims_challenge_sends_member_through_sign_in_and_back(gateway):
+def test_claims_challenge_sends_member_through_sign_in_and_back(gateway: Gateway) -> None:
     """The step-up user's calendar: interaction_required with claims -> /auth/start with the
     claims sealed -> Entra with claims= -> back on the calendar, which now works."""
     import httpx
@@ -397,7 +404,8 @@ def test_claims_challenge_sends_member_through_sign_in_and_back(gateway):
     assert client.get("/calendar").status_code == 200
 
 
-def test_group_overage_resolves_groups_through_graph(stack, loop_thread, tmp_path):
+def test_group_overage_resolves_groups_through_graph(stack: DevStack, loop_thread: LoopThread,
+                                                     tmp_path: Path) -> None:
     """The member in 251 groups gets no groups claim; the gateway reads them from Graph, so
     a pilot that admits only the pilot group still admits them."""
     from gateway.devstack.users import PILOT_GROUP
@@ -414,10 +422,10 @@ def test_group_overage_resolves_groups_through_graph(stack, loop_thread, tmp_pat
     finally:
         for c in gw.clients:
             c.close()
-        loop_thread.run(gw.server.stop())
+        gw.stop()
 
 
-def test_passing_entra_error_during_sign_in_says_try_again(gateway):
+def test_passing_entra_error_during_sign_in_says_try_again(gateway: Gateway) -> None:
     """Entra's 500 while redeeming the code: a plain 503 with Retry-After, no session and no
     loop; the next sign-in works."""
     client = gateway.client()

@@ -22,7 +22,7 @@ def ask(client: httpx.Client, q: str) -> dict[str, Any]:
     return body
 
 
-def test_graph_people_search_for_a_member_with_people_read(gw: Gateway):
+def test_graph_people_search_for_a_member_with_people_read(gw: Gateway) -> None:
     member = sign_in(gw, "member")
     before = gw.stack.graph.people.requests
     body = ask(member, "priya")
@@ -33,7 +33,7 @@ def test_graph_people_search_for_a_member_with_people_read(gw: Gateway):
     assert ask(member, " ") == {"source": "", "people": []}
 
 
-def test_recent_correspondents_when_people_read_is_refused(gw: Gateway):
+def test_recent_correspondents_when_people_read_is_refused(gw: Gateway) -> None:
     # The stand-in answers member2 (Cllr Jo Evans) as if People.Read were not consented.
     name = unique("Pat Green")
     deliver(gw, "member2", message(unique("Library hours"), sender="jo.evans@council.example",
@@ -49,7 +49,7 @@ def test_recent_correspondents_when_people_read_is_refused(gw: Gateway):
     assert ask(member2, "zzzz-nobody")["people"] == []
 
 
-def test_suggestions_need_a_signed_in_member(gw: Gateway):
+def test_suggestions_need_a_signed_in_member(gw: Gateway) -> None:
     anonymous = gw.client()
     r = anonymous.get("/mail/people", params={"q": "jo"},
                       headers={"Accept": "application/json"})

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import Gateway
 from tests.web.mailhelp import deliver, message, unique
 from tests.web.webkit import WebKitSession, sign_in
 
 pytestmark = pytest.mark.browser
 
 
-def test_sign_in_read_and_compose_in_webkit(gateway, webkit: WebKitSession):
+def test_sign_in_read_and_compose_in_webkit(gateway: Gateway, webkit: WebKitSession) -> None:
     """In WebKit: sign in through form_post (cookies survive), list, open a message in its
     sandboxed frame, open the compose form; no CSP violations on the way."""
     subject = unique("WebKit check")

@@ -8,12 +8,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import Gateway
 from tests.web.webkit import WebKitSession
 
 pytestmark = pytest.mark.browser
@@ -66,7 +67,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_default_session_is_an_ipad_with_safaris_default_user_agent(webkit, page_url):
+def test_default_session_is_an_ipad_with_safaris_default_user_agent(webkit: WebKitSession,
+                                                                    page_url: str) -> None:
     """1024x1366 CSS px at devicePixelRatio 2, light scheme, the Mac UA iPadOS Safari sends."""
     webkit.get(page_url)
     info = webkit.info()
@@ -77,7 +79,8 @@ def test_default_session_is_an_ipad_with_safaris_default_user_agent(webkit, page
     assert webkit.driver.find_element("id", "ran").text == "yes"  # the nonce'd script ran
 
 
-def test_console_capture_sees_errors_and_csp_violations(webkit, page_url):
+def test_console_capture_sees_errors_and_csp_violations(webkit: WebKitSession,
+                                                        page_url: str) -> None:
     webkit.get(page_url)
     webkit.install_console_capture()
     assert webkit.console_errors() == []
@@ -92,7 +95,7 @@ def test_console_capture_sees_errors_and_csp_violations(webkit, page_url):
     assert webkit.driver.execute_script("return window.bad") is None
 
 
-def test_a_refused_connection_raises_instead_of_leaving_a_blank_page(webkit):
+def test_a_refused_connection_raises_instead_of_leaving_a_blank_page(webkit: WebKitSession) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -101,7 +104,9 @@ def test_a_refused_connection_raises_instead_of_leaving_a_blank_page(webkit):
         webkit.get(f"http://127.0.0.1:{port}/")
 
 
-def test_options_dark_mode_and_the_mobile_ipad_user_agent(webkit_factory, page_url):
+def test_options_dark_mode_and_the_mobile_ipad_user_agent(
+    webkit_factory: Callable[..., WebKitSession], page_url: str,
+) -> None:
     s = webkit_factory(dark=True, ua="ipad", scale=1, width=800, height=600)
     s.get(page_url)
     info = s.info()
@@ -110,7 +115,7 @@ def test_options_dark_mode_and_the_mobile_ipad_user_agent(webkit_factory, page_u
     assert info["inner"] == [800, 600] and info["dpr"] == 1
 
 
-def test_stop_ends_everything_the_session_started(page_url):
+def test_stop_ends_everything_the_session_started(page_url: str) -> None:
     s = WebKitSession(own_display=True)
     s.start()
     s.get(page_url)
@@ -126,7 +131,9 @@ def test_stop_ends_everything_the_session_started(page_url):
     assert not os.path.exists(s.log_dir)
 
 
-def test_an_untrusted_certificate_raises_when_insecure_certs_are_refused(webkit_factory, gateway):
+def test_an_untrusted_certificate_raises_when_insecure_certs_are_refused(
+    webkit_factory: Callable[..., WebKitSession], gateway: Gateway,
+) -> None:
     s = webkit_factory(accept_insecure_certs=False, scale=1)
     with pytest.raises(RuntimeError, match="navigation to"):
         s.get(gateway.url + "/")

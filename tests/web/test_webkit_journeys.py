@@ -5,10 +5,12 @@ landscape iPad."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlencode
 
 import pytest
 
+from tests.conftest import Gateway
 from tests.web.mailhelp import PDF, deliver, find_uid, message, unique
 from tests.web.webkit import WebKitSession, sign_in
 
@@ -18,8 +20,8 @@ BOX = "const r = document.querySelector(arguments[0]).getBoundingClientRect();" 
 pytestmark = pytest.mark.browser
 
 
-def test_delete_from_the_inbox_lands_on_a_working_inbox_in_webkit(gateway,
-                                                                  webkit: WebKitSession):
+def test_delete_from_the_inbox_lands_on_a_working_inbox_in_webkit(gateway: Gateway,
+                                                                  webkit: WebKitSession) -> None:
     """Tick a message, Delete: the Inbox shows again without it (not "Error 502")."""
     subject = unique("WebKit delete")
     uid = deliver(gateway, "member", message(subject))
@@ -41,7 +43,7 @@ def test_delete_from_the_inbox_lands_on_a_working_inbox_in_webkit(gateway,
     assert find_uid(gateway, "member", subject, "Deleted Items") is not None
 
 
-def test_committee_pdf_shows_in_the_webkit_viewer(gateway, webkit: WebKitSession):
+def test_committee_pdf_shows_in_the_webkit_viewer(gateway: Gateway, webkit: WebKitSession) -> None:
     """The PDF attachment opens in WebKit's viewer with its page drawn (under
     `CSP: sandbox` WebKit showed an empty viewer)."""
     subject = unique("WebKit PDF")
@@ -62,7 +64,8 @@ def test_committee_pdf_shows_in_the_webkit_viewer(gateway, webkit: WebKitSession
     d.switch_to.default_content()
 
 
-def test_compose_with_a_suggested_address_and_send_in_webkit(gateway, webkit: WebKitSession):
+def test_compose_with_a_suggested_address_and_send_in_webkit(gateway: Gateway,
+                                                             webkit: WebKitSession) -> None:
     """Write a message in WebKit: typing "hel" in To offers Helen Clarke (Graph people
     search), a tap picks her, Send says so and the message reaches her."""
     subject = unique("WebKit compose")
@@ -86,7 +89,7 @@ def test_compose_with_a_suggested_address_and_send_in_webkit(gateway, webkit: We
     assert len(sent) == 1 and sent[0].rcpt_tos == ("helen.clarke@partner.example",)
 
 
-def test_read_a_message_and_go_back_in_webkit(gateway, webkit: WebKitSession):
+def test_read_a_message_and_go_back_in_webkit(gateway: Gateway, webkit: WebKitSession) -> None:
     """iPad portrait in WebKit: a tap on a row opens the message (subject, sender, its
     text), the list is not beside it in portrait, and Back returns to the Inbox."""
     subject = unique("WebKit read")
@@ -108,7 +111,8 @@ def test_read_a_message_and_go_back_in_webkit(gateway, webkit: WebKitSession):
     assert subject in d.find_element("id", "rows").get_attribute("textContent")
 
 
-def test_two_pane_layout_in_webkit_landscape(gateway, webkit_factory):
+def test_two_pane_layout_in_webkit_landscape(gateway: Gateway,
+                                             webkit_factory: Callable[..., WebKitSession]) -> None:
     """Landscape iPad (1180x820) in WebKit: the folder's list sits left of the open message,
     side by side, with the open message marked."""
     subject = unique("WebKit two-pane")

@@ -1,0 +1,1 @@
+"""The gateway's test suite: real servers on loopback, one folder per part of the gateway."""

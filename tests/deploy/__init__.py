@@ -1,0 +1,1 @@
+"""Tests of the deploy kit, TLS and several instances sharing one store."""

@@ -1,0 +1,1 @@
+"""Tests of the dev stack's stand-ins and servers."""

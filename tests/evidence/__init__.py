@@ -1,0 +1,1 @@
+"""Tests of the evidence: audit trail, history, reports and their signatures."""

@@ -1,0 +1,1 @@
+"""Fault tests: hostile input, failing servers and expired sessions."""

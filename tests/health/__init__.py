@@ -1,0 +1,1 @@
+"""Tests of health, probes, the canary and logging."""

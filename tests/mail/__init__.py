@@ -1,0 +1,1 @@
+"""Tests of the mail part: IMAP, MIME, sanitising and sending."""

@@ -1,0 +1,1 @@
+"""Tests of the failover switch, its audit trail and notifications."""

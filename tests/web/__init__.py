@@ -1,0 +1,1 @@
+"""Tests of the web pages, in Chromium, WebKitGTK and over plain HTTP."""
