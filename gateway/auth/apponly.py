@@ -41,6 +41,12 @@ class AppTokens:
                               f"{str(result.get('error', 'no token'))[:60]}")
         return str(result["access_token"])
 
+    def close(self) -> None:
+        """Close the HTTP session to Entra (its kept-alive TLS connections)."""
+        closer = getattr(self._http, "close", None)
+        if closer is not None:
+            closer()
+
     async def token(self, resource: str) -> str:
         try:
             return await asyncio.to_thread(self._acquire, resource)

@@ -313,9 +313,11 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
         timeout=settings.platform.timeout_seconds,
         interval=settings.platform.interval_seconds, clock=clock)
     kept: list[KeptLogin] = []
+    # Made here, not in build_probes, so that its HTTP session is closed with the rest.
+    tokens = AppTokens(settings) if settings.health.canary_mailbox else None
     monitor = HealthMonitor(
-        [*build_probes(settings, store, http, on_connect=on_connect, clock=clock,
-                       on_round=on_round, kept=kept), *platform_probes],
+        [*build_probes(settings, store, http, tokens=tokens, on_connect=on_connect,
+                       clock=clock, on_round=on_round, kept=kept), *platform_probes],
         interval=settings.health.interval_seconds, warn_ms=settings.health.warn_ms,
         clock=clock, instant={"failover:mode": instant_check("failover:mode", mode, clock,
                                                              "system"), **(instant or {})},
@@ -333,3 +335,5 @@ async def running_monitor(settings: Settings, store: Store, *, metrics: Metrics 
             await login.close()
         await http.aclose()
         await platform_http.aclose()
+        if tokens is not None:
+            tokens.close()
