@@ -308,19 +308,15 @@ async def _build(request: Request, draft: Draft, strict: bool,
 
 
 async def send_or_save(request: Request) -> Response:
-    try:
-        wants_json = "application/json" in request.headers.get("accept", "")
-        ended = ended_session(request)
-        if signed_in(request) is None and ended is not None:
-            return await _keep_for_sign_in(request, ended, wants_json)
-        outbox_id, draft, do, problem, stored = await _read_form(request)
-        if do == "close" and stored:
-            return await _close(request, outbox_id, draft)
-        return await deliver(request, outbox_id, draft, do, problem=problem, stored=stored,
-                             wants_json=wants_json)
-    finally:
-        # Starlette spools uploads to temporary files and leaves closing them to the view.
-        await request.close()
+    wants_json = "application/json" in request.headers.get("accept", "")
+    ended = ended_session(request)
+    if signed_in(request) is None and ended is not None:
+        return await _keep_for_sign_in(request, ended, wants_json)
+    outbox_id, draft, do, problem, stored = await _read_form(request)
+    if do == "close" and stored:
+        return await _close(request, outbox_id, draft)
+    return await deliver(request, outbox_id, draft, do, problem=problem, stored=stored,
+                         wants_json=wants_json)
 
 
 async def _keep_for_sign_in(request: Request, ended: SessionRecord,
