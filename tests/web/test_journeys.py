@@ -81,35 +81,53 @@ def test_delete_archive_move_from_the_inbox_keep_the_inbox_working(
     assert find_uid(gateway, "member", subjects["move"]) is None
 
 
+# Each action that moves messages, the button that does it and the folder it lands in
+# (its label, as the notice says it, and its name on the server).
+MOVES = {"archive": ("Archive", "Archive", "Archive"),
+         "delete": ("Delete", "Deleted Items", "Deleted Items"),
+         "move": ("Move", "Planning", "Committees/Planning")}
+
+
+@pytest.mark.parametrize("action", list(MOVES))
 @pytest.mark.parametrize("size,javascript", [("ipad-portrait", True), ("ipad-landscape", True),
                                              ("phone", True), ("ipad-portrait", False)])
 def test_archive_says_so_and_undo_brings_it_back(chromium: IpadBrowser, gateway: Gateway, size: str,
-                                                 javascript: bool) -> None:
-    """Archive shows "Moved to Archive (1 message)." with Undo; Undo moves it back to the
-    Inbox and says so. With JavaScript off too."""
-    subject = unique(f"Undo {size}")
+                                                 javascript: bool, action: str) -> None:
+    """Archive, Delete and Move each show "Moved to <folder> (1 message)." with Undo; Undo
+    moves it back to the Inbox and says so, and the Inbox works. With JavaScript off too."""
+    button, label, dest = MOVES[action]
+    subject = unique(f"Undo {action} {size}")
     deliver(gateway, "member", message(subject))
     page, rec = signed_in_page(chromium, gateway.url, size, javascript)
     try:
         _tick(page, subject)
-        _actions(page).get_by_role("button", name="Archive").click()
+        if action == "move":
+            _actions(page).get_by_label("Move to folder").select_option(label=label)
+        _actions(page).get_by_role("button", name=button, exact=True).click()
         page.wait_for_selector("#notice")
-        assert page.inner_text("#notice p") == "Moved to Archive (1 message)."
+        assert page.inner_text("#notice p") == f"Moved to {label} (1 message)."
         assert page.get_attribute("#notice", "role") == "status"
         assert subject not in page.inner_text("#rows")
         if javascript:
             assert axe_violations(page) == []
+        assert find_uid(gateway, "member", subject, dest) is not None
         page.locator("#notice").get_by_role("button", name="Undo").click()
         page.wait_for_selector("#notice")
         assert page.inner_text("#notice p") == "Moved back to Inbox (1 message)."
         assert page.locator("#notice button").count() == 0
         assert subject in page.inner_text("#rows")
         assert "note=" not in (page.get_attribute("input[name=back]", "value") or "")
+        # The Inbox still works after the move and its undo (reload, then open it).
+        page.reload()
+        assert page.locator("#folder-count").count() == 1, page.inner_text("main")
+        page.get_by_role("link", name=re.compile(re.escape(subject))).first.click()
+        page.wait_for_selector("#subject")
+        assert page.inner_text("#subject") == subject
         assert rec.outside(LOCAL) == [] and rec.dialogs == []
     finally:
         page.context.close()
     assert find_uid(gateway, "member", subject) is not None
-    assert find_uid(gateway, "member", subject, "Archive") is None
+    assert find_uid(gateway, "member", subject, dest) is None
 
 
 @pytest.mark.parametrize("size", list(SIZES))
