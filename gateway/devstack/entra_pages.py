@@ -17,6 +17,8 @@ from html.parser import HTMLParser
 from gateway.devstack.users import SampleUser
 
 # Plain, high-contrast and large enough to tap on an iPad; no web fonts, nothing external.
+# Narrow screens (a phone at 200 % zoom is under 200 CSS px) get the whole width, and a
+# long "Sign in as ..." button or list of scope URLs wraps rather than running out of its box.
 _STYLE = """
 body{font:17px/1.5 -apple-system,system-ui,"Segoe UI",sans-serif;margin:0;background:#f2f2f2;
 color:#1b1b1b}
@@ -28,7 +30,10 @@ h1{font-size:1.5rem;margin:.2rem 0 1rem}
 ul.users{list-style:none;padding:0;margin:0}
 ul.users li{border-top:1px solid #ccc;padding:.8rem 0}
 button,.button{font:inherit;min-height:44px;padding:.5rem 1rem;border:2px solid #0067b8;
-background:#0067b8;color:#fff;cursor:pointer;text-decoration:none;display:inline-block}
+background:#0067b8;color:#fff;cursor:pointer;text-decoration:none;display:inline-block;
+max-width:100%;overflow-wrap:anywhere}
+main p{overflow-wrap:anywhere}
+@media (max-width:30rem){main{margin:0;padding:1rem}}
 button:focus,.button:focus,a:focus{outline:3px solid #000;outline-offset:2px}
 .hinted button{background:#004e8c}
 .meta{margin:.3rem 0 0;color:#444;font-size:.95rem;overflow-wrap:anywhere}

@@ -149,6 +149,7 @@ def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium: IpadBrow
         page.wait_for_selector("#notice")
         assert "Choose a folder to move to first." in page.inner_text("#notice")
         assert page.locator("#folder-count").count() == 1
+        assert axe_violations(page) == []
     finally:
         page.context.close()
 

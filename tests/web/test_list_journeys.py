@@ -208,15 +208,18 @@ def test_plain_text_is_single_spaced(chromium: IpadBrowser, gateway: Gateway, si
         # 12 short lines: 12 line boxes, about 12 line heights (doubled would be ~24).
         assert measured["boxes"] == len(lines), measured
         assert measured["height"] < measured["lh"] * (len(lines) + 1.5), measured
+        assert axe_violations(page) == []
     finally:
         page.context.close()
 
 
-def test_html_mail_is_framed_in_dark_mode(chromium: IpadBrowser, gateway: Gateway) -> None:
-    subject = unique("Dark frame")
+@pytest.mark.parametrize("size", list(SIZES))
+def test_html_mail_is_framed_in_dark_mode(chromium: IpadBrowser, gateway: Gateway,
+                                          size: str) -> None:
+    subject = unique(f"Dark frame {size}")
     uid = deliver(gateway, "member", message(
         subject, html="<p style='background:#fff;color:#000'>A white newsletter.</p>"))
-    page, _ = signed_in_page(chromium, gateway.url, "ipad-portrait")
+    page, _ = signed_in_page(chromium, gateway.url, size)
     try:
         page.emulate_media(color_scheme="dark")
         page.goto(f"{gateway.url}/mail/read?f=INBOX&uid={uid}")
