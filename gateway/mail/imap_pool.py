@@ -115,7 +115,7 @@ class ImapPool:
             if not conn.has("IDLE"):
                 return None
             changed = False
-            if not slot.turns.wanted.is_set():
+            if not slot.turns.pages.event.is_set():
                 end = asyncio.Event()
                 guard = asyncio.ensure_future(slot.turns.end_idle_for(end))
                 try:

@@ -2,8 +2,9 @@
 streams of one member (two tabs on two folders) taking turns.
 
 One connection IDLEs on one folder at a time, behind one lock (``Turns.lock``). A page
-waiting for it sets ``wanted``, which ends the IDLE holding it at once; a stream waiting sets
-``turn_wanted``, which ends that IDLE STREAM_TURN seconds after it began (``end_idle_for``).
+waiting for it sets ``pages.event``, which ends the IDLE holding it at once; a stream waiting
+sets ``streams.event``, which ends that IDLE STREAM_TURN seconds after it began
+(``end_idle_for``).
 The pool (``gateway.mail.imap_pool``) takes ``page()`` for a request and ``stream()`` for an
 IDLE round; the connection itself is ``gateway.mail.imap``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 # How long one new-mail stream's IDLE may keep the connection while another stream of the same
@@ -22,67 +23,63 @@ STREAM_TURN = 10.0
 
 
 @dataclass
+class Waiters:
+    """How many wait for the lock, and an event that is set while any do."""
+
+    count: int = 0
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        self.count += 1
+        self.event.set()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self.event.clear()
+
+
+@dataclass
 class Turns:
     """The lock of one member's connection and who is waiting for it."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Pages waiting for the lock; ``wanted`` is set while there are any, which ends the
-    # new-mail stream's IDLE on this connection (``end_idle_for``) so that they get it.
-    waiting: int = 0
-    wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    # Streams waiting for the lock; ``turn_wanted`` is set while there are any, which ends
-    # the IDLE holding it after STREAM_TURN seconds (``end_idle_for``).
-    streams_waiting: int = 0
-    turn_wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    # Pages waiting for the lock: while there are any, ``pages.event`` ends the new-mail
+    # stream's IDLE on this connection (``end_idle_for``) so that they get it.
+    pages: Waiters = field(default_factory=Waiters)
+    # Streams waiting for the lock: while there are any, ``streams.event`` ends the IDLE
+    # holding it after STREAM_TURN seconds (``end_idle_for``).
+    streams: Waiters = field(default_factory=Waiters)
 
     @contextlib.asynccontextmanager
-    async def page(self) -> AsyncIterator[None]:
-        """The lock for a page: while it waits, ``wanted`` ends an IDLE holding it."""
-        self.waiting += 1
-        self.wanted.set()
-        counted = True
+    async def _take(self, who: Waiters) -> AsyncIterator[None]:
+        with who.waiting():      # counted until the lock is ours, or the wait is cancelled
+            await self.lock.acquire()
         try:
-            async with self.lock:
-                self.waiting -= 1
-                counted = False
-                if self.waiting == 0:
-                    self.wanted.clear()
-                yield
+            yield
         finally:
-            if counted:
-                self.waiting -= 1
-                if self.waiting == 0:
-                    self.wanted.clear()
+            self.lock.release()
 
-    @contextlib.asynccontextmanager
-    async def stream(self) -> AsyncIterator[None]:
-        """The lock for a stream's IDLE round: while it waits, ``turn_wanted`` cuts the IDLE
-        holding it to STREAM_TURN seconds."""
-        self.streams_waiting += 1
-        self.turn_wanted.set()
-        counted = True
-        try:
-            async with self.lock:
-                self.streams_waiting -= 1
-                counted = False
-                if self.streams_waiting == 0:
-                    self.turn_wanted.clear()
-                yield
-        finally:
-            if counted:
-                self.streams_waiting -= 1
-                if self.streams_waiting == 0:
-                    self.turn_wanted.clear()
+    def page(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The lock for a page: while it waits, ``pages.event`` ends an IDLE holding it."""
+        return self._take(self.pages)
+
+    def stream(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """The lock for a stream's IDLE round: while it waits, ``streams.event`` cuts the
+        IDLE holding it to STREAM_TURN seconds."""
+        return self._take(self.streams)
 
     async def end_idle_for(self, end: asyncio.Event) -> None:
         """Set ``end`` (which ends a stream's IDLE) as soon as a page wants the connection, or
         STREAM_TURN seconds after the IDLE began if another stream waits for it by then, or
         as soon as one starts waiting after that."""
         started = asyncio.get_running_loop().time()
-        page = asyncio.ensure_future(self.wanted.wait())
+        page = asyncio.ensure_future(self.pages.event.wait())
         try:
             while not page.done():
-                stream = asyncio.ensure_future(self.turn_wanted.wait())
+                stream = asyncio.ensure_future(self.streams.event.wait())
                 try:
                     await asyncio.wait([page, stream], return_when=asyncio.FIRST_COMPLETED)
                 finally:
@@ -94,7 +91,7 @@ class Turns:
                     break
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(page), left)
-                if self.turn_wanted.is_set():
+                if self.streams.event.is_set():
                     break
             end.set()
         finally:
