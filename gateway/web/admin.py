@@ -32,7 +32,6 @@ from gateway.switch.machine import (
     Flip,
     Mode,
     SwitchState,
-    admits,
     apply,
     duration_text,
     local,
@@ -121,17 +120,11 @@ def state_view(s: SwitchState, tz: str) -> StateView:
 
 
 async def _people(svc: Services, state: SwitchState, tz: str) -> list[PersonView]:
-    now = svc.clock()
-    pilot = svc.settings.failover.pilot_groups
-    out = []
-    for s in await svc.store.list_sessions():
-        if now - s.last_seen > svc.sessions.idle or now - s.created_at > svc.sessions.absolute:
-            continue
-        out.append(PersonView(s.user_name, s.email, s.is_admin,
-                              admits(state, is_admin=s.is_admin, groups=s.groups,
-                                     pilot_groups=pilot),
-                              local(s.last_seen, tz)))
-    return out
+    found = await controls.people(svc.store, state, now=svc.clock(), idle=svc.sessions.idle,
+                                  absolute=svc.sessions.absolute,
+                                  pilot_groups=svc.settings.failover.pilot_groups)
+    return [PersonView(p.name, p.email, p.is_admin, p.admitted, local(p.last_seen, tz))
+            for p in found]
 
 
 def _details(e: audit.AuditEntry) -> str:

@@ -312,3 +312,42 @@ def test_invitation_not_in_the_calendar_is_answered_by_mail(chromium: IpadBrowse
         page.context.close()
     sent = gateway.stack.mail.outbound[before:]
     assert len(sent) == 1 and b"Happy to join" in sent[0].data
+
+
+# Office attachments as Outlook sends them: (file name, MIME type, the name members know).
+OFFICE = [("Report.docx", "application/vnd.openxmlformats-officedocument.wordprocessingml"
+           ".document", "Word document"),
+          ("Budget.xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+           "Excel spreadsheet"),
+          ("Briefing.pptx", "application/vnd.openxmlformats-officedocument.presentationml"
+           ".presentation", "PowerPoint presentation")]
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_office_attachments_are_named_and_download_exactly(chromium: IpadBrowser,
+                                                           gateway: Gateway, size: str) -> None:
+    """Issue 13 item 13: the read page names Word, Excel and PowerPoint files as members know
+    them, never by their raw MIME type, and tapping one downloads the very bytes that were
+    sent (each file different, so a mix-up would show)."""
+    files = [(name, ctype, b"PK\x03\x04" + name.encode() * 40 + bytes(range(256)))
+             for name, ctype, _ in OFFICE]
+    subject = unique(f"Office {size}")
+    uid = deliver(gateway, "member", message(subject, attachments=files))
+    page, rec = signed_in_page(chromium, gateway.url, size)
+    try:
+        page.goto(f"{gateway.url}/mail/read?f=INBOX&uid={uid}")
+        section = page.get_by_role("region", name="Attachments")
+        assert "vnd." not in section.inner_text() and "openxml" not in section.inner_text()
+        for (name, _, data), (_, _, known) in zip(files, OFFICE, strict=True):
+            item = section.locator("li", has_text=name)
+            assert known in item.inner_text()
+            with page.expect_download() as got:
+                item.get_by_role("link", name=name).click()
+            download = got.value
+            assert download.suggested_filename == name
+            with open(download.path(), "rb") as fh:
+                assert fh.read() == data
+        assert axe_violations(page) == []
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()

@@ -7,7 +7,9 @@ triple-spaced and HTML mail is framed in dark mode. axe-core runs on the pages v
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -97,6 +99,32 @@ def test_rows_show_preview_day_and_flag_and_fit_flag_buttons(chromium: IpadBrows
         assert actions.locator("button[value=unflag]").count() == 1   # maybe behind a fold
         assert actions.locator("button[value=flag]").count() == 0
         assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_mail_received_yesterday_sits_under_yesterday(chromium: IpadBrowser, gateway: Gateway,
+                                                      size: str) -> None:
+    """A message the server received yesterday (its INTERNALDATE, at noon in the council's
+    zone) is listed under a "Yesterday" heading, after the "Today" ones, and the list that
+    holds it is named by that heading for a screen reader."""
+    zone = ZoneInfo(gateway.settings.general.timezone)
+    noon = datetime.combine(datetime.now(zone).date() - timedelta(days=1), time(12), zone)
+    subject = unique(f"Yesterday {size}")
+    gateway.stack.mail.deliver(user("member").email, message(subject),
+                               internaldate=noon.astimezone(UTC).replace(tzinfo=None))
+    today = unique(f"Today {size}")
+    deliver(gateway, "member", message(today))
+    page, _ = signed_in_page(chromium, gateway.url, size)
+    try:
+        page.goto(gateway.url + "/mail?f=INBOX")
+        headings = page.locator("#rows h2.day").all_inner_texts()
+        assert headings[:2] == ["Today", "Yesterday"]
+        held = page.get_by_role("list", name="Yesterday").filter(has_text=subject)
+        assert held.count() == 1 and held.is_visible()
+        assert page.get_by_role("list", name="Today").filter(has_text=subject).count() == 0
+        assert page.get_by_role("list", name="Today").filter(has_text=today).count() == 1
     finally:
         page.context.close()
 

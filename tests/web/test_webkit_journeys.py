@@ -1,7 +1,7 @@
 """Journeys in WebKitGTK (Safari's engine, tests/web/webkit.py): read a message from the
-Inbox and go back; delete from the Inbox and land on a working Inbox; a committee PDF shows
-in the viewer, not a blank page; write with a suggested address; the two-pane layout of a
-landscape iPad."""
+Inbox and go back; delete, archive or move from the Inbox and land on a working Inbox; a
+committee PDF shows in the viewer, not a blank page; write with a suggested address; the
+two-pane layout of a landscape iPad."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 import pytest
+from selenium.webdriver.support.ui import Select
 
 from tests.conftest import Gateway
 from tests.web.mailhelp import PDF, deliver, find_uid, message, unique
@@ -20,27 +21,63 @@ BOX = "const r = document.querySelector(arguments[0]).getBoundingClientRect();" 
 pytestmark = pytest.mark.browser
 
 
-def test_delete_from_the_inbox_lands_on_a_working_inbox_in_webkit(gateway: Gateway,
-                                                                  webkit: WebKitSession) -> None:
-    """Tick a message, Delete: the Inbox shows again without it (not "Error 502")."""
-    subject = unique("WebKit delete")
+def _act_on_one_in_webkit(gateway: Gateway, webkit: WebKitSession, subject: str,
+                          action: str, target: str = "") -> None:
+    """Deliver a message, tick it in the Inbox, press the action's button (choosing the Move
+    list's folder first when given) and wait for the page the post leads to."""
     uid = deliver(gateway, "member", message(subject))
     d = webkit.driver
     sign_in(webkit, gateway.url)
     webkit.get(gateway.url + "/mail?f=INBOX")
     d.find_element("id", f"sel-{uid}").click()
-    # Mark this document so the wait below sees the page the Delete post leads to, not the
+    if target:
+        # By its label, as a member picks it: the option's value is the server's folder name,
+        # whose separator differs between the two mail modes.
+        choice = Select(d.find_element("id", "move-target"))
+        labels = [(o.get_attribute("textContent") or "").strip() for o in choice.options]
+        choice.select_by_index(labels.index(target))
+    # Mark this document so the wait below sees the page the post leads to, not the
     # Inbox it started from (both are /mail with #folder-count; without the mark the wait
     # could pass before the post was sent, and the old list still held the subject).
-    d.execute_script("window.__beforeDelete = true")
-    d.find_element("css selector", "#list-form button[value=delete]").click()
-    webkit.wait(lambda d: not d.execute_script("return window.__beforeDelete === true")
+    d.execute_script("window.__beforeAction = true")
+    d.find_element("css selector", f"#list-form button[value={action}]").click()
+    webkit.wait(lambda d: not d.execute_script("return window.__beforeAction === true")
                 and d.execute_script("return document.readyState") == "complete"
                 and "/mail" in d.current_url and d.find_elements("id", "folder-count"))
+
+
+def test_delete_from_the_inbox_lands_on_a_working_inbox_in_webkit(gateway: Gateway,
+                                                                  webkit: WebKitSession) -> None:
+    """Tick a message, Delete: the Inbox shows again without it (not "Error 502")."""
+    subject = unique("WebKit delete")
+    _act_on_one_in_webkit(gateway, webkit, subject, "delete")
+    d = webkit.driver
     assert subject not in d.find_element("id", "rows").get_attribute("textContent")
     webkit.get(gateway.url + "/mail?f=INBOX")
     assert d.find_elements("id", "folder-count")
     assert find_uid(gateway, "member", subject, "Deleted Items") is not None
+
+
+@pytest.mark.parametrize(("action", "target", "lands_in"), [
+    ("archive", "", "Archive"),
+    ("move", "Planning", "Committees/Planning"),
+])
+def test_archive_or_move_from_the_inbox_lands_on_a_working_inbox_in_webkit(
+        gateway: Gateway, webkit: WebKitSession, action: str, target: str,
+        lands_in: str) -> None:
+    """Tick a message, Archive it or Move it to a chosen folder: the page says where it went,
+    the Inbox works afterwards (issue 13 item 1 was an "Error 502" there) and the message is
+    in that folder on the server, no longer in the Inbox."""
+    subject = unique(f"WebKit {action}")
+    _act_on_one_in_webkit(gateway, webkit, subject, action, target)
+    d = webkit.driver
+    assert subject not in d.find_element("id", "rows").get_attribute("textContent")
+    notice = d.find_element("id", "notice").get_attribute("textContent") or ""
+    assert "(1 message)" in notice and "Undo" in notice
+    webkit.get(gateway.url + "/mail?f=INBOX")
+    assert d.find_elements("id", "folder-count")
+    assert find_uid(gateway, "member", subject, lands_in) is not None
+    assert find_uid(gateway, "member", subject) is None
 
 
 def test_committee_pdf_shows_in_the_webkit_viewer(gateway: Gateway, webkit: WebKitSession) -> None:
