@@ -1,6 +1,7 @@
 """Members' journeys through the pages backed by Microsoft Graph beyond the calendar, in
 headless Chromium at iPad portrait, iPad landscape and phone sizes: address suggestions while
-writing (issue 13 item 11) and automatic replies (item 12). axe-core runs on each page."""
+writing (issue 13 item 11), from people search or, without People.Read, from recent mail; and
+automatic replies (item 12). axe-core runs on each page."""
 
 from __future__ import annotations
 
@@ -9,10 +10,17 @@ from datetime import UTC, datetime
 
 import pytest
 
+from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
 from tests.conftest import Gateway
-from tests.web.browser import SIZES, IpadBrowser, axe_violations, signed_in_page
-from tests.web.mailhelp import unique
+from tests.web.browser import (
+    SIZES,
+    IpadBrowser,
+    axe_violations,
+    sign_in_in_browser,
+    signed_in_page,
+)
+from tests.web.mailhelp import message, unique
 from tests.web.test_journeys import LOCAL
 
 pytestmark = pytest.mark.browser
@@ -51,6 +59,49 @@ def test_typing_a_name_suggests_the_address_and_the_message_goes_there(chromium:
         page.context.close()
     sent = [m for m in gateway.stack.mail.outbound[before:] if subject.encode() in m.data]
     assert len(sent) == 1 and sent[0].rcpt_tos == ("helen.clarke@partner.example",)
+
+
+@pytest.fixture(scope="module")
+def pat_green(stack: DevStack) -> tuple[str, str]:
+    """Someone Cllr Jo Evans wrote to before, once for the module: the gateway keeps a
+    member's recent correspondents for a minute (per process), so one written to later
+    would not show yet."""
+    name = unique("Pat Green")
+    address = f"pat.green.{name.split()[-1]}@library.example"
+    stack.mail.deliver(user("member2").email,
+                       message(unique("Library hours"), sender="jo.evans@council.example",
+                               to=f'"{name}" <{address}>'), folder="Sent Items")
+    return name, address
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_suggestions_come_from_recent_mail_when_people_read_is_refused(
+        chromium: IpadBrowser, gateway: Gateway, pat_green: tuple[str, str], size: str) -> None:
+    """Cllr Jo Evans's tenant has not consented People.Read (the stand-in refuses her people
+    search as Graph does): typing "pat" still offers Pat Green, whom she wrote to before,
+    from her own Sent Items; picking him fills the address and Send reaches him."""
+    name, address = pat_green
+    subject = unique(f"Recent {size}")
+    before = len(gateway.stack.mail.outbound)
+    page, rec = chromium.page(javascript=True, size=size, viewport=True)
+    try:
+        sign_in_in_browser(page, gateway.url, "Cllr Jo Evans")
+        page.goto(gateway.url + "/mail/compose")
+        page.locator("#to").press_sequentially("pat", delay=30)
+        option = page.get_by_role("option", name=re.compile(re.escape(name)))
+        option.wait_for()
+        assert axe_violations(page) == []
+        option.click()
+        assert page.input_value("#to") == f"{name} <{address}>, "
+        page.fill("#subject", subject)
+        page.fill("#body", "Chosen from recent mail.")
+        page.get_by_role("button", name="Send").click()
+        page.wait_for_selector("#notice")
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()
+    sent = [m for m in gateway.stack.mail.outbound[before:] if subject.encode() in m.data]
+    assert len(sent) == 1 and sent[0].rcpt_tos == (address,)
 
 
 def test_to_is_a_plain_field_without_javascript(chromium: IpadBrowser, gateway: Gateway) -> None:
