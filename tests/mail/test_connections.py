@@ -5,6 +5,7 @@ it, an expired token or an IDLE the server ends is resumed without the member se
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -44,9 +45,20 @@ def gw(proxy_stack: DevStack, loop_thread: LoopThread, tmp_path: Any) -> Iterato
 
 
 class Stream:
-    """/mail/events read on a thread; its lines arrive in ``lines``."""
+    """/mail/events read on a thread; its lines arrive in ``lines``.
 
-    def __init__(self, client: Any, folder: str = "INBOX") -> None:
+    The stream has its own HTTP client carrying the member's cookies, as a browser gives an
+    EventSource its own connection (an httpx.Client is not meant to be shared between
+    threads). ``close`` shuts the socket down, which wakes the reader's blocked read, and waits
+    for the reader to finish before the connection is closed. Closing the response from this
+    thread while the reader was still blocked in a read freed the socket's descriptor under it;
+    the next page's connection got the same descriptor number and the reader took its bytes
+    ("bad record mac" in CI on 3 Dec, "server disconnected" when tried again).
+    """
+
+    def __init__(self, gw: Gateway, client: httpx.Client, folder: str = "INBOX") -> None:
+        client = gw.client(cookies=client.cookies)
+        self._client = client
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         self.opened = threading.Event()
@@ -86,8 +98,18 @@ class Stream:
 
     def close(self) -> None:
         self._stop = True
-        self.response.close()
+        network = self.response.extensions.get("network_stream")
+        sock = network.get_extra_info("socket") if network is not None else None
+        if sock is not None:
+            try:
+                # The plain socket's shutdown, not SSLSocket's: it only wakes the reader.
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass       # already closed by the server
         self._thread.join(10)
+        assert not self._thread.is_alive(), "the stream's reader did not stop"
+        self.response.close()
+        self._client.close()
 
 
 def _logins(gw: Gateway, who: str) -> int:
@@ -103,7 +125,7 @@ def test_pages_and_stream_share_one_login(gw: Gateway) -> None:
     before = _logins(gw, "member2")
     client = sign_in(gw, "member2")
     assert client.get("/mail").status_code == 200
-    stream = Stream(client)
+    stream = Stream(gw, client)
     try:
         assert stream.wait_for("retry: 15000")
         time.sleep(0.5)                     # the stream is in IDLE now
@@ -122,7 +144,7 @@ def test_pages_and_stream_share_one_login(gw: Gateway) -> None:
     # a new list page with its stream: still the one login.
     time.sleep(0.5)
     assert client.get("/mail?f=Sent%20Items").status_code == 200
-    again = Stream(client)
+    again = Stream(gw, client)
     try:
         assert again.wait_for("retry: 15000")
         assert client.get("/mail").status_code == 200
@@ -142,7 +164,7 @@ def test_expired_token_reconnects_quietly(gw: Gateway) -> None:
     before = _logins(gw, "admin")
     first = client.get("/mail")
     assert first.status_code == 200
-    stream = Stream(client)
+    stream = Stream(gw, client)
     try:
         assert stream.wait_for("retry: 15000")
         # The connection logged in with a 3-second token; the one it gets after the BYE is
@@ -170,7 +192,7 @@ def test_idle_ended_by_the_server_is_resumed(gw: Gateway) -> None:
     gw.stack.mail.set_idle_timeout(1.5)
     client = sign_in(gw, "member")
     before = _logins(gw, "member")
-    stream = Stream(client)
+    stream = Stream(gw, client)
     try:
         assert stream.wait_for("retry: 15000")
         time.sleep(4)                        # at least two IDLEs cut by the server
@@ -195,8 +217,8 @@ def test_two_tabs_on_two_folders_both_hear_of_new_mail_soon(gw: Gateway) -> None
     assert soon < HEARTBEAT
     client = sign_in(gw, "member2")
     before = _logins(gw, "member2")
-    inbox = Stream(client, "INBOX")
-    sent = Stream(client, "Sent Items")
+    inbox = Stream(gw, client, "INBOX")
+    sent = Stream(gw, client, "Sent Items")
     try:
         assert inbox.wait_for("retry: 15000") and sent.wait_for("retry: 15000")
         time.sleep(1.0)                      # one stream in IDLE, the other waiting its turn
