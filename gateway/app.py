@@ -72,6 +72,7 @@ from gateway.web import outbox as outbox_routes
 from gateway.web import people as people_routes
 from gateway.web import replies as replies_routes
 from gateway.web import search as search_routes
+from gateway.web import send as send_routes
 from gateway.web import status as status_routes
 from gateway.web.member import sign_in_redirect
 from gateway.web.middleware.boundary import ErrorBoundaryMiddleware
@@ -314,6 +315,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         *api_routes.routes,
         *mail_routes.routes,
         *compose_routes.routes,
+        *send_routes.routes,
         *outbox_routes.routes,
         *search_routes.routes,
         *event_routes.routes,

@@ -223,7 +223,7 @@ class SmtpAuthDisabled(SendRefused):
 
 class SendUncertain(UpstreamUnavailable):
     """The whole message reached the SMTP server, but its answer never came: it may have
-    been sent. Never retried blindly (gateway.web.compose checks Sent Items first)."""
+    been sent. Never retried blindly (gateway.mail.sender checks Sent Items first)."""
 
     title = "Perhaps sent"
     default_message = ("The mail server took the message but did not confirm it, so it may "

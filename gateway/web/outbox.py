@@ -20,7 +20,7 @@ from starlette.routing import Route
 from gateway.errors import BadRequest, NotFound
 from gateway.mail.outbox import STATES
 from gateway.services import services
-from gateway.web import compose
+from gateway.web import compose, send
 from gateway.web.mailviews import human_size
 from gateway.web.member import member, outbox
 from gateway.web.render import render
@@ -74,7 +74,7 @@ async def send_kept(request: Request) -> Response:
     draft = await outbox(request).load(outbox_id, session.user_oid)
     if draft is None:
         raise NotFound("That message is no longer being kept.")
-    return await compose.deliver(request, outbox_id, draft, "send")
+    return await send.deliver(request, outbox_id, draft, "send")
 
 
 async def discard_kept(request: Request) -> Response:

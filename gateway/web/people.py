@@ -5,7 +5,8 @@ From Microsoft Graph people search when the member's token carries People.Read
 (``gateway.graph.people``). When Graph refuses (People.Read not consented: 403) or is away,
 from the member's own recent correspondents instead: the To and Cc of the newest
 ``RECENT`` messages in Sent Items, one bounded FETCH of envelopes, kept for a minute per
-member in memory only (never in the store, never logged).
+member in memory only (never in the store, never logged), and forgotten when the
+gateway sends for that member.
 """
 
 from __future__ import annotations
@@ -68,6 +69,13 @@ async def recent_correspondents(request: Request) -> list[Suggestion]:
     while len(_recent) > _RECENT_KEEP:
         _recent.popitem(last=False)
     return found
+
+
+def forget_recent(account_id: str) -> None:
+    """Drop a member's kept correspondents (after the gateway sent for them), so the next
+    suggestion reads Sent Items again. Only this process's copy: another instance's copy
+    lasts at most ``RECENT_TTL``."""
+    _recent.pop(account_id, None)
 
 
 def _matches(s: Suggestion, term: str) -> bool:

@@ -49,6 +49,24 @@ def test_recent_correspondents_when_people_read_is_refused(gw: Gateway) -> None:
     assert ask(member2, "zzzz-nobody")["people"] == []
 
 
+def test_someone_just_written_to_is_suggested_at_once(gw: Gateway) -> None:
+    """Cllr Jo Evans (no People.Read) asks for suggestions, so her recent correspondents are
+    kept for a minute; she then writes to someone new through the gateway, and the very next
+    suggestion offers them (the kept list is forgotten when the gateway sends)."""
+    from tests.web.test_mail import compose_form
+    member2 = sign_in(gw, "member2")
+    ask(member2, "pat")                       # reads Sent Items and keeps what it found
+    address = f"{unique('sam').split()[-1].lower()}.rivers@parish.example"
+    assert ask(member2, address)["people"] == []
+    action, fields = compose_form(member2, "/mail/compose")
+    fields.update(to=f'"Sam Rivers" <{address}>', subject=unique("Parish meeting"),
+                  body="See you there.", do="send")
+    r = member2.post(action, data=fields, headers={"Origin": gw.url})
+    assert r.status_code == 303, r.text
+    assert ask(member2, address)["people"] == [
+        {"name": "Sam Rivers", "address": address, "label": f"Sam Rivers <{address}>"}]
+
+
 def test_suggestions_need_a_signed_in_member(gw: Gateway) -> None:
     anonymous = gw.client()
     r = anonymous.get("/mail/people", params={"q": "jo"},
