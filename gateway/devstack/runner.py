@@ -78,6 +78,20 @@ class TLSServer:
         except TimeoutError:
             self._server.force_exit = True
             self._task.cancel()
+        # uvicorn asks each open connection to close and waits timeout_graceful_shutdown for
+        # them; a TLS connection whose client keeps it idle in a pool never answers the
+        # close_notify, so uvicorn gives up and returns with the connection still open, and
+        # its socket was left to the garbage collector (a ResourceWarning per connection).
+        # The server is going away: drop what is left at once.
+        left = list(self._server.server_state.connections)
+        for connection in left:
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        if left:
+            # Let the aborted transports, and those the clients closed while uvicorn waited,
+            # finish closing before the caller stops the loop.
+            await asyncio.sleep(0.2)
         if self._sock is not None:
             self._sock.close()
         self._server = None

@@ -96,9 +96,9 @@ async def _build(request: Request, draft: Draft, strict: bool,
 async def send_or_save(request: Request) -> Response:
     wants_json = "application/json" in request.headers.get("accept", "")
     ended = ended_session(request)
-    if signed_in(request) is None and ended is not None:
-        return await _keep_for_sign_in(request, ended, wants_json)
     try:
+        if signed_in(request) is None and ended is not None:
+            return await _keep_for_sign_in(request, ended, wants_json)
         outbox_id, draft, do, problem, stored = await read_form(request)
         if do == "close" and stored:
             return await _close(request, outbox_id, draft)
