@@ -1,9 +1,11 @@
 """``create_app``: the only place that knows the middleware order and wires the services.
 
-Middleware, outermost first: security headers -> error boundary -> body limit -> session ->
-CSRF -> access gate -> routes. Long-lived objects (store, msal http client, key ring, purge
-loop) are built here and in the lifespan and handed to routes as one typed ``AppState``
-(``gateway.services``: the ``Services``, limits, blockers, metrics, readiness, the probe loop).
+Middleware, outermost first (seven layers): request id and access log -> security headers ->
+metrics -> gzip -> error boundary -> the gate (body limit, session, CSRF, access: four steps
+of one layer) -> standby-use counter -> routes. Long-lived objects (store, msal http client,
+key ring) are built here and handed to routes as one typed ``AppState`` (``gateway.services``:
+the ``Services``, limits, blockers, metrics); what exists only while the app runs (the probe
+loop, the purges) the lifespan builds whole as ``AppState.running``.
 Seams for tests and the dev stack are keyword arguments, never patches.
 """
 
@@ -54,7 +56,7 @@ from gateway.mail.imap_login import ImapTarget, ssl_context
 from gateway.mail.imap_pool import ImapPool
 from gateway.mail.outbox import Outbox
 from gateway.mail.smtp import SmtpTarget
-from gateway.services import AppState, Services
+from gateway.services import AppState, Running, Services
 from gateway.store.base import Store
 from gateway.store.factory import build_store, follow_switch
 from gateway.switch.audit import AuditLog
@@ -76,13 +78,7 @@ from gateway.web import send as send_routes
 from gateway.web import status as status_routes
 from gateway.web.member import sign_in_redirect
 from gateway.web.middleware.boundary import ErrorBoundaryMiddleware
-from gateway.web.middleware.gates import (
-    AccessGateMiddleware,
-    BodyLimitMiddleware,
-    CompressMiddleware,
-    CsrfMiddleware,
-    SessionMiddleware,
-)
+from gateway.web.middleware.gates import CompressMiddleware, GateMiddleware
 from gateway.web.middleware.paths import rule_for
 from gateway.web.middleware.security import SecurityHeadersMiddleware
 from gateway.web.render import error_response, render_error, render_refusal
@@ -184,10 +180,9 @@ def create_app(settings: Settings, *, store: Store | None = None,
         if svc.graph.client.is_closed:
             # Started again after a stop (which closed the client's connection pool).
             svc.graph = GraphHttp.from_settings(settings, transport=graph_transport)
-        state.ready = True
         # The probe loop behind /health (gateway.health.monitor); /metrics on its own port if set.
         health_stack = contextlib.AsyncExitStack()
-        state.health = monitor = await health_stack.enter_async_context(running_monitor(
+        monitor = await health_stack.enter_async_context(running_monitor(
             settings, the_store, metrics=metrics, clock=clock, failover_mode=failover_mode,
             listeners=(recorder.observe, alerts.observe), on_round=recorder.canary_round,
             instant={"history:writes": instant_check("history:writes", recorder.status, clock,
@@ -214,7 +209,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
             for step in steps:   # one failing step does not skip the others
                 with contextlib.suppress(GatewayError):
                     await step()
-        state.purge_once = purge_once
+        state.running = Running(health=monitor, purge_once=purge_once)
 
         async def purge_loop() -> None:
             while True:
@@ -241,9 +236,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
         try:
             yield
         finally:
-            state.ready = False
-            state.health = None
-            state.purge_once = None
+            state.running = None
             metrics.on_upstream_failure.clear()
             await health_stack.aclose()
             await recorder.stop()
@@ -333,12 +326,10 @@ def create_app(settings: Settings, *, store: Store | None = None,
                    allow=lambda scope: health_routes.metrics_allowed(settings, scope)),
         Middleware(CompressMiddleware),
         Middleware(ErrorBoundaryMiddleware),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes,
-                   render_error=render_error),
-        Middleware(SessionMiddleware, sessions=sessions),
-        Middleware(CsrfMiddleware, public_origin=settings.public_url, render_error=render_error),
-        Middleware(AccessGateMiddleware, policy_source=lambda: svc.policy,
-                   render_error=render_error, render_refusal=render_refusal),
+        Middleware(GateMiddleware, max_bytes=settings.server.max_body_bytes,
+                   sessions=sessions, public_origin=settings.public_url,
+                   policy_source=lambda: svc.policy, render_error=render_error,
+                   render_refusal=render_refusal),
         Middleware(UsageMiddleware, recorder=lambda: svc.recorder),
     ]
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan,

@@ -59,19 +59,29 @@ class Services:
     chain_watch: ChainWatch = field(default_factory=ChainWatch)
 
 
+@dataclass(frozen=True)
+class Running:
+    """What exists only while the app runs, made whole by the lifespan at start-up (never a
+    part of it missing) and dropped as a whole when it stops."""
+
+    health: HealthMonitor                      # the running probe loop behind /health
+    purge_once: Callable[[], Awaitable[None]]  # one round of the purges (tests call it)
+
+
 @dataclass
 class AppState:
-    """What the app keeps between requests. ``ready``, ``health`` and ``purge_once`` are the
-    lifespan's: set while the app runs, back to not ready and None when it stops (so /readyz
-    and /health answer 503 while starting or stopping)."""
+    """What the app keeps between requests. ``running`` is the lifespan's: set while the app
+    runs, None while it starts or stops (so /readyz and /health answer 503 then)."""
 
     services: Services
     limits: Limits           # per-address throttles (gateway.auth.throttle)
     blockers: Blockers       # faults only ICT can fix (gateway.auth.blockers)
     metrics: Metrics
-    ready: bool = False
-    health: HealthMonitor | None = None      # the running probe loop
-    purge_once: Callable[[], Awaitable[None]] | None = None
+    running: Running | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.running is not None
 
 
 def app_state(where: Request | Starlette) -> AppState:

@@ -80,12 +80,12 @@ def _client_in(scope: Scope, networks: list[str]) -> bool:
 
 async def health(request: Request) -> Response:
     settings = services(request).settings
-    monitor = app_state(request).health
+    running = app_state(request).running
     headers = {"Cache-Control": "no-store"}
-    if monitor is None:
+    if running is None:
         body = {"status": "fail", "output": "starting or stopping"}
         return Response(json.dumps(body), 503, media_type=MEDIA_TYPE, headers=headers)
-    doc, status = monitor.document(
+    doc, status = running.health.document(
         version=__version__.split(".")[0], release_id=settings.health.release_id
         or __version__, service_id=settings.health.service_id,
         description="failover mail gateway", detailed=detail_allowed(settings, request.scope))

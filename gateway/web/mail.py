@@ -128,21 +128,27 @@ async def read_message(request: Request) -> Response:
     mark = svc.settings.mail.mark_read_on_open
     images = request.query_params.get("images") == "1"
 
-    async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], mailbox.Page, bool]:
+    # The page's script says whether this window shows two panes (base.html: a cookie, not
+    # a secret). Where it shows one, the folder's list is neither fetched nor sent; without
+    # the cookie (no JavaScript) the list always comes and the CSS shows or hides it.
+    with_list = request.cookies.get("panes") != "1"
+
+    async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], int, mailbox.Page | None,
+                                            bool]:
         folders = await mailbox.list_folders(conn, counts=False)
-        # The page of the folder that holds this message: the list beside it in the
-        # two-pane layout (a landscape iPad) and where "Back" goes.
+        # The page of the folder that holds this message: where "Back" goes, and the list
+        # beside it in the two-pane layout (a landscape iPad).
         page_no = await mailbox.page_of(conn, folder, uid)
-        listed = await mailbox.fetch_page(conn, folder, page_no)
+        listed = await mailbox.fetch_page(conn, folder, page_no) if with_list else None
         # Its flag state (from that page's fresh FLAGS): only Flag or Unflag is offered.
-        here = next((m for m in listed.messages if m.uid == uid), None)
+        here = next((m for m in listed.messages if m.uid == uid), None) if listed else None
         flagged = (here.flagged if here is not None
                    else "\\flagged" in await mailbox.message_flags(conn, folder, uid))
-        return folders, listed, flagged
+        return folders, page_no, listed, flagged
     # One take of the member's connection for the whole page (inline images included).
     async with mail_session(request) as ms:
         opened = await reader.open_message(ms, folder, uid, mark_read=mark)
-        folders, listed, flagged = await ms.run(work)
+        folders, page_no, listed, flagged = await ms.run(work)
         view = opened.view
         result = (await reader.sanitized(opened, allow_remote=images) if view.html
                   else None)
@@ -178,24 +184,24 @@ async def read_message(request: Request) -> Response:
         invite=view.calendar, invite_when=invite_when,
         notes=[*view.notes, *(f"Not an address, shown as written ({head}): {text}"
                               for head, texts in view.unreadable.items() for text in texts[:5])],
-        back_url=from_search or mv.folder_url(folder, listed.page),
+        back_url=from_search or mv.folder_url(folder, page_no),
         back_label="Back to the results" if from_search else "Back to the folder",
         self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""), flagged=flagged)
     targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
     is_draft = any(f.name == folder and f.special == "drafts" for f in folders)
     current = reader.named(folders, folder)
-    pane_rows = mv.rows(folder, listed.messages, tz, datetime.now(UTC))
+    pane = None
+    if listed is not None:
+        pane_rows = mv.rows(folder, listed.messages, tz, datetime.now(UTC))
+        pane = mv.ListPane(label=current.label if current else folder,
+                           rows=_draft_rows(pane_rows) if is_draft else pane_rows,
+                           page=listed.page, pages=listed.pages)
     return render(request, "mail_read.html", {"m": page, "move_targets": targets,
                                               "edit_url": mv.draft_url(page.self_url)
                                               if is_draft else "",
                                               "notice": notice_of(request),
-                                              "here_url": _here(request),
-                                              "pane": mv.ListPane(
-                                                  label=current.label if current else folder,
-                                                  rows=_draft_rows(pane_rows) if is_draft
-                                                  else pane_rows,
-                                                  page=listed.page, pages=listed.pages)})
+                                              "here_url": _here(request), "pane": pane})
 
 
 async def message_frame(request: Request) -> Response:

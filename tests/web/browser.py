@@ -19,6 +19,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
+# The extension id of the PDF viewer built into Chromium: its pages, and the chrome://
+# resources they use, come from the browser itself, not from the network.
+CHROMIUM_PDF_VIEWER = "mhjfbmdgcfjbbpaeojofohoefgiehjai"
+
+
 @dataclass
 class Recorder:
     requests: list[str] = field(default_factory=list)
@@ -32,6 +37,9 @@ class Recorder:
             parts = urlsplit(url)
             if parts.scheme in ("data", "blob", "about", "chrome-error"):
                 continue
+            if parts.scheme == "chrome" or (parts.scheme == "chrome-extension"
+                                            and parts.hostname == CHROMIUM_PDF_VIEWER):
+                continue          # Chromium's own PDF viewer, drawing a PDF the gateway sent
             if parts.hostname not in allowed_hosts:
                 out.append(url)
         return out

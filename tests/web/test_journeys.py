@@ -5,10 +5,12 @@ axe-core runs on the pages visited."""
 
 from __future__ import annotations
 
+import io
 import re
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from gateway.mail import mailbox
 from tests.conftest import Gateway
@@ -18,7 +20,7 @@ from tests.web.browser import (
     axe_violations,
     signed_in_page,
 )
-from tests.web.mailhelp import deliver, direct, find_uid, message, unique
+from tests.web.mailhelp import deliver, direct, drawn_pdf, find_uid, message, unique
 
 pytestmark = pytest.mark.browser
 LOCAL = {"127.0.0.1", "localhost"}
@@ -348,6 +350,45 @@ def test_office_attachments_are_named_and_download_exactly(chromium: IpadBrowser
             with open(download.path(), "rb") as fh:
                 assert fh.read() == data
         assert axe_violations(page) == []
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()
+
+
+def _black_pixels(png: bytes) -> int:
+    """Pixels that are black in a screenshot: the PDF's square and title. Chromium's viewer
+    draws on a grey background with a grey toolbar, so an undrawn viewer has none."""
+    image = Image.open(io.BytesIO(png)).convert("L")
+    return sum(count for level, count in enumerate(image.histogram()) if level < 16)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_committee_pdf_opens_drawn_in_chromiums_viewer(chromium: IpadBrowser, gateway: Gateway,
+                                                       size: str) -> None:
+    """Issue 13 item 2 in Chromium: tapping a committee PDF opens it in a new tab, in the
+    browser's own viewer, with its page drawn (the WebKit journey checks Safari's engine).
+    The tab is the gateway's attachment URL with the PDF policy, nothing from outside."""
+    pdf = drawn_pdf()
+    subject = unique(f"Committee PDF {size}")
+    uid = deliver(gateway, "member", message(subject, attachments=[
+        ("Planning agenda.pdf", "application/pdf", pdf)]))
+    page, rec = signed_in_page(chromium, gateway.url, size)
+    try:
+        page.goto(f"{gateway.url}/mail/read?f=INBOX&uid={uid}")
+        link = page.get_by_role("region", name="Attachments").get_by_role(
+            "link", name="Planning agenda.pdf")
+        with page.context.expect_page() as opened:
+            link.click()
+        viewer = opened.value
+        viewer.wait_for_load_state()
+        assert viewer.url.startswith(gateway.url + "/mail/part?")
+        drawn = 0
+        for _ in range(40):              # the viewer draws a moment after the tab loads
+            drawn = _black_pixels(viewer.screenshot())
+            if drawn > 2000:
+                break
+            viewer.wait_for_timeout(250)
+        assert drawn > 2000, f"the PDF viewer drew {drawn} black pixels"
         assert rec.outside(LOCAL) == []
     finally:
         page.context.close()

@@ -87,22 +87,53 @@ def test_landscape_ipad_shows_the_list_beside_the_open_message(chromium: IpadBro
         page.context.close()
 
 
-@pytest.mark.parametrize("size", ["ipad-portrait", "phone"])
+@pytest.mark.parametrize("size,javascript", [("ipad-portrait", True), ("phone", True),
+                                              ("phone", False)])
 def test_portrait_and_phone_read_in_one_column(chromium: IpadBrowser, gateway: Gateway,
-                                               size: str) -> None:
+                                               size: str, javascript: bool) -> None:
     """iPad portrait and the phone keep one column: no list beside the message, which
-    has the width of the page; Back goes to the page of the folder it came from."""
-    page, rec = signed_in_page(chromium, gateway.url, size)
+    has the width of the page; Back goes to the page of the folder it came from. With
+    JavaScript the page told the gateway it shows one pane, so the folder's list is not
+    even sent; without, it is sent and the CSS hides it."""
+    page, rec = signed_in_page(chromium, gateway.url, size, javascript)
     try:
         _open_first(page, gateway)
         assert page.locator("#list-pane").is_hidden()
+        assert page.locator("#list-pane").count() == (0 if javascript else 1)
         viewport = page.viewport_size
         assert viewport
         width = viewport["width"]
         assert box(page, "article.message")["width"] >= width - 40
         assert page.get_attribute("text=← Back to the folder", "href") == "/mail?f=INBOX"
-        assert axe_violations(page) == []
+        if javascript:
+            assert axe_violations(page) == []
         assert csp_errors(rec) == []
+    finally:
+        page.context.close()
+
+
+def test_turning_the_ipad_to_landscape_brings_the_list(chromium: IpadBrowser,
+                                                       gateway: Gateway) -> None:
+    """A message opened on an iPad in portrait comes without its folder's list; turned to
+    landscape, the page loads again with the list beside the message, the open message
+    marked in it. Turned back, one column again."""
+    subject = unique("Turned")
+    deliver(gateway, "member", message(subject))
+    page, rec = signed_in_page(chromium, gateway.url, "ipad-portrait")
+    try:
+        _open_first(page, gateway)
+        assert page.inner_text("#subject") == subject
+        assert page.locator("#list-pane").count() == 0
+        page.set_viewport_size({"width": 1180, "height": 820})
+        page.wait_for_selector("#list-pane", state="visible")
+        assert page.inner_text("#subject") == subject
+        assert subject in page.locator("#list-pane a[aria-current=true]").inner_text()
+        pane, msg = box(page, "#list-pane"), box(page, "article.message")
+        assert pane["x"] + pane["width"] <= msg["x"] + 1
+        page.set_viewport_size({"width": 820, "height": 1180})
+        page.wait_for_selector("#list-pane", state="hidden")
+        assert box(page, "article.message")["width"] >= 780
+        assert csp_errors(rec) == [] and rec.outside(LOCAL) == []
     finally:
         page.context.close()
 

@@ -1,13 +1,9 @@
-"""The gateway's request gates, as small pure-ASGI middlewares. ``create_app`` puts them in
-order; each answers the request itself when it refuses, and each reads what a path is from
-the one path table (``gateway.web.middleware.paths``).
+"""The gateway's request gates and compression, as pure-ASGI middlewares that read what a
+path is from the one path table (``gateway.web.middleware.paths``).
 
-- ``BodyLimitMiddleware``: refuses bodies over ``server.max_body_bytes`` (413).
-- ``SessionMiddleware``: loads the session named by the cookie into ``scope["state"]``.
-- ``CsrfMiddleware``: every unsafe method needs a same-origin Origin and the session's CSRF
-  token (form field, ``X-CSRF-Token`` header, or for multipart forms the query string).
-- ``AccessGateMiddleware``: anything not public needs a session, and the access policy
-  (failover mode) must admit it.
+- ``GateMiddleware``: body limit, session, CSRF and access, four steps of one layer; each
+  step answers the request itself when it refuses.
+- ``CompressMiddleware``: gzip for pages, styles and scripts.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from gateway.auth.access import AccessPolicy, Admission
 from gateway.auth.sessions import SESSION_COOKIE, SessionManager, read_cookie
 from gateway.errors import BadRequest, CsrfFailed, GatewayError, NotSignedIn, PayloadTooLarge
 from gateway.web.member import sign_in_url
-from gateway.web.middleware.paths import rule_for
+from gateway.web.middleware.paths import PathRule, rule_for
 
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 # No form of ours has more than a few dozen fields.
@@ -67,21 +63,61 @@ class CompressMiddleware:
             await self.app(scope, receive, send)
 
 
-class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, render_error: ErrorRenderer) -> None:
+class GateMiddleware:
+    """The four request gates as one layer (one ASGI hop and one path-table lookup per
+    request, instead of four), each a step that either answers the request itself or lets
+    it on, in this order:
+
+    1. body limit: a body over ``server.max_body_bytes`` is refused (413), by its
+       Content-Length or, without one, as it arrives;
+    2. session: the session named by the cookie is loaded into ``scope["state"]``, and for
+       a path that keeps a form after expiry, the ended one too;
+    3. CSRF: an unsafe method needs a same-origin Origin and the session's CSRF token (form
+       field, ``X-CSRF-Token`` header, or for multipart forms the query string);
+    4. access: anything not public needs a session, and the access policy (failover mode)
+       must admit it.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, sessions: SessionManager,
+                 public_origin: str, policy_source: Callable[[], AccessPolicy],
+                 render_error: ErrorRenderer,
+                 render_refusal: Callable[[Scope, Admission], Awaitable[Callable[
+                     [Receive, Send], Awaitable[None]]]]) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.sessions = sessions
+        self.public_origin = public_origin
+        self.policy_source = policy_source
         self.render_error = render_error
+        self.render_refusal = render_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        rule = rule_for(scope["path"])
+        limited = await self._limit(scope, receive, send)
+        if limited is None:
+            return
+        await self._load_session(scope, rule)
+        checked = await self._csrf(scope, rule, limited, send)
+        if checked is None:
+            return
+        if await self._admit(scope, rule, checked, send):
+            await self.app(scope, checked, send)
+
+    async def _refuse(self, scope: Scope, error: GatewayError, receive: Receive,
+                      send: Send) -> None:
+        await (await self.render_error(scope, error))(receive, send)
+
+    async def _limit(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
-            respond = await self.render_error(scope, PayloadTooLarge())
-            await respond(receive, send)
-            return
+            await self._refuse(scope, PayloadTooLarge(), receive, send)
+            return None
+        if scope["method"] in SAFE_METHODS and length is None and \
+                _header(scope, b"transfer-encoding") is None:
+            return receive           # no body is coming: nothing to count
         seen = 0
 
         async def counting_receive() -> Message:
@@ -93,48 +129,29 @@ class BodyLimitMiddleware:
                     raise PayloadTooLarge()
             return message
 
-        await self.app(scope, counting_receive, send)
+        return counting_receive
 
+    async def _load_session(self, scope: Scope, rule: PathRule) -> None:
+        sid = read_cookie(scope.get("headers", []), SESSION_COOKIE)
+        state = scope.setdefault("state", {})
+        state["session"] = None
+        state["ended_session"] = None
+        if sid and rule.loads_session:
+            state["session"], ended = await self.sessions.load_or_expired(sid)
+            # The ended session's CSRF token and the Origin check still apply.
+            if rule.keep_on_expiry and scope["method"] == "POST":
+                state["ended_session"] = ended
 
-class SessionMiddleware:
-    def __init__(self, app: ASGIApp, sessions: SessionManager) -> None:
-        self.app = app
-        self.sessions = sessions
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            sid = read_cookie(scope.get("headers", []), SESSION_COOKIE)
-            state = scope.setdefault("state", {})
-            state["session"] = None
-            state["ended_session"] = None
-            rule = rule_for(scope["path"])
-            if sid and rule.loads_session:
-                state["session"], ended = await self.sessions.load_or_expired(sid)
-                # The ended session's CSRF token and the Origin check still apply.
-                if rule.keep_on_expiry and scope["method"] == "POST":
-                    state["ended_session"] = ended
-        await self.app(scope, receive, send)
-
-
-class CsrfMiddleware:
-    def __init__(self, app: ASGIApp, public_origin: str, render_error: ErrorRenderer) -> None:
-        self.app = app
-        self.public_origin = public_origin
-        self.render_error = render_error
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in SAFE_METHODS:
-            await self.app(scope, receive, send)
-            return
-        rule = rule_for(scope["path"])
-        if rule.csrf_exempt or (rule.bearer_skips_csrf and bearer(scope)):
-            await self.app(scope, receive, send)
-            return
+    async def _csrf(self, scope: Scope, rule: PathRule, receive: Receive,
+                    send: Send) -> Receive | None:
+        if scope["method"] in SAFE_METHODS or rule.csrf_exempt or (
+                rule.bearer_skips_csrf and bearer(scope)):
+            return receive
         if not self._origin_ok(scope):
-            await (await self.render_error(scope, CsrfFailed()))(receive, send)
-            return
-        session = scope.get("state", {}).get("session") or scope.get("state", {}).get(
-            "ended_session")
+            await self._refuse(scope, CsrfFailed(), receive, send)
+            return None
+        state = scope["state"]
+        session = state["session"] or state["ended_session"]
         expected = session.csrf_token if session is not None else None
         ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
         supplied = _header(scope, b"x-csrf-token")
@@ -154,9 +171,9 @@ class CsrfMiddleware:
                                   max_num_fields=MAX_FORM_FIELDS).get("csrf_token")
             except ValueError:
                 # Rule: every refusal is a 4xx with a plain page (1,001 fields was a 500).
-                await (await self.render_error(scope, BadRequest(
-                    "That form has too many fields.")))(receive, send)
-                return
+                await self._refuse(scope, BadRequest("That form has too many fields."),
+                                   receive, send)
+                return None
             supplied = values[0] if values else None
         elif supplied is None:
             qs = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("csrf_token")
@@ -164,15 +181,17 @@ class CsrfMiddleware:
         if supplied is not None and expected:
             supplied = csrf.unmask(supplied, len(expected))
         if not expected or not supplied or not hmac.compare_digest(expected, supplied):
-            await (await self.render_error(scope, CsrfFailed()))(receive, send)
-            return
+            await self._refuse(scope, CsrfFailed(), receive, send)
+            return None
+        if not replay:
+            return receive
 
         async def replaying_receive() -> Message:
             if replay:
                 return replay.pop(0)
             return await receive()
 
-        await self.app(scope, replaying_receive, send)
+        return replaying_receive
 
     def _origin_ok(self, scope: Scope) -> bool:
         origin = _header(scope, b"origin")
@@ -184,46 +203,29 @@ class CsrfMiddleware:
         site = _header(scope, b"sec-fetch-site")
         return site in (None, "same-origin", "none")
 
-
-class AccessGateMiddleware:
-    def __init__(self, app: ASGIApp, policy_source: Callable[[], AccessPolicy],
-                 render_error: ErrorRenderer,
-                 render_refusal: Callable[[Scope, Admission], Awaitable[Callable[
-                     [Receive, Send], Awaitable[None]]]]) -> None:
-        self.app = app
-        self.policy_source = policy_source
-        self.render_error = render_error
-        self.render_refusal = render_refusal
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rule = rule_for(scope["path"])
+    async def _admit(self, scope: Scope, rule: PathRule, receive: Receive,
+                     send: Send) -> bool:
+        """True when the request may go on to the route; otherwise it was answered."""
         if rule.public:
-            await self.app(scope, receive, send)
-            return
+            return True
         # Routes that authenticate a bearer API key themselves (gateway.web.api): a request
         # to them without a cookie carries no session to gate, so the route answers it (401
-        # without a valid key).
+        # without a valid key). With a key, its key decides, whatever cookie came along (a
+        # valid key with a stale cookie was refused).
         if rule.key_authenticated and (bearer(scope) or _header(scope, b"cookie") is None):
-            # An API call: its key decides, whatever cookie came along (a valid key with a
-            # stale cookie was refused).
-            await self.app(scope, receive, send)
-            return
-        session = scope.get("state", {}).get("session")
-        if session is None and scope.get("state", {}).get("ended_session") is not None:
-            await self.app(scope, receive, send)    # the route only keeps the message
-            return
+            return True
+        state = scope["state"]
+        session = state["session"]
+        if session is None and state["ended_session"] is not None:
+            return True          # the route only keeps the message
         if session is None:
             await self._to_sign_in(scope, rule.sign_in_redirect, receive, send)
-            return
+            return False
         admission = await self.policy_source().admit(session, scope["path"])
         if not admission.admitted:
-            respond = await self.render_refusal(scope, admission)
-            await respond(receive, send)
-            return
-        await self.app(scope, receive, send)
+            await (await self.render_refusal(scope, admission))(receive, send)
+            return False
+        return True
 
     async def _to_sign_in(self, scope: Scope, redirect: bool, receive: Receive,
                           send: Send) -> None:
