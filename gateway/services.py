@@ -5,8 +5,9 @@ holds it (``app.state.gateway``, the only attribute the gateway puts on Starlett
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -65,7 +66,7 @@ class Running:
     part of it missing) and dropped as a whole when it stops."""
 
     health: HealthMonitor                      # the running probe loop behind /health
-    purge_once: Callable[[], Awaitable[None]]  # one round of the purges (tests call it)
+    purge_once: Callable[[], Coroutine[Any, Any, None]]  # one round of the purges
 
 
 @dataclass

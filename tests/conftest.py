@@ -27,6 +27,7 @@ from gateway.devstack.procs import free_port
 from gateway.devstack.runner import TLSServer
 from gateway.devstack.stack import DevStack
 from gateway.devstack.users import user
+from gateway.services import Running, app_state
 from gateway.store.base import Store
 
 T = TypeVar("T")
@@ -235,6 +236,12 @@ class Gateway:
                          follow_redirects=False, trust_env=False, timeout=30, **kw)
         self.clients.append(c)
         return c
+
+    def running(self) -> Running:
+        """What the gateway's lifespan started (its health monitor, the purges)."""
+        running = app_state(self.app).running
+        assert running is not None, "the gateway is not running"
+        return running
 
     def stop(self) -> None:
         """Close the clients this gateway handed out and stop its server."""

@@ -20,9 +20,34 @@ class _QuietServer(uvicorn.Server):
     """uvicorn would take over SIGINT/SIGTERM; here the owner of the event loop handles
     them, and several servers share one loop."""
 
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.sockets_at_shutdown: list[asyncio.Transport] = []
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Noted before uvicorn closes anything (no connection is accepted in between):
+        # see TLSServer.stop.
+        self.sockets_at_shutdown = _socket_transports(self)
+        await super().shutdown(sockets)
+
+
+def _socket_transports(server: uvicorn.Server) -> list[asyncio.Transport]:
+    """The socket transports under the server's open connections: for a TLS connection,
+    the one under asyncio's TLS layer (a private attribute of asyncio.sslproto, which
+    offers no public way to reach it)."""
+    found = []
+    for connection in server.server_state.connections:
+        transport = getattr(connection, "transport", None)
+        ssl_protocol = getattr(transport, "_ssl_protocol", None)
+        raw = getattr(ssl_protocol, "_transport", None) if ssl_protocol is not None \
+            else transport
+        if isinstance(raw, asyncio.Transport):
+            found.append(raw)
+    return found
 
 
 class TLSServer:
@@ -35,7 +60,7 @@ class TLSServer:
         self.port = 0
         self._log_level = log_level
         self._extra = config
-        self._server: uvicorn.Server | None = None
+        self._server: _QuietServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._sock: socket.socket | None = None
 
@@ -72,26 +97,25 @@ class TLSServer:
     async def stop(self) -> None:
         if self._server is None or self._task is None:
             return
+        # uvicorn asks each open connection to close and waits timeout_graceful_shutdown for
+        # them. A TLS connection whose client keeps it idle in a pool never answers the
+        # close_notify, so asyncio's TLS layer waits for it (ssl_shutdown_timeout, 30 s) with
+        # the socket open; uvicorn gives up first, and the socket was left to the garbage
+        # collector once the loop stopped (a ResourceWarning each, an error in the tests).
+        # The sockets are noted as the shutdown begins (_QuietServer.shutdown), because
+        # closing the TLS transport a second time detaches it from them, and whatever is
+        # still open afterwards is dropped at once: the server is going away.
         self._server.should_exit = True
         try:
             await asyncio.wait_for(self._task, timeout=10)
         except TimeoutError:
             self._server.force_exit = True
             self._task.cancel()
-        # uvicorn asks each open connection to close and waits timeout_graceful_shutdown for
-        # them; a TLS connection whose client keeps it idle in a pool never answers the
-        # close_notify, so uvicorn gives up and returns with the connection still open, and
-        # its socket was left to the garbage collector (a ResourceWarning per connection).
-        # The server is going away: drop what is left at once.
-        left = list(self._server.server_state.connections)
-        for connection in left:
-            transport = getattr(connection, "transport", None)
-            if transport is not None:
-                transport.abort()
+        left = [t for t in self._server.sockets_at_shutdown if not t.is_closing()]
+        for transport in left:
+            transport.abort()
         if left:
-            # Let the aborted transports, and those the clients closed while uvicorn waited,
-            # finish closing before the caller stops the loop.
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0)     # the aborted transports close their sockets
         if self._sock is not None:
             self._sock.close()
         self._server = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,15 @@ def row_html(row: Any, choose: bool) -> Markup:
 env.globals["row_html"] = row_html
 
 
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who the page is for, as the page header shows them: the templates get this, never
+    the session record (which holds the CSRF token, token-cache keys and timestamps)."""
+
+    user_name: str
+    is_admin: bool
+
+
 def render(request: Request | Scope, template: str, context: dict[str, Any] | None = None,
            status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
     scope = request.scope if isinstance(request, Request) else request
@@ -66,7 +76,8 @@ def render(request: Request | Scope, template: str, context: dict[str, Any] | No
     session = state.get("session")
     ctx = {
         "nonce": state.get("csp_nonce", ""),
-        "session": session,
+        "session": Viewer(session.user_name, session.is_admin) if session is not None
+        else None,
         "csrf_token": csrf.mask(session.csrf_token) if session is not None else "",
         "static_v": STATIC_VERSION,
         "path": scope.get("path", "/"),

@@ -350,7 +350,7 @@ def test_consent_missing_is_named_audited_counted_and_in_health(gateway: Gateway
     counted = re.search(r'gateway_ict_faults_total\{kind="consent_missing"\} (\d+\.\d+)',
                         metrics.text)
     assert counted and float(counted.group(1)) >= 1, metrics.text[-500:]
-    health = gateway.app.state.gateway.health.document(version="t", release_id="t",
+    health = gateway.running().health.document(version="t", release_id="t",
                                               service_id="t")[0]
     check = health["checks"]["tenant:faults"][0]
     assert check["status"] == "warn" and "consent_missing" in check["output"]

@@ -88,9 +88,7 @@ def test_purge_removes_records_past_their_age(rig: Rig) -> None:
     gw.stack.mail.refuse_next()
     _post(gw, client, action, fields)
     gw.clock.advance(7200)
-    running = gw.app.state.gateway.running
-    assert running is not None
-    gw.loop.run(running.purge_once())
+    gw.loop.run(gw.running().purge_once())
     store = gw.app.state.gateway.services.store
     ids = [r.id for r in gw.loop.run(store.list_outbox(user("member").oid))]
     assert old_id not in ids and fields["outbox_id"] in ids

@@ -68,7 +68,7 @@ def test_a_member_meeting_a_dead_imap_server_reprobes_at_once(stack: DevStack,
     g = _gateway(stack, loop_thread, tmp_path, mail, health__interval_seconds=600.0,
                  health__reprobe_seconds=1.0)
     try:
-        g.loop.run(g.app.state.gateway.health.wait_ready(), timeout=20)
+        g.loop.run(g.running().health.wait_ready(), timeout=20)
         monitor = g.client()
         assert _imap_status(g, monitor) == "pass"
         member = sign_in(g, "member", "/mail")
@@ -91,7 +91,7 @@ def test_killed_dovecot_shows_within_5_s_and_as_an_outage_window(stack: DevStack
                                                                 mail: MailServer) -> None:
     g = _gateway(stack, loop_thread, tmp_path, mail, health__interval_seconds=2.0)
     try:
-        g.loop.run(g.app.state.gateway.health.wait_ready(), timeout=20)
+        g.loop.run(g.running().health.wait_ready(), timeout=20)
         monitor = g.client()
         assert _imap_status(g, monitor) == "pass"
         loop_thread.run(mail.stop_imap())
@@ -122,7 +122,7 @@ def test_canary_rounds_are_stored_with_where_they_failed(stack: DevStack, loop_t
                  health__mailflow_fail_seconds=5.0, health__mailflow_warn_seconds=4.0,
                  health__timeout_seconds=3.0)
     try:
-        monitor = g.app.state.gateway.health
+        monitor = g.running().health
         ok = g.loop.run(monitor.next_result("mailflow:latency"), timeout=30)
         assert ok.status == "pass", ok
         loop_thread.run(mail.stop_smtp())

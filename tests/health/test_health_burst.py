@@ -32,7 +32,7 @@ def test_1000_health_requests_open_no_upstream_connection(stack: DevStack,
     g = start_gateway(stack, loop_thread, tmp_path, graph__base_url=graph_lite.base_url,
                       health__interval_seconds=600.0, health__timeout_seconds=2.0)
     try:
-        m: HealthMonitor = g.app.state.gateway.health
+        m: HealthMonitor = g.running().health
         g.loop.run(m.wait_ready(), timeout=20)
         client = g.client()
         entra_before = sum(stack.entra.requests_seen.values())

@@ -24,7 +24,7 @@ FAST: dict[str, Any] = {"health__interval_seconds": 0.3, "health__timeout_second
 
 
 def monitor_of(gw: Gateway) -> HealthMonitor:
-    m: HealthMonitor = gw.app.state.gateway.health
+    m: HealthMonitor = gw.running().health
     return m
 
 
