@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -43,6 +44,28 @@ DONE = {
     "declined": "You declined; the meeting was removed from your calendar.",
 }
 ANSWER_DONE = {"accept": "accepted", "tentative": "tentative", "decline": "declined"}
+
+
+@dataclass
+class MoveFields:
+    """The Move form's values as shown (again, as typed, after a refusal) and each field's
+    error by field name."""
+
+    subject: str
+    date: str
+    time: str
+    all_day: bool
+    minutes: str
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnswerFields:
+    """An answer to an invitation as typed: shown again with the comment if it fails."""
+
+    answer: str
+    comment: str
+    send_response: bool
 
 
 # ---------------------------------------------------------------------- helpers
@@ -247,7 +270,7 @@ async def update(request: Request) -> Response:
     return RedirectResponse(event_url(event_id, done="saved"), 303)
 
 
-def _move_page(request: Request, values: dict[str, Any], event_id: str, *, error: str = "",
+def _move_page(request: Request, values: MoveFields, event_id: str, *, error: str = "",
                status: int = 200) -> Response:
     return render(request, "calendar_move.html", _ctx(
         request, v=values, action=event_url(event_id, "/move"), error=error,
@@ -260,39 +283,39 @@ async def move_form(request: Request) -> Response:
     ev = await graph.get_event(graph_client(request), graph_token(request), event_id)
     tz = _tz(svc)
     start = ev.start.astimezone(tz)
-    return _move_page(request, {
-        "subject": ev.subject, "date": ev.first_day(tz).isoformat(),
-        "time": "" if ev.all_day else form_fields(start)[1],
-        "minutes": int((ev.end - ev.start).total_seconds() // 60), "all_day": ev.all_day,
-        "errors": {}}, ev.id)
+    return _move_page(request, MoveFields(
+        subject=ev.subject, date=ev.first_day(tz).isoformat(),
+        time="" if ev.all_day else form_fields(start)[1],
+        minutes=str(int((ev.end - ev.start).total_seconds() // 60)), all_day=ev.all_day),
+        ev.id)
 
 
 async def move(request: Request) -> Response:
     svc = services(request)
     event_id = unref(request.path_params["ref"])
     form = await _form(request)
-    values: dict[str, Any] = {
-        "subject": _str(form, "subject", 255), "date": _str(form, "date", 20).strip(),
-        "time": _str(form, "time", 10).strip(), "all_day": _str(form, "all_day") == "1",
-        "minutes": _str(form, "minutes", 10), "errors": {}}
-    errors: dict[str, str] = values["errors"]
+    values = MoveFields(
+        subject=_str(form, "subject", 255), date=_str(form, "date", 20).strip(),
+        time=_str(form, "time", 10).strip(), all_day=_str(form, "all_day") == "1",
+        minutes=_str(form, "minutes", 10))
+    errors = values.errors
     try:
-        minutes = max(1, min(int(values["minutes"]), 60 * 24 * 366))
+        minutes = max(1, min(int(values.minutes), 60 * 24 * 366))
     except ValueError:
         minutes = 60
-    d = form_date(values["date"])
+    d = form_date(values.date)
     if d is None:
         errors["date"] = "Enter the date as YYYY-MM-DD."
-    t = time() if values["all_day"] else form_time(values["time"])
+    t = time() if values.all_day else form_time(values.time)
     if t is None:
         errors["time"] = "Enter the time as HH:MM, for example 14:30."
     if d is not None and t is not None:
         start = datetime.combine(d, t)
-        draft = EventDraft(values["subject"] or "x", *form_fields(start),
-                           all_day=values["all_day"])
+        draft = EventDraft(values.subject or "x", *form_fields(start),
+                           all_day=values.all_day)
         end = start + timedelta(minutes=minutes)
         draft.end_date, draft.end_time = form_fields(end)
-        if values["all_day"]:
+        if values.all_day:
             draft.end_date = (end - timedelta(days=1)).date().isoformat()
         try:
             start, end = draft.times(_tz(svc))
@@ -344,7 +367,7 @@ async def answer(request: Request) -> Response:
     form = await _form(request)
     choice = _str(form, "answer", 20)
     comment, send = _str(form, "comment", 2000), _str(form, "send_response") == "1"
-    values: dict[str, Any] = {"answer": choice, "comment": comment, "send_response": send}
+    values = AnswerFields(answer=choice, comment=comment, send_response=send)
     if choice not in ANSWER_DONE:
         return render(request, "calendar_answer.html", _ctx(
             request, a=values, action=event_url(event_id, "/answer"),
@@ -385,7 +408,7 @@ async def answer_invite(request: Request) -> Response:
     comment, send = _str(form, "comment", 2000), _str(form, "send_response") == "1"
     back = _local_path(_str(form, "back", 2000))
     folder, msg = _str(form, "f", 500), _str(form, "msg", 10)
-    values: dict[str, Any] = {"answer": choice, "comment": comment, "send_response": send}
+    values = AnswerFields(answer=choice, comment=comment, send_response=send)
 
     def again(error: str, status: int) -> Response:
         return render(request, "calendar_answer.html", _ctx(

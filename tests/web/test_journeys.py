@@ -156,9 +156,12 @@ def test_nothing_ticked_or_no_folder_chosen_is_a_plain_notice(chromium: IpadBrow
         page.context.close()
 
 
-def test_message_sent_notice(chromium: IpadBrowser, gateway: Gateway) -> None:
-    """After Send the Inbox says "Message sent."."""
-    page, _ = signed_in_page(chromium, gateway.url, "phone")
+@pytest.mark.parametrize("size,javascript", [("ipad-portrait", True), ("ipad-landscape", True),
+                                              ("phone", True), ("phone", False)])
+def test_message_sent_notice(chromium: IpadBrowser, gateway: Gateway, size: str,
+                             javascript: bool) -> None:
+    """After Send the Inbox says "Message sent.", with or without JavaScript."""
+    page, _ = signed_in_page(chromium, gateway.url, size, javascript)
     try:
         page.goto(gateway.url + "/mail/compose")
         page.fill("#to", "jo.evans@council.example")

@@ -29,12 +29,13 @@ pytestmark = pytest.mark.browser
 
 
 def _send_and_check(page: Page, rec: Recorder, subject: str) -> None:
-    """Give the message a subject and a line, press Send, wait for the notice; nothing was
-    loaded from outside the gateway on the way."""
+    """Give the message a subject and a line, press Send: the Inbox says it was sent, and
+    nothing was loaded from outside the gateway on the way."""
     page.fill("#subject", subject)
     page.fill("#body", "Addressed from a suggestion.")
     page.get_by_role("button", name="Send").click()
     page.wait_for_selector("#notice")
+    assert page.inner_text("#notice p") == "Message sent."
     assert rec.outside(LOCAL) == []
 
 
