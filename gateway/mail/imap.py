@@ -216,7 +216,24 @@ class ImapConn:
         queue = self.client.protocol.idle_queue
         while not queue.empty():
             queue.get_nowait()
-        idle_cmd = await self.call(self.client.idle_start(timeout=seconds + 60))
+        # Shielded: a stream closed while the server is being asked to IDLE (IDLE sent, its
+        # "+ idling" not yet back) would leave an IDLE pending that nobody ends, and the
+        # connection had to be dropped (a new login for the member's next page). Instead the
+        # start is let finish, briefly, and the IDLE is then ended like any other (``idle``).
+        start = asyncio.ensure_future(self.call(self.client.idle_start(timeout=seconds + 60)))
+        try:
+            idle_cmd = await asyncio.shield(start)
+        except asyncio.CancelledError:
+            # Starlette's task group cancels the stream again and again until it ends, so
+            # each wait is shielded; the start takes one round trip, bounded by the timeout.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            while not start.done() and loop.time() < deadline:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({start}, timeout=deadline - loop.time())
+            if start.done() and not start.cancelled() and start.exception() is None:
+                self._idle_cmd = start.result()
+            raise
         self._idle_cmd = idle_cmd
         pushed: list[Any] = []
         waits = [asyncio.ensure_future(queue.get()), asyncio.ensure_future(interrupt.wait()),
