@@ -140,7 +140,8 @@ async def read_message(request: Request) -> Response:
         # beside it in the two-pane layout (a landscape iPad).
         page_no = await mailbox.page_of(conn, folder, uid)
         listed = await mailbox.fetch_page(conn, folder, page_no) if with_list else None
-        # Its flag state (from that page's fresh FLAGS): only Flag or Unflag is offered.
+        # Its flag state (from the page's fresh FLAGS, or its own without the page): only
+        # Flag or Unflag is offered.
         here = next((m for m in listed.messages if m.uid == uid), None) if listed else None
         flagged = (here.flagged if here is not None
                    else "\\flagged" in await mailbox.message_flags(conn, folder, uid))

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aioimaplib
+import pytest
 
 from gateway.auth.sessions import FLOW_COOKIE, SESSION_COOKIE
+from gateway.devstack.entra import EntraStandIn
 from gateway.devstack.stack import DevStack
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
@@ -162,43 +165,40 @@ def test_group_membership_admits_when_configured(stack: DevStack, loop_thread: L
         gw.stop()
 
 
-def _expire_access_tokens(gateway: Gateway) -> None:
-    """Make every cached access token look expired so the next page must refresh."""
-    gateway.stack.entra.access_token_lifetime = 60  # msal treats < 5 min as expired
+@pytest.fixture
+def short_tokens(gateway: Gateway) -> Iterator[EntraStandIn]:
+    """The Entra stand-in issuing access tokens that msal treats as expired (under 5 min
+    left), so every page must refresh; the lifetime is restored afterwards."""
+    entra = gateway.stack.entra
+    assert entra is not None
+    old = entra.access_token_lifetime
+    entra.access_token_lifetime = 60
+    yield entra
+    entra.access_token_lifetime = old
 
 
-def test_revoked_refresh_token_leads_back_to_sign_in(gateway: Gateway) -> None:
+def test_revoked_refresh_token_leads_back_to_sign_in(gateway: Gateway,
+                                                     short_tokens: EntraStandIn) -> None:
     """When the refresh token is revoked, the member is sent to sign-in, then back."""
-    entra = gateway.stack.entra
-    old = entra.access_token_lifetime
-    _expire_access_tokens(gateway)
-    try:
-        client = sign_in(gateway, "member2")
-        assert client.get("/").status_code == 200
-        entra.revoke_refresh_tokens(user("member2").oid)
-        # The open IMAP connection ends (idle cut, server restart): a new one needs a token.
-        gateway.loop.run(gateway.app.state.gateway.services.imap_pool.close_all())
-        r = client.get("/?x=1")
-        assert r.status_code == 303
-        assert r.headers["location"] == "/auth/signin?next=%2F%3Fx%3D1"
-        assert client.get("/mail").status_code == 303  # the session is gone
-        entra.unrevoke_refresh_tokens(user("member2").oid)
-    finally:
-        entra.access_token_lifetime = old
+    client = sign_in(gateway, "member2")
+    assert client.get("/").status_code == 200
+    short_tokens.revoke_refresh_tokens(user("member2").oid)
+    # The open IMAP connection ends (idle cut, server restart): a new one needs a token.
+    gateway.loop.run(gateway.app.state.gateway.services.imap_pool.close_all())
+    r = client.get("/?x=1")
+    assert r.status_code == 303
+    assert r.headers["location"] == "/auth/signin?next=%2F%3Fx%3D1"
+    assert client.get("/mail").status_code == 303  # the session is gone
+    short_tokens.unrevoke_refresh_tokens(user("member2").oid)
 
 
-def test_expired_refresh_token_leads_back_to_sign_in(gateway: Gateway) -> None:
+def test_expired_refresh_token_leads_back_to_sign_in(gateway: Gateway,
+                                                     short_tokens: EntraStandIn) -> None:
     """When the refresh token has expired, the member is sent to sign-in."""
-    entra = gateway.stack.entra
-    old = entra.access_token_lifetime
-    _expire_access_tokens(gateway)
-    try:
-        client = sign_in(gateway, "member")
-        entra.expire_refresh_tokens()
-        r = client.get("/")
-        assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
-    finally:
-        entra.access_token_lifetime = old
+    client = sign_in(gateway, "member")
+    short_tokens.expire_refresh_tokens()
+    r = client.get("/")
+    assert r.status_code == 303 and r.headers["location"].startswith("/auth/signin")
 
 
 def test_sign_out_ends_session_token_cache_and_entra_session(gateway: Gateway) -> None:
@@ -357,12 +357,11 @@ def test_consent_missing_is_named_audited_counted_and_in_health(gateway: Gateway
     assert "AADSTS65001" in check["output"]
 
 
-def test_passing_entra_error_keeps_the_session_and_says_try_again(gateway: Gateway) -> None:
-    """A 500 or temporarily_unavailable while refreshing: 503 with Retry-After and "try
-    again in a minute", the session stays, and the next try works."""
-    entra = gateway.stack.entra
-    old = entra.access_token_lifetime
-    _expire_access_tokens(gateway)      # every page refreshes its token
+def test_passing_entra_error_keeps_the_session_and_says_try_again(
+        gateway: Gateway, short_tokens: EntraStandIn) -> None:
+    """A 500 or temporarily_unavailable while refreshing (every page refreshes its token):
+    503 with Retry-After and "try again in a minute", the session stays, and the next try
+    works."""
     try:
         client = sign_in(gateway, "member")
         assert client.get("/calendar").status_code == 200
@@ -374,8 +373,7 @@ def test_passing_entra_error_keeps_the_session_and_says_try_again(gateway: Gatew
             assert "try again in a minute" in r.text and "still signed in" in r.text
             assert client.get("/calendar").status_code == 200   # same session, recovered
     finally:
-        entra.access_token_lifetime = old
-        entra.fail_token_requests(None)
+        short_tokens.fail_token_requests(None)
 
 
 def test_claims_challenge_sends_member_through_sign_in_and_back(gateway: Gateway) -> None:
