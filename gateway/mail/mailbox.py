@@ -278,12 +278,20 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
 async def page_of(conn: ImapConn, folder: str, uid: int, per_page: int = PER_PAGE) -> int:
     """The page of ``fetch_page`` (newest first) that holds message ``uid``, from its sequence
     number: one FETCH of one message. Page 1 when it is gone."""
+    return (await page_and_flags(conn, folder, uid, per_page))[0]
+
+
+async def page_and_flags(conn: ImapConn, folder: str, uid: int, per_page: int = PER_PAGE
+                         ) -> tuple[int, set[str]]:
+    """``page_of`` and the message's flags, lower-case (empty when it is gone), from the same
+    one FETCH: the read page needs both even when it shows no list."""
     await conn.select(mailbox_arg(folder), readonly=True)
-    found = await _fetch(conn, str(uid), "(UID)", by_uid=True)
-    seq = next((i.seq for i in found if i.uid == uid and i.seq), 0)
-    if not seq or seq > conn.exists:
-        return 1
-    return (conn.exists - seq) // per_page + 1
+    found = await _fetch(conn, str(uid), "(UID FLAGS)", by_uid=True)
+    item = next((i for i in found if i.uid == uid and i.seq), None)
+    flags = {f.lower() for f in (item.flags or ())} if item is not None else set()
+    if item is None or item.seq > conn.exists:
+        return 1, flags
+    return (conn.exists - item.seq) // per_page + 1, flags
 
 
 async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int],
@@ -320,13 +328,6 @@ async def message_size(conn: ImapConn, folder: str, uid: int) -> int:
     if not sized:
         raise NotFound("That message is no longer there. It may have been moved or deleted.")
     return sized[0].size or 0
-
-
-async def message_flags(conn: ImapConn, folder: str, uid: int) -> set[str]:
-    """The flags of one message, lower-case (empty when it is gone)."""
-    await conn.select(mailbox_arg(folder))
-    got = await uid_fetch(conn, uid, "(FLAGS)", "open the message")
-    return {f.lower() for f in (got[0].flags or ())} if got else set()
 
 
 async def fetch_raw(conn: ImapConn, folder: str, uid: int, max_bytes: int,

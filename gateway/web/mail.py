@@ -138,14 +138,10 @@ async def read_message(request: Request) -> Response:
         folders = await mailbox.list_folders(conn, counts=False)
         # The page of the folder that holds this message: where "Back" goes, and the list
         # beside it in the two-pane layout (a landscape iPad).
-        page_no = await mailbox.page_of(conn, folder, uid)
+        # Its flag state comes with it: only Flag or Unflag is offered.
+        page_no, flags = await mailbox.page_and_flags(conn, folder, uid)
         listed = await mailbox.fetch_page(conn, folder, page_no) if with_list else None
-        # Its flag state (from the page's fresh FLAGS, or its own without the page): only
-        # Flag or Unflag is offered.
-        here = next((m for m in listed.messages if m.uid == uid), None) if listed else None
-        flagged = (here.flagged if here is not None
-                   else "\\flagged" in await mailbox.message_flags(conn, folder, uid))
-        return folders, page_no, listed, flagged
+        return folders, page_no, listed, "\\flagged" in flags
     # One take of the member's connection for the whole page (inline images included).
     async with mail_session(request) as ms:
         opened = await reader.open_message(ms, folder, uid, mark_read=mark)
