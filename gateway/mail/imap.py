@@ -55,6 +55,11 @@ class ImapConn:
         self.timeout = timeout
         self.caps: frozenset[str] = frozenset()
         self.selected: str | None = None
+        # The selected folder's state was brought up to date (SELECT or NOOP) during the
+        # current take of the connection: a page asks the server for news once, not before
+        # each of its steps. The pool clears it whenever a page or a stream takes the
+        # connection (gateway.mail.imap_pool).
+        self.fresh = False
         self.exists = 0
         self.uidvalidity = 0
         self.broken = False
@@ -148,8 +153,12 @@ class ImapConn:
         BODY.PEEK so that selecting read-write changes nothing by itself."""
         if self.selected == raw_name:
             # Already selected: a NOOP brings the news (new mail, expunges) without the
-            # cost of a new SELECT, which grows with the folder on some servers.
-            await self.refresh()
+            # cost of a new SELECT, which grows with the folder on some servers. Once per
+            # take: what this page's own commands change comes back in their answers
+            # (``note_untagged``), and the news of a few milliseconds ago is the news.
+            if not self.fresh:
+                await self.refresh()
+                self.fresh = True
             return
         # Deselected while the SELECT runs (RFC 3501 6.3.1): its EXISTS is the new folder's.
         self.selected = None
@@ -158,7 +167,7 @@ class ImapConn:
             self.selected = None
             raise NotFound("That folder could not be opened. It may have been moved or "
                            "deleted.")
-        self.selected = raw_name
+        self.selected, self.fresh = raw_name, True
         info = parse_select([bytes(line).strip() for line in resp.lines
                              if isinstance(line, (bytes, bytearray))])
         self.exists, self.uidvalidity = info.exists or 0, info.uidvalidity or 0

@@ -26,6 +26,7 @@ import aioimaplib
 
 from gateway.errors import ImapDisabled, ReauthRequired, UpstreamUnavailable
 from gateway.mail.imap import DROPPED, ImapConn, TimedOut
+from gateway.mail.imap_protocol import Client
 
 # Response codes (RFC 5530) that mean "not now", as opposed to "not this token".
 BUSY_CODES = (b"[LIMIT]", b"[UNAVAILABLE]", b"[INUSE]", b"[SERVERBUG]", b"[OVERQUOTA]")
@@ -76,8 +77,8 @@ def _answer_auth_challenge(client: aioimaplib.IMAP4_SSL) -> None:
 
 
 async def open_connection(target: ImapTarget, user: str, token: str) -> ImapConn:
-    client = aioimaplib.IMAP4_SSL(host=target.host, port=target.port,
-                                  ssl_context=target.ssl_context, timeout=target.timeout)
+    client = Client(host=target.host, port=target.port, ssl_context=target.ssl_context,
+                    timeout=target.timeout)
     try:
         await asyncio.wait_for(client.wait_hello_from_server(), target.timeout)
     except DROPPED as exc:

@@ -56,6 +56,13 @@ class Watched:
     flags_changed: bool = False
 
 
+def _new_take(slot: _Slot) -> None:
+    """A page or a stream has taken the connection: its first look at the selected folder
+    asks the server for news (``ImapConn.fresh``)."""
+    if slot.conn is not None:
+        slot.conn.fresh = False
+
+
 class ImapPool:
     """One IMAP connection per session, behind a lock, reused and reconnected."""
 
@@ -85,6 +92,7 @@ class ImapPool:
         slot = self._slots.setdefault(key, _Slot())
         async with slot.turns.page():
             self.lock_acquisitions += 1
+            _new_take(slot)
 
             async def runner(fn: Callable[[ImapConn], Awaitable[T]], retry: bool = True) -> T:
                 # Rule: a member waits at most one timeout for a frozen server, not two.
@@ -128,6 +136,7 @@ class ImapPool:
         # asked for like a page, so that it does not wait behind another stream's IDLE.
         turn = slot.turns.page() if seconds <= 0 else slot.turns.stream()
         async with turn:
+            _new_take(slot)
             if self.clock() < slot.silent_until:
                 raise UpstreamUnavailable("The mail server is not answering just now.")
             try:

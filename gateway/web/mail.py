@@ -13,7 +13,6 @@ from __future__ import annotations
 import mimetypes
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -35,7 +34,7 @@ from gateway.web import mailviews as mv
 from gateway.web import notices
 from gateway.web.auth import safe_next
 from gateway.web.member import imap_run, mail_session, member, signed_in
-from gateway.web.render import render
+from gateway.web.render import list_html, render
 
 # What the calendar's invitation route reports back (?done=...) after a decline.
 _ANSWERED = {"declined": "You declined this invitation.",
@@ -87,18 +86,15 @@ async def folder_page(request: Request) -> Response:
         return folders, await mailbox.fetch_page(conn, folder, page_no)
 
     folders, page = await imap_run(request, work)
-    now = datetime.now(UTC)
     current = reader.named(folders, folder)
-    rows = mv.rows(folder, page.messages, _tz(svc), now)
-    if current and current.special == "drafts":
-        rows = _draft_rows(rows)
+    drafts = current is not None and current.special == "drafts"
     return render(request, "mail_list.html", {
         "folders": mv.folder_links(folders, folder),
         "folder": folder,
         "folder_label": current.label if current else folder,
         "special": current.special if current else None,
-        "rows": rows,
-        "groups": mv.day_groups(rows),
+        "rows": page.messages,
+        "rows_html": list_html(folder, page.messages, _tz(svc), datetime.now(UTC), drafts),
         "page": mv.PageCount(total=page.total, page=page.page, pages=page.pages),
         "prev_url": mv.folder_url(folder, page.page - 1) if page.page > 1 else None,
         "next_url": mv.folder_url(folder, page.page + 1) if page.page < page.pages else None,
@@ -106,11 +102,6 @@ async def folder_page(request: Request) -> Response:
         "notice": notice_of(request),
         "here_url": _here(request),
     })
-
-
-def _draft_rows(rows: list[mv.Row]) -> list[mv.Row]:
-    """In Drafts a message opens to be edited, as in every mail app."""
-    return [replace(r, url=mv.draft_url(r.url)) for r in rows]
 
 
 def _here(request: Request) -> str:
@@ -192,7 +183,7 @@ async def read_message(request: Request) -> Response:
     if listed is not None:
         pane_rows = mv.rows(folder, listed.messages, tz, datetime.now(UTC))
         pane = mv.ListPane(label=current.label if current else folder,
-                           rows=_draft_rows(pane_rows) if is_draft else pane_rows,
+                           rows=mv.draft_rows(pane_rows) if is_draft else pane_rows,
                            page=listed.page, pages=listed.pages)
     return render(request, "mail_read.html", {"m": page, "move_targets": targets,
                                               "edit_url": mv.draft_url(page.self_url)

@@ -4,7 +4,7 @@ council's time zone, sizes, sender names). Templates get these dataclasses, neve
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from functools import lru_cache
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -139,6 +139,11 @@ def draft_url(read_url: str) -> str:
     """The compose form editing the draft that ``read_url`` (a message_url) opens."""
     q = parse_qs(urlsplit(read_url).query)
     return "/mail/compose?" + urlencode({"mode": "draft", "f": q["f"][0], "uid": q["uid"][0]})
+
+
+def draft_rows(rows: list[Row]) -> list[Row]:
+    """In Drafts a message opens to be edited, as in every mail app."""
+    return [replace(r, url=draft_url(r.url)) for r in rows]
 
 
 @dataclass(frozen=True)

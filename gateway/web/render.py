@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
@@ -21,6 +24,8 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import csrf
 from gateway.auth.access import Admission
 from gateway.errors import GatewayError
+from gateway.mail.mailbox import MessageSummary
+from gateway.web import mailviews as mv
 from gateway.web.middleware.paths import rule_for
 
 log = logging.getLogger("gateway.web")
@@ -58,6 +63,39 @@ def row_html(row: Any, choose: bool) -> Markup:
 
 
 env.globals["row_html"] = row_html
+
+
+# A folder's page as rendered rows under their day headings, by the identity of the summaries
+# it shows. The IMAP connection keeps one summary object per message and replaces it only when
+# its flags change (gateway.mail.mailbox.fetch_page), so a steady page shows the same objects
+# again and its rows (Row views, dates, headings, 50 row_html look-ups) were rebuilt for
+# nothing: 12 % of a steady inbox page's CPU (bench/cpu_per_page.py --profile, 2026-12-03).
+# Each entry holds its summaries, so while it is kept no other object can take their ids.
+_LISTS: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], Markup]] = OrderedDict()
+LIST_CACHE = 256
+
+
+def list_html(folder: str, messages: Sequence[MessageSummary], tz: ZoneInfo, now: datetime,
+              drafts: bool) -> Markup:
+    """The day-grouped rows of a folder page (mail_groups.html), kept as described above. The
+    key is everything they are made of: the folder (in each link), whether it is Drafts (the
+    links edit), the member's zone and today's date there (short dates, headings), and the
+    summaries themselves."""
+    today = now.astimezone(tz).date()
+    key = (folder, drafts, tz.key, today, *map(id, messages))
+    kept = _LISTS.get(key)
+    if kept is not None:
+        _LISTS.move_to_end(key)
+        return kept[1]
+    rows = mv.rows(folder, list(messages), tz, now)
+    if drafts:
+        rows = mv.draft_rows(rows)
+    html = Markup(env.get_template("mail_groups.html").render(  # noqa: S704 (autoescaped)
+        groups=mv.day_groups(rows)))
+    _LISTS[key] = (tuple(messages), html)
+    while len(_LISTS) > LIST_CACHE:
+        _LISTS.popitem(last=False)
+    return html
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,3 +101,48 @@ def test_forward_form_opens_the_original_once_with_one_lock(gateway: Gateway) ->
     assert "Fw: " + subject in page.text or "Fwd: " + subject in page.text
     assert 'name="keep_part"' in page.text and "Agenda.pdf" in page.text
     assert _locks(gateway) - before == 1
+
+
+def test_a_page_asks_for_news_once_per_take(gateway: Gateway) -> None:
+    """Opening a message, finding its page and fetching that page each look at the
+    selected folder; under one take only the first asks the server for news (a NOOP). The
+    next take asks again, and sees a message delivered in between."""
+    pool, email = _pool(gateway)
+    uid = deliver(gateway, "member", message(unique("News once")))
+    sent: list[str] = []
+
+    def verbs(conn: Any) -> None:
+        # Records the verb of each command the connection sends; sends it unchanged.
+        protocol = conn.client.protocol
+        original = protocol.send
+
+        def send(line: str, scrub: str | None = None) -> None:
+            sent.append(line.split(" ")[1].upper())
+            original(line, scrub)
+        protocol.send = send
+
+    ms = MailSession(pool, "k", email, "acct")
+
+    async def one_page() -> tuple[list[str], int]:
+        await ms.run(lambda conn: mailbox.fetch_page(conn, "INBOX"))   # selected, open
+        conn = pool._slots["k"].conn
+        verbs(conn)
+        async with ms:
+            await reader.open_message(ms, "INBOX", uid, mark_read=False)
+            page_no = await ms.run(lambda c: mailbox.page_of(c, "INBOX", uid))
+            first = await ms.run(lambda c: mailbox.fetch_page(c, "INBOX", page_no))
+        one_take = list(sent)
+        sent.clear()
+        return one_take, first.total
+
+    async def next_page() -> int:
+        again = await ms.run(lambda c: mailbox.fetch_page(c, "INBOX"))
+        await pool.close_all()
+        return again.total
+    one_take, total = gateway.loop.run(one_page())
+    deliver(gateway, "member", message(unique("Arrived between")))
+    total_after = gateway.loop.run(next_page())
+    assert one_take.count("NOOP") == 1 and "SELECT" not in one_take, one_take
+    assert one_take[0] == "NOOP"
+    assert sent.count("NOOP") == 1, sent
+    assert total_after == total + 1

@@ -4,9 +4,13 @@ kept fragment changes with everything the row shows, and still escapes what it w
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from gateway.mail.mailbox import MessageSummary
 from gateway.web.mailviews import Row
-from gateway.web.render import row_html
+from gateway.web.render import list_html, row_html
 
 ROW = Row(uid=7, url="/mail/read?f=INBOX&uid=7", sender="Ann <ann@x>",
           subject="<script>alert(1)</script>", date="14:05", unread=True, flagged=False,
@@ -27,3 +31,49 @@ def test_row_fragment_escapes_and_follows_each_field() -> None:
         assert str(row_html(changed, True)) != html
     assert 'type="checkbox"' not in str(row_html(ROW, False))
     assert 'class="row"' in str(row_html(replace(ROW, unread=False), True))
+
+
+# A folder page's rows kept by the identity of its summaries (gateway.web.render.list_html).
+LONDON = ZoneInfo("Europe/London")
+
+
+def _summary(uid: int, received: datetime, **kw: Any) -> MessageSummary:
+    fields: dict[str, Any] = {"subject": f"Item {uid} <b>", "sender": "Ann", "sender_email":
+                              "ann@x", "date": received, "unread": False, "flagged": False,
+                              "answered": False, "has_attachment": False, "size": 2048,
+                              "received": received, **kw}
+    return MessageSummary(uid=uid, **fields)
+
+
+def test_the_kept_list_is_the_same_only_for_the_same_summaries_folder_and_day() -> None:
+    """The same summary objects on the same local day give the kept markup; a summary
+    replaced (its flags changed), another folder, Drafts, or the next day in the member's
+    zone gives new markup that shows the change. Dates on both sides of the October clock
+    change (Europe/London, 25 October 2026 at 02:00 BST)."""
+    before = datetime(2026, 10, 24, 23, 30, tzinfo=UTC)      # 00:30 BST on the 25th
+    after = datetime(2026, 10, 25, 12, 0, tzinfo=UTC)        # 12:00 GMT on the 25th
+    msgs = [_summary(2, after), _summary(1, before, unread=True)]
+    now = datetime(2026, 10, 25, 18, 0, tzinfo=UTC)
+    html = list_html("INBOX", msgs, LONDON, now, drafts=False)
+    # Both are on Sunday the 25th in London, one each side of the change: one heading.
+    assert str(html).count('<h2 class="day"') == 1 and "Today" in html
+    assert "Item 2 &lt;b&gt;" in html and "<b>" not in html
+    assert 'class="row unread"' in html
+    assert list_html("INBOX", list(msgs), LONDON, now, drafts=False) is html
+
+    read = [msgs[0], replace(msgs[1], unread=False)]
+    changed = list_html("INBOX", read, LONDON, now, drafts=False)
+    assert changed is not html and 'class="row unread"' not in changed
+
+    elsewhere = list_html("Archive", msgs, LONDON, now, drafts=False)
+    assert "f=Archive" in elsewhere and "f=INBOX" not in elsewhere
+    assert "mode=draft" in list_html("Drafts", msgs, LONDON, now, drafts=True)
+
+    # After midnight in London the same messages are yesterday's.
+    tomorrow = list_html("INBOX", msgs, LONDON, datetime(2026, 10, 26, 0, 30, tzinfo=UTC),
+                         drafts=False)
+    assert "Yesterday" in tomorrow and "Today" not in tomorrow
+    # 23:30 UTC on 25 October is still the 25th in London in winter (GMT): still today.
+    late = list_html("INBOX", msgs, LONDON, datetime(2026, 10, 25, 23, 30, tzinfo=UTC),
+                     drafts=False)
+    assert late is html

@@ -1,0 +1,105 @@
+"""aioimaplib's client with the per-line costs of its response reader taken out.
+
+aioimaplib 2.0 does, for every line of a FETCH response, work that grows with the response
+(``bench/cpu_per_page.py --profile``, 2026-12-03: 8.5 % of a steady inbox page's CPU was
+``FetchCommand.wait_data``):
+
+- ``FetchCommand.wait_data`` scans every line received so far for the last ``n FETCH (``
+  line, then joins and counts the parentheses of all lines since: a 50-message FETCH does
+  about 1,300 regex matches and joins. ``_FetchCommand`` keeps the count as lines arrive
+  and gives the same answer from it.
+- every line re-arms the command's timeout (a cancelled timer and a new one on the loop's
+  heap). ``_FetchCommand`` notes the time of the last line instead and has its one timer
+  look at it when it fires, so the timeout still means "this long with nothing from the
+  server".
+- ``data_received`` formats the whole chunk for a debug message whether or not anything
+  logs it. The gateway never logs aioimaplib at debug (the data is mail and tokens:
+  ``gateway.logging`` holds its logger at WARNING), so ``_Protocol`` skips that.
+
+What is received, and how it is cut into lines, literals and responses, is aioimaplib's own
+code, unchanged: only these three methods differ. ``tests/mail/test_imap_protocol.py``
+checks the answers against aioimaplib's on the same lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import aioimaplib
+from aioimaplib.aioimaplib import (
+    FetchCommand,
+    IMAP4ClientProtocol,
+    IncompleteRead,
+    Response,
+)
+
+
+class _FetchCommand(FetchCommand):  # type: ignore[misc]  # aioimaplib is untyped
+    """FETCH with its parenthesis count kept as lines arrive (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._depth = 0                  # '(' minus ')' since the last "n FETCH (" line
+        super().__init__(*args, **kwargs)
+        self._active = self._loop.time()
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        super().append_to_resp(line, result)
+        # As the original: only ``bytes`` lines count (literals arrive as bytearray), and a
+        # line opening a message's data starts the count again.
+        if type(line) is bytes:
+            depth = line.count(b"(") - line.count(b")")
+            self._depth = depth if self.FETCH_MESSAGE_DATA_RE.match(line) else self._depth + depth
+
+    def wait_data(self) -> bool:
+        return self._depth != 0
+
+    def _reset_timer(self) -> None:
+        self._active = self._loop.time()
+
+    def _timeout_callback(self) -> None:
+        if self._timeout is not None:
+            left = self._active + self._timeout - self._loop.time()
+            if left > 0:                 # heard from the server since the timer was set
+                self._timer = self._loop.call_later(left, self._timeout_callback)
+                return
+        super()._timeout_callback()
+
+
+class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
+    incomplete_line: bytes           # aioimaplib's, declared for mypy
+    current_command: Any
+
+    def data_received(self, d: bytes) -> None:
+        # aioimaplib's own, without its eager 'Received : %s' % d (see the module docstring).
+        try:
+            self._handle_responses(self.incomplete_line + d, self._handle_line,
+                                   self.current_command)
+            self.incomplete_line = b""
+            self.current_command = None
+        except IncompleteRead as incomplete_read:
+            self.current_command = incomplete_read.cmd
+            self.incomplete_line = incomplete_read.data
+
+    async def fetch(self, message_set: str, message_parts: str, by_uid: bool = False,
+                    timeout: float | None = None) -> Response:
+        response: Response = await self.execute(
+            _FetchCommand(self.new_tag(), message_set, message_parts,
+                          prefix="UID" if by_uid else "", loop=self.loop, timeout=timeout))
+        return response
+
+
+class Client(aioimaplib.IMAP4_SSL):  # type: ignore[misc]
+    """``aioimaplib.IMAP4_SSL`` speaking through ``_Protocol``."""
+
+    def create_client(self, host: str, port: int, loop: asyncio.AbstractEventLoop | None,
+                      conn_lost_cb: Callable[[Exception | None], None] | None = None,
+                      ssl_context: ssl.SSLContext | None = None) -> None:
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        local_loop = loop if loop is not None else asyncio.get_running_loop()
+        self.protocol = _Protocol(local_loop, conn_lost_cb)
+        self._client_task = local_loop.create_task(local_loop.create_connection(
+            lambda: self.protocol, host, port, ssl=ssl_context))
