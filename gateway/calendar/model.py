@@ -7,6 +7,7 @@ Nothing here talks to the network or knows about HTTP."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
@@ -329,10 +330,32 @@ def when_label(ev: Event, tz: tzinfo) -> str:
     return f"{d(first)} {_hm(s)} to {d(e.date())} {_hm(e)} ({e.tzname()})"
 
 
+# Layouts by the identity of the events laid out (the calendar view hands out the same frozen
+# events while Graph's answer is unchanged: gateway.calendar.graph), with everything else the
+# layout depends on. The layout was a sixth of the agenda's CPU (bench/cpu_per_page.py
+# --profile, 2026-12-03). Each entry holds its events, so no other object can take their ids.
+_LAYOUTS: OrderedDict[tuple[object, ...], tuple[tuple[Event, ...], list[Day]]] = OrderedDict()
+LAYOUT_CACHE = 128
+
+
 def days(events: list[Event], first: date, count: int, tz: tzinfo, today: date,
          keep_empty: bool = True) -> list[Day]:
     """Events laid out day by day: all-day first, then by start time. An event spanning
-    several days appears on each of them."""
+    several days appears on each of them. The list is new; its days (frozen) may be shared."""
+    key = (first, count, tz, today, keep_empty, *map(id, events))
+    kept = _LAYOUTS.get(key)
+    if kept is not None:
+        _LAYOUTS.move_to_end(key)
+        return list(kept[1])
+    laid = _lay_out(events, first, count, tz, today, keep_empty)
+    _LAYOUTS[key] = (tuple(events), laid)
+    while len(_LAYOUTS) > LAYOUT_CACHE:
+        _LAYOUTS.popitem(last=False)
+    return list(laid)
+
+
+def _lay_out(events: list[Event], first: date, count: int, tz: tzinfo, today: date,
+             keep_empty: bool) -> list[Day]:
     by_day: dict[date, list[Slot]] = {first + timedelta(days=i): [] for i in range(count)}
     for ev in events:
         if ev.is_cancelled:

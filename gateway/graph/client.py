@@ -21,7 +21,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,6 +39,7 @@ from gateway.errors import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_PAGES = 50
 MAX_RETRIES = 2
@@ -191,14 +192,26 @@ async def call(g: GraphHttp, token: TokenSource, method: str, url: str,
 async def pages(g: GraphHttp, token: TokenSource, url: str,
                 params: dict[str, str] | None) -> list[dict[str, Any]]:
     """Every row of a Graph collection, following ``@odata.nextLink`` (up to MAX_PAGES)."""
-    rows: list[dict[str, Any]] = []
+    return await walk(g, token, url, params, json_page)
+
+
+def json_page(resp: httpx.Response) -> tuple[list[dict[str, Any]], object]:
+    """One page of a Graph collection: its rows and its ``@odata.nextLink`` (or None)."""
+    body = read_json(resp)
+    value = body.get("value")
+    if not isinstance(value, list):
+        raise UpstreamError("The calendar service sent a list the gateway cannot read.")
+    return [v for v in value if isinstance(v, dict)], body.get("@odata.nextLink")
+
+
+async def walk(g: GraphHttp, token: TokenSource, url: str, params: dict[str, str] | None,
+               read: Callable[[httpx.Response], tuple[list[T], object]]) -> list[T]:
+    """Every row of a Graph collection as ``read`` makes rows of each page's response,
+    following ``@odata.nextLink`` (up to MAX_PAGES)."""
+    rows: list[T] = []
     for _ in range(MAX_PAGES):
-        body = await call(g, token, "GET", url, params=params)
-        value = body.get("value")
-        if not isinstance(value, list):
-            raise UpstreamError("The calendar service sent a list the gateway cannot read.")
-        rows.extend(v for v in value if isinstance(v, dict))
-        next_link = body.get("@odata.nextLink")
+        page, next_link = read(await send(g, token, "GET", url, params=params))
+        rows.extend(page)
         if not next_link:
             return rows
         # The next link carries all the query; never send the member's token anywhere but
