@@ -30,7 +30,7 @@ from gateway.errors import BadRequest, GatewayError, NotFound, NotSignedIn
 from gateway.mail import sanitize
 from gateway.services import Services, services
 from gateway.web.member import graph_client, graph_token, member
-from gateway.web.render import render
+from gateway.web.render import kept_fragment, render
 
 AGENDA_DAYS = 15                 # today and the next 14
 DONE = {
@@ -112,6 +112,10 @@ def _done(request: Request) -> str:
 
 
 def _ctx(request: Request, **extra: Any) -> dict[str, Any]:
+    if "days" in extra:   # a list view: its days are kept rendered (render.kept_fragment)
+        laid, mode = extra["days"], extra["mode"]
+        extra["days_html"] = kept_fragment("calendar_days.html", (mode,), laid, lambda: {
+            "days": laid, "mode": mode, "event_url": event_url})
     return {"ref": ref, "event_url": event_url, "done": _done(request), **extra}
 
 

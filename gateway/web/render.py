@@ -65,14 +65,32 @@ def row_html(row: Any, choose: bool) -> Markup:
 env.globals["row_html"] = row_html
 
 
-# A folder's page as rendered rows under their day headings, by the identity of the summaries
-# it shows. The IMAP connection keeps one summary object per message and replaces it only when
-# its flags change (gateway.mail.mailbox.fetch_page), so a steady page shows the same objects
-# again and its rows (Row views, dates, headings, 50 row_html look-ups) were rebuilt for
-# nothing: 12 % of a steady inbox page's CPU (bench/cpu_per_page.py --profile, 2026-12-03).
-# Each entry holds its summaries, so while it is kept no other object can take their ids.
-_LISTS: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], Markup]] = OrderedDict()
-LIST_CACHE = 256
+# Fragments of a page kept by the identity of the frozen objects they show. The IMAP connection
+# keeps one summary object per message and replaces it only when its flags change
+# (gateway.mail.mailbox.fetch_page); the calendar hands out the same events and days while
+# Graph's answer is unchanged (gateway.calendar.graph, model.days). A steady page therefore
+# shows the same objects again, and its rows were rebuilt for nothing: 12 % of a steady inbox
+# page's CPU and a sixth of the agenda's (bench/cpu_per_page.py --profile, 2026-12-03). Each
+# entry holds its objects, so while it is kept no other object can take their ids.
+_FRAGMENTS: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], Markup]] = OrderedDict()
+FRAGMENT_CACHE = 256
+
+
+def kept_fragment(template: str, key: tuple[object, ...], held: Sequence[object],
+                  context: Callable[[], dict[str, Any]]) -> Markup:
+    """``template`` rendered with ``context()``, kept by ``key`` (everything else the
+    fragment is made of) and the identity of ``held`` (the frozen objects it shows)."""
+    full = (template, *key, *map(id, held))
+    kept = _FRAGMENTS.get(full)
+    if kept is not None:
+        _FRAGMENTS.move_to_end(full)
+        return kept[1]
+    # The template autoescapes every value it writes; this marks its output as HTML.
+    html = Markup(env.get_template(template).render(**context()))  # noqa: S704
+    _FRAGMENTS[full] = (tuple(held), html)
+    while len(_FRAGMENTS) > FRAGMENT_CACHE:
+        _FRAGMENTS.popitem(last=False)
+    return html
 
 
 def list_html(folder: str, messages: Sequence[MessageSummary], tz: ZoneInfo, now: datetime,
@@ -81,21 +99,11 @@ def list_html(folder: str, messages: Sequence[MessageSummary], tz: ZoneInfo, now
     key is everything they are made of: the folder (in each link), whether it is Drafts (the
     links edit), the member's zone and today's date there (short dates, headings), and the
     summaries themselves."""
-    today = now.astimezone(tz).date()
-    key = (folder, drafts, tz.key, today, *map(id, messages))
-    kept = _LISTS.get(key)
-    if kept is not None:
-        _LISTS.move_to_end(key)
-        return kept[1]
-    rows = mv.rows(folder, list(messages), tz, now)
-    if drafts:
-        rows = mv.draft_rows(rows)
-    html = Markup(env.get_template("mail_groups.html").render(  # noqa: S704 (autoescaped)
-        groups=mv.day_groups(rows)))
-    _LISTS[key] = (tuple(messages), html)
-    while len(_LISTS) > LIST_CACHE:
-        _LISTS.popitem(last=False)
-    return html
+    def context() -> dict[str, Any]:
+        rows = mv.rows(folder, list(messages), tz, now)
+        return {"groups": mv.day_groups(mv.draft_rows(rows) if drafts else rows)}
+    return kept_fragment("mail_groups.html", (folder, drafts, tz.key,
+                                              now.astimezone(tz).date()), messages, context)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,8 @@ def test_layout_is_kept_for_the_same_events_and_day_only() -> None:
     assert [len(d.slots) for d in laid] == [1, 2, 0]
     assert laid[1].slots[0].label == "until 02:30" and laid[0].is_today
     kept = days(list(events), date(2026, 3, 28), 3, LONDON, date(2026, 3, 28))
-    assert kept == laid and kept is not laid and all(a is b for a, b in zip(kept, laid))
+    assert kept == laid and kept is not laid
+    assert all(a is b for a, b in zip(kept, laid, strict=True))
     # The next day is today now: a new layout.
     later = days(events, date(2026, 3, 28), 3, LONDON, date(2026, 3, 29))
     assert later[1].is_today and not later[0].is_today
