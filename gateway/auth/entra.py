@@ -13,6 +13,7 @@ an app per call (one token cache per member) costs no network round trip.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import threading
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 
 DISCOVERY_TTL = 3600.0
 HTTP_TIMEOUT = 15.0
+# msal renews an access token this long before it expires; a token kept here is used no
+# later than msal would use it.
+RENEW_BEFORE_SECONDS = 300.0
 # Entra's passing faults: retry later, keep the session (Microsoft identity platform error
 # codes: "temporarily_unavailable ... retry the request after a small delay"; 5xx).
 TRANSIENT_ERRORS = ("temporarily_unavailable", "server_error", "service_unavailable")
@@ -137,6 +141,10 @@ class Entra:
         self.http = http_client or CachingHttpClient(verify=settings.entra.ca_file or True)
         # One refresh at a time per account, so two tabs do not both spend a refresh token.
         self._locks: dict[str, asyncio.Lock] = {}
+        # The access tokens msal last gave, by (account, scopes): (digest of the encrypted
+        # token cache they came from, token, when msal would renew it by self.clock). See
+        # access_token.
+        self._given: dict[tuple[str, tuple[str, ...]], tuple[bytes, str, float]] = {}
 
     # -- msal plumbing
     def _app(self, cache: msal.SerializableTokenCache | None = None) -> Any:
@@ -229,9 +237,11 @@ class Entra:
     def _context(self, account_id: str) -> bytes:
         return b"token-cache:" + account_id.encode()
 
-    async def _load_cache(self, account_id: str) -> msal.SerializableTokenCache:
+    async def _load_cache(self, account_id: str, blob: bytes | None = None
+                          ) -> msal.SerializableTokenCache:
         cache = msal.SerializableTokenCache()
-        blob = await self.store.get_token_cache(account_id)
+        if blob is None:
+            blob = await self.store.get_token_cache(account_id)
         if blob:
             try:
                 cache.deserialize(self.keyring.decrypt(blob, self._context(account_id)).decode())
@@ -241,10 +251,13 @@ class Entra:
         return cache
 
     async def _save_cache(self, account_id: str, cache: msal.SerializableTokenCache,
-                          force: bool = False) -> None:
+                          force: bool = False) -> bytes | None:
+        """Store the cache if it changed (or ``force``); the digest of what was stored."""
         if force or cache.has_state_changed:
             blob = self.keyring.encrypt(cache.serialize().encode(), self._context(account_id))
             await self.store.put_token_cache(account_id, blob, self.clock())
+            return hashlib.blake2b(blob, digest_size=16).digest()
+        return None
 
     async def access_token(self, account_id: str, scopes: list[str],
                            force_refresh: bool = False) -> str:
@@ -252,7 +265,21 @@ class Entra:
         ReauthRequired when the refresh token is gone, expired or revoked."""
         lock = self._locks.setdefault(account_id, asyncio.Lock())
         async with lock:
-            cache = await self._load_cache(account_id)
+            # The stored cache is read every time (another instance may have refreshed it, or
+            # signed the member out and deleted it). When it is the very one the last token
+            # for these scopes came from, and that token is not yet due for renewal, msal
+            # would hand back the same token: skip decrypting the cache, building an msal
+            # app and its account search (a tenth of a calendar page's CPU,
+            # bench/cpu_per_page.py --profile, 2026-12-03).
+            blob = await self.store.get_token_cache(account_id) or b""
+            digest = hashlib.blake2b(blob, digest_size=16).digest()
+            key = (account_id, tuple(scopes))
+            given = self._given.get(key)
+            if (given is not None and not force_refresh and blob and given[0] == digest
+                    and self.clock() < given[2]):
+                return given[1]
+            self._given.pop(key, None)
+            cache = await self._load_cache(account_id, blob)
 
             def silent() -> dict[str, Any] | None:
                 app = self._app(cache)
@@ -269,7 +296,14 @@ class Entra:
                 raise EntraUnavailable(EntraUnavailable.SIGNED_IN) from None
             except EntraUnavailable:
                 raise EntraUnavailable(EntraUnavailable.SIGNED_IN) from None
-            await self._save_cache(account_id, cache)
+            saved = await self._save_cache(account_id, cache)
+            if result and "access_token" in result and isinstance(result.get("expires_in"), int):
+                # Used until msal would renew it: 5 minutes before expiry, or at the
+                # "refresh_on" Entra asked for (msal ClientApplication._acquire_token_silent...).
+                until = self.clock() + result["expires_in"] - RENEW_BEFORE_SECONDS
+                if isinstance(result.get("refresh_on"), int):
+                    until = min(until, float(result["refresh_on"]))
+                self._given[key] = (saved or digest, str(result["access_token"]), until)
         if not result or "access_token" not in result:
             mapped = classify(result) if result else None
             if isinstance(mapped, EntraUnavailable):
@@ -298,6 +332,8 @@ class Entra:
             closer()
 
     async def forget(self, account_id: str) -> None:
+        for key in [k for k in self._given if k[0] == account_id]:
+            del self._given[key]
         await self.store.delete_token_cache(account_id)
 
     async def end_session_url(self, post_logout: str) -> str:
