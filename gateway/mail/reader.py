@@ -43,9 +43,10 @@ async def open_message(ms: MailSession, folder: str, uid: int, mark_read: bool) 
     """Small messages are fetched and parsed whole; large ones are opened from their
     structure, fetching only what is shown (gateway.mail.structure)."""
     async def work(conn: ImapConn) -> tuple[bytes | None, Any]:
-        if await mailbox.message_size(conn, folder, uid) <= WHOLE_MESSAGE_BYTES:
+        size = await mailbox.message_size(conn, folder, uid)
+        if size <= WHOLE_MESSAGE_BYTES:
             return await mailbox.fetch_raw(conn, folder, uid, MAX_MESSAGE_BYTES,
-                                           mark_read=mark_read), None
+                                           mark_read=mark_read, size=size), None
         return None, await structure.view_from_structure(conn, folder, uid, mark_read)
     raw, structured = await ms.run(work)
     parsed = await asyncio.to_thread(parse_message, raw) if raw is not None else None

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -34,7 +35,7 @@ from gateway.web import mailviews as mv
 from gateway.web import notices
 from gateway.web.auth import safe_next
 from gateway.web.member import imap_run, mail_session, member, signed_in
-from gateway.web.render import list_html, render
+from gateway.web.render import list_html, pane_html, render
 
 # What the calendar's invitation route reports back (?done=...) after a decline.
 _ANSWERED = {"declined": "You declined this invitation.",
@@ -181,9 +182,9 @@ async def read_message(request: Request) -> Response:
     current = reader.named(folders, folder)
     pane = None
     if listed is not None:
-        pane_rows = mv.rows(folder, listed.messages, tz, datetime.now(UTC))
         pane = mv.ListPane(label=current.label if current else folder,
-                           rows=mv.draft_rows(pane_rows) if is_draft else pane_rows,
+                           rows_html=pane_html(folder, listed.messages, tz, datetime.now(UTC),
+                                               is_draft, uid) if listed.messages else Markup(),
                            page=listed.page, pages=listed.pages)
     return render(request, "mail_read.html", {"m": page, "move_targets": targets,
                                               "edit_url": mv.draft_url(page.self_url)

@@ -10,6 +10,8 @@ from functools import lru_cache
 from urllib.parse import parse_qs, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
+from markupsafe import Markup
+
 from gateway.mail.mailbox import Folder, MessageSummary
 from gateway.mail.mime import AttachmentInfo, CalendarInvite
 
@@ -311,7 +313,7 @@ class ListPane:
     the page of the folder that holds the message."""
 
     label: str
-    rows: list[Row]
+    rows_html: Markup             # the rows (render.pane_html), the open one marked
     page: int
     pages: int
 

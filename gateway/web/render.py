@@ -106,6 +106,22 @@ def list_html(folder: str, messages: Sequence[MessageSummary], tz: ZoneInfo, now
                                               now.astimezone(tz).date()), messages, context)
 
 
+def pane_html(folder: str, messages: Sequence[MessageSummary], tz: ZoneInfo, now: datetime,
+              drafts: bool, current: int) -> Markup:
+    """The rows of the list beside an open message (mail_pane_rows.html), kept as
+    ``list_html`` is; the link to message ``current`` is then marked as the open one (each
+    row's link ends with its own ``#p-UID``, so the mark lands on that row only)."""
+    def context() -> dict[str, Any]:
+        rows = mv.rows(folder, list(messages), tz, now)
+        return {"rows": mv.draft_rows(rows) if drafts else rows}
+    html = kept_fragment("mail_pane_rows.html", (folder, drafts, tz.key,
+                                                 now.astimezone(tz).date()), messages, context)
+    mark = f'#p-{int(current)}">'
+    # str.replace: Markup's own would escape the attribute written in.
+    marked = str.replace(html, mark, f'#p-{int(current)}" aria-current="true">', 1)
+    return Markup(marked)  # noqa: S704 (the kept markup, one attribute added)
+
+
 @dataclass(frozen=True, slots=True)
 class Viewer:
     """Who the page is for, as the page header shows them: the templates get this, never

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.mail.mailbox import MessageSummary
 from gateway.web.mailviews import Row
-from gateway.web.render import list_html, row_html
+from gateway.web.render import list_html, pane_html, row_html
 
 ROW = Row(uid=7, url="/mail/read?f=INBOX&uid=7", sender="Ann <ann@x>",
           subject="<script>alert(1)</script>", date="14:05", unread=True, flagged=False,
@@ -77,3 +77,16 @@ def test_the_kept_list_is_the_same_only_for_the_same_summaries_folder_and_day() 
     late = list_html("INBOX", msgs, LONDON, datetime(2026, 10, 25, 23, 30, tzinfo=UTC),
                      drafts=False)
     assert late is html
+
+
+def test_the_pane_marks_only_the_open_message() -> None:
+    """The list beside a message is kept like the folder's; the open one's link alone gets
+    aria-current, even when another message's subject spells the mark's text."""
+    now = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)      # the first day of BST
+    msgs = [_summary(8, now, subject='#p-7"> trap'), _summary(7, now)]
+    html = str(pane_html("INBOX", msgs, LONDON, now, drafts=False, current=7))
+    assert html.count("aria-current") == 1
+    assert 'uid=7#p-7" aria-current="true">' in html
+    assert "#p-7&#34;&gt; trap" in html
+    other = str(pane_html("INBOX", msgs, LONDON, now, drafts=False, current=8))
+    assert other.count("aria-current") == 1 and 'uid=8#p-8" aria-current="true">' in other
