@@ -10,9 +10,11 @@ resident memory with 1,000 signed-in members, each with an open IMAP connection 
 The dev stack (Entra stand-in, Dovecot, SMTP; 100 seeded messages per mailbox) runs in this
 process's background loop; the gateway runs as a separate ``python -m gateway serve`` process
 with the stack's settings in its environment, so its RSS and CPU are its own. The load
-generator is httpx (async, HTTP/1.1 keep-alive over TLS, one connection per member, closed
-loop: each member asks for ``/`` again as soon as the last page arrived) in this process's
-main thread. wrk is not installed here and nothing was installed for this.
+generator signs members in with httpx, then runs the closed loop (each member asks for ``/``
+again as soon as the last page arrived; HTTP/1.1 keep-alive over TLS, one connection per
+member) with ``bench/rawhttp.py`` in this process's main thread: httpx itself cost about 3 ms
+of CPU per page, a third of the machine (``--client httpx`` measures with it). wrk is not
+installed here and nothing was installed for this.
 
 Members are spread over the three sample users allowed in (member, admin, member2), so each
 Dovecot user holds many connections at once: Dovecot's ``mail_max_userip_connections = 20``
@@ -29,6 +31,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -36,6 +39,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import GatewayProcess, bench, group_cpu, group_rss_mb, header, other_load, sign_in_many
+from rawhttp import RawClient
 
 # Issue 16's targets per worker count: one process must carry 300 views/s, two 500/s.
 TARGET_VIEWS = {1: 300, 2: 500}
@@ -56,18 +60,24 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def load(clients: list[httpx.AsyncClient], seconds: float) -> tuple[int, int, list[float]]:
+async def _status(c: httpx.AsyncClient | RawClient) -> int:
+    if isinstance(c, RawClient):
+        return await c.get("/")
+    return (await c.get("/")).status_code
+
+
+async def load(clients: Sequence[httpx.AsyncClient | RawClient], seconds: float
+               ) -> tuple[int, int, list[float]]:
     latencies: list[float] = []
     errors = 0
     stop = time.perf_counter() + seconds
 
-    async def member(c) -> None:  # type: ignore[no-untyped-def]
+    async def member(c: httpx.AsyncClient | RawClient) -> None:
         nonlocal errors
         while time.perf_counter() < stop:
             t = time.perf_counter()
             try:
-                r = await c.get("/")
-                ok = r.status_code == 200
+                ok = await _status(c) == 200
             except Exception:
                 ok = False
             if ok:
@@ -86,6 +96,8 @@ def main() -> int:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--workers", type=int, default=1,
                     help="server.workers of the gateway process (default 1)")
+    ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                    help="the closed loop's HTTP client: bench/rawhttp.py (default) or httpx")
     args = ap.parse_args()
     header("Throughput and memory", sys.argv)
     most = args.members if args.skip_memory else max(args.members, args.memory_members)
@@ -107,10 +119,18 @@ def main() -> int:
                 print(f"signed in {len(clients)} members and opened their inboxes in "
                       f"{time.perf_counter() - t:.1f} s; RSS {gp.rss_mb():.1f} MB; "
                       f"IMAP connections open: {established_to(imap_port)}")
-                await load(clients, 3)  # warm-up
+                looping: list[httpx.AsyncClient | RawClient] = list(clients)
+                if args.client == "raw":
+                    looping = [RawClient(gp.url, ctx, c.cookies) for c in clients]
+                    for r in looping:           # each member's first page: their inbox
+                        assert isinstance(r, RawClient)
+                        if await r.get("/", check=b"Inbox") != 200:
+                            raise RuntimeError("a member's inbox did not open")
+                print(f"closed-loop client: {args.client}")
+                await load(looping, 3)  # warm-up
                 d0 = group_cpu(dovecot_pgid)
                 g0, l0, w0 = gp.cpu_seconds(), own_cpu(), time.perf_counter()
-                n, errors, lat = await load(clients, args.seconds)
+                n, errors, lat = await load(looping, args.seconds)
                 wall = time.perf_counter() - w0
                 g1, l1, d1 = gp.cpu_seconds(), own_cpu(), group_cpu(dovecot_pgid)
                 lat.sort()
@@ -138,6 +158,9 @@ def main() -> int:
                       f"process tops out near {n / max(1e-9, g):.0f}/s at 100 % of a core")
                 print(f"load average now: {os.getloadavg()[0]:.2f}; "
                       f"other CPU users: {other_load()}")
+                for r in looping:
+                    if isinstance(r, RawClient):
+                        await r.close()
                 return clients
 
             async def memory(clients: list[httpx.AsyncClient]) -> None:

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aioimaplib
-import pytest
 
 from gateway.auth.sessions import FLOW_COOKIE, SESSION_COOKIE
 from gateway.devstack.entra import EntraStandIn
@@ -163,18 +161,6 @@ def test_group_membership_admits_when_configured(stack: DevStack, loop_thread: L
     finally:
         stack.entra.set_groups(norole.oid, None)
         gw.stop()
-
-
-@pytest.fixture
-def short_tokens(gateway: Gateway) -> Iterator[EntraStandIn]:
-    """The Entra stand-in issuing access tokens that msal treats as expired (under 5 min
-    left), so every page must refresh; the lifetime is restored afterwards."""
-    entra = gateway.stack.entra
-    assert entra is not None
-    old = entra.access_token_lifetime
-    entra.access_token_lifetime = 60
-    yield entra
-    entra.access_token_lifetime = old
 
 
 def test_revoked_refresh_token_leads_back_to_sign_in(gateway: Gateway,

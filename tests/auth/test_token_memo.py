@@ -9,7 +9,6 @@ forced refresh asks Entra; tokens msal treats as due for renewal are never kept.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 
 import pytest
 
@@ -71,17 +70,6 @@ def test_kept_token_follows_the_shared_store(gateway: Gateway) -> None:
     gateway.loop.run(gateway.app.state.gateway.services.store.delete_token_cache(account))
     with pytest.raises(ReauthRequired):
         gateway.loop.run(entra.graph_token(account))
-
-
-@pytest.fixture
-def short_tokens(gateway: Gateway) -> Iterator[EntraStandIn]:
-    """Access tokens with 60 s to live: msal renews them on every use (under 5 min left)."""
-    entra = gateway.stack.entra
-    assert entra is not None
-    old = entra.access_token_lifetime
-    entra.access_token_lifetime = 60
-    yield entra
-    entra.access_token_lifetime = old
 
 
 def test_a_token_msal_would_renew_is_never_kept(gateway: Gateway,
