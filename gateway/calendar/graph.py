@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +21,7 @@ import httpx
 from gateway.calendar.model import ANSWERS, Event, parse_event
 from gateway.errors import CalendarError, NotFound, UpstreamError
 from gateway.graph.client import GraphHttp, TokenSource, call, json_page, pages, send, walk
+from gateway.kept import Kept
 
 log = logging.getLogger(__name__)
 
@@ -72,22 +72,16 @@ async def calendar_view(g: GraphHttp, token: TokenSource, start: datetime,
 # 2026-12-03). The same bytes make the same events, so nothing can be stale: any change at
 # Graph (a new event, a changeKey, a response) is new bytes. The events are frozen, and
 # handing out the same objects lets the day layout be kept too (model.days).
-_PAGES: OrderedDict[bytes, tuple[list[Event], object]] = OrderedDict()
-PAGE_CACHE = 128
+_PAGES: Kept[tuple[list[Event], object]] = Kept(128)
 
 
 def _event_page(resp: httpx.Response) -> tuple[list[Event], object]:
     digest = hashlib.blake2b(resp.content, digest_size=16).digest()
     kept = _PAGES.get(digest)
     if kept is not None:
-        _PAGES.move_to_end(digest)
         return kept
     rows, next_link = json_page(resp)
-    made = ([_event(r) for r in rows], next_link)
-    _PAGES[digest] = made
-    while len(_PAGES) > PAGE_CACHE:
-        _PAGES.popitem(last=False)
-    return made
+    return _PAGES.put(digest, ([_event(r) for r in rows], next_link))
 
 
 async def get_event(g: GraphHttp, token: TokenSource, event_id: str) -> Event:

@@ -7,7 +7,6 @@ Nothing here talks to the network or knows about HTTP."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
@@ -22,6 +21,7 @@ from gateway.calendar.zones import (
     parse_wall,
     zone,
 )
+from gateway.kept import Kept
 
 ANSWERS = {"accept": "accept", "tentative": "tentativelyAccept", "decline": "decline"}
 RESPONSE_LABELS = {
@@ -333,9 +333,8 @@ def when_label(ev: Event, tz: tzinfo) -> str:
 # Layouts by the identity of the events laid out (the calendar view hands out the same frozen
 # events while Graph's answer is unchanged: gateway.calendar.graph), with everything else the
 # layout depends on. The layout was a sixth of the agenda's CPU (bench/cpu_per_page.py
-# --profile, 2026-12-03). Each entry holds its events, so no other object can take their ids.
-_LAYOUTS: OrderedDict[tuple[object, ...], tuple[tuple[Event, ...], list[Day]]] = OrderedDict()
-LAYOUT_CACHE = 128
+# --profile, 2026-12-03). Each entry holds its events (gateway.kept).
+_LAYOUTS: Kept[list[Day]] = Kept(128)
 
 
 def days(events: list[Event], first: date, count: int, tz: tzinfo, today: date,
@@ -343,14 +342,10 @@ def days(events: list[Event], first: date, count: int, tz: tzinfo, today: date,
     """Events laid out day by day: all-day first, then by start time. An event spanning
     several days appears on each of them. The list is new; its days (frozen) may be shared."""
     key = (first, count, tz, today, keep_empty, *map(id, events))
-    kept = _LAYOUTS.get(key)
-    if kept is not None:
-        _LAYOUTS.move_to_end(key)
-        return list(kept[1])
-    laid = _lay_out(events, first, count, tz, today, keep_empty)
-    _LAYOUTS[key] = (tuple(events), laid)
-    while len(_LAYOUTS) > LAYOUT_CACHE:
-        _LAYOUTS.popitem(last=False)
+    laid = _LAYOUTS.get(key)
+    if laid is None:
+        laid = _LAYOUTS.put(key, _lay_out(events, first, count, tz, today, keep_empty),
+                            held=events)
     return list(laid)
 
 

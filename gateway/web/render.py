@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from gateway.auth import csrf
 from gateway.auth.access import Admission
 from gateway.errors import GatewayError
+from gateway.kept import Kept
 from gateway.mail.mailbox import MessageSummary
 from gateway.web import mailviews as mv
 from gateway.web.middleware.paths import rule_for
@@ -71,9 +71,8 @@ env.globals["row_html"] = row_html
 # Graph's answer is unchanged (gateway.calendar.graph, model.days). A steady page therefore
 # shows the same objects again, and its rows were rebuilt for nothing: 12 % of a steady inbox
 # page's CPU and a sixth of the agenda's (bench/cpu_per_page.py --profile, 2026-12-03). Each
-# entry holds its objects, so while it is kept no other object can take their ids.
-_FRAGMENTS: OrderedDict[tuple[object, ...], tuple[tuple[object, ...], Markup]] = OrderedDict()
-FRAGMENT_CACHE = 256
+# entry holds its objects (gateway.kept).
+_FRAGMENTS: Kept[Markup] = Kept(256)
 
 
 def kept_fragment(template: str, key: tuple[object, ...], held: Sequence[object],
@@ -83,14 +82,10 @@ def kept_fragment(template: str, key: tuple[object, ...], held: Sequence[object]
     full = (template, *key, *map(id, held))
     kept = _FRAGMENTS.get(full)
     if kept is not None:
-        _FRAGMENTS.move_to_end(full)
-        return kept[1]
+        return kept
     # The template autoescapes every value it writes; this marks its output as HTML.
     html = Markup(env.get_template(template).render(**context()))  # noqa: S704
-    _FRAGMENTS[full] = (tuple(held), html)
-    while len(_FRAGMENTS) > FRAGMENT_CACHE:
-        _FRAGMENTS.popitem(last=False)
-    return html
+    return _FRAGMENTS.put(full, html, held=held)
 
 
 def list_html(folder: str, messages: Sequence[MessageSummary], tz: ZoneInfo, now: datetime,
