@@ -35,7 +35,7 @@ from gateway.web import mailviews as mv
 from gateway.web import notices
 from gateway.web.auth import safe_next
 from gateway.web.member import imap_run, mail_session, member, signed_in
-from gateway.web.render import list_html, pane_html, render
+from gateway.web.render import folders_html, list_html, move_html, pane_html, render
 
 # What the calendar's invitation route reports back (?done=...) after a decline.
 _ANSWERED = {"declined": "You declined this invitation.",
@@ -90,7 +90,7 @@ async def folder_page(request: Request) -> Response:
     current = reader.named(folders, folder)
     drafts = current is not None and current.special == "drafts"
     return render(request, "mail_list.html", {
-        "folders": mv.folder_links(folders, folder),
+        "folders_html": folders_html(folders, folder, str(request.scope["path"])),
         "folder": folder,
         "folder_label": current.label if current else folder,
         "special": current.special if current else None,
@@ -99,7 +99,7 @@ async def folder_page(request: Request) -> Response:
         "page": mv.PageCount(total=page.total, page=page.page, pages=page.pages),
         "prev_url": mv.folder_url(folder, page.page - 1) if page.page > 1 else None,
         "next_url": mv.folder_url(folder, page.page + 1) if page.page < page.pages else None,
-        "move_targets": [f for f in mv.folder_links(folders, folder) if f.name != folder],
+        "move_html": move_html(folders, folder),
         "notice": notice_of(request),
         "here_url": _here(request),
     })
@@ -177,7 +177,6 @@ async def read_message(request: Request) -> Response:
         back_label="Back to the results" if from_search else "Back to the folder",
         self_url=mv.message_url(folder, uid),
         answered=_ANSWERED.get(request.query_params.get("done", ""), ""), flagged=flagged)
-    targets = [f for f in mv.folder_links(folders, folder) if f.name != folder]
     is_draft = any(f.name == folder and f.special == "drafts" for f in folders)
     current = reader.named(folders, folder)
     pane = None
@@ -186,7 +185,7 @@ async def read_message(request: Request) -> Response:
                            rows_html=pane_html(folder, listed.messages, tz, datetime.now(UTC),
                                                is_draft, uid) if listed.messages else Markup(),
                            page=listed.page, pages=listed.pages)
-    return render(request, "mail_read.html", {"m": page, "move_targets": targets,
+    return render(request, "mail_read.html", {"m": page, "move_html": move_html(folders, folder),
                                               "edit_url": mv.draft_url(page.self_url)
                                               if is_draft else "",
                                               "notice": notice_of(request),

@@ -24,7 +24,7 @@ from gateway.auth import csrf
 from gateway.auth.access import Admission
 from gateway.errors import GatewayError
 from gateway.kept import Kept
-from gateway.mail.mailbox import MessageSummary
+from gateway.mail.mailbox import Folder, MessageSummary
 from gateway.web import mailviews as mv
 from gateway.web.middleware.paths import rule_for
 
@@ -115,6 +115,24 @@ def pane_html(folder: str, messages: Sequence[MessageSummary], tz: ZoneInfo, now
     # str.replace: Markup's own would escape the attribute written in.
     marked = str.replace(html, mark, f'#p-{int(current)}" aria-current="true">', 1)
     return Markup(marked)  # noqa: S704 (the kept markup, one attribute added)
+
+
+def folders_html(folders: Sequence[Folder], current: str, path: str) -> Markup:
+    """The folder list beside a folder's messages (mail_folders.html), kept as ``list_html``
+    is: the IMAP connection hands out one list of frozen folders until it asks the server
+    again (``mailbox.FOLDER_CACHE_SECONDS``), and the markup is made of that list, the
+    folder shown and the page's path. Building the links (a URL-encoded address each) and
+    writing them was 6 % of a steady inbox page's CPU (bench/cpu_per_page.py --profile)."""
+    return kept_fragment("mail_folders.html", (current, path), [folders], lambda: {
+        "folders": mv.folder_links(list(folders), current), "path": path})
+
+
+def move_html(folders: Sequence[Folder], current: str) -> Markup:
+    """The "Move to folder" choice of a list or a message (mail_move.html): every folder
+    but the one shown, kept as ``folders_html`` is."""
+    return kept_fragment("mail_move.html", (current,), [folders], lambda: {
+        "move_targets": [f for f in mv.folder_links(list(folders), current)
+                         if f.name != current]})
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,14 +3,15 @@ kept fragment changes with everything the row shows, and still escapes what it w
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.mail.mailbox import MessageSummary
+from gateway.mail.mailbox import Folder, MessageSummary
 from gateway.web.mailviews import Row
-from gateway.web.render import list_html, pane_html, row_html
+from gateway.web.render import folders_html, list_html, move_html, pane_html, row_html
 
 ROW = Row(uid=7, url="/mail/read?f=INBOX&uid=7", sender="Ann <ann@x>",
           subject="<script>alert(1)</script>", date="14:05", unread=True, flagged=False,
@@ -90,3 +91,48 @@ def test_the_pane_marks_only_the_open_message() -> None:
     assert "#p-7&#34;&gt; trap" in html
     other = str(pane_html("INBOX", msgs, LONDON, now, drafts=False, current=8))
     assert other.count("aria-current") == 1 and 'uid=8#p-8" aria-current="true">' in other
+
+
+# The folder list and the "Move to" choice kept by the identity of the connection's folder
+# list (gateway.web.render.folders_html, move_html).
+def _folders(unseen: int) -> list[Folder]:
+    return [Folder(name="INBOX", label="Inbox", depth=0, special="inbox", total=9,
+                   unseen=unseen, selectable=True),
+            Folder(name="Plans & <Ideas>", label="Plans & <Ideas>", depth=0, special=None,
+                   total=2, unseen=0, selectable=True),
+            Folder(name="Archive/2026", label="2026", depth=1, special=None, total=0,
+                   unseen=0, selectable=True),
+            Folder(name="Archive", label="Archive", depth=0, special="archive", total=0,
+                   unseen=0, selectable=False)]
+
+
+def test_the_kept_folder_list_follows_the_list_the_folder_and_the_page() -> None:
+    """The same folder list gives the kept markup; the list asked for again (another unread
+    count), another folder shown or another page gives new markup that shows it. Names are
+    escaped, and a folder that cannot hold mail is neither linked nor offered."""
+    folders = _folders(3)
+    html = folders_html(folders, "INBOX", "/mail")
+    assert folders_html(folders, "INBOX", "/mail") is html
+    assert 'aria-label="3 unread"' in html and "Plans &amp; &lt;Ideas&gt;" in html
+    assert "<Ideas>" not in html and 'href="/mail?f=Archive"' not in html
+    assert html.count('aria-current="page"') == 1
+    assert 'href="/mail?f=INBOX" aria-current="page"' in html
+    again = folders_html(_folders(4), "INBOX", "/mail")
+    assert again is not html and 'aria-label="4 unread"' in again
+    other = folders_html(folders, "Archive/2026", "/mail")
+    assert 'href="/mail?f=Archive%2F2026" aria-current="page"' in other
+    assert 'href="/mail?f=INBOX" aria-current' not in other
+    outbox = folders_html(folders, "INBOX", "/mail/outbox")
+    assert 'href="/mail/outbox" aria-current="page"' in outbox
+    assert 'href="/mail/outbox" aria-current' not in html
+
+
+def test_the_kept_move_choice_offers_every_other_folder() -> None:
+    folders = _folders(0)
+    html = move_html(folders, "INBOX")
+    assert move_html(folders, "INBOX") is html
+    assert re.findall(r'<option value="([^"]*)"', html) == [
+        "", "Plans &amp; &lt;Ideas&gt;", "Archive/2026"]
+    assert re.findall(r'<option value="([^"]*)"', move_html(folders, "Archive/2026")) == [
+        "", "INBOX", "Plans &amp; &lt;Ideas&gt;"]
+    assert move_html([folders[0]], "INBOX") == ""
