@@ -90,29 +90,34 @@ _UID_FLAGS = re.compile(rb"(?:\* )?(\d{1,10}) FETCH \((?:UID (\d{1,10}) FLAGS " 
 
 
 def parse_fetch_flags(lines: Lines, *, tail: bool = True) -> list[FetchData]:
-    """The FETCH responses of a ``(UID FLAGS)`` fetch; the same as parse_fetch gives."""
+    """The FETCH responses of a ``(UID FLAGS)`` fetch; the same as parse_fetch gives.
+
+    A steady folder page reads fifty of these on every view, so the work per line is kept to
+    one match: a page has a handful of distinct flag lists, each read once (``seen``)."""
     items = list(lines)[:-1] if tail else list(lines)
     out = []
-    seen: dict[bytes, tuple[str, ...]] = {}
+    seen: dict[bytes, tuple[tuple[str, ...], list[Value]]] = {}
+    match = _UID_FLAGS.match
     for item in items:
-        m = _UID_FLAGS.match(item) if isinstance(item, bytes | bytearray) else None
+        m = match(item) if isinstance(item, bytes | bytearray) else None
         if m is None:
             if isinstance(item, bytes | bytearray) and not _FETCH_START.match(item) \
                     and not item.endswith(b"}"):
                 continue   # another untagged response (EXISTS, EXPUNGE, ...)
             return parse_fetch(lines, tail=tail)
-        seq, uid, raw = m.group(1), m.group(2) or m.group(5), m.group(3)
+        seq, uid, raw, raw_after, uid_after = m.groups()
         if raw is None:
-            raw = m.group(4)
-        flags = seen.get(raw)
-        if flags is None:
+            raw, uid = raw_after, uid_after
+        known = seen.get(raw)
+        if known is None:
             names = tuple(raw.decode("ascii").split())
             if any(n.upper() == "NIL" for n in names):
                 return parse_fetch(lines, tail=tail)
-            flags = seen[raw] = names
+            known = seen[raw] = (names, [Atom(f) for f in names])
         u = int(uid)
-        out.append(FetchData(seq=int(seq), uid=u, flags=flags, items={
-            "UID": Atom(str(u)), "FLAGS": [Atom(f) for f in flags]}))
+        # Each message gets its own list: nothing shares mutable parts between messages.
+        out.append(FetchData(int(seq), {"UID": Atom(str(u)), "FLAGS": known[1].copy()},
+                             u, known[0]))
     return out
 
 

@@ -246,25 +246,36 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
     lo = max(1, hi - per_page + 1)
     # Envelopes never change, flags do: ask for UID and FLAGS of the range, and fetch the
     # full summary only of messages this connection has not seen before.
-    light = await _fetch(conn, f"{lo}:{hi}", "(UID FLAGS)", by_uid=False)
-    light.sort(key=lambda i: i.seq, reverse=True)
     cache = conn.summaries
     key = (folder, conn.uidvalidity)
-    missing = [i.uid for i in light if i.uid and (key, i.uid) not in cache]
-    if missing:
-        items = await _fetch(conn, ",".join(map(str, missing)), SUMMARY_ITEMS, by_uid=True)
+    if cache:
+        light = await _fetch(conn, f"{lo}:{hi}", "(UID FLAGS)", by_uid=False)
+        missing = [i.uid for i in light if i.uid and (key, i.uid) not in cache]
+        items = (await _fetch(conn, ",".join(map(str, missing)), SUMMARY_ITEMS, by_uid=True)
+                 if missing else [])
+    else:
+        # A new connection knows no message yet: the whole range in full at once, which
+        # carries UID and FLAGS too, saves the cold page a round trip.
+        light = items = await _fetch(conn, f"{lo}:{hi}", SUMMARY_ITEMS, by_uid=False)
+    light.sort(key=lambda i: i.seq, reverse=True)
+    if items:
         previews = await _previews(conn, items)
         for item in items:
             if item.uid:
                 cache[(key, item.uid)] = _summary(item, previews.get(item.uid, ""))
     rows = []
+    states: dict[tuple[str, ...] | None, tuple[bool, bool, bool]] = {}
     for item in light:
         known = cache.get((key, item.uid or 0))
         if known is None:
             continue  # expunged between the two FETCHes
         cache.move_to_end((key, known.uid))
-        flags = {f.lower() for f in (item.flags or ())}
-        now = ("\\seen" not in flags, "\\flagged" in flags, "\\answered" in flags)
+        # A page holds a few distinct flag lists (parse_fetch_flags reads each once).
+        now = states.get(item.flags)
+        if now is None:
+            flags = {f.lower() for f in (item.flags or ())}
+            now = states[item.flags] = ("\\seen" not in flags, "\\flagged" in flags,
+                                        "\\answered" in flags)
         if (known.unread, known.flagged, known.answered) != now:
             # Kept with the flags just read: the next page copies nothing if they stay.
             known = cache[(key, known.uid)] = replace(known, unread=now[0], flagged=now[1],
