@@ -15,6 +15,12 @@ this proxy owns the behaviours Dovecot settings cannot give. Each one names its 
   node-imap 802).
 * When the token a connection logged in with expires, Exchange ends the session with
   ``* BYE Session invalidated - AccessTokenExpired`` (aioimaplib issue 83).
+* Exchange's greeting carries no capabilities and neither does its answer to AUTHENTICATE
+  (``* OK The Microsoft Exchange IMAP4 service is ready. [<base64 server name>]`` and
+  ``OK AUTHENTICATE completed.``, after which clients ask CAPABILITY: the protocol logs in
+  MailKit issues 460 and 1496 and email-oauth2-proxy issue 68). Dovecot sends both (a
+  ``[CAPABILITY ...]`` code in its greeting, an untagged CAPABILITY with its OK), so the
+  proxy rewrites the greeting and the login's answer to Exchange's.
 * IDLE is ended by the server after 30 minutes (``idle_timeout``, short in tests) with
   ``* BYE Connection closed. 14``, the words Exchange closes with (imapsync issue 5); the
   30 minutes are RFC 2177's "at least every 29 minutes" and practitioners' reports.
@@ -57,6 +63,11 @@ BADCHARSET = b"NO [BADCHARSET (US-ASCII)] The specified charset is not supported
 TOKEN_EXPIRED = b"* BYE Session invalidated - AccessTokenExpired"
 NOT_CONNECTED = b"BAD User is authenticated but not connected."
 CLOSED = b"* BYE Connection closed. 14"
+# The bracket names the server, in base64 of UTF-16LE, as Exchange's does (an invented name).
+GREETING = (b"* OK The Microsoft Exchange IMAP4 service is ready. ["
+            + base64.b64encode("LO2P265CA0001.GBRP265.PROD.OUTLOOK.COM".encode("utf-16-le"))
+            + b"]\r\n")
+AUTHENTICATED = b"OK AUTHENTICATE completed."
 TOO_MANY = b"NO [LIMIT] Too many simultaneous connections for this mailbox."
 MAX_CONNECTIONS = 20
 IDLE_TIMEOUT = 30 * 60.0
@@ -129,6 +140,7 @@ class _Session:
         self.closed = asyncio.Event()
         # The mailbox this session logged in to (counted in proxy.connected while open).
         self.user: str | None = None
+        self.greeted = False
 
     async def run(self) -> None:
         try:
@@ -251,6 +263,12 @@ class _Session:
                     line = await self.up_reader.readline()
                     pieces.append(line)
                 first = pieces[0]
+                if not self.greeted:
+                    self.greeted = True
+                    if first.upper().startswith(b"* OK"):
+                        pieces = [GREETING]          # not Dovecot's, with its capabilities
+                elif self.auth_tag and first.upper().startswith(b"* CAPABILITY"):
+                    continue                         # Exchange sends none with its login OK
                 if self.idle_timer and not first.startswith((b"* ", b"+ ", b"+\r")):
                     self.idle_timer.cancel()          # IDLE (or whatever ran) has ended
                     self.idle_timer = None
@@ -259,6 +277,8 @@ class _Session:
                     ok = first[len(tag) + 1:].upper().startswith(b"OK")
                     if ok and await self._logged_in(tag):
                         return
+                    if ok:
+                        pieces = [tag + b" " + AUTHENTICATED + b"\r\n"]
                 async with self.lock:
                     self.writer.write(b"".join(pieces))
                     await self.writer.drain()

@@ -1,6 +1,7 @@
 """Opening an IMAP connection: where to (``ImapTarget``, implicit TLS with at least TLS 1.2),
 the XOAUTH2 login with the member's own token (answering the challenge aioimaplib leaves
-unanswered), and the capabilities asked again after login, as aioimaplib does not.
+unanswered), and the capabilities after login: from the login's answer when the server
+sends them there, else asked again, as aioimaplib does neither.
 
 A refused login is sorted here: a busy server (RFC 5530 codes) is ``UpstreamUnavailable``;
 a refused token is ``ReauthRequired``, or ``ImapDisabled`` when it is still inside its
@@ -26,7 +27,7 @@ import aioimaplib
 
 from gateway.errors import ImapDisabled, ReauthRequired, UpstreamUnavailable
 from gateway.mail.imap import DROPPED, ImapConn, TimedOut
-from gateway.mail.imap_protocol import Client
+from gateway.mail.imap_protocol import Client, login_capabilities
 
 # Response codes (RFC 5530) that mean "not now", as opposed to "not this token".
 BUSY_CODES = (b"[LIMIT]", b"[UNAVAILABLE]", b"[INUSE]", b"[SERVERBUG]", b"[OVERQUOTA]")
@@ -113,12 +114,18 @@ async def open_connection(target: ImapTarget, user: str, token: str) -> ImapConn
             # inside its lifetime points at the mailbox (IMAP turned off, no consent).
             raise ImapDisabled()
         raise ReauthRequired()
-    # aioimaplib keeps the pre-login capabilities; ask again (MOVE, UIDPLUS, IDLE ...).
-    try:
-        await conn.call(client.protocol.capability())
-    except UpstreamUnavailable:
-        await conn.close()
-        raise
+    # aioimaplib keeps the pre-login capabilities (MOVE, UIDPLUS, IDLE ... may differ after
+    # login). A server may send them with its answer to AUTHENTICATE, and a client that reads
+    # them there need not ask (RFC 3501 6.2.2 and 7.2.1; Dovecot sends them): ask only if not.
+    sent = login_capabilities(resp.lines)
+    if sent is not None:
+        client.protocol.capabilities = sent
+    else:
+        try:
+            await conn.call(client.protocol.capability())
+        except UpstreamUnavailable:
+            await conn.close()
+            raise
     conn.caps = frozenset(c.upper() for c in client.protocol.capabilities)
     return conn
 

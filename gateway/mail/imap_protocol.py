@@ -16,25 +16,56 @@ aioimaplib 2.0 does, for every line of a FETCH response, work that grows with th
   logs it. The gateway never logs aioimaplib at debug (the data is mail and tokens:
   ``gateway.logging`` holds its logger at WARNING), so ``_Protocol`` skips that.
 
+It also saves the round trips of asking for capabilities the server has just sent (RFC 3501
+7.1 and 6.2.2: a server may send them in its greeting and with its answer to AUTHENTICATE, and
+a client that reads them there need not ask): aioimaplib asks after every greeting, and
+``gateway.mail.imap_login`` asks again after login only when the answer had none.
+
 What is received, and how it is cut into lines, literals and responses, is aioimaplib's own
-code, unchanged: only these three methods differ. ``tests/mail/test_imap_protocol.py``
+code, unchanged: only these methods differ. ``tests/mail/test_imap_protocol.py``
 checks the answers against aioimaplib's on the same lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioimaplib
 from aioimaplib.aioimaplib import (
+    AUTH,
+    NONAUTH,
+    Error,
     FetchCommand,
     IMAP4ClientProtocol,
     IncompleteRead,
     Response,
 )
+
+# A CAPABILITY response code (RFC 3501 7.1: "[CAPABILITY ...]", in a greeting or a tagged OK)
+# and an untagged CAPABILITY response as aioimaplib hands it over (its "* " dropped).
+_CAPABILITY_CODE = re.compile(rb"\[CAPABILITY ([\x21-\x5c\x5e-\x7e ]+)\]", re.IGNORECASE)
+_UNTAGGED_CAPABILITY = re.compile(rb"CAPABILITY ([\x21-\x7e ]+)\Z", re.IGNORECASE)
+
+
+def _names(found: re.Match[bytes] | None) -> set[str] | None:
+    names = set(found.group(1).decode("ascii").split()) if found is not None else set()
+    return names if any(n.upper() == "IMAP4REV1" for n in names) else None
+
+
+def login_capabilities(lines: Sequence[bytes | bytearray]) -> set[str] | None:
+    """The capabilities a server sent with its answer to AUTHENTICATE (the response's lines,
+    the tagged text last), or None if it sent none and they must be asked for."""
+    for i, line in enumerate(lines):
+        if isinstance(line, bytes | bytearray):
+            found = _names(_CAPABILITY_CODE.match(line) if i == len(lines) - 1
+                           else _UNTAGGED_CAPABILITY.match(line))
+            if found is not None:
+                return found
+    return None
 
 
 class _FetchCommand(FetchCommand):  # type: ignore[misc]  # aioimaplib is untyped
@@ -82,6 +113,24 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
         except IncompleteRead as incomplete_read:
             self.current_command = incomplete_read.cmd
             self.incomplete_line = incomplete_read.data
+
+    async def welcome(self, command: bytes) -> None:
+        # aioimaplib's own (state from the greeting, then CAPABILITY), without the CAPABILITY
+        # when the greeting carried them (Dovecot's does; Exchange's does not).
+        names = _names(_CAPABILITY_CODE.search(command))
+        if names is None:
+            await super().welcome(command)
+            return
+        async with self.state_condition:
+            if b"PREAUTH" in command:
+                self.state = AUTH
+            elif b"OK" in command:
+                self.state = NONAUTH
+            else:
+                raise Error(command.decode())
+            self.capabilities = names
+            self.imap_version = "IMAP4REV1"
+            self.state_condition.notify_all()
 
     async def fetch(self, message_set: str, message_parts: str, by_uid: bool = False,
                     timeout: float | None = None) -> Response:

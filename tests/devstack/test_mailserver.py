@@ -430,16 +430,29 @@ async def test_stop_and_start_smtp_on_same_port(mail: MailServer, certs: DevCert
 async def test_exchange_proxy_refuses_what_exchange_refuses(tmp_path: Path, certs: DevCerts,
                                                             signer: TokenSigner) -> None:
     """The Exchange IMAP proxy: SORT and SEARCH RETURN refused with Exchange's words, a
-    charset other than US-ASCII refused with BADCHARSET, plain US-ASCII search still works."""
+    charset other than US-ASCII refused with BADCHARSET, plain US-ASCII search still works.
+    Its greeting and its answer to the login are Exchange's, without capabilities; asked
+    for, they are Exchange's list."""
     server = MailServer(tmp_path / "x", certs, signer, exchange_capabilities=True,
                         exchange_proxy=True)
     await server.start_imap()
     try:
+        greeting: list[bytes] = []
         imap = aioimaplib.IMAP4_SSL(server.host, server.imap_port,
                                     ssl_context=ca_context(certs), timeout=10)
+        welcome = imap.protocol.welcome
+
+        async def note(line: bytes) -> None:
+            greeting.append(line)
+            await welcome(line)
+        imap.protocol.welcome = note
         await imap.wait_hello_from_server()
-        assert (await imap.xoauth2(MEMBER.email, outlook_access_token(signer, MEMBER))
-                ).result == "OK"
+        assert greeting[0].startswith(b"* OK The Microsoft Exchange IMAP4 service is ready. [")
+        assert b"CAPABILITY" not in greeting[0]
+        login = await imap.xoauth2(MEMBER.email, outlook_access_token(signer, MEMBER))
+        assert login.result == "OK" and login.lines == [b"AUTHENTICATE completed."]
+        await imap.protocol.capability()
+        assert imap.protocol.capabilities == set(EXCHANGE_IMAP_CAPABILITIES)
         server.deliver(MEMBER.email, b"Subject: hello there\n\nx\n")
         await imap.select("INBOX")
         r = await imap.search('SUBJECT "hello"', charset="UTF-8")

@@ -15,7 +15,7 @@ from aioimaplib.aioimaplib import CommandTimeout, FetchCommand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.mail.imap_protocol import _FetchCommand
+from gateway.mail.imap_protocol import _FetchCommand, _Protocol, login_capabilities
 
 # Pieces a FETCH response is made of, as aioimaplib hands them to the command: lines
 # (untagged prefix removed), literals (bytearray), the bits after a literal.
@@ -65,3 +65,48 @@ async def test_a_closed_command_does_not_time_out() -> None:
     await cmd.wait()
     await asyncio.sleep(0.3)
     assert cmd.response.result == "OK"
+
+
+def test_capabilities_sent_with_the_login_are_read_and_nothing_else_is() -> None:
+    """The capabilities a server sends with its OK to AUTHENTICATE: an untagged CAPABILITY
+    (aioimaplib drops the "* ") or a CAPABILITY code opening the tagged text. Exchange's
+    answer has none (ask, then); a list without IMAP4rev1, or a code anywhere but the
+    tagged text, is not taken for one."""
+    dovecot = [b"CAPABILITY IMAP4rev1 SASL-IR MOVE IDLE", b"Logged in"]
+    assert login_capabilities(dovecot) == {"IMAP4rev1", "SASL-IR", "MOVE", "IDLE"}
+    assert login_capabilities([b"[CAPABILITY IMAP4rev1 UIDPLUS] Logged in"]) == {
+        "IMAP4rev1", "UIDPLUS"}
+    assert login_capabilities([b"AUTHENTICATE completed."]) is None
+    assert login_capabilities([b"[CAPABILITY IDLE MOVE] Logged in"]) is None
+    assert login_capabilities([b"[CAPABILITY IMAP4rev1 IDLE] hi", b"Logged in"]) is None
+    assert login_capabilities([]) is None
+
+
+def test_a_greeting_with_capabilities_is_not_asked_again() -> None:
+    """aioimaplib asks CAPABILITY after every greeting; the gateway's client does not when
+    the greeting carried them (Dovecot's), and asks when it did not (Exchange's)."""
+    async def greet(line: bytes) -> tuple[list[bytes], set[str], str]:
+        sent: list[bytes] = []
+
+        class Transport:
+            def write(self, data: bytes) -> None:
+                sent.append(data)
+        protocol = _Protocol(asyncio.get_running_loop())
+        protocol.transport = Transport()
+        protocol.state = "CONNECTED"
+        task = asyncio.ensure_future(protocol.welcome(line))
+        await asyncio.sleep(0.01)
+        if sent:    # asked: answer as a server would
+            tag = sent[0].split(b" ", 1)[0]
+            protocol.data_received(b"* CAPABILITY IMAP4 IMAP4rev1 IDLE\r\n" + tag
+                                   + b" OK CAPABILITY completed.\r\n")
+        await asyncio.wait_for(task, 5)
+        return sent, protocol.capabilities, protocol.state
+    sent, caps, state = asyncio.run(greet(
+        b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] Dovecot ready."))
+    assert sent == [] and caps == {"IMAP4rev1", "SASL-IR", "AUTH=XOAUTH2"}
+    assert state == "NONAUTH"
+    sent, caps, state = asyncio.run(greet(
+        b"* OK The Microsoft Exchange IMAP4 service is ready. [TABPADIA]"))
+    assert [s.split(b" ", 1)[1] for s in sent] == [b"CAPABILITY\r\n"]
+    assert caps == {"IMAP4", "IMAP4rev1", "IDLE"} and state == "NONAUTH"
