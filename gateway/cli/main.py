@@ -191,7 +191,11 @@ async def _run_demo(workdir: Path, port: int, exchange: bool) -> None:
             platform__checks=platform.checks(), platform__interval_seconds=15.0,
             platform__ca_file=str(stack.certs.ca_cert))
         assert stack.certs is not None
-        server = TLSServer(create_app(settings), stack.certs, port=port, log_level="info")
+        from gateway.server.limits import uvicorn_options
+
+        # The same HTTP protocol and connection limits as `gateway serve`.
+        server = TLSServer(create_app(settings), stack.certs, port=port, log_level="info",
+                           **uvicorn_options(settings))
         await server.start()
         print(f"\nThe gateway is running: {settings.public_url}/\n"
               f"Its certificate is signed by the dev CA at {stack.certs.ca_cert}\n"

@@ -102,3 +102,64 @@ def test_one_connection_serves_a_bounded_number_of_requests(limited: ProcGateway
     assert b"connection: close" in answers[2].lower()
     assert b"connection: close" not in answers[0].lower()
     assert b"<still open>" not in rest
+
+
+def _answer(sock: ssl.SSLSocket, request: bytes) -> bytes:
+    """The status line and headers of the answer to one request."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data.partition(b"\r\n\r\n")[0]
+
+
+def test_the_header_limit_is_the_setting(limited: ProcGateway) -> None:
+    """Headers within server.max_header_bytes are served; 20 KB of them in one piece, and
+    the same sent in small pieces (held, never buffered beyond the limit), get 400."""
+    head = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    with _connect(limited) as s:
+        assert _answer(s, head + b"X-Pad: " + b"a" * 12_000 + b"\r\n\r\n").startswith(
+            b"HTTP/1.1 200")
+    with _connect(limited) as s:
+        s.sendall(head + b"X-Pad: " + b"a" * 20_000 + b"\r\n\r\n")
+        data, _ = _read_until_closed(s)
+    assert data.startswith(b"HTTP/1.1 400") and b"<still open>" not in data
+    with _connect(limited) as s:
+        s.sendall(head + b"X-Pad: ")
+        refused = b""
+        try:
+            for _ in range(40):       # 40 KB, 1 KB at a time, without ever ending the line
+                s.sendall(b"a" * 1024)
+                time.sleep(0.005)
+        except OSError:
+            refused = b"<closed while sending>"
+        data, _ = _read_until_closed(s)
+    assert (refused + data).startswith((b"HTTP/1.1 400", b"<closed while sending>"))
+    assert b"<still open>" not in data
+
+
+def test_ambiguous_framing_is_refused(limited: ProcGateway) -> None:
+    """A request with both Content-Length and Transfer-Encoding, the request-smuggling
+    shape (RFC 9112 6.1), or with two differing Content-Lengths, gets 400 and a close."""
+    for framing in (b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+                    b"Content-Length: 4\r\nContent-Length: 5\r\n"):
+        with _connect(limited) as s:
+            s.sendall(b"POST /auth/callback HTTP/1.1\r\nHost: 127.0.0.1\r\n" + framing
+                      + b"\r\n0\r\n\r\n")
+            data, _ = _read_until_closed(s)
+        assert data.startswith(b"HTTP/1.1 400"), data[:40]
+        assert b"<still open>" not in data
+
+
+def test_pipelined_requests_are_answered_in_order(limited: ProcGateway) -> None:
+    """Two requests sent at once are both answered, in order, on the same connection."""
+    with _connect(limited) as s:
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                  b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data, _ = _read_until_closed(s, limit=3)
+    statuses = re.findall(rb"HTTP/1.1 (\d{3})", data)
+    # /livez is open to all; any other page sends a visitor who is not signed in away.
+    assert statuses[:2] == [b"200", b"303"], data[:200]
