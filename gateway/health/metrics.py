@@ -135,16 +135,20 @@ def metrics_of(app: Any) -> Metrics:
     return m
 
 
+def _template(route: BaseRoute) -> str:
+    path = getattr(route, "path", None)
+    if path is not None and hasattr(route, "routes"):  # a Mount
+        return f"{path}/{{path}}"
+    return str(path) if path is not None else "<unnamed>"
+
+
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
     """The matching route's path template (``/mail/{folder}``), never the raw path, so that
     labels stay few; unmatched paths share one label."""
     for route in routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
-            path = getattr(route, "path", None)
-            if path is not None and hasattr(route, "routes"):  # a Mount
-                return f"{path}/{{path}}"
-            return str(path) if path is not None else "<unnamed>"
+            return _template(route)
     return "<unmatched>"
 
 
@@ -157,6 +161,8 @@ class MetricsMiddleware:
         self.routes = routes
         self.serve_path = serve_path
         self.allow = allow
+        # By identity: Starlette's routes define __eq__ and so cannot be hashed.
+        self._templates = {id(route): _template(route) for route in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -178,7 +184,12 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = route_template(self.routes, scope)
+            # The router leaves the route it chose in the scope (Starlette's "route"): no
+            # second walk over every route's pattern. A request answered before routing (a
+            # refusal by the gate) has none and is matched here.
+            chosen = scope.get("route")
+            route = (self._templates.get(id(chosen)) if chosen is not None else None) \
+                or route_template(self.routes, scope)
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 

@@ -82,10 +82,15 @@ class ImapConn:
         # aioimaplib leaves a command waiting until its timeout when the server goes away;
         # hear about the lost connection and fail the command at once instead.
         self.lost = asyncio.Event()
+        # The same news as a future every call can wait on: made once, not a new task per
+        # command (asyncio.wait only adds and removes a callback on it).
+        self._lost_future: asyncio.Future[None] | None = None
 
         def on_lost(exc: Exception | None) -> None:
             self.broken = True
             self.lost.set()
+            if self._lost_future is not None and not self._lost_future.done():
+                self._lost_future.set_result(None)
         client.protocol.conn_lost_cb = on_lost
 
     def has(self, capability: str) -> bool:
@@ -110,7 +115,11 @@ class ImapConn:
                 raise UpstreamUnavailable("The connection to the mail server was lost. "
                                           "Please try again.")
         task = asyncio.ensure_future(coro)
-        lost = asyncio.ensure_future(self.lost.wait())
+        lost = self._lost_future
+        if lost is None:
+            lost = self._lost_future = asyncio.get_running_loop().create_future()
+            if self.lost.is_set():
+                lost.set_result(None)
         try:
             done, _ = await asyncio.wait({task, lost}, timeout=self.timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -134,7 +143,6 @@ class ImapConn:
             raise UpstreamUnavailable("The connection to the mail server was lost. "
                                       "Please try again.") from None
         finally:
-            lost.cancel()
             if not task.done():
                 task.cancel()
 
