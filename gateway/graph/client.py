@@ -91,9 +91,19 @@ def static_token(token: str) -> TokenSource:
 
 
 def member_token(entra: Any, account_id: str) -> TokenSource:
-    """The member's Graph token from msal's silent acquisition (``Entra.graph_token``)."""
+    """The member's Graph token from msal's silent acquisition (``Entra.graph_token``).
+
+    A source serves one request (``gateway.web.member.graph_token``): the token it got is
+    used again for that request's further Graph calls (a calendar view of several pages),
+    and asked for afresh only when Graph refused it. Each silent acquisition reads the
+    member's encrypted token cache from the store, about a tenth of a calendar page's CPU."""
+    known: list[str] = []
+
     async def get(fresh: bool) -> str:
+        if known and not fresh:
+            return known[0]
         token: str = await entra.graph_token(account_id, force_refresh=fresh)
+        known[:] = [token]
         return token
     return get
 

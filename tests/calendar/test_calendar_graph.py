@@ -19,7 +19,7 @@ from gateway.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
-from gateway.graph.client import GraphHttp
+from gateway.graph.client import GraphHttp, member_token
 from tests.calendar.rig import ANCHOR, GraphRig
 
 LONDON = ZoneInfo("Europe/London")
@@ -242,6 +242,38 @@ def test_401_gets_one_fresh_token_then_sign_in(rig: GraphRig) -> None:
     rig.stand_in.refuse_tokens(2)
     with pytest.raises(ReauthRequired):
         rig.run(graph.calendar_view(g, source, *window(ANCHOR, 2)))
+
+
+class _Entra:
+    """Entra's silent acquisition as member_token calls it, counted: each call is a read of
+    the member's token cache from the store."""
+
+    def __init__(self, rig: GraphRig) -> None:
+        self.good, self.calls = rig.token(), list[tuple[str, bool]]()
+
+    async def graph_token(self, account_id: str, force_refresh: bool = False) -> str:
+        self.calls.append((account_id, force_refresh))
+        return await self.good(False)
+
+
+def test_a_request_asks_for_the_members_token_once(rig: GraphRig) -> None:
+    """One source serves one request: a view of several Graph pages asks Entra once; after a
+    401 it asks afresh once and the later pages use the fresh token."""
+    entra = _Entra(rig)
+    events = rig.run(graph.calendar_view(rig.http(GATEWAY_GRAPH_PAGE_SIZE="3"),
+                                         member_token(entra, "acct-1"), *window(ANCHOR, 15)))
+    assert rig.stand_in.requests > 2 and len(events) > 6
+    assert entra.calls == [("acct-1", False)]
+    entra.calls.clear()
+    rig.stand_in.refuse_tokens(1)
+    source = member_token(entra, "acct-1")
+    assert rig.run(graph.calendar_view(rig.http(GATEWAY_GRAPH_PAGE_SIZE="3"), source,
+                                       *window(ANCHOR, 15)))
+    assert entra.calls == [("acct-1", False), ("acct-1", True)]
+    # A new request is a new source: it asks again.
+    assert rig.run(graph.calendar_view(rig.http(), member_token(entra, "acct-1"),
+                                       *window(ANCHOR, 2)))
+    assert entra.calls[-1] == ("acct-1", False) and len(entra.calls) == 3
 
 
 def test_expired_token_means_sign_in(rig: GraphRig) -> None:
