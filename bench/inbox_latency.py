@@ -34,7 +34,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Stats, bare_cold, bare_connect, bare_warm, bench, header, other_load, ratio_line
+from common import (
+    BARE_LOGIN_STALLS,
+    Stats,
+    bare_cold,
+    bare_connect,
+    bare_warm,
+    bench,
+    header,
+    other_load,
+    ratio_line,
+)
 from rawhttp import RawClient
 
 from gateway.devstack.users import user
@@ -172,6 +182,7 @@ def main() -> int:
         b.run(_close(bare_imap))
         if raw is not None:
             b.run(raw.close())
+    print(f"bare logins that stalled and were timed again: {len(BARE_LOGIN_STALLS)}")
     print(f"other CPU users at end: {other_load()}")
     return 0
 

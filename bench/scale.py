@@ -28,7 +28,17 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Stats, bare_cold, bare_connect, bare_warm, bench, header, other_load, ratio_line
+from common import (
+    BARE_LOGIN_STALLS,
+    Stats,
+    bare_cold,
+    bare_connect,
+    bare_warm,
+    bench,
+    header,
+    other_load,
+    ratio_line,
+)
 from make_big_mailbox import make_big_folder
 
 from gateway.devstack.users import user
@@ -127,6 +137,7 @@ def main() -> int:
                          before["inbox"], 1.1))
         print(ratio_line("bare, open connection: big / small", bw["big"], bw["small"], 1.1))
         print(ratio_line("bare, cold: big / small", bc["big"], bc["small"], 1.1))
+    print(f"bare logins that stalled and were timed again: {len(BARE_LOGIN_STALLS)}")
     print(f"other CPU users at end: {other_load()}")
     return 0
 
