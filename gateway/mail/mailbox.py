@@ -287,8 +287,7 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
 
 
 async def page_of(conn: ImapConn, folder: str, uid: int, per_page: int = PER_PAGE) -> int:
-    """The page of ``fetch_page`` (newest first) that holds message ``uid``, from its sequence
-    number: one FETCH of one message. Page 1 when it is gone."""
+    """The page of ``fetch_page`` that holds message ``uid`` (page 1 when it is gone)."""
     return (await page_and_flags(conn, folder, uid, per_page))[0]
 
 
@@ -307,8 +306,7 @@ async def page_and_flags(conn: ImapConn, folder: str, uid: int, per_page: int = 
 
 async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int],
                      previews: bool = True) -> list[MessageSummary]:
-    """Summaries of these messages, in the order given; with ``previews`` (for a page of
-    results, not for every hit) their preview lines too."""
+    """Summaries of these messages, in the order given, with preview lines if ``previews``."""
     if not uids:
         return []
     await conn.select(mailbox_arg(folder), readonly=True)
