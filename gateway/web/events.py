@@ -1,19 +1,21 @@
 """New mail without a reload: IMAP IDLE on the open folder, pushed to the page as
 server-sent events.
 
-The stream IDLEs on the member's own pooled connection (``gateway.mail.imap_pool.ImapPool.watch``),
-the one their pages use, so a member with pages and a stream open holds one connection and
-one login (Exchange allows about 20 connections a mailbox and throttles bursts of logins). A
-page that needs the connection ends the IDLE with DONE and the stream resumes after it; IDLE
-ended by the server (Exchange cuts it after 30 minutes) or a session ended for an expired
-token (``AccessTokenExpired``) is resumed on a fresh connection without a word to the member.
-Changes are found by comparing the folder's UIDVALIDITY and count between rounds, so news
-that came while a page had the connection is announced too. Each IDLE lasts at most
-``HEARTBEAT`` seconds (well inside ``mail.idle_refresh_minutes``); a comment line goes out
-after each quiet round so proxies keep the stream open. A member has at most ``MAX_STREAMS``
-per session; older ones close when a newer one opens. Two streams (two tabs, perhaps on two
-folders) take turns on the one connection, each IDLE cut to ``STREAM_TURN`` seconds while the
-other waits, so neither tab hears of its news a whole round late. Pages work without it.
+The stream IDLEs on the member's own pooled connection
+(``gateway.mail.imap_pool.ImapPool.watch``), the one their pages use, so a member with pages
+and a stream open holds one connection and one login (Exchange allows about 20 connections a
+mailbox and throttles bursts of logins). A page that needs the connection ends the IDLE with
+DONE and the stream resumes after it; IDLE ended by the server (Exchange cuts it after 30
+minutes) or a session ended for an expired token (``AccessTokenExpired``) is resumed on a
+fresh connection without a word to the member. Changes are found by comparing the folder's
+UIDVALIDITY and count between rounds, so news that came while a page had the connection is
+announced too; the page passes the count it shows (``n``), so news that came between the
+page and the stream's start is announced at once. Each IDLE lasts at most ``HEARTBEAT``
+seconds (well inside ``mail.idle_refresh_minutes``); a comment line goes out after each
+quiet round so proxies keep the stream open. A member has at most ``MAX_STREAMS`` per
+session; older ones close when a newer one opens. Two streams (two tabs, perhaps on two
+folders) take turns on the one connection, each IDLE cut to ``STREAM_TURN`` seconds while
+the other waits, so neither tab hears of its news a whole round late. Pages work without it.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ async def mail_events(request: Request) -> Response:
     folder = request.query_params.get("f", "INBOX")
     if len(folder) > 500 or any(ord(c) < 0x20 for c in folder):
         raise BadRequest("That folder name is not valid.")
+    shown = request.query_params.get("n", "")
+    if shown and not (shown.isascii() and shown.isdigit() and len(shown) <= 9):
+        raise BadRequest("That message count is not valid.")
     ms = mail_session(request)
     raw = mailbox_arg(folder)
     # The first round (no IDLE) checks the folder before the stream starts: a folder that
@@ -70,6 +75,9 @@ async def mail_events(request: Request) -> Response:
     async def stream() -> AsyncIterator[str]:
         nonlocal last
         yield "retry: 15000\n\n"
+        if shown and int(shown) != first.exists:
+            # The folder changed after the page was made and before this stream began.
+            yield f"event: mail\ndata: {json.dumps({'folder': folder})}\n\n"
         failed = 0
         try:
             while not stop.is_set():

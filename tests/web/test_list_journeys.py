@@ -182,6 +182,27 @@ def test_new_mail_keeps_ticks_and_is_announced(chromium: IpadBrowser, gateway: G
         page.context.close()
 
 
+def test_mail_that_comes_before_the_stream_starts_is_announced(chromium: IpadBrowser,
+                                                              gateway: Gateway) -> None:
+    """The page listens three seconds after it settles; mail that comes in those seconds
+    is announced all the same (the stream compares the folder with the count the page shows,
+    not with the folder as it is when the stream begins)."""
+    deliver(gateway, "member", message(unique("Early A")))
+    page, rec = signed_in_page(chromium, gateway.url, "ipad-portrait")
+    try:
+        page.goto(gateway.url + "/mail?f=INBOX")
+        assert page.locator("#new-mail").inner_text() == ""
+        early = unique("Early B")
+        deliver(gateway, "member", message(early))   # before the stream is open
+        page.wait_for_function(
+            "s => document.getElementById('new-mail').textContent.includes(s)", arg=early,
+            timeout=30000)
+        assert _row(page, early).count() == 1
+        assert rec.outside(LOCAL) == []
+    finally:
+        page.context.close()
+
+
 @pytest.mark.parametrize("size", list(SIZES))
 def test_search_results_come_back_on_back(
     chromium: IpadBrowser, gateway: Gateway, size: str,

@@ -490,6 +490,22 @@ def test_new_mail_event_stream(gateway: Gateway) -> None:
         assert "event: mail" in seen
 
 
+def test_event_stream_announces_mail_that_came_after_the_page(gateway: Gateway) -> None:
+    """The page passes the count it shows (``n``): a stream that starts after more mail came
+    says so at once, before any IDLE; a count that is no number is a plain 400."""
+    client = sign_in(gateway, "member")
+    deliver(gateway, "member", message(unique("Counted")))
+    shown = int(re.search(r'data-count="(\d+)"', client.get("/mail?f=INBOX").text)[1])
+    deliver(gateway, "member", message(unique("Since the page")))
+    with client.stream("GET", "/mail/events", params={"f": "INBOX", "n": str(shown)},
+                       timeout=30) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("retry:")
+        assert [next(lines), next(lines)] == ["", "event: mail"]
+    r = client.get("/mail/events", params={"f": "INBOX", "n": "12a"})
+    assert r.status_code == 400 and "count is not valid" in r.text
+
+
 def test_imap_down_gives_clear_page_then_reconnects(gateway: Gateway) -> None:
     """Dovecot stopped: a plain 503 page; started again: the same session works."""
     client = sign_in(gateway, "member")
