@@ -495,7 +495,9 @@ def test_event_stream_announces_mail_that_came_after_the_page(gateway: Gateway) 
     says so at once, before any IDLE; a count that is no number is a plain 400."""
     client = sign_in(gateway, "member")
     deliver(gateway, "member", message(unique("Counted")))
-    shown = int(re.search(r'data-count="(\d+)"', client.get("/mail?f=INBOX").text)[1])
+    found = re.search(r'data-count="(\d+)"', client.get("/mail?f=INBOX").text)
+    assert found is not None
+    shown = int(found[1])
     deliver(gateway, "member", message(unique("Since the page")))
     with client.stream("GET", "/mail/events", params={"f": "INBOX", "n": str(shown)},
                        timeout=30) as r:
