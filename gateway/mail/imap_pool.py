@@ -107,7 +107,7 @@ class ImapPool:
             yield runner
 
     async def watch(self, key: str, user: str, account_id: str, folder: str,
-                    seconds: float) -> Watched | None:
+                    seconds: float, since: Watched | None = None) -> Watched | None:
         """One round of the new-mail stream on the member's own pooled connection (Exchange
         allows few connections and dislikes logins): SELECT ``folder`` (a NOOP when it is
         selected already), then IDLE for at most ``seconds``, ended early with DONE when a
@@ -115,13 +115,18 @@ class ImapPool:
         ended (IDLE cut after 30 minutes, ``AccessTokenExpired``) is replaced with a fresh
         token, as for a page. Not counted in ``lock_acquisitions`` (pages are). Two streams of
         one member (two tabs) take turns: while one waits, the other's IDLE ends after
-        STREAM_TURN seconds."""
+        STREAM_TURN seconds. ``since`` is the folder as the stream last saw it: a round whose
+        SELECT already shows it changed (mail that came while a cut connection was replaced)
+        returns at once rather than IDLE past it."""
         slot = self._slots.setdefault(key, _Slot())
 
         async def one_round(conn: ImapConn) -> Watched | None:
             await conn.select(folder)
             if not conn.has("IDLE"):
                 return None
+            if since is not None and (since.uidvalidity, since.exists) != (conn.uidvalidity,
+                                                                           conn.exists):
+                return Watched(conn.uidvalidity, conn.exists)
             changed = False
             if not slot.turns.pages.event.is_set():
                 end = asyncio.Event()

@@ -59,7 +59,9 @@ class MailSession:
                 return await self._runner(fn)
             return await self.pool.run(self.key, self.user, self.account_id, fn)
 
-    async def watch(self, folder: str, seconds: float) -> Watched | None:
+    async def watch(self, folder: str, seconds: float,
+                    since: Watched | None = None) -> Watched | None:
         """One IDLE round on the member's connection for the new-mail stream (it yields the
         connection to any page that asks; see ``ImapPool.watch``)."""
-        return await self.pool.watch(self.key, self.user, self.account_id, folder, seconds)
+        return await self.pool.watch(self.key, self.user, self.account_id, folder, seconds,
+                                     since)

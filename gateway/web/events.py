@@ -82,7 +82,7 @@ async def mail_events(request: Request) -> Response:
         try:
             while not stop.is_set():
                 try:
-                    now = await ms.watch(raw, window)
+                    now = await ms.watch(raw, window, last)
                 except UpstreamUnavailable:
                     # One round may lose its connection twice (ended, replaced, ended
                     # again): try once more before telling the page.

@@ -205,6 +205,81 @@ def test_idle_ended_by_the_server_is_resumed(gw: Gateway) -> None:
         stream.close()
 
 
+def test_a_connection_the_server_ended_is_closed_without_waiting(gw: Gateway) -> None:
+    """A connection the server ended (its IDLE cut: ``* BYE`` and the socket closed) is
+    closed at once, without a LOGOUT that could only wait out its 2 s for an answer: the
+    member's next page or stream waited that long for its new login. A working connection
+    still says LOGOUT and is gone from the server afterwards."""
+    import asyncio
+
+    from gateway.devstack.tokens import OUTLOOK_AUDIENCE
+    from gateway.errors import UpstreamUnavailable
+    from gateway.mail import imap_login
+    assert gw.stack.mail is not None and gw.stack.entra is not None and gw.stack.certs
+    u = user("norole")
+    token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["IMAP.AccessAsUser.All"])
+    target = imap_login.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
+                                   imap_login.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+    gw.stack.mail.set_idle_timeout(0.3)
+
+    async def run() -> tuple[str, bool, float, bool]:
+        loop = asyncio.get_running_loop()
+        cut = await imap_login.open_connection(target, u.email, token)
+        await cut.select('"INBOX"')
+        try:
+            await cut.idle(30, asyncio.Event())
+            ended = "not ended"
+        except UpstreamUnavailable:
+            ended = "ended"
+        alive_after_cut = cut.alive
+        began = loop.time()
+        await cut.close()
+        took = loop.time() - began
+        working = await imap_login.open_connection(target, u.email, token)
+        await working.close()
+        transport = working.client.protocol.transport
+        return ended, alive_after_cut, took, transport is None or transport.is_closing()
+
+    ended, alive_after_cut, took, closed = gw.loop.run(run())
+    assert ended == "ended" and not alive_after_cut
+    assert took < 1.0, f"closing a dead connection took {took:.2f} s"
+    assert closed
+    deadline = time.monotonic() + 5
+    while gw.stack.mail.imap_connected(u.email) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gw.stack.mail.imap_connected(u.email) == 0
+
+
+def test_a_round_that_finds_the_folder_changed_does_not_idle(gw: Gateway) -> None:
+    """The stream gives each round the folder as it last saw it. Mail that came while it was
+    not idling (its connection being replaced after a cut, say) shows in the round's SELECT or
+    NOOP; that round returns the news at once instead of IDLEing past it until the next
+    message or the heartbeat."""
+    import asyncio
+
+    from tests.web.mailhelp import own_pool
+    assert gw.stack.mail is not None
+    email = user("norole").email
+    pool = own_pool(gw, "norole")
+
+    async def run() -> tuple[int, int, int]:
+        first = await pool.watch("k", email, "a", '"INBOX"', 0.0)
+        assert first is not None
+        gw.stack.mail.deliver(email, message(unique("While away"), to=email))
+        try:
+            now = await asyncio.wait_for(pool.watch("k", email, "a", '"INBOX"', 30.0, first),
+                                         10)
+            assert now is not None
+            quiet = await pool.watch("k", email, "a", '"INBOX"', 0.5, now)
+            assert quiet is not None
+            return first.exists, now.exists, quiet.exists
+        finally:
+            await pool.close_all()
+
+    before, after, quiet = gw.loop.run(run())
+    assert after == before + 1 and quiet == after
+
+
 def test_two_tabs_on_two_folders_both_hear_of_new_mail_soon(gw: Gateway) -> None:
     """Two tabs, the Inbox in one and Sent Items in the other, are two streams on the member's
     one connection, which can IDLE on one folder at a time. While one stream waits, the other's
