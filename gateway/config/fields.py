@@ -175,7 +175,8 @@ FIELDS: tuple[Field, ...] = (
        "dropped (and counted), so a slow store never slows the probes or a member's page."),
     _f("health", "reprobe_seconds", "float", 2.0,
        "A member's request that meets an upstream failure re-probes that upstream at once, "
-       "at most once per this many seconds."),
+       "or this many seconds after its last probe began if that was more recent: at most "
+       "one probe per this many seconds, and none of these failures goes unprobed."),
     _f("health", "alert_after_seconds", "float", 120.0,
        "ICT is notified (notify.webhooks, notify.email_to) when an upstream or the canary "
        "has failed this long; 0 = never."),

@@ -111,6 +111,7 @@ class _Slot:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     last_start: float = float("-inf")     # monotonic
+    reprobe_timer: asyncio.TimerHandle | None = None   # a member's failure, probed soon
 
 
 Listener = Callable[[CheckResult], None]
@@ -141,6 +142,9 @@ class HealthMonitor:
         probe = slot.probe
         started_wall, started = self.clock(), self.timer()
         slot.last_start = started
+        if slot.reprobe_timer is not None:   # this probe starts after the failure: it covers it
+            slot.reprobe_timer.cancel()
+            slot.reprobe_timer = None
         value: float | int | str | None
         unit: str | None
         status: Status
@@ -201,19 +205,33 @@ class HealthMonitor:
                 await asyncio.wait_for(slot.wake.wait(), every)
 
     def reprobe(self, *keys: str) -> list[str]:
-        """Probe these checks now instead of at their next interval (a member just met a
-        failure of that upstream), unless one started less than ``reprobe_after`` seconds
-        ago: a burst of failing requests costs the upstream one probe. Returns the keys woken."""
-        woken = []
+        """Probe these checks soon instead of at their next interval (a member just met a
+        failure of that upstream): at once, or, if one started less than ``reprobe_after``
+        seconds ago, when that much time has passed since it started. A burst of failing
+        requests costs the upstream one probe, and a failure that comes just after a passing
+        probe is still probed: it used to be dropped, and waited for the next interval
+        (test_a_member_failure_just_after_a_probe_is_probed_soon). Returns the keys due."""
+        due = []
         now = self.timer()
         for key in keys:
             slot = self._slots.get(key)
-            if slot is None or not self._tasks or now - slot.last_start < self.reprobe_after:
+            if slot is None or not self._tasks:
                 continue
-            slot.last_start = now      # debounce from the moment of asking
-            slot.wake.set()
-            woken.append(key)
-        return woken
+            due.append(key)
+            if slot.reprobe_timer is not None:
+                continue                  # already due
+            wait = slot.last_start + self.reprobe_after - now
+            if wait <= 0:
+                self._wake(slot)
+            else:
+                slot.reprobe_timer = asyncio.get_running_loop().call_later(
+                    wait, self._wake, slot)
+        return due
+
+    def _wake(self, slot: _Slot) -> None:
+        slot.reprobe_timer = None
+        slot.last_start = self.timer()    # debounce from the moment of asking
+        slot.wake.set()
 
     def start(self) -> None:
         """Start one task per probe (each runs at once, then on its interval)."""
@@ -223,6 +241,10 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
+        for slot in self._slots.values():
+            if slot.reprobe_timer is not None:
+                slot.reprobe_timer.cancel()
+                slot.reprobe_timer = None
         for t in tasks:
             t.cancel()
         for t in tasks:

@@ -124,6 +124,52 @@ async def test_background_loop_serves_cached_results_with_age() -> None:
         await m.stop()
 
 
+async def test_a_member_failure_just_after_a_probe_is_probed_soon() -> None:
+    """A member meets a failure moments after a probe of that upstream started (and passed):
+    the probe it asks for runs once ``reprobe_after`` has passed since that start, not at the
+    next interval (10 minutes here); it was once dropped. A burst of failures asks for one
+    probe, and nothing is left due after it."""
+    calls = 0
+
+    async def counted() -> None:
+        nonlocal calls
+        calls += 1
+
+    m = HealthMonitor([Probe("imap:responseTime", counted, 1)], interval=600.0,
+                      reprobe_after=0.3)
+    m.start()
+    try:
+        await m.wait_ready()
+        first = m.results()["imap:responseTime"]
+        asked = [m.reprobe("imap:responseTime") for _ in range(20)]
+        assert asked == [["imap:responseTime"]] * 20
+        assert calls == 1                       # not at once: the last one just started
+        again = await asyncio.wait_for(m.next_result("imap:responseTime"), 5)
+        assert again.seq == first.seq + 1 and again.time - first.time >= 0.29
+        await asyncio.sleep(0.6)
+        assert calls == 2                       # the burst cost one probe, and none is due
+        assert m.reprobe("unknown:check") == []
+    finally:
+        await m.stop()
+
+
+async def test_a_member_failure_long_after_a_probe_is_probed_at_once() -> None:
+    """With the last probe started longer ago than ``reprobe_after``, a member's failure
+    wakes the probe at once."""
+    m = HealthMonitor([Probe("imap:responseTime", ok, 1)], interval=600.0, reprobe_after=0.1)
+    m.start()
+    try:
+        await m.wait_ready()
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        asked_at = loop.time()
+        assert m.reprobe("imap:responseTime") == ["imap:responseTime"]
+        await asyncio.wait_for(m.next_result("imap:responseTime"), 5)
+        assert loop.time() - asked_at < 0.1 + 0.5   # at once, not after a second wait
+    finally:
+        await m.stop()
+
+
 async def test_stale_results_fail_and_unprobed_warn() -> None:
     """Before the first round a check warns; a result far older than the interval fails."""
     now = [1000.0]
