@@ -132,6 +132,9 @@ class HealthMonitor:
         self.listeners = list(listeners)
         self._slots = {p.key: _Slot(p) for p in probes}
         self._tasks: list[asyncio.Task[None]] = []
+        # The loop the probes run on (``start``): a member's failure schedules its re-probe
+        # there, never needing a running loop of its own where it is reported.
+        self._event_loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -215,7 +218,7 @@ class HealthMonitor:
         now = self.timer()
         for key in keys:
             slot = self._slots.get(key)
-            if slot is None or not self._tasks:
+            if slot is None or not self._tasks or self._event_loop is None:
                 continue
             due.append(key)
             if slot.reprobe_timer is not None:
@@ -224,8 +227,7 @@ class HealthMonitor:
             if wait <= 0:
                 self._wake(slot)
             else:
-                slot.reprobe_timer = asyncio.get_running_loop().call_later(
-                    wait, self._wake, slot)
+                slot.reprobe_timer = self._event_loop.call_later(wait, self._wake, slot)
         return due
 
     def _wake(self, slot: _Slot) -> None:
@@ -236,6 +238,7 @@ class HealthMonitor:
     def start(self) -> None:
         """Start one task per probe (each runs at once, then on its interval)."""
         if not self._tasks:
+            self._event_loop = asyncio.get_running_loop()
             self._tasks = [asyncio.create_task(self._loop(s), name=f"probe {k}")
                            for k, s in self._slots.items()]
 
