@@ -4,6 +4,7 @@ it, an expired token or an IDLE the server ends is resumed without the member se
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import socket
 import threading
@@ -19,7 +20,7 @@ from gateway.devstack.users import user
 from gateway.mail.imap_turns import STREAM_TURN
 from gateway.web.events import HEARTBEAT
 from tests.conftest import Gateway, LoopThread, sign_in, start_gateway
-from tests.web.mailhelp import message, unique
+from tests.web.mailhelp import imap_target, imap_token, message, own_pool, unique
 
 
 @pytest.fixture(scope="module")
@@ -208,18 +209,13 @@ def test_idle_ended_by_the_server_is_resumed(gw: Gateway) -> None:
 def test_a_connection_the_server_ended_is_closed_without_waiting(gw: Gateway) -> None:
     """A connection the server ended (its IDLE cut: ``* BYE`` and the socket closed) is
     closed at once, without a LOGOUT that could only wait out its 2 s for an answer: the
-    member's next page or stream waited that long for its new login. A working connection
-    still says LOGOUT and is gone from the server afterwards."""
-    import asyncio
-
-    from gateway.devstack.tokens import OUTLOOK_AUDIENCE
+    member's next page or stream waited that long for its new login. A working connection is
+    closed too, and the server has no session of the mailbox left afterwards."""
     from gateway.errors import UpstreamUnavailable
     from gateway.mail import imap_login
-    assert gw.stack.mail is not None and gw.stack.entra is not None and gw.stack.certs
+    assert gw.stack.mail is not None
     u = user("norole")
-    token = gw.stack.entra.issue_access_token(u, OUTLOOK_AUDIENCE, ["IMAP.AccessAsUser.All"])
-    target = imap_login.ImapTarget(gw.stack.mail.host, gw.stack.mail.imap_port,
-                                   imap_login.ssl_context(str(gw.stack.certs.ca_cert)), 15)
+    target, token = imap_target(gw), imap_token(gw, "norole")
     gw.stack.mail.set_idle_timeout(0.3)
 
     async def run() -> tuple[str, bool, float, bool]:
@@ -255,9 +251,6 @@ def test_a_round_that_finds_the_folder_changed_does_not_idle(gw: Gateway) -> Non
     not idling (its connection being replaced after a cut, say) shows in the round's SELECT or
     NOOP; that round returns the news at once instead of IDLEing past it until the next
     message or the heartbeat."""
-    import asyncio
-
-    from tests.web.mailhelp import own_pool
     assert gw.stack.mail is not None
     email = user("norole").email
     pool = own_pool(gw, "norole")
