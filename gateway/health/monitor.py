@@ -132,8 +132,8 @@ class HealthMonitor:
         self.listeners = list(listeners)
         self._slots = {p.key: _Slot(p) for p in probes}
         self._tasks: list[asyncio.Task[None]] = []
-        # The loop the probes run on (``start``): a member's failure schedules its re-probe
-        # there, never needing a running loop of its own where it is reported.
+        # The loop the probes run on, from ``start`` to ``stop`` (None when not running): a
+        # member's failure schedules its re-probe there.
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -218,7 +218,7 @@ class HealthMonitor:
         now = self.timer()
         for key in keys:
             slot = self._slots.get(key)
-            if slot is None or not self._tasks or self._event_loop is None:
+            if slot is None or self._event_loop is None:    # unknown, or not running
                 continue
             due.append(key)
             if slot.reprobe_timer is not None:
@@ -244,6 +244,7 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
+        self._event_loop = None
         for slot in self._slots.values():
             if slot.reprobe_timer is not None:
                 slot.reprobe_timer.cancel()
