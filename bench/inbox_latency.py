@@ -62,7 +62,8 @@ async def breakdown(svc: object, account_id: str, email: str, runs: int) -> dict
                                      "list_folders (LIST + STATUS each)",
                                      "fetch_page with SELECT", "fetch_page, already selected",
                                      "  of which FETCH round trip (aioimaplib)",
-                                     "  of which parse_fetch (50 items)")}
+                                     "  of which parse_fetch (50 items)",
+                                     "  of which SELECT", "  of which preview lines")}
     for _ in range(runs):
         t = time.perf_counter()
         token = await entra.imap_token(account_id)
@@ -87,8 +88,15 @@ async def breakdown(svc: object, account_id: str, email: str, runs: int) -> dict
             out["  of which FETCH round trip (aioimaplib)"].samples.append(
                 time.perf_counter() - t)
             t = time.perf_counter()
-            parse_fetch(resp.lines)
+            items = parse_fetch(resp.lines)
             out["  of which parse_fetch (50 items)"].samples.append(time.perf_counter() - t)
+            conn.selected = None
+            t = time.perf_counter()
+            await conn.select(mailbox.mailbox_arg("INBOX"), readonly=True)
+            out["  of which SELECT"].samples.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await mailbox._previews(conn, items)
+            out["  of which preview lines"].samples.append(time.perf_counter() - t)
         finally:
             await conn.close()
     return out

@@ -21,6 +21,10 @@ It also saves the round trips of asking for capabilities the server has just sen
 a client that reads them there need not ask): aioimaplib asks after every greeting, and
 ``gateway.mail.imap_login`` asks again after login only when the answer had none.
 
+And it can write several STATUS commands at once (``_Protocol.status_many``): aioimaplib sends
+a command only when the one before it with the same untagged answer is done, so the folder
+list's counts cost a round trip per folder; pipelined they cost about one.
+
 What is received, and how it is cut into lines, literals and responses, is aioimaplib's own
 code, unchanged: only these methods differ. ``tests/mail/test_imap_protocol.py``
 checks the answers against aioimaplib's on the same lines.
@@ -37,7 +41,12 @@ from typing import Any
 import aioimaplib
 from aioimaplib.aioimaplib import (
     AUTH,
+    CONTROL_CHARS,
     NONAUTH,
+    SELECTED,
+    Abort,
+    Command,
+    CommandTimeout,
     Error,
     FetchCommand,
     IMAP4ClientProtocol,
@@ -99,6 +108,36 @@ class _FetchCommand(FetchCommand):  # type: ignore[misc]  # aioimaplib is untype
         super()._timeout_callback()
 
 
+class _StatusBatch(Command):  # type: ignore[misc]
+    """STATUS commands written together, waited on as one (``_Protocol.status_many``).
+
+    RFC 3501 5.5 lets a client send a command without waiting for the one before, and asks
+    only that commands whose answers could be confused are not sent so; each untagged STATUS
+    names its mailbox, so several are never confused. To aioimaplib this is the one pending
+    command whose untagged answers are STATUS: every ``* STATUS`` line gathers here. Its tag
+    is the one still awaited, so aioimaplib completes it, as any command, with the last
+    tagged answer; the others are taken first (``take``), in whatever order they come."""
+
+    tag: str                         # aioimaplib's, declared for mypy
+
+    def __init__(self, tags: Sequence[str], loop: asyncio.AbstractEventLoop,
+                 timeout: float | None) -> None:
+        super().__init__("STATUS", tags[-1], loop=loop, timeout=timeout)
+        self.waiting = set(tags)
+        self.refused = 0                 # tagged answers other than OK (a folder gone, ...)
+
+    def take(self, tag: str, result: bytes) -> bool:
+        """Note one of this batch's tagged answers but the last; False for any other line."""
+        if tag not in self.waiting or len(self.waiting) == 1:
+            return False
+        self.waiting.discard(tag)
+        if result != b"OK":
+            self.refused += 1
+        self.tag = next(iter(self.waiting)) if len(self.waiting) == 1 else self.tag
+        self._reset_timer()
+        return True
+
+
 class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
     incomplete_line: bytes           # aioimaplib's, declared for mypy
     current_command: Any
@@ -131,6 +170,43 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
             self.capabilities = names
             self.imap_version = "IMAP4REV1"
             self.state_condition.notify_all()
+
+    def _response_done(self, line: bytes) -> None:
+        batch = self.pending_async_commands.get("STATUS")
+        if isinstance(batch, _StatusBatch) and self.pending_sync_command is None:
+            tag, _, response = line.partition(b" ")
+            if batch.take(tag.decode("ascii", "replace"), response.partition(b" ")[0]):
+                return
+        super()._response_done(line)
+
+    async def status_many(self, mailboxes: Sequence[str], items: str,
+                          timeout: float | None = None) -> Response:
+        """STATUS of each mailbox (quoted arguments), all written in one go, answered as one
+        response: every untagged STATUS line, then the last tagged answer's text. Its result
+        is OK only if every command's was; a mailbox refused (deleted since LIST) has no line.
+        Waits as aioimaplib's ``execute`` waits for commands before it."""
+        if self.state not in (AUTH, SELECTED):
+            raise Abort(f"command STATUS illegal in state {self.state}")
+        if not mailboxes:
+            return Response("OK", [])
+        if any(CONTROL_CHARS.search(arg) for arg in (*mailboxes, items)):
+            raise ValueError("NUL, CR and LF are not allowed in STATUS command arguments")
+        if self.pending_sync_command is not None:
+            await self.pending_sync_command.wait()
+        if self.pending_async_commands.get("STATUS") is not None:
+            await self.pending_async_commands["STATUS"].wait()
+        tags = [self.new_tag() for _ in mailboxes]
+        batch = _StatusBatch(tags, self.loop, timeout)
+        self.pending_async_commands["STATUS"] = batch
+        self.transport.write(b"".join(f"{tag} STATUS {name} {items}\r\n".encode("ascii")
+                                      for tag, name in zip(tags, mailboxes, strict=True)))
+        try:
+            await batch.wait()
+        except CommandTimeout:
+            self.pending_async_commands.pop("STATUS", None)
+            raise
+        result, lines = batch.response
+        return Response("NO" if result == "OK" and batch.refused else result, lines)
 
     async def fetch(self, message_set: str, message_parts: str, by_uid: bool = False,
                     timeout: float | None = None) -> Response:

@@ -21,7 +21,7 @@ from aioimaplib.aioimaplib import Command
 from gateway.errors import MailError, NotFound, PayloadTooLarge
 from gateway.mail.imap import ImapConn
 from gateway.mail.imap_fetch import BodyPart, Envelope, FetchData, parse_fetch, parse_fetch_flags
-from gateway.mail.imap_mailboxes import parse_list, parse_search, parse_status
+from gateway.mail.imap_mailboxes import parse_list, parse_search
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.mail.mime import clean_text
 from gateway.mail.preview import fetch_size, preview_part, preview_text
@@ -105,26 +105,18 @@ async def _list_folders(conn: ImapConn, counts: bool) -> list[Folder]:
         infos = parse_list(resp.lines)
     except ImapParseError:
         raise MailError("The folder list from the mail server could not be read.") from None
+    infos = [i for i in infos if i.name.split(i.delimiter or "/")[0].lower() not in HIDDEN_TOP]
+    found = await conn.statuses([mailbox_arg(i.name) for i in infos if i.selectable]
+                                if counts else [])
     folders: list[Folder] = []
     for info in infos:
-        delim = info.delimiter or "/"
-        parts = info.name.split(delim)
-        if parts[0].lower() in HIDDEN_TOP:
-            continue
+        parts = info.name.split(info.delimiter or "/")
         special = SPECIAL_BY_NAME.get(info.name.lower()) if len(parts) == 1 else None
         special = next((v for k, v in SPECIAL_BY_FLAG.items() if k in info.flags), special)
         if info.name.upper() == "INBOX":
             special = "inbox"
-        total = unseen = 0
-        if counts and info.selectable:
-            st = await conn.call(conn.client.status(mailbox_arg(info.name), "(MESSAGES UNSEEN)"))
-            if st.result == "OK":
-                try:
-                    status = parse_status(st.lines)
-                except ImapParseError:
-                    status = []
-                if status:
-                    total, unseen = status[0].messages or 0, status[0].unseen or 0
+        st = found.get("INBOX" if special == "inbox" else info.name) if info.selectable else None
+        total, unseen = (st.messages or 0, st.unseen or 0) if st else (0, 0)
         folders.append(Folder(name="INBOX" if special == "inbox" else info.name,
                               label="Inbox" if special == "inbox" else parts[-1],
                               depth=len(parts) - 1, special=special, total=total,

@@ -3,18 +3,23 @@
 ``_FetchCommand`` keeps its parenthesis count as lines arrive instead of recounting every
 line at each new one, and notes the time of the last line instead of re-arming a timer.
 These tests feed both commands the same lines and compare ``wait_data`` after each, and
-check that the timeout still counts from the last line heard. The whole mail suite runs the
+check that the timeout still counts from the last line heard; and they hold a batch of
+STATUS commands (``status_many``) to one write, any order of answers and no command left
+pending. The whole mail suite runs the
 client against Dovecot.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aioimaplib.aioimaplib import CommandTimeout, FetchCommand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.mail.imap import THROTTLED
+from gateway.mail.imap_mailboxes import parse_status
 from gateway.mail.imap_protocol import _FetchCommand, _Protocol, login_capabilities
 
 # Pieces a FETCH response is made of, as aioimaplib hands them to the command: lines
@@ -110,3 +115,75 @@ def test_a_greeting_with_capabilities_is_not_asked_again() -> None:
         b"* OK The Microsoft Exchange IMAP4 service is ready. [TABPADIA]"))
     assert [s.split(b" ", 1)[1] for s in sent] == [b"CAPABILITY\r\n"]
     assert caps == {"IMAP4", "IMAP4rev1", "IDLE"} and state == "NONAUTH"
+
+
+async def _batch(replies: Any) -> tuple[list[bytes], Any, _Protocol]:
+    """``status_many`` of three mailboxes on a protocol whose server answers with
+    ``replies(tags)``: what was written, the response, and the protocol afterwards."""
+    sent: list[bytes] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+    protocol = _Protocol(asyncio.get_running_loop())
+    protocol.transport = Transport()
+    protocol.state = "SELECTED"
+    task = asyncio.ensure_future(protocol.status_many(['"INBOX"', '"Archive"', '"Gone"'],
+                                                      "(MESSAGES UNSEEN)", timeout=5))
+    await asyncio.sleep(0.01)
+    tags = [line.split(b" ", 1)[0] for line in b"".join(sent).splitlines()]
+    protocol.data_received(replies(tags))
+    resp = await asyncio.wait_for(task, 5)
+    return sent, resp, protocol
+
+
+async def test_status_commands_are_written_at_once_and_answered_in_any_order() -> None:
+    """Three STATUS commands in one write, each with its own tag; the server completes them
+    last first (RFC 3501 5.5 lets it) and one folder is gone: the answer holds the two
+    STATUS lines, says NO for the refused one, and leaves no command pending."""
+    sent, resp, protocol = await _batch(lambda tags: (
+        b'* STATUS "Archive" (MESSAGES 4 UNSEEN 1)\r\n' + tags[2]
+        + b" NO Mailbox doesn't exist: Gone\r\n* STATUS INBOX (MESSAGES 9 UNSEEN 3)\r\n"
+        + tags[0] + b" OK Status completed.\r\n" + tags[1] + b" OK Status completed.\r\n"))
+    assert len(sent) == 1
+    assert [line.split(b" ", 1)[1] for line in sent[0].splitlines()] == [
+        b'STATUS "INBOX" (MESSAGES UNSEEN)', b'STATUS "Archive" (MESSAGES UNSEEN)',
+        b'STATUS "Gone" (MESSAGES UNSEEN)']
+    assert len({line.split(b" ", 1)[0] for line in sent[0].splitlines()}) == 3
+    assert resp.result == "NO"
+    assert {s.name: (s.messages, s.unseen) for s in parse_status(resp.lines)} == {
+        "Archive": (4, 1), "INBOX": (9, 3)}
+    assert protocol.pending_async_commands == {} and protocol.pending_sync_command is None
+
+
+async def test_a_status_batch_all_answered_ok_is_ok() -> None:
+    _, resp, protocol = await _batch(lambda tags: b"".join(
+        b"* STATUS %s (MESSAGES %d UNSEEN 0)\r\n%s OK done\r\n" % (name, n, tag)
+        for n, (name, tag) in enumerate(zip((b"INBOX", b"Archive", b"Gone"), tags,
+                                            strict=True))))
+    assert resp.result == "OK"
+    assert [(s.name, s.messages) for s in parse_status(resp.lines)] == [
+        ("INBOX", 0), ("Archive", 1), ("Gone", 2)]
+    assert protocol.pending_async_commands == {}
+
+
+async def test_a_throttled_status_batch_ends_bad_with_the_servers_words() -> None:
+    """Exchange answers every command of a throttled login BAD (gateway.mail.imap): the
+    batch's answer is BAD and carries the words ``ImapConn.call`` looks for."""
+    _, resp, _ = await _batch(lambda tags: b"".join(
+        tag + b" BAD User is authenticated but not connected.\r\n" for tag in tags))
+    assert resp.result == "BAD"
+    assert any(THROTTLED in line for line in resp.lines)
+
+
+def test_status_arguments_with_line_breaks_are_refused() -> None:
+    async def run() -> None:
+        protocol = _Protocol(asyncio.get_running_loop())
+        protocol.state = "AUTH"
+        await protocol.status_many(['"a"\r\nA1 LOGOUT'], "(MESSAGES)")
+    try:
+        asyncio.run(run())
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a STATUS argument with CR LF was written")

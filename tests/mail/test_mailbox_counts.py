@@ -1,10 +1,12 @@
 """The connection's view of the selected folder stays true (against real Dovecot): the
 EXPUNGEs that come with MOVE and EXPUNGE are counted, and message text that looks like an
-untagged response is not."""
+untagged response is not. And the folder list's counts, asked in batches of STATUS commands
+written at once, are those a STATUS of each folder alone gives."""
 
 from __future__ import annotations
 
 from gateway.mail import imap, mailbox
+from gateway.mail.imap_mailboxes import parse_status
 from tests.conftest import Gateway
 from tests.web.mailhelp import deliver, direct, message, unique
 
@@ -73,3 +75,82 @@ def test_page_of_names_the_page_that_holds_the_message(gateway: Gateway) -> None
     found = direct(gateway, "member", run)
     assert [n for n, _ in found] == [2, 1, 1, 1]
     assert all(listed for _, listed in found)
+
+
+def _status_writes(conn: imap.ImapConn) -> list[int]:
+    """From now on, the number of STATUS commands in each write to the server."""
+    writes: list[int] = []
+    transport = conn.client.protocol.transport
+    write = transport.write
+
+    def counting(data: bytes) -> None:
+        if b" STATUS " in data:
+            writes.append(data.count(b" STATUS "))
+        write(data)
+    transport.write = counting
+    return writes
+
+
+def test_folder_counts_are_those_of_one_status_each(gateway: Gateway) -> None:
+    """The sidebar's counts, asked in one batch, are what a STATUS of each folder alone says
+    (INBOX's unread count included), and the batch went out in one write."""
+    deliver(gateway, "member", message(unique("Counted")))
+
+    async def run(conn: imap.ImapConn) -> tuple[dict[str, tuple[int, int]],
+                                                 dict[str, tuple[int | None, int | None]],
+                                                 list[int]]:
+        writes = _status_writes(conn)
+        folders = await mailbox.list_folders(conn)
+        batched = {f.name: (f.total, f.unseen) for f in folders if f.selectable}
+        alone: dict[str, tuple[int | None, int | None]] = {}
+        for name in batched:
+            resp = await conn.call(conn.client.status(mailbox.mailbox_arg(name),
+                                                      "(MESSAGES UNSEEN)"))
+            (st,) = parse_status(resp.lines)
+            alone["INBOX" if st.name.upper() == "INBOX" else st.name] = (st.messages,
+                                                                        st.unseen)
+        return batched, alone, writes[:1]
+
+    batched, alone, first = direct(gateway, "member", run)
+    assert len(batched) > 3 and batched["INBOX"][0] > 0
+    assert batched == alone
+    assert first == [len(batched)]
+
+
+def test_a_folder_gone_since_list_loses_only_its_own_counts(gateway: Gateway) -> None:
+    """A folder deleted between LIST and STATUS (elsewhere, by the member's other device):
+    the server refuses its STATUS; the folders around it in the same batch keep their
+    counts, and the connection goes on working."""
+    async def run(conn: imap.ImapConn) -> tuple[set[str], int]:
+        found = await conn.statuses(['"INBOX"', '"Deleted elsewhere 9f2c"', '"Archive"'])
+        page = await mailbox.fetch_page(conn, "INBOX")
+        return set(found), page.total
+
+    found, total = direct(gateway, "member", run)
+    assert found == {"INBOX", "Archive"}
+    assert total > 0
+
+
+def test_more_folders_than_one_batch_are_all_counted(gateway: Gateway) -> None:
+    """A mailbox with more folders than ``STATUS_BATCH`` is asked in batches, each one write,
+    and every folder gets its counts (a message put in the last one is counted)."""
+    parent = unique("Batch")
+    names = [f"{parent}/F{i:02d}" for i in range(imap.STATUS_BATCH + 3)]
+
+    async def run(conn: imap.ImapConn) -> tuple[dict[str, int], list[int]]:
+        try:
+            for name in names:
+                await conn.ok(conn.client.create(mailbox.mailbox_arg(name)), "create")
+            await conn.ok(conn.client.append(message("In the last folder"),
+                                             mailbox=mailbox.mailbox_arg(names[-1])), "append")
+            writes = _status_writes(conn)
+            folders = await mailbox.list_folders(conn)
+            return {f.name: f.total for f in folders if f.name.startswith(parent)}, writes
+        finally:
+            for name in reversed([*names, parent]):
+                await conn.call(conn.client.delete(mailbox.mailbox_arg(name)))
+
+    counts, writes = direct(gateway, "member2", run)
+    assert set(names) <= set(counts)
+    assert counts[names[-1]] == 1 and sum(counts.values()) == 1
+    assert len(writes) == 2 and writes[0] == imap.STATUS_BATCH
