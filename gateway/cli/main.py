@@ -128,7 +128,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             **uvicorn_options(settings))
         return 0
     serve(uvicorn.Config(
-        create_app(settings), host=settings.server.host, port=settings.server.port,
+        create_app(settings, freeze_heap=True), host=settings.server.host,
+        port=settings.server.port,
         ssl_certfile=cert or None, ssl_keyfile=key or None,
         # Mozilla's intermediate TLS profile (gateway.server.tls.server_context).
         ssl_context_factory=server_context if cert else None,
