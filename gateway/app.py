@@ -117,7 +117,7 @@ def create_app(settings: Settings, *, store: Store | None = None,
     gateway) moves what start-up built out of the garbage collector's sight once it is up:
     modules, templates, settings and services live as long as the process, and each full
     collection walked them all again, a pause every in-flight page waited out
-    (``bench/throughput.py`` p99 120-137 ms before, 74-82 ms after, 2026-12-04)."""
+    (``bench/throughput.py`` p99 120-137 ms before, 72-85 ms after, 2026-12-04)."""
     keyring = _keyring(settings)
     the_store: Store = store or build_store(settings)
     sessions = SessionManager(the_store, settings, clock)

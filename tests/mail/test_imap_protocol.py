@@ -87,18 +87,24 @@ def test_capabilities_sent_with_the_login_are_read_and_nothing_else_is() -> None
     assert login_capabilities([]) is None
 
 
+def _wired(state: str) -> tuple[_Protocol, list[bytes]]:
+    """A protocol in ``state`` on a transport that keeps what is written to it (in a loop)."""
+    sent: list[bytes] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            sent.append(data)
+    protocol = _Protocol(asyncio.get_running_loop())
+    protocol.transport = Transport()
+    protocol.state = state
+    return protocol, sent
+
+
 def test_a_greeting_with_capabilities_is_not_asked_again() -> None:
     """aioimaplib asks CAPABILITY after every greeting; the gateway's client does not when
     the greeting carried them (Dovecot's), and asks when it did not (Exchange's)."""
     async def greet(line: bytes) -> tuple[list[bytes], set[str], str]:
-        sent: list[bytes] = []
-
-        class Transport:
-            def write(self, data: bytes) -> None:
-                sent.append(data)
-        protocol = _Protocol(asyncio.get_running_loop())
-        protocol.transport = Transport()
-        protocol.state = "CONNECTED"
+        protocol, sent = _wired("CONNECTED")
         task = asyncio.ensure_future(protocol.welcome(line))
         await asyncio.sleep(0.01)
         if sent:    # asked: answer as a server would
@@ -120,14 +126,7 @@ def test_a_greeting_with_capabilities_is_not_asked_again() -> None:
 async def _batch(replies: Any) -> tuple[list[bytes], Any, _Protocol]:
     """``status_many`` of three mailboxes on a protocol whose server answers with
     ``replies(tags)``: what was written, the response, and the protocol afterwards."""
-    sent: list[bytes] = []
-
-    class Transport:
-        def write(self, data: bytes) -> None:
-            sent.append(data)
-    protocol = _Protocol(asyncio.get_running_loop())
-    protocol.transport = Transport()
-    protocol.state = "SELECTED"
+    protocol, sent = _wired("SELECTED")
     task = asyncio.ensure_future(protocol.status_many(['"INBOX"', '"Archive"', '"Gone"'],
                                                       "(MESSAGES UNSEEN)", timeout=5))
     await asyncio.sleep(0.01)
