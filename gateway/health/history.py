@@ -64,6 +64,9 @@ class HistoryRecorder:
         self._last: dict[str, str] | None = None      # status per key, once loaded
         self._pending_transitions: list[HealthTransition] = []
         self._wake = asyncio.Event()
+        # One flush at a time: the writer loop and stop() may both flush, and two flushes
+        # would each remove the same written results from the queue.
+        self._flushing = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
         self.written = 0
@@ -108,6 +111,10 @@ class HistoryRecorder:
 
     async def flush(self) -> int:
         """Write what is queued; returns rows written. Store errors are kept, not raised."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         samples = list(self._samples)[:BATCH]
         rounds = list(self._rounds)[:BATCH]
         usage = dict(self._usage)
@@ -135,10 +142,8 @@ class HistoryRecorder:
             return 0
         self._pending_transitions = []
         last.update(seen)
-        for _ in samples:
-            self._samples.popleft()
-        for _ in rounds:
-            self._rounds.popleft()
+        _drop_written(self._samples, samples)
+        _drop_written(self._rounds, rounds)
         for k, c in usage.items():
             now_c = self._usage.get(k)
             if now_c is not None:
@@ -206,6 +211,15 @@ class HistoryRecorder:
             return Observation(self.written, None, "warn",
                                f"{self.dropped} results dropped (queue full)")
         return Observation(self.written)
+
+
+def _drop_written(queue: deque[Any], written: list[Any]) -> None:
+    """Remove from the front of ``queue`` what was just written. Not by count: while the
+    store was writing, a full queue may have dropped some of them already (``_put`` drops
+    the oldest), and new results only ever join at the back."""
+    ids = {id(x) for x in written}
+    while queue and id(queue[0]) in ids:
+        queue.popleft()
 
 
 def _why(exc: GatewayError) -> str:

@@ -133,7 +133,8 @@ class _StatusBatch(Command):  # type: ignore[misc]
         self.waiting.discard(tag)
         if result != b"OK":
             self.refused += 1
-        self.tag = next(iter(self.waiting)) if len(self.waiting) == 1 else self.tag
+        if len(self.waiting) == 1:
+            self.tag = next(iter(self.waiting))
         self._reset_timer()
         return True
 

@@ -6,7 +6,9 @@ day's signed audit checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,3 +128,61 @@ async def test_observe_never_waits_for_the_store(n: int, tmp_path: Path) -> None
     rec = HistoryRecorder(store, Clock())
     rec.observe(res("store:responseTime", T0, "fail"))
     assert await rec.flush() == 0 and "unavailable" in rec.status().output
+
+
+class HeldStore(SqliteStore):
+    """A real SQLite store whose history writes wait until the test lets them go, so the
+    test can act while a flush is in the middle of writing."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def history_write(self, *args: Any) -> None:
+        self.writing.set()
+        await self.release.wait()
+        await super().history_write(*args)
+
+
+async def test_two_flushes_at_once_write_each_result_once(tmp_path: Path) -> None:
+    """The writer loop and stop() can flush together; the second waits for the first."""
+    store = HeldStore(tmp_path / "held.db")
+    await store.open()
+    try:
+        rec = HistoryRecorder(store, Clock())
+        for i in range(3):
+            rec.observe(res("imap:responseTime", T0 + i, "pass"))
+        first = asyncio.create_task(rec.flush())
+        await store.writing.wait()
+        second = asyncio.create_task(rec.flush())
+        store.release.set()
+        assert await first == 3 and await second == 0
+        assert len(await store.history_samples(T0, T0 + 100)) == 3
+        assert rec.written == 3
+    finally:
+        await store.close()
+
+
+async def test_results_dropped_while_a_flush_writes_do_not_take_newer_ones(
+        tmp_path: Path) -> None:
+    """A full queue drops its oldest results while the store is still writing them; what
+    arrived after the flush began stays queued for the next one."""
+    store = HeldStore(tmp_path / "held.db")
+    await store.open()
+    try:
+        rec = HistoryRecorder(store, Clock(), queue_size=4)
+        for i in range(4):
+            rec.observe(res("imap:responseTime", T0 + i, "pass"))
+        first = asyncio.create_task(rec.flush())
+        await store.writing.wait()
+        for i in range(4, 7):              # three more: the three oldest are dropped
+            rec.observe(res("imap:responseTime", T0 + i, "fail"))
+        store.release.set()
+        assert await first == 4
+        assert rec.dropped == 3
+        assert await rec.flush() == 3      # the three newer ones, not lost
+        samples = await store.history_samples(T0, T0 + 100)
+        assert [s.at for s in samples] == [T0 + i for i in range(7)]
+    finally:
+        await store.close()
