@@ -20,7 +20,7 @@ from aioimaplib.aioimaplib import Command
 
 from gateway.errors import MailError, NotFound, PayloadTooLarge
 from gateway.mail.imap import ImapConn
-from gateway.mail.imap_fetch import BodyPart, Envelope, FetchData, parse_fetch, parse_fetch_flags
+from gateway.mail.imap_fetch import BodyPart, Envelope, FetchData, parse_fetch, parse_fetch_of
 from gateway.mail.imap_mailboxes import parse_list, parse_search
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.mail.mime import clean_text
@@ -217,9 +217,7 @@ async def _fetch(conn: ImapConn, message_set: str, items: str, by_uid: bool
                                                     timeout=conn.timeout),
                          "list the messages")
     try:
-        if items == "(UID FLAGS)":
-            return parse_fetch_flags(resp.lines)
-        return parse_fetch(resp.lines)
+        return parse_fetch_of(items, resp.lines)
     except ImapParseError:
         raise MailError("The message list from the mail server could not be read.") from None
 

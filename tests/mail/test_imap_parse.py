@@ -13,12 +13,14 @@ from aioimaplib import aioimaplib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.mail import headers, imap_tokens, mime
+from gateway.mail import headers, imap_fetch, imap_tokens, mime
 from gateway.mail.imap_fetch import (
     parse_bodystructure,
     parse_fetch,
     parse_fetch_flags,
+    parse_fetch_of,
     parse_fetch_response,
+    parse_fetch_section,
 )
 from gateway.mail.imap_mailboxes import parse_list, parse_search, parse_select, parse_status
 from gateway.mail.imap_tokens import Atom, ImapParseError, parse_values, split_responses
@@ -464,3 +466,59 @@ def test_uid_flags_fast_path_matches_on_any_page(
              f"* {seq} FETCH (FLAGS ({' '.join(f)}) UID {uid})".encode()
              for seq, uid, f, first in rows] + [b"A OK done"]
     assert parse_fetch_flags(lines) == parse_fetch(lines)
+
+
+SECTION_LINES: list[list[bytes | bytearray]] = [
+    # The shape it reads itself (Dovecot's and Exchange's).
+    [b"* 3 FETCH (UID 10 BODY[1]<0> {5}", bytearray(b"Hello"), b")",
+     b"4 FETCH (UID 11 BODY[1.2]<0> {0}", bytearray(b""), b")", b"A OK done"],
+    # What it hands over: NIL or a quoted section, items the other way round, more items,
+    # another untagged response, a literal whose size does not match, lower case.
+    [b"* 3 FETCH (UID 10 BODY[1]<0> NIL)", b"A OK"],
+    [b'* 3 FETCH (UID 10 BODY[1]<0> "hi")', b"A OK"],
+    [b"* 3 FETCH (BODY[1]<0> {2}", bytearray(b"hi"), b" UID 10)", b"A OK"],
+    [b"* 3 FETCH (UID 10 BODY[1]<0> {2}", bytearray(b"hi"), b" FLAGS (\\Seen))", b"A OK"],
+    [b"* 9 EXISTS", b"* 3 FETCH (UID 10 BODY[1]<0> {2}", bytearray(b"hi"), b")", b"A OK"],
+    [b"* 3 FETCH (UID 10 BODY[1]<0> {3}", bytearray(b"hi"), b")", b"A OK"],
+    [b"* 3 fetch (uid 10 body[1]<0> {2}", bytearray(b"hi"), b")", b"A OK"],
+]
+
+
+@pytest.mark.parametrize("lines", SECTION_LINES)
+def test_section_fast_path_reads_as_the_general_parser(
+        lines: list[bytes | bytearray]) -> None:
+    """parse_fetch_section gives what parse_fetch gives (or raises as it does) on the lines
+    it reads itself and on those it hands over."""
+    try:
+        expected = parse_fetch(lines)
+    except ImapParseError:
+        with pytest.raises(ImapParseError):
+            parse_fetch_section(lines)
+        return
+    assert parse_fetch_section(lines) == expected
+    assert parse_fetch_of("(UID BODY.PEEK[1]<0.512>)", lines) == expected
+
+
+def test_the_fast_path_gives_the_section_bytes_and_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It reads Dovecot's shape itself: the general parser is not asked."""
+    def not_asked(*args: object, **kwargs: object) -> None:
+        raise AssertionError("handed over to parse_fetch")
+    monkeypatch.setattr(imap_fetch, "parse_fetch", not_asked)
+    [one, two] = parse_fetch_section(SECTION_LINES[0])
+    assert (one.seq, one.uid, one.section("BODY.PEEK[1]<0>")) == (3, 10, b"Hello")
+    assert (two.uid, two.sections) == (11, {"BODY[1.2]<0>": b""})
+
+
+@given(st.lists(st.tuples(st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1),
+                          st.sampled_from(["1", "1.1", "2", "1.2.3"]),
+                          st.binary(max_size=600)), max_size=20))
+def test_section_fast_path_matches_on_any_page(
+    rows: list[tuple[int, int, str, bytes]],
+) -> None:
+    """Any page of partial-body answers, any bytes in the literal, reads the same both ways."""
+    lines: list[bytes | bytearray] = []
+    for seq, uid, part, data in rows:
+        lines += [f"* {seq} FETCH (UID {uid} BODY[{part}]<0> {{{len(data)}}}".encode(),
+                  bytearray(data), b")"]
+    lines.append(b"A OK done")
+    assert parse_fetch_section(lines) == parse_fetch(lines)
