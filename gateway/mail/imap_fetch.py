@@ -135,7 +135,8 @@ def parse_fetch_section(lines: Lines, *, tail: bool = True) -> list[FetchData]:
 
     A cold page reads fifty of these for its preview lines, so the general parser's work
     (rejoining each literal into its response, then tokenizing it) is skipped where every
-    answer has the one shape Dovecot and Exchange send."""
+    answer has the shape Dovecot sends. Exchange's was not seen: if it differs (the items in
+    another order, say), its answers are read by parse_fetch as before."""
     items = list(lines)[:-1] if tail else list(lines)
     if len(items) % 3:
         return parse_fetch(lines, tail=tail)

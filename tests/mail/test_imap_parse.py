@@ -469,7 +469,7 @@ def test_uid_flags_fast_path_matches_on_any_page(
 
 
 SECTION_LINES: list[list[bytes | bytearray]] = [
-    # The shape it reads itself (Dovecot's and Exchange's).
+    # The shape it reads itself (Dovecot's).
     [b"* 3 FETCH (UID 10 BODY[1]<0> {5}", bytearray(b"Hello"), b")",
      b"4 FETCH (UID 11 BODY[1.2]<0> {0}", bytearray(b""), b")", b"A OK done"],
     # What it hands over: NIL or a quoted section, items the other way round, more items,
