@@ -2,7 +2,7 @@
 ``FETCH 1:50 (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)`` as aioimaplib
 hands it over (``Response.lines``: literals as separate items, tagged text last).
 
-    .venv/bin/python bench/parse_fetch.py [--runs 500] [--synthetic-only]
+    .venv/bin/python bench/parse_fetch.py [--runs 500] [--synthetic-only] [--page-items]
 
 Two samples, each parsed ``--runs`` times after a warm-up, garbage collector on as in the
 gateway; figures are µs per 50-message response (median, p10, p90) and per message:
@@ -12,6 +12,9 @@ gateway; figures are µs per 50-message response (median, p10, p90) and per mess
              Office attachments, inline images, RFC 2047 subjects and names, RFC 2231
              filenames, a legacy charset, subjects sent as literals) and fetches 1:50 with a
              bare aioimaplib connection. About 2 s of set-up.
+* dovecot, PAGE_ITEMS (with ``--page-items``): the same 50 messages fetched with the
+             items a page really asks for (``mailbox.PAGE_ITEMS``: the summaries and the
+             first 512 bytes of part 1 for the preview lines), one more literal each.
 * synthetic: 50 generated messages fed through aioimaplib's own protocol class: every
              third one multipart/mixed with an alternative part, a PDF with an RFC 2231
              filename and an inline image; attached messages; Cc lists; subjects as literals
@@ -48,20 +51,22 @@ from common import SUMMARY_ITEMS, bare_connect, bench, header, other_load
 
 from gateway.mail import imap_fetch
 from gateway.mail.imap_fetch import parse_fetch
+from gateway.mail.mailbox import PAGE_ITEMS
 
 Lines = list[bytes | bytearray]
 
 
 # --------------------------------------------------------------------------- samples
 
-def dovecot_lines() -> Lines:
-    """Response.lines of FETCH 1:50 from the dev stack's Dovecot (sample member's INBOX)."""
+def dovecot_lines(items: str = SUMMARY_ITEMS) -> Lines:
+    """Response.lines of FETCH 1:50 `items` from the dev stack's Dovecot (sample member's
+    INBOX)."""
     with bench(seed_messages=100) as b:
         async def fetch() -> Lines:
             imap = await bare_connect(b.stack)
             try:
                 await imap.select("INBOX")
-                resp = await imap.protocol.fetch("1:50", SUMMARY_ITEMS, by_uid=False,
+                resp = await imap.protocol.fetch("1:50", items, by_uid=False,
                                                  timeout=60)
                 if resp.result != "OK":
                     raise RuntimeError("FETCH failed")
@@ -180,11 +185,15 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=500)
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--synthetic-only", action="store_true", help="skip the Dovecot sample")
+    ap.add_argument("--page-items", action="store_true",
+                    help="also parse the Dovecot page fetched with mailbox.PAGE_ITEMS")
     args = ap.parse_args()
     header("parse_fetch: µs per 50-message FETCH response", sys.argv)
     print(f"parser: {imap_fetch.__file__}")
     if not args.synthetic_only:
         measure("dovecot", dovecot_lines(), args.runs, args.warmup)
+        if args.page_items:
+            measure("dovecot, PAGE_ITEMS", dovecot_lines(PAGE_ITEMS), args.runs, args.warmup)
     measure("synthetic", synthetic_lines(), args.runs, args.warmup)
     print(f"other CPU users at end: {other_load()}")
     return 0

@@ -144,9 +144,11 @@ def _inline_literals(data: bytes) -> tuple[bytes, dict[int, bytes]] | None:
 
 def _parse_plain(data: bytes, literals: dict[int, bytes], memo: _Memo) -> list[Value] | None:
     """The common case, with C-speed splitting: strings without escapes, and outside them
-    only atoms, spaces and parentheses (no control character, [section] or literal: those
-    _inline_literals took out are put back from `literals`). None for anything else,
-    which _parse_general then reads."""
+    only atoms, spaces and parentheses (no control character or literal: those
+    _inline_literals took out are put back from `literals`), and [section] specs only
+    where they hold no space, parenthesis, quote or bracket ("BODY[1]<0>", which splits
+    as one atom, as _parse_general reads it). None for anything else, which
+    _parse_general then reads."""
     parts = data.split(b'"')
     if not len(parts) & 1:   # an unterminated string
         return None
@@ -162,7 +164,7 @@ def _parse_plain(data: bytes, literals: dict[int, bytes], memo: _Memo) -> list[V
     # between spaces and parentheses (bytes.split() splits at ASCII whitespace only, and
     # its other kinds are controls, refused here).
     outside = b' " '.join(parts[0::2])
-    if _NOT_PLAIN.search(outside):
+    if _NOT_PLAIN.search(outside) and _NOT_PLAIN.search(_SIMPLE_SECTION.sub(b"", outside)):
         return None
     tokens = outside.replace(b"(", b" ( ").replace(b")", b" ) ").split()
     top: list[Value] = []
@@ -204,6 +206,9 @@ def _parse_plain(data: bytes, literals: dict[int, bytes], memo: _Memo) -> list[V
 
 
 _NOT_PLAIN = re.compile(rb"[\x00-\x1f\x7f{\[]")
+# A [section] spec that splits as part of one atom: no space, control, parenthesis, quote,
+# brace or bracket inside. Where one of those is, _parse_general finds the "]" instead.
+_SIMPLE_SECTION = re.compile(rb'\[[^\x00-\x20\x7f()"{\[\]]*\]')
 
 
 def _parse_general(data: bytes, memo: _Memo) -> list[Value]:

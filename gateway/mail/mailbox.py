@@ -24,7 +24,8 @@ from gateway.mail.imap_fetch import BodyPart, Envelope, FetchData, parse_fetch, 
 from gateway.mail.imap_mailboxes import parse_list, parse_search
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.mail.mime import clean_text
-from gateway.mail.preview import fetch_size, preview_part, preview_text
+from gateway.mail.preview import ASKED_FIRST, line_of
+from gateway.mail.preview import plan as preview_plan
 from gateway.mail.utf7 import quote_mailbox
 
 PER_PAGE = 50
@@ -32,6 +33,9 @@ PER_PAGE = 50
 # one connection for each of up to a thousand members.
 SUMMARY_CACHE = 150
 SUMMARY_ITEMS = "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"
+# A page's summaries with the start of part 1, which is most messages' preview text
+# (gateway.mail.preview.ASKED_FIRST): one round trip where there were two.
+PAGE_ITEMS = f"{SUMMARY_ITEMS[:-1]} {ASKED_FIRST})"
 # Exchange lists its non-mail folders over IMAP; members have no use for them here.
 HIDDEN_TOP = {"calendar", "contacts", "tasks", "notes", "journal", "sync issues", "outbox",
               "conversation history", "rss feeds", "rss subscriptions", "suggested contacts",
@@ -142,29 +146,19 @@ def has_attachment(part: BodyPart | None) -> bool:
 
 
 async def _previews(conn: ImapConn, items: list[FetchData]) -> dict[int, str]:
-    """Preview lines of these messages (UID -> text), in the selected folder: a partial
-    fetch of each one's text part (``BODY.PEEK[1.1]<0.512>``), never the whole message.
-    One FETCH per distinct part and size: mail from one source shares a shape, so a page
-    of fifty costs one to three round trips."""
-    groups: dict[str, list[tuple[int, BodyPart]]] = {}
-    for item in items:
-        part = None if item.unreadable else preview_part(item.bodystructure)
-        if part is not None and item.uid:
-            spec = f"BODY.PEEK[{part.part_id}]<0.{fetch_size(part)}>"
-            groups.setdefault(spec, []).append((item.uid, part))
-    out: dict[int, str] = {}
-    for spec, wanted in groups.items():
+    """Preview lines of these messages (UID -> text), in the selected folder: from the part
+    1 text that came with them (PAGE_ITEMS) where that is the part to preview, else a
+    partial fetch of each one's text part (``BODY.PEEK[1.1]<0.512>``), never the whole
+    message. One FETCH per distinct part and size (gateway.mail.preview.plan)."""
+    out, fetches = preview_plan(items)
+    for spec, wanted in fetches.items():
         parts = dict(wanted)
         prefix = spec.replace(".PEEK", "").split("<", 1)[0]
         for got in await _fetch(conn, ",".join(str(u) for u in parts), f"(UID {spec})",
                                 by_uid=True):
             part = parts.get(got.uid or 0)
-            if part is None:
-                continue
-            try:
-                out[got.uid or 0] = preview_text(section([got], prefix), part)
-            except Exception:  # noqa: BLE001 - one odd message costs only its preview line
-                out[got.uid or 0] = ""
+            if part is not None:
+                out[got.uid or 0] = line_of(section([got], prefix), part)
     return out
 
 
@@ -207,10 +201,6 @@ def section(items: list[FetchData], prefix: str) -> bytes | None:
     return None
 
 
-async def _fetch_summaries(conn: ImapConn, message_set: str, by_uid: bool) -> list[FetchData]:
-    return await _fetch(conn, message_set, SUMMARY_ITEMS, by_uid)
-
-
 async def _fetch(conn: ImapConn, message_set: str, items: str, by_uid: bool
                  ) -> list[FetchData]:
     resp = await conn.ok(conn.client.protocol.fetch(message_set, items, by_uid=by_uid,
@@ -241,12 +231,12 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
     if cache:
         light = await _fetch(conn, f"{lo}:{hi}", "(UID FLAGS)", by_uid=False)
         missing = [i.uid for i in light if i.uid and (key, i.uid) not in cache]
-        items = (await _fetch(conn, ",".join(map(str, missing)), SUMMARY_ITEMS, by_uid=True)
+        items = (await _fetch(conn, ",".join(map(str, missing)), PAGE_ITEMS, by_uid=True)
                  if missing else [])
     else:
         # A new connection knows no message yet: the whole range in full at once, which
         # carries UID and FLAGS too, saves the cold page a round trip.
-        light = items = await _fetch(conn, f"{lo}:{hi}", SUMMARY_ITEMS, by_uid=False)
+        light = items = await _fetch(conn, f"{lo}:{hi}", PAGE_ITEMS, by_uid=False)
     light.sort(key=lambda i: i.seq, reverse=True)
     if items:
         previews = await _previews(conn, items)
@@ -300,7 +290,8 @@ async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int],
     if not uids:
         return []
     await conn.select(mailbox_arg(folder), readonly=True)
-    items = await _fetch_summaries(conn, ",".join(str(u) for u in uids), by_uid=True)
+    items = await _fetch(conn, ",".join(str(u) for u in uids),
+                         PAGE_ITEMS if previews else SUMMARY_ITEMS, by_uid=True)
     order = {u: i for i, u in enumerate(uids)}
     items.sort(key=lambda i: order.get(i.uid or 0, 0))
     lines = await _previews(conn, items) if previews else {}
@@ -309,13 +300,13 @@ async def fetch_uids(conn: ImapConn, folder: str, uids: Sequence[int],
 
 async def with_previews(conn: ImapConn, folder: str, summaries: Sequence[MessageSummary]
                         ) -> list[MessageSummary]:
-    """The same summaries with their preview lines (one BODYSTRUCTURE fetch, then the
-    partial text fetches)."""
+    """The same summaries with their preview lines (one BODYSTRUCTURE fetch with the start
+    of part 1, then the partial text fetches it did not cover)."""
     if not summaries:
         return []
     await conn.select(mailbox_arg(folder), readonly=True)
     items = await _fetch(conn, ",".join(str(s.uid) for s in summaries),
-                         "(UID BODYSTRUCTURE)", by_uid=True)
+                         f"(UID BODYSTRUCTURE {ASKED_FIRST})", by_uid=True)
     lines = await _previews(conn, items)
     return [replace(s, preview=lines.get(s.uid, s.preview)) for s in summaries]
 

@@ -16,7 +16,7 @@ import re
 from html.parser import HTMLParser
 
 from gateway.mail.headers import _codec, clean_text, decode_bytes
-from gateway.mail.imap_fetch import BodyPart
+from gateway.mail.imap_fetch import BodyPart, FetchData
 
 PREVIEW_CHARS = 100
 # Enough bytes for ~100 characters of text after base64 (4/3) and UTF-8 (up to 3 bytes for
@@ -52,11 +52,61 @@ def fetch_size(part: BodyPart) -> int:
     return HTML_BYTES if part.subtype == "html" else TEXT_BYTES
 
 
+# Asked together with a page's summaries (mailbox.PAGE_ITEMS), before the BODYSTRUCTURE
+# that says which part to preview is known: part 1 is the plain text of a text/plain
+# message and of a multipart/alternative one whose plain part comes first, which is most
+# council mail, so most pages need no second round trip for their preview lines. Part 1 of
+# any other shape is the wrong part or an attachment's start: 512 bytes wasted, and its
+# preview part is fetched on its own as before.
+ASKED_FIRST = f"BODY.PEEK[1]<0.{TEXT_BYTES}>"
+# How servers name it in the answer: RFC 3501 6.4.5 gives "BODY[1]<0>", with the origin;
+# "BODY[1]" is accepted too, from a server that leaves it out.
+_ANSWERED_FIRST = ("BODY[1]<0>", "BODY[1]")
+# spec ("BODY.PEEK[1.1]<0.512>") -> [(uid, part)]: one FETCH each.
+PartFetches = dict[str, list[tuple[int, BodyPart]]]
+
+
+def plan(items: list[FetchData]) -> tuple[dict[int, str], PartFetches]:
+    """The preview lines these FETCH answers already give (UID -> line), and the partial
+    fetches still needed for the rest, grouped by part and size: mail from one source
+    shares a shape, so a page of fifty needs none to three."""
+    done: dict[int, str] = {}
+    fetches: PartFetches = {}
+    for item in items:
+        part = None if item.unreadable else preview_part(item.bodystructure)
+        if part is None or not item.uid:
+            continue
+        if part.part_id == "1" and fetch_size(part) == TEXT_BYTES:
+            data = next((item.sections[k] for k in _ANSWERED_FIRST
+                         if item.sections.get(k) is not None), None)
+            if data is not None:
+                done[item.uid] = line_of(data, part)
+                continue
+        spec = f"BODY.PEEK[{part.part_id}]<0.{fetch_size(part)}>"
+        fetches.setdefault(spec, []).append((item.uid, part))
+    return done, fetches
+
+
+def line_of(data: bytes | None, part: BodyPart) -> str:
+    """preview_text, or "" when the part's bytes defeat it: one odd message costs only its
+    preview line, never the page."""
+    try:
+        return preview_text(data, part)
+    except Exception:  # noqa: BLE001 - see above
+        return ""
+
+
 def _transfer_decode(data: bytes, encoding: str | None) -> bytes:
     enc = (encoding or "").lower()
     if enc == "base64":
-        clean = _B64.sub(b"", data.split(b"=", 1)[0])
-        clean = clean[: len(clean) // 4 * 4]
+        head, padded, _ = data.partition(b"=")
+        clean = _B64.sub(b"", head)
+        if padded and len(clean) % 4 > 1:
+            # "=" ends the encoded text: its last group is whole, with its padding put
+            # back (dropping it, as for a cut group, lost the part's last one or two bytes).
+            clean += b"=" * (-len(clean) % 4)
+        else:
+            clean = clean[: len(clean) // 4 * 4]
         try:
             return binascii.a2b_base64(clean)
         except binascii.Error:

@@ -348,7 +348,7 @@ def _outcome(call: object, *args: object) -> tuple[str, str]:
 
 
 MORE_PIECES = [*PIECES, b'"a b"', b'""', b'"(x)"', b"~", b"~{1}\r\n", b"nil", b"n\xc4\xb1l",
-               b"\\Seen", b"["]
+               b"\\Seen", b"[", b"]", b"BODY[1]<0>", b"[1.2]", b"x[]", b"[\x01]", b"[{]"]
 
 
 @FUZZ

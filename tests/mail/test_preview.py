@@ -58,6 +58,16 @@ def test_base64_cut_mid_group_and_mid_character_decodes_cleanly() -> None:
         assert "\ufffd" not in line and "â€" not in line
 
 
+def test_base64_part_shorter_than_the_cut_keeps_its_last_characters() -> None:
+    """A whole part whose encoding ends in "=" or "==" padding: its last group is
+    decoded too, so the line ends with the message's own last characters."""
+    part = text("1", encoding="base64", params={"charset": "utf-8"})
+    for body in ("Ward surgery at the library, 10am.\n", "Surgery at 10am.\n",
+                 "Surgery at 10am!\n", "Diolch yn fawr — Siân\n", "Surgery at 10am..\n"):
+        for encoded in (base64.encodebytes(body.encode()), base64.b64encode(body.encode())):
+            assert preview_text(encoded, part) == body.strip()
+
+
 def test_quoted_printable_cut_inside_an_escape() -> None:
     body = "Café meeting moved to Thursday, 14:00 in the Siambr. " * 4
     encoded = quopri.encodestring(body.encode("latin-1"))
