@@ -186,6 +186,51 @@ def test_phone_list_is_compact_with_folders_and_actions_behind_buttons(chromium:
         page.context.close()
 
 
+def test_phone_actions_menu_leaves_the_tick_boxes_free_with_a_long_folder_name(
+        chromium: IpadBrowser, gateway: Gateway) -> None:
+    """Phone: a folder with a long name (the Move list names it) does not widen the open
+    Actions menu over the rows' tick boxes, which a member ticks with it open, nor a
+    message's actions past the page; each menu's controls are inside the page and the
+    folder can still be chosen. (Found when other tests' folders, 31 characters long, made
+    the Flag/Unflag check time out and the 200 % zoom check see the read page scroll.)"""
+    long_folder = unique("Planning applications and licensing correspondence 2026")
+    deliver(gateway, "member", message(unique("Long folder")), folder=long_folder)
+    subject = unique("Tick under menu")
+    deliver(gateway, "member", message(subject))
+    page, rec = signed_in_page(chromium, gateway.url, "phone")
+    try:
+        page.goto(gateway.url + "/mail?f=INBOX")
+        form = page.locator("#list-form")
+        form.locator("summary", has_text="Actions").click()
+        assert form.get_by_role("button", name="Delete").is_visible()
+        assert long_folder in form.locator("select[name=target]").inner_text()
+        assert page.evaluate(_CLIPPED, "#list-form .fold-body") == []
+        covered = page.evaluate("""() => [
+            ...document.querySelectorAll("#rows input[type=checkbox]")]
+            .filter(b => { const r = b.getBoundingClientRect();
+                           return r.bottom > 0 && r.top < innerHeight && r.width > 0; })
+            .filter(b => { const r = b.getBoundingClientRect();
+                           const hit = document.elementFromPoint(r.left + r.width / 2,
+                                                                 r.top + r.height / 2);
+                           return !(hit === b || (hit && hit.tagName === 'LABEL' &&
+                                                  hit.htmlFor === b.id)); })
+            .map(b => b.getAttribute('aria-label'))""")
+        assert covered == []
+        box_ = page.get_by_role("checkbox", name=re.compile(re.escape(subject)))
+        box_.check(timeout=5000)
+        assert box_.is_checked() and form.get_by_role("button", name="Delete").is_visible()
+        # On the message itself the same list stays inside the page.
+        form.locator("summary", has_text="Actions").click()
+        page.get_by_role("link", name=re.compile(re.escape(subject))).click()
+        page.wait_for_selector("#subject")
+        page.locator("article summary").click()
+        assert long_folder in page.locator("article select[name=target]").inner_text()
+        assert page.evaluate(_CLIPPED, "article") == []
+        assert csp_errors(rec) == []
+    finally:
+        page.context.close()
+
+
 # Every control shown: inside the viewport across, and on top where it is (not covered by
 # another box). Each is scrolled to first, so only horizontal clipping or overlap fails.
 _CLIPPED = """(root) => {
