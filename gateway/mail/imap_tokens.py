@@ -40,6 +40,10 @@ Lines = Sequence[bytes | bytearray]
 
 _LITERAL_AT_END = re.compile(rb"~?\{(\d{1,12})\+?\}\Z")
 _LITERAL = re.compile(rb"~?\{(\d{1,12})\+?\}\r\n")
+# The same, for searching: a pattern that starts with "{" is found at C speed, one with an
+# optional "~" first is tried at every byte (7 µs against 0.5 µs over a message's summary);
+# _inline_literals takes in a "~" before it (literal8, RFC 3516) itself.
+_LITERAL_FIND = re.compile(rb"\{(\d{1,12})\+?\}\r\n")
 _ATOM_RUN = re.compile(rb'[^\x00-\x20\x7f()"{\[]*')
 _QUOTED_RUN = re.compile(rb'[^"\\\r\n]*')
 _CTL = re.compile(rb"[\x00-\x1f\x7f]")
@@ -127,8 +131,10 @@ def _inline_literals(data: bytes) -> tuple[bytes, dict[int, bytes]] | None:
     out: list[bytes] = []
     literals: dict[int, bytes] = {}
     pos = quotes = 0
-    while (match := _LITERAL.search(data, pos)) is not None:
+    while (match := _LITERAL_FIND.search(data, pos)) is not None:
         start, end = match.span()
+        if data[start - 1:start] == b"~" and start > pos:
+            start -= 1
         head = data[pos:start]
         quotes += head.count(b'"')
         size = int(match.group(1))
@@ -164,7 +170,7 @@ def _parse_plain(data: bytes, literals: dict[int, bytes], memo: _Memo) -> list[V
     # between spaces and parentheses (bytes.split() splits at ASCII whitespace only, and
     # its other kinds are controls, refused here).
     outside = b' " '.join(parts[0::2])
-    if _NOT_PLAIN.search(outside) and _NOT_PLAIN.search(_SIMPLE_SECTION.sub(b"", outside)):
+    if _NOT_PLAIN.search(outside):
         return None
     tokens = outside.replace(b"(", b" ( ").replace(b")", b" ) ").split()
     top: list[Value] = []
@@ -205,10 +211,12 @@ def _parse_plain(data: bytes, literals: dict[int, bytes], memo: _Memo) -> list[V
     return top
 
 
-_NOT_PLAIN = re.compile(rb"[\x00-\x1f\x7f{\[]")
-# A [section] spec that splits as part of one atom: no space, control, parenthesis, quote,
-# brace or bracket inside. Where one of those is, _parse_general finds the "]" instead.
-_SIMPLE_SECTION = re.compile(rb'\[[^\x00-\x20\x7f()"{\[\]]*\]')
+# What _parse_plain refuses: a control character, a brace, or a "[" that does not open a
+# [section] spec splitting as part of one atom, that is one with a space, control,
+# parenthesis, quote, brace or bracket before its "]" or no "]" (there _parse_general finds
+# the "]" instead). The character class comes first, so the scan runs at C speed; the
+# lookbehind then lets a "[" through where a simple spec follows it.
+_NOT_PLAIN = re.compile(rb'[\x00-\x1f\x7f{\[](?<!\[(?=[^\x00-\x20\x7f()"{\[\]]*\]))')
 
 
 def _parse_general(data: bytes, memo: _Memo) -> list[Value]:
