@@ -75,7 +75,8 @@ class ImapConn:
         # one LIST plus a STATUS per folder. Any change made through this connection, or
         # news from the server, clears it (gateway.mail.mailbox).
         self.folder_cache: tuple[float, bool, Any] | None = None
-        # Parsed message summaries by ((folder, UIDVALIDITY), UID), oldest first.
+        # Parsed message summaries by ((folder, UIDVALIDITY), UID), oldest first. A pooled
+        # connection shares its slot's, which outlive it (gateway.mail.imap_pool._Slot).
         self.summaries: OrderedDict[tuple[tuple[str, int], int], Any] = OrderedDict()
 
         # An IDLE being ended (DONE sent, its OK not yet read) when its stream was closed;

@@ -2,7 +2,8 @@
 new-mail streams (Exchange allows few connections per mailbox and dislikes logins).
 
 ``ImapPool`` keeps each member's connection (keyed by account) in a slot, reuses it across
-requests, reconnects once when it was dropped (also how an expired token is replaced), stays
+requests, reconnects once when it was dropped (also how an expired token is replaced,
+keeping the message summaries parsed so far: ``_Slot.summaries``), stays
 silent for a timeout after the server froze, and closes connections left idle. A request
 holds the slot's lock once for the whole page (``hold``, through
 ``gateway.mail.session.MailSession``; ``run`` is one call under it); a new-mail stream IDLEs
@@ -17,9 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from gateway.errors import UpstreamUnavailable
 from gateway.mail.imap import ImapConn, TimedOut
@@ -45,6 +47,14 @@ class _Slot:
     # After a timeout, calls fail at once until then: a page that asks twice, or a retry,
     # must not wait a second full timeout on a frozen server.
     silent_until: float = 0.0
+    # The member's parsed message summaries (``ImapConn.summaries``), kept here so that they
+    # outlive a connection the server ended: UIDs, envelopes and structures do not change
+    # within a UIDVALIDITY (RFC 3501 2.3.1.1), which is part of the key. Exchange ends a
+    # connection when its token expires and cuts IDLE after 30 minutes; the page after that
+    # then asks for UID and FLAGS only, as a steady one does, not 50 envelopes and
+    # structures again. They go with the slot (sign-out, idle reaping).
+    summaries: OrderedDict[tuple[tuple[str, int], int], Any] = field(
+        default_factory=OrderedDict)
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,7 @@ class ImapPool:
                     slot.conn = None
                 token = await self.token_for(account_id)
                 slot.conn = await open_connection(self.target, user, token)
+                slot.conn.summaries = slot.summaries
                 self.on_open()
             conn = slot.conn
             slot.last_used = self.clock()
