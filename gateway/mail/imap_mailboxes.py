@@ -1,6 +1,7 @@
 """What the server says about mailboxes, typed: LIST / LSUB / XLIST (``MailboxInfo``: name,
 delimiter, flags and special use), STATUS (``MailboxStatus``: counts), SELECT / EXAMINE
-(``SelectInfo``: count, UIDVALIDITY, flags) and the message numbers of SEARCH / SORT.
+(``SelectInfo``: count, UIDVALIDITY, flags), the message numbers of SEARCH / SORT and the
+destination UIDs of a COPYUID code (UIDPLUS, RFC 4315).
 
 The responses come as aioimaplib hands them over and are rejoined and tokenized by
 ``gateway.mail.imap_tokens``; FETCH is ``gateway.mail.imap_fetch``. Anything malformed
@@ -11,6 +12,7 @@ someone between it and us) sends.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.mail.headers import decode_bytes
@@ -163,3 +165,28 @@ def parse_select(lines: Lines) -> SelectInfo:
         if b"[READ-ONLY]" in item.upper():
             info.read_only = True
     return info
+
+
+# ---- UIDPLUS ------------------------------------------------------------------------------
+
+def copyuid(lines: Sequence[object], limit: int = 1000) -> list[int]:
+    """The destination UIDs of a ``[COPYUID validity source-set dest-set]`` code."""
+    for line in lines:
+        if not isinstance(line, bytes) or b"[COPYUID " not in line:
+            continue
+        words = line.split(b"[COPYUID ", 1)[1].split(b"]", 1)[0].split()
+        if len(words) != 3:
+            return []
+        out: list[int] = []
+        try:
+            for piece in words[2].split(b","):
+                lo, _, hi = piece.partition(b":")
+                first, last = int(lo), int(hi or lo)
+                step = 1 if last >= first else -1
+                out.extend(range(first, last + step, step))
+                if len(out) > limit:
+                    return []
+        except ValueError:
+            return []
+        return out
+    return []

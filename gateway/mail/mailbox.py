@@ -21,7 +21,7 @@ from aioimaplib.aioimaplib import Command
 from gateway.errors import MailError, NotFound, PayloadTooLarge
 from gateway.mail.imap import ImapConn
 from gateway.mail.imap_fetch import BodyPart, Envelope, FetchData, parse_fetch, parse_fetch_of
-from gateway.mail.imap_mailboxes import parse_list, parse_search
+from gateway.mail.imap_mailboxes import copyuid, parse_list, parse_search
 from gateway.mail.imap_tokens import ImapParseError
 from gateway.mail.mime import clean_text
 from gateway.mail.preview import ASKED_FIRST, line_of
@@ -29,8 +29,8 @@ from gateway.mail.preview import plan as preview_plan
 from gateway.mail.utf7 import quote_mailbox
 
 PER_PAGE = 50
-# Message summaries kept per connection (about three pages): bounded, since a gateway holds
-# one connection for each of up to a thousand members.
+# Message summaries kept per member (about three pages; gateway.mail.imap_pool._Slot):
+# bounded, since a gateway holds them for each of up to a thousand members.
 SUMMARY_CACHE = 150
 SUMMARY_ITEMS = "(UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)"
 # A page's summaries with the start of part 1, which is most messages' preview text
@@ -92,19 +92,28 @@ def mailbox_arg(name: str) -> str:
 FOLDER_CACHE_SECONDS = 30.0
 
 
-async def list_folders(conn: ImapConn, counts: bool = True) -> list[Folder]:
-    cached = conn.folder_cache
-    now = time.monotonic()
-    if cached and now - cached[0] < FOLDER_CACHE_SECONDS and (cached[1] or not counts):
+def _cached_folders(conn: ImapConn, counts: bool) -> list[Folder] | None:
+    cached = conn.folder_cache     # (when, with counts, the folders)
+    if cached and time.monotonic() - cached[0] < FOLDER_CACHE_SECONDS and (cached[1] or not counts):
         folders: list[Folder] = cached[2]
         return folders
-    result = await _list_folders(conn, counts)
-    conn.folder_cache = (now, counts, result)
-    return result
+    return None
+
+
+async def list_folders(conn: ImapConn, counts: bool = True) -> list[Folder]:
+    now = time.monotonic()
+    if (folders := _cached_folders(conn, counts)) is None:
+        folders = await _list_folders(conn, counts)
+        conn.folder_cache = (now, counts, folders)
+    return folders
 
 
 async def _list_folders(conn: ImapConn, counts: bool) -> list[Folder]:
-    resp = await conn.ok(conn.client.list('""', '"*"'), "list your folders")
+    # Straight to the protocol: aioimaplib's IMAP4.list only adds a wait_for (a task more,
+    # which ``ok`` already bounds), and without it LIST is written before a FETCH started
+    # beside it (``folders_and_page``), so that its answer, which STATUS waits for, comes first.
+    resp = await conn.ok(conn.client.protocol.simple_command("LIST", '""', '"*"'),
+                         "list your folders")
     try:
         infos = parse_list(resp.lines)
     except ImapParseError:
@@ -266,6 +275,28 @@ async def fetch_page(conn: ImapConn, folder: str, page: int = 1,
     return Page(folder, rows, total, page, pages)
 
 
+async def folders_and_page(conn: ImapConn, folder: str, page: int = 1
+                           ) -> tuple[list[Folder], Page]:
+    """The folder list with counts and a page of ``folder``: a folder page's IMAP work. When
+    the list must be asked for (a new connection; every FOLDER_CACHE_SECONDS), it is asked
+    beside the page: SELECT, then LIST and the page's FETCH written together, then the
+    STATUS batch while the page is parsed; three round trips where one after the other took
+    four. aioimaplib sends an "async" command without waiting for others whose untagged
+    answers differ (LIST, FETCH, STATUS), and SELECT goes first because it waits for all."""
+    if (known := _cached_folders(conn, True)) is not None:
+        return known, await fetch_page(conn, folder, page)
+    await conn.select(mailbox_arg(folder), readonly=True)
+    try:
+        async with asyncio.TaskGroup() as group:
+            # Both run on one connection under the page's one take: the group waits for
+            # both, and a failure of one cancels the other before the take ends.
+            folders = group.create_task(list_folders(conn))
+            listed = group.create_task(fetch_page(conn, folder, page))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return folders.result(), listed.result()
+
+
 async def page_of(conn: ImapConn, folder: str, uid: int, per_page: int = PER_PAGE) -> int:
     """The page of ``fetch_page`` that holds message ``uid`` (page 1 when it is gone)."""
     return (await page_and_flags(conn, folder, uid, per_page))[0]
@@ -364,29 +395,6 @@ async def move(conn: ImapConn, folder: str, uids: Sequence[int], target: str) ->
                                              by_uid=True), "move the message")
     await _expunge(conn, uidset)
     return copyuid(resp.lines)
-
-
-def copyuid(lines: Sequence[object], limit: int = 1000) -> list[int]:
-    """The destination UIDs of a ``[COPYUID validity source-set dest-set]`` code."""
-    for line in lines:
-        if not isinstance(line, bytes) or b"[COPYUID " not in line:
-            continue
-        words = line.split(b"[COPYUID ", 1)[1].split(b"]", 1)[0].split()
-        if len(words) != 3:
-            return []
-        out: list[int] = []
-        try:
-            for piece in words[2].split(b","):
-                lo, _, hi = piece.partition(b":")
-                first, last = int(lo), int(hi or lo)
-                step = 1 if last >= first else -1
-                out.extend(range(first, last + step, step))
-                if len(out) > limit:
-                    return []
-        except ValueError:
-            return []
-        return out
-    return []
 
 
 async def remove_for_good(conn: ImapConn, folder: str, uids: Sequence[int]) -> None:

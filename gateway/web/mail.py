@@ -82,11 +82,8 @@ async def folder_page(request: Request) -> Response:
     except ValueError:
         page_no = 1
 
-    async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], mailbox.Page]:
-        folders = await mailbox.list_folders(conn)
-        return folders, await mailbox.fetch_page(conn, folder, page_no)
-
-    folders, page = await imap_run(request, work)
+    folders, page = await imap_run(
+        request, lambda conn: mailbox.folders_and_page(conn, folder, page_no))
     current = reader.named(folders, folder)
     drafts = current is not None and current.special == "drafts"
     return render(request, "mail_list.html", {
