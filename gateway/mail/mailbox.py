@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any, TypeVar
 
 from aioimaplib.aioimaplib import Command
 
@@ -27,6 +28,9 @@ from gateway.mail.mime import clean_text
 from gateway.mail.preview import ASKED_FIRST, line_of
 from gateway.mail.preview import plan as preview_plan
 from gateway.mail.utf7 import quote_mailbox
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 PER_PAGE = 50
 # Message summaries kept per member (about three pages; gateway.mail.imap_pool._Slot):
@@ -286,15 +290,21 @@ async def folders_and_page(conn: ImapConn, folder: str, page: int = 1
     if (known := _cached_folders(conn, True)) is not None:
         return known, await fetch_page(conn, folder, page)
     await conn.select(mailbox_arg(folder), readonly=True)
+    return await together(list_folders(conn), fetch_page(conn, folder, page))
+
+
+async def together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]
+                   ) -> tuple[A, B]:
+    """Two steps of one page on its one connection at once, their commands written without
+    waiting for each other's answers (only "async" ones: a SELECT waits for all). Both have
+    ended when this returns, inside the page's one take; if one fails, the other is cancelled
+    and the failure raised as itself (the pool retries an UpstreamUnavailable, not a group)."""
     try:
         async with asyncio.TaskGroup() as group:
-            # Both run on one connection under the page's one take: the group waits for
-            # both, and a failure of one cancels the other before the take ends.
-            folders = group.create_task(list_folders(conn))
-            listed = group.create_task(fetch_page(conn, folder, page))
+            one, two = group.create_task(first), group.create_task(second)
     except BaseExceptionGroup as failed:
         raise failed.exceptions[0] from None
-    return folders.result(), listed.result()
+    return one.result(), two.result()
 
 
 async def page_of(conn: ImapConn, folder: str, uid: int, per_page: int = PER_PAGE) -> int:

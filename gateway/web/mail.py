@@ -124,11 +124,12 @@ async def read_message(request: Request) -> Response:
 
     async def work(conn: ImapConn) -> tuple[list[mailbox.Folder], int, mailbox.Page | None,
                                             bool]:
-        folders = await mailbox.list_folders(conn, counts=False)
         # The page of the folder that holds this message: where "Back" goes, and the list
-        # beside it in the two-pane layout (a landscape iPad).
-        # Its flag state comes with it: only Flag or Unflag is offered.
-        page_no, flags = await mailbox.page_and_flags(conn, folder, uid)
+        # beside it in the two-pane layout (a landscape iPad). Its flag state comes with it:
+        # only Flag or Unflag is offered. Asked beside the folder list when that is not kept
+        # (the message's folder is selected already: one round trip, not two).
+        folders, (page_no, flags) = await mailbox.together(
+            mailbox.list_folders(conn, counts=False), mailbox.page_and_flags(conn, folder, uid))
         listed = await mailbox.fetch_page(conn, folder, page_no) if with_list else None
         return folders, page_no, listed, "\\flagged" in flags
     # One take of the member's connection for the whole page (inline images included).

@@ -2,7 +2,8 @@
 the Exchange proxy when the suite runs with it: when the folder list must be asked for, LIST
 and the page's FETCH are written together after SELECT, the STATUS batch after LIST's answer,
 and the result is what asking one after the other gives. A connection lost in the middle is
-one plain UpstreamUnavailable, which the pool's one reconnect then answers."""
+one plain UpstreamUnavailable, which the pool's one reconnect then answers. The read page
+asks for the folder list beside the message's flags the same way (``mailbox.together``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from gateway.devstack.users import user
 from gateway.errors import NotFound, UpstreamUnavailable
 from gateway.mail import mailbox
 from gateway.mail.imap import ImapConn
-from tests.conftest import Gateway
+from tests.conftest import Gateway, sign_in
 from tests.web.mailhelp import deliver, direct, message, own_pool, unique
 
 
@@ -122,3 +123,23 @@ def test_a_missing_folder_is_not_found(gateway: Gateway) -> None:
         return await mailbox.folders_and_page(conn, unique("No such folder"))
     with pytest.raises(NotFound):
         direct(gateway, "member", missing)
+
+
+def test_the_read_page_asks_for_the_folder_list_beside_the_message_flags(
+        gateway: Gateway) -> None:
+    """Opening a message once the folder list is no longer kept: LIST and the FETCH of the
+    message's UID and flags (its page and its Flag button) are written together."""
+    client = sign_in(gateway, "member")
+    subject = unique("Read beside")
+    uid = deliver(gateway, "member", message(subject))
+    assert client.get("/mail", params={"f": "INBOX"}).status_code == 200
+    pool = gateway.app.state.gateway.services.imap_pool
+    conn = next(s.conn for s in pool._slots.values() if s.conn is not None)
+    conn.folder_cache = None          # as when FOLDER_CACHE_SECONDS have passed
+    events = _watch(conn)
+    page = client.get("/mail/read", params={"f": "INBOX", "uid": uid})
+    assert page.status_code == 200 and subject in page.text
+    listing = next(i for i, (verb, _) in enumerate(events) if verb.upper() == "LIST")
+    after = events[listing + 1]
+    assert after[0].upper() == "FETCH" and after[1] == events[listing][1], events
+    assert [v.upper() for v, _ in events].count("LIST") == 1, events
