@@ -8,38 +8,19 @@ no connection was open. Signing out (the slot dropped) forgets them."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from gateway.devstack.stack import DevStack
 from gateway.devstack.tokens import OUTLOOK_AUDIENCE
 from gateway.devstack.users import user
 from gateway.mail import imap_pool, imap_protocol, mailbox
 from gateway.mail.imap import ImapConn
 from gateway.mail.mailbox import PAGE_ITEMS, Page
-from tests.conftest import Gateway, LoopThread, start_gateway
+from tests.conftest import Gateway
 from tests.web.mailhelp import deliver, direct, imap_target, message, unique
 
 WHO = "member"
-
-
-@pytest.fixture(scope="module")
-def proxy_stack(loop_thread: LoopThread,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
-    s = DevStack(tmp_path_factory.mktemp("reconnect"), exchange_capabilities=True,
-                 exchange_proxy=True, seed_messages=5)
-    loop_thread.run(s.start())
-    yield s
-    loop_thread.run(s.stop())
-
-
-@pytest.fixture
-def gw(proxy_stack: DevStack, loop_thread: LoopThread, tmp_path: Any) -> Iterator[Gateway]:
-    g = start_gateway(proxy_stack, loop_thread, tmp_path)
-    yield g
-    g.stop()
 
 
 def _pool(gw: Gateway, lifetimes: list[int]) -> imap_pool.ImapPool:
@@ -91,7 +72,8 @@ def _conn(pool: imap_pool.ImapPool) -> ImapConn | None:
 
 
 def test_page_after_the_server_ended_the_connection_keeps_what_was_parsed(
-        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+        exchange_gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    gw = exchange_gateway
     assert gw.stack.mail is not None
     flagged_subject, gone_subject, kept_subject = (unique("Flagged while away"),
                                                    unique("Deleted while away"),
