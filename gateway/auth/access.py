@@ -46,9 +46,17 @@ class Admission:
 class AccessPolicy(Protocol):
     async def admit(self, session: SessionRecord, path: str) -> Admission: ...
 
+    async def would_admit(self, session: SessionRecord) -> bool:
+        """Would ``admit`` let this session in now? Asked ahead of any request (sign-in
+        opens the member's mailbox only then); records nothing."""
+        ...
+
 
 class AdmitAll:
     """Every entitled, signed-in person is admitted (no failover switch wired in)."""
 
     async def admit(self, session: SessionRecord, path: str) -> Admission:
         return Admission(admitted=True)
+
+    async def would_admit(self, session: SessionRecord) -> bool:
+        return True

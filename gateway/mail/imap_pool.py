@@ -88,6 +88,8 @@ class ImapPool:
         self.on_open: Callable[[], None] = lambda: None
         # How many times a connection lock was taken (a request should take it once).
         self.lock_acquisitions = 0
+        # Takes begun at sign-in (``warm``), still running; ``close_all`` cancels them.
+        self._warming: set[asyncio.Task[None]] = set()
 
     @property
     def open_connections(self) -> int:
@@ -168,6 +170,22 @@ class ImapPool:
             result: T = await runner(fn, retry)
             return result
 
+    def warm(self, key: str, user: str, account_id: str,
+             fn: Callable[[ImapConn], Awaitable[object]]) -> None:
+        """Begin ``fn`` on this member's connection in the background and return at once. At
+        sign-in the first page's IMAP work (connect, login, folders, the page) is done while
+        the browser follows the redirect; that page then waits for the slot's lock, as any
+        take does, and finds the connection open and the summaries parsed. A failure is left
+        to that page, which meets it itself and tells the member: only its kind is logged."""
+        async def take() -> None:
+            try:
+                await self.run(key, user, account_id, fn)
+            except Exception as exc:  # noqa: BLE001  (the page that follows reports it)
+                log.info("mail connection not warmed at sign-in: %s", type(exc).__name__)
+        task = asyncio.get_running_loop().create_task(take())
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
     async def _run_locked(self, slot: _Slot, user: str, account_id: str,
                           fn: Callable[[ImapConn], Awaitable[T]], retry: bool) -> T:
         for attempt in (1, 2):
@@ -212,5 +230,8 @@ class ImapPool:
         return closed
 
     async def close_all(self) -> None:
+        for task in list(self._warming):
+            task.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
         for key in list(self._slots):
             await self.drop(key)

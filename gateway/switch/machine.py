@@ -348,6 +348,11 @@ class FailoverPolicy:
         await self._note_refusal(session, state)
         return Admission(admitted=False, template="standby.html", message=member_message(state))
 
+    async def would_admit(self, session: SessionRecord) -> bool:
+        """``admit``'s answer for this session now, without noting a refusal."""
+        return admits(await self.switch.current(), is_admin=session.is_admin,
+                      groups=session.groups, pilot_groups=self.pilot_groups)
+
     async def _note_refusal(self, session: SessionRecord, state: SwitchState) -> None:
         # Once per session and switch version, not on every page view.
         key = (session.id, state.version)

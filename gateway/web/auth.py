@@ -10,7 +10,8 @@ A conditional-access claims challenge comes to ``/auth/start`` sealed (AES-GCM w
 ring, so nobody can make the gateway ask Entra for claims of their choosing) and goes to msal
 as ``claims_challenge``. A member in more than 200 groups (group overage) has their groups read
 from Graph at sign-in; if Graph cannot say, sign-in stops with a plain message rather than
-letting them in without the groups that decide their access.
+letting them in without the groups that decide their access. A member landing on the inbox
+has its IMAP work begun by the callback, while their browser follows its redirect.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.graph.client import member_groups, member_token
+from gateway.mail import mailbox
 from gateway.services import app_state, services
 from gateway.store.base import AuthFlowRecord
 from gateway.web.member import signed_in
@@ -160,7 +162,13 @@ async def callback(request: Request) -> Response:
         groups=tuple(groups), account_id=who.account_id, is_admin=ent.admin)
     log.info("signed in (admin=%s)", ent.admin)
     await svc.audit.try_record("auth.signin", who.email, admin=ent.admin)
-    response = RedirectResponse(safe_next(record.next_url), status_code=303)
+    target = safe_next(record.next_url)
+    if target == "/" and await svc.policy.would_admit(session):
+        # Most sign-ins land on the inbox: its IMAP work begins now, while the browser
+        # follows the redirect (ImapPool.warm). Not for a member the switch would refuse.
+        svc.imap_pool.warm(session.account_id, session.email, session.account_id,
+                           lambda conn: mailbox.folders_and_page(conn, "INBOX"))
+    response = RedirectResponse(target, status_code=303)
     response.headers.append("Set-Cookie", svc.sessions.cookie(session))
     response.headers.append("Set-Cookie", clear_cookie_header(FLOW_COOKIE, "None"))
     return response
