@@ -78,6 +78,9 @@ class ImapConn:
         # Parsed message summaries by ((folder, UIDVALIDITY), UID), oldest first. A pooled
         # connection shares its slot's, which outlive it (gateway.mail.imap_pool._Slot).
         self.summaries: OrderedDict[tuple[tuple[str, int], int], Any] = OrderedDict()
+        # The inbox page built at sign-in, for the page that follows (gateway.mail.warmed):
+        # (when, the folder list it saw, the folders and the page).
+        self.warmed: tuple[float, Any, Any] | None = None
 
         # An IDLE being ended (DONE sent, its OK not yet read) when its stream was closed;
         # the next call waits for that OK first.

@@ -175,8 +175,9 @@ class ImapPool:
         """Begin ``fn`` on this member's connection in the background and return at once. At
         sign-in the first page's IMAP work (connect, login, folders, the page) is done while
         the browser follows the redirect; that page then waits for the slot's lock, as any
-        take does, and finds the connection open and the summaries parsed. A failure is left
-        to that page, which meets it itself and tells the member: only its kind is logged."""
+        take does, and finds the connection open and the page built (gateway.mail.warmed
+        hands it over while it is fresh). A failure is left to that page, which meets it
+        itself and tells the member: only its kind is logged."""
         async def take() -> None:
             try:
                 await self.run(key, user, account_id, fn)

@@ -44,7 +44,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.graph.client import member_groups, member_token
-from gateway.mail import mailbox
+from gateway.mail import warmed
 from gateway.services import app_state, services
 from gateway.store.base import AuthFlowRecord
 from gateway.web.member import signed_in
@@ -165,9 +165,10 @@ async def callback(request: Request) -> Response:
     target = safe_next(record.next_url)
     if target == "/" and await svc.policy.would_admit(session):
         # Most sign-ins land on the inbox: its IMAP work begins now, while the browser
-        # follows the redirect (ImapPool.warm). Not for a member the switch would refuse.
+        # follows the redirect (ImapPool.warm), and the page is handed what it built
+        # (gateway.mail.warmed). Not for a member the switch would refuse.
         svc.imap_pool.warm(session.account_id, session.email, session.account_id,
-                           lambda conn: mailbox.folders_and_page(conn, "INBOX"))
+                           warmed.begin)
     response = RedirectResponse(target, status_code=303)
     response.headers.append("Set-Cookie", svc.sessions.cookie(session))
     response.headers.append("Set-Cookie", clear_cookie_header(FLOW_COOKIE, "None"))

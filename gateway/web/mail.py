@@ -24,7 +24,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.errors import BadRequest, NotFound
-from gateway.mail import mailbox, parts, reader, sanitize
+from gateway.mail import mailbox, parts, reader, sanitize, warmed
 from gateway.mail.addresses import format_address_list
 from gateway.mail.imap import ImapConn
 from gateway.mail.imap_fetch import BodyPart
@@ -82,8 +82,10 @@ async def folder_page(request: Request) -> Response:
     except ValueError:
         page_no = 1
 
+    # The inbox's first page straight after sign-in may be the one the callback built
+    # (gateway.mail.warmed); any other is asked for now.
     folders, page = await imap_run(
-        request, lambda conn: mailbox.folders_and_page(conn, folder, page_no))
+        request, lambda conn: warmed.folder_page(conn, folder, page_no))
     current = reader.named(folders, folder)
     drafts = current is not None and current.special == "drafts"
     return render(request, "mail_list.html", {
