@@ -329,8 +329,21 @@ class SqliteStore(SqliteEvidence):
 
     # -- token caches
     async def get_token_cache(self, account_key: str) -> bytes | None:
-        row = await self._run(lambda db: db.execute(
-            "SELECT blob FROM token_caches WHERE account_key=?", (account_key,)).fetchone())
+        # Every Graph call of a page reads the member's cache (Entra.access_token). Read it on
+        # the loop through the watch connection, as the session epoch is: one row by its key
+        # from a WAL snapshot, which sees every write _run has committed. The hop to the
+        # store's thread and back was 7 % of a calendar page's CPU (bench/cpu_per_page.py
+        # --profile, 2026-12-07). If the watch cannot read (busy, or no file), the thread does.
+        def read(db: sqlite3.Connection) -> Any:
+            return db.execute("SELECT blob FROM token_caches WHERE account_key=?",
+                              (account_key,)).fetchone()
+        if self._watch is not None and self._db is not None:
+            try:
+                row = read(self._watch)
+            except sqlite3.Error:
+                row = await self._run(read)
+        else:
+            row = await self._run(read)
         return bytes(row[0]) if row else None
 
     async def put_token_cache(self, account_key: str, blob: bytes, updated_at: float) -> None:

@@ -40,3 +40,24 @@ async def test_broken_database_is_store_unavailable(tmp_path: Path) -> None:
     with pytest.raises(StoreUnavailable):
         await SqliteStore(bad).open()
     assert sqlite3.sqlite_version
+
+
+async def test_token_cache_read_on_the_loop_sees_another_instances_write(tmp_path: Path
+                                                                        ) -> None:
+    """The token cache is read through the loop's own connection (no thread hop). It sees
+    what another instance on the same file wrote a moment ago, and if that connection cannot
+    read, the store's thread reads instead."""
+    mine, other = SqliteStore(tmp_path / "g.db"), SqliteStore(tmp_path / "g.db")
+    await mine.open()
+    await other.open()
+    try:
+        assert await mine.get_token_cache("acc") is None
+        await other.put_token_cache("acc", b"refreshed elsewhere", 2)
+        assert await mine.get_token_cache("acc") == b"refreshed elsewhere"
+        assert mine._watch is not None
+        mine._watch.close()       # reads on it now raise sqlite3.ProgrammingError
+        await other.put_token_cache("acc", b"again", 3)
+        assert await mine.get_token_cache("acc") == b"again"
+    finally:
+        await mine.close()
+        await other.close()
