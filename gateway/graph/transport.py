@@ -1,5 +1,5 @@
 """The Graph client's network layer: an httpcore network backend on the running event loop's
-own transports (``LoopBackend``), and the httpx transport that uses it (``graph_transport``).
+own transports (``LoopBackend``), and the httpx transport that uses it (``GraphTransport``).
 
 httpx on asyncio reaches the network through anyio by default: every read and write enters a
 cancel scope, and TLS is anyio's pure-Python ``TLSStream`` over the socket stream. For a
@@ -14,19 +14,28 @@ moves bytes, and maps every fault to the httpcore exception the anyio backend ra
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
 import ssl
 from collections.abc import Iterable
 from typing import Any, cast
 
 import httpcore
 import httpx
-from httpcore._backends.base import SOCKET_OPTION
-from httpcore._utils import is_socket_readable
 
 # Stop reading from the socket when this much is waiting to be read by httpcore, and start
 # again below the low mark: a large answer never sits whole in memory twice.
 HIGH_WATER = 1 << 20
 LOW_WATER = 1 << 18
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Whether the kernel holds something to read (a close, most often) on ``sock``."""
+    if sock is None or sock.fileno() < 0:
+        return True
+    poll = select.poll()
+    poll.register(sock, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 class _Wire(asyncio.Protocol):
@@ -76,7 +85,8 @@ class _Wire(asyncio.Protocol):
             self.waiter.set_result(None)
 
     async def wait(self, timeout: float | None, timed_out: type[Exception]) -> None:
-        """Until the next event on this connection, or ``timed_out`` after ``timeout``."""
+        """Until the next event on this connection, or ``timed_out`` after ``timeout``. One
+        waiter at a time: HTTP/1.1 in httpcore never reads and writes a connection at once."""
         waiter = self.waiter = self.loop.create_future()
 
         def expire() -> None:
@@ -164,7 +174,7 @@ class LoopStream(httpcore.AsyncNetworkStream):
             # server's close, most often) means it must not be used again.
             w = self.wire
             sock = self.transport.get_extra_info("socket")
-            return bool(w.buffer) or w.eof or (sock is not None and is_socket_readable(sock))
+            return bool(w.buffer) or w.eof or (sock is not None and _readable(sock))
         return None
 
 
@@ -173,7 +183,7 @@ class LoopBackend(httpcore.AsyncNetworkBackend):
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                           local_address: str | None = None,
-                          socket_options: Iterable[SOCKET_OPTION] | None = None,
+                          socket_options: Iterable[Any] | None = None,
                           ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         try:
@@ -191,7 +201,7 @@ class LoopBackend(httpcore.AsyncNetworkBackend):
         return LoopStream(transport, wire)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[SOCKET_OPTION] | None = None,
+                                  socket_options: Iterable[Any] | None = None,
                                   ) -> httpcore.AsyncNetworkStream:
         raise httpcore.ConnectError("the Graph client does not use Unix sockets")
 
