@@ -215,7 +215,8 @@ class GraphTransport(httpx.AsyncHTTPTransport):
     def __init__(self, verify: ssl.SSLContext | bool) -> None:
         super().__init__(verify=verify, trust_env=False)
         # httpx builds the pool itself and offers no way to name its backend, so build the
-        # same pool again with one: the settings are httpx's defaults, as above.
+        # same pool again with one, with httpx's default limits (100 connections, 20 kept
+        # alive for 5 s).
         context = httpx.create_ssl_context(verify=verify, trust_env=False)
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
         self._pool = httpcore.AsyncConnectionPool(
