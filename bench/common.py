@@ -343,14 +343,16 @@ async def sign_in_many(base_url: str, stack: DevStack, ctx: ssl.SSLContext, coun
 BARE_LOGIN_STALLS: list[str] = []
 
 
-async def bare_connect(stack: DevStack, who: str = "member", login_timeout: float = 60) -> Any:
-    """An aioimaplib connection, TLS + XOAUTH2 with a stand-in token, as the gateway makes."""
+async def bare_connect(stack: DevStack, who: str = "member", login_timeout: float = 60,
+                       port: int = 0) -> Any:
+    """An aioimaplib connection, TLS + XOAUTH2 with a stand-in token, as the gateway makes;
+    to ``port`` on loopback if given (a ``bench/link.py`` link), else to Dovecot's."""
     import aioimaplib
 
     mail = stack.mail
     assert mail is not None
     u = user(who)
-    imap = aioimaplib.IMAP4_SSL(mail.host, mail.imap_port,
+    imap = aioimaplib.IMAP4_SSL(mail.host, port or mail.imap_port,
                                 ssl_context=mail.client_ssl_context(), timeout=60)
     await imap.wait_hello_from_server()
     try:
@@ -385,7 +387,8 @@ async def bare_page(imap: Any, folder: str = "INBOX", per_page: int = 50) -> int
                if isinstance(line, (bytes, bytearray)) and b" FETCH (" in bytes(line))
 
 
-async def bare_cold(stack: DevStack, folder: str = "INBOX", who: str = "member") -> float:
+async def bare_cold(stack: DevStack, folder: str = "INBOX", who: str = "member",
+                    port: int = 0) -> float:
     """Seconds for: connect (TLS), XOAUTH2, SELECT, FETCH newest 50. LOGOUT is not timed.
 
     Unmodified aioimaplib's XOAUTH2 login to Dovecot went unanswered once in 231 logins on
@@ -397,7 +400,7 @@ async def bare_cold(stack: DevStack, folder: str = "INBOX", who: str = "member")
     for _ in range(3):
         t = time.perf_counter()
         try:
-            imap = await bare_connect(stack, who, login_timeout=5)
+            imap = await bare_connect(stack, who, login_timeout=5, port=port)
             break
         except TimeoutError:
             BARE_LOGIN_STALLS.append(who)

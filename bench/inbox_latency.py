@@ -2,6 +2,7 @@
 script from the same Dovecot, side by side in one run (issue 3). Target: at most 1.2x.
 
     .venv/bin/python bench/inbox_latency.py [--runs 60] [--exchange]
+                                            [--link-rtt-ms 10 --link-mbit 100]
 
 Starts the dev stack (Entra stand-in, Dovecot, SMTP; 100 seeded messages per mailbox) and a
 gateway in a background loop thread, signs the sample member in once (no browser), then
@@ -33,12 +34,18 @@ steady-state page shows mail delivered since the last page, and the first page a
 sign-in (whose IMAP work the callback begins) against a cold page of the same client, with
 no turn-around between the callback and the GET and with ``--turnaround-ms`` (40: a mobile
 network's round trip, in which the callback's work goes on).
+
+With ``--link-rtt-ms`` the gateway and the bare script both reach Dovecot through
+``bench/link.py``: a relay with that round trip and ``--link-mbit`` of bandwidth, so answers
+arrive spread out in segments as from Exchange Online, rather than in one piece. The
+targets are set on loopback; this shows how the same work compares across a link.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -56,6 +63,7 @@ from common import (
     other_load,
     ratio_line,
 )
+from link import LinkProcess
 from rawhttp import RawClient
 
 from gateway.devstack.users import user
@@ -125,18 +133,30 @@ def main() -> int:
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
                     help="the HTTP client timing the gateway's pages: bench/rawhttp.py in the "
                          "loop (default) or httpx in the main thread")
+    ap.add_argument("--link-rtt-ms", type=float, default=0.0,
+                    help="reach Dovecot through a link of this round trip (bench/link.py)")
+    ap.add_argument("--link-mbit", type=float, default=100.0,
+                    help="the link's bandwidth in Mbit/s (with --link-rtt-ms)")
     args = ap.parse_args()
     header("Inbox page latency: gateway vs bare aioimaplib", sys.argv)
 
-    with bench(seed_messages=100, exchange=args.exchange) as b:
-        gw = b.gateway()
+    with contextlib.ExitStack() as held, bench(seed_messages=100,
+                                                exchange=args.exchange) as b:
+        port = 0
+        if args.link_rtt_ms:
+            assert b.stack.mail is not None
+            port = held.enter_context(LinkProcess(b.stack.mail.host, b.stack.mail.imap_port,
+                                                  args.link_rtt_ms, args.link_mbit)).port
+            print(f"IMAP through a link of {args.link_rtt_ms:g} ms round trip and "
+                  f"{args.link_mbit:g} Mbit/s (bench/link.py, its own process)")
+        gw = b.gateway(**({"imap__port": port} if port else {}))
         client = sign_in(gw, "member")
         svc = gw.app.state.gateway.services
         pool = svc.imap_pool
         first = client.get("/")
         assert first.status_code == 200, first.status_code
         session_id = next(iter(pool._slots))
-        bare_imap = b.run(bare_connect(b.stack))
+        bare_imap = b.run(bare_connect(b.stack, port=port))
         raw = RawClient(gw.url, b.ssl(), client.cookies) if args.client == "raw" else None
         if raw is not None and b.run(raw.get("/", check=b"Inbox")) != 200:
             raise RuntimeError("the inbox did not open with the raw client")
@@ -165,7 +185,7 @@ def main() -> int:
         def one(record: bool) -> None:
             b.run(pool.drop(session_id))
             dt = page()
-            bc = b.run(bare_cold(b.stack))
+            bc = b.run(bare_cold(b.stack, port=port))
             ds = page()
             bw = b.run(bare_warm(bare_imap))
             b.run(end_connection())
