@@ -25,9 +25,17 @@ And it can write several STATUS commands at once (``_Protocol.status_many``): ai
 a command only when the one before it with the same untagged answer is done, so the folder
 list's counts cost a round trip per folder; pipelined they cost about one.
 
-What is received, and how it is cut into lines, literals and responses, is aioimaplib's own
-code, unchanged: only these methods differ. ``tests/mail/test_imap_protocol.py``
-checks the answers against aioimaplib's on the same lines.
+And it cuts what is received into lines, literals and responses in a loop
+(``_Protocol._handle_responses``): aioimaplib's own calls itself once per line with a copy of
+the rest of the chunk, which costs time that grows with the square of the chunk and, from
+about 990 lines in one chunk (a large mailbox's folder list read at once, as happens when
+the loop was busy while it arrived), raises RecursionError inside the connection's reader,
+which ends the connection. The loop takes the same steps in the same order.
+
+Everything else (the commands, their states, the untagged answers) is aioimaplib's own code,
+unchanged: only these methods differ. ``tests/mail/test_imap_protocol.py`` checks the answers
+against aioimaplib's on the same lines, and the reader against aioimaplib's on the same bytes
+in any chunks; ``bench/imap_reader.py`` times the reader.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import aioimaplib
 from aioimaplib.aioimaplib import (
     AUTH,
     CONTROL_CHARS,
+    CRLF,
     NONAUTH,
     SELECTED,
     Abort,
@@ -52,6 +61,7 @@ from aioimaplib.aioimaplib import (
     IMAP4ClientProtocol,
     IncompleteRead,
     Response,
+    literal_data_re,
 )
 
 # A CAPABILITY response code (RFC 3501 7.1: "[CAPABILITY ...]", in a greeting or a tagged OK)
@@ -153,6 +163,43 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
         except IncompleteRead as incomplete_read:
             self.current_command = incomplete_read.cmd
             self.incomplete_line = incomplete_read.data
+
+    def _handle_responses(self, data: bytes, line_handler: Callable[[bytes, Any], Any],
+                          current_cmd: Any = None) -> None:
+        """aioimaplib's own, step for step, as a loop (see the module docstring): the lines
+        are read where they lie in the chunk, and a literal's bytes are handed over as a
+        view, so nothing after them is copied. A LIST of 900 lines in one chunk took 3.1 ms
+        through aioimaplib's, 1.3 ms through this (``bench/imap_reader.py``, 2026-12-07)."""
+        pos, end = 0, len(data)
+        view = memoryview(data)
+        while True:
+            if pos == end:
+                if self.pending_sync_command is not None:
+                    self.pending_sync_command.flush()
+                if current_cmd is not None and current_cmd.wait_data():
+                    raise IncompleteRead(current_cmd)
+                return
+            if current_cmd is not None and current_cmd.wait_literal_data():
+                rest = current_cmd.append_literal_data(view[pos:])
+                pos = end - len(rest)
+                if current_cmd.wait_literal_data():
+                    raise IncompleteRead(current_cmd)
+            crlf = data.find(CRLF, pos)
+            if crlf < 0:
+                raise IncompleteRead(current_cmd, data[pos:])
+            line = data[pos:crlf]
+            pos = crlf + 2
+            cmd = line_handler(line, current_cmd)
+            begin_literal = literal_data_re.match(line)
+            if begin_literal:
+                if cmd is None:
+                    cmd = Command("NIL", "unused")
+                cmd.begin_literal_data(int(begin_literal.group("size")))
+                current_cmd = cmd
+            elif cmd is not None and cmd.wait_data():
+                current_cmd = cmd
+            else:
+                current_cmd = None
 
     async def welcome(self, command: bytes) -> None:
         # aioimaplib's own (state from the greeting, then CAPABILITY), without the CAPABILITY

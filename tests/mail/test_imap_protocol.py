@@ -5,8 +5,10 @@ line at each new one, and notes the time of the last line instead of re-arming a
 These tests feed both commands the same lines and compare ``wait_data`` after each, and
 check that the timeout still counts from the last line heard; and they hold a batch of
 STATUS commands (``status_many``) to one write, any order of answers and no command left
-pending. The whole mail suite runs the
-client against Dovecot.
+pending. Its reader of the bytes received (``_handle_responses``, a loop where aioimaplib's
+called itself once per line) cuts any bytes, in any chunks, into the same lines, literals
+and answers as aioimaplib's, and reads an answer of thousands of lines in one chunk, which
+aioimaplib's could not. The whole mail suite runs the client against Dovecot.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aioimaplib.aioimaplib import CommandTimeout, FetchCommand
+from aioimaplib import aioimaplib
+from aioimaplib.aioimaplib import Command, CommandTimeout, FetchCommand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -186,3 +189,82 @@ def test_status_arguments_with_line_breaks_are_refused() -> None:
         pass
     else:
         raise AssertionError("a STATUS argument with CR LF was written")
+
+
+# ---- the reader of received bytes (_Protocol._handle_responses) ------------------------------
+
+# What a server may send while a FETCH is pending: answers with literals (one whose contents
+# look like a literal's announcement, one empty, one split by a chunk anywhere), other
+# untagged answers, a continuation, a line with a bare LF, parentheses in a string.
+WIRE = [b"* 1 FETCH (UID 5 BODY[1] {5}\r\nab\r\nc FLAGS (\\Seen))\r\n",
+        b"* 2 EXISTS\r\n", b"* 3 FETCH (UID 7 BODY[] {0}\r\n)\r\n",
+        b'* 4 FETCH (UID 8 ENVELOPE ("a (" NIL))\r\n', b"* 5 FETCH (UID 9 X {4}\r\n{2}\r\n)\r\n",
+        b"+ go ahead\r\n", b"* OK [ALERT] mind\nthe gap\r\n", b"* 6 EXPUNGE\r\n",
+        b"* 7 FETCH (UID 10 BODY[1] {3}\r\nxyz BODY[2] {2}\r\nuv)\r\n", b"\r\n"]
+
+
+async def _read_with(protocol_class: Any, wire: bytes, cuts: list[int], idle: bool) -> Any:
+    """Feed ``wire`` to a protocol of ``protocol_class`` with a FETCH pending (or an IDLE,
+    whose lines are handed on in batches as each chunk ends), cut at ``cuts``: what the
+    command got and what the protocol kept, or the exception the reader raised."""
+    protocol = protocol_class(asyncio.get_running_loop())
+    protocol.state = aioimaplib.SELECTED
+    queue: asyncio.Queue[list[bytes]] = asyncio.Queue()
+    if idle:
+        cmd = aioimaplib.IdleCommand("A1", queue, timeout=None)
+        protocol.pending_sync_command = cmd
+    else:
+        cmd = FetchCommand("A1", "1:*", "(UID)", timeout=None)
+        protocol.pending_async_commands["FETCH"] = cmd
+    try:
+        for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+            protocol.data_received(wire[start:end])
+    except Exception as exc:   # compared below, not hidden
+        return type(exc).__name__, str(exc)
+    batches = []
+    while not queue.empty():
+        batches.append([bytes(line) for line in queue.get_nowait()])
+    return (cmd._event.is_set(), cmd.response.result,
+            [bytes(line) for line in cmd.response.lines], batches,
+            type(protocol.current_command), protocol.incomplete_line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(WIRE), max_size=25), st.booleans(), st.booleans(),
+       st.lists(st.integers(min_value=0, max_value=2000), max_size=12))
+def test_the_reader_cuts_bytes_as_aioimaplibs_does(pieces: list[bytes], done: bool,
+                                                    idle: bool, cuts: list[int]) -> None:
+    """Any answer, cut into any chunks: the same lines and literals reach the same command,
+    it completes (or not) alike, and what is left over waits alike."""
+    wire = b"".join(pieces) + (b"A1 OK Fetch completed (0.001 secs).\r\n" if done else b"")
+    at = sorted({c for c in cuts if 0 < c < len(wire)})
+
+    async def run() -> None:
+        ours = await _read_with(_Protocol, wire, at, idle)
+        assert ours == await _read_with(aioimaplib.IMAP4ClientProtocol, wire, at, idle)
+    asyncio.run(run())
+
+
+async def test_an_answer_of_thousands_of_lines_in_one_chunk_is_read() -> None:
+    """The folder list of a mailbox of 5,000 folders, received in one read (a busy loop and
+    a full socket buffer give one). aioimaplib's reader raises RecursionError at about 990
+    lines, inside the connection's reader, which ends the connection."""
+    wire = b"".join(b'* LIST (\\HasNoChildren) "/" "Case %d"\r\n' % i for i in range(5000))
+    wire += b"A1 OK List completed.\r\n"
+    for protocol_class in (_Protocol, aioimaplib.IMAP4ClientProtocol):
+        protocol = protocol_class(asyncio.get_running_loop())
+        protocol.state = aioimaplib.SELECTED
+        cmd = Command("LIST", "A1", '""', '"*"', timeout=None)
+        protocol.pending_async_commands["LIST"] = cmd
+        if protocol_class is _Protocol:
+            protocol.data_received(wire)
+            assert cmd.response.result == "OK"
+            assert len(cmd.response.lines) == 5001
+            assert cmd.response.lines[4999] == b'(\\HasNoChildren) "/" "Case 4999"'
+        else:   # the reason for ours: aioimaplib's own cannot
+            try:
+                protocol.data_received(wire)
+            except RecursionError:
+                pass
+            else:
+                raise AssertionError("aioimaplib's reader read 5,000 lines at once")
