@@ -193,9 +193,10 @@ def test_status_arguments_with_line_breaks_are_refused() -> None:
 
 # ---- the reader of received bytes (_Protocol._handle_responses) ------------------------------
 
-# What a server may send while a FETCH is pending: answers with literals (one whose contents
-# look like a literal's announcement, one empty, one split by a chunk anywhere), other
-# untagged answers, a continuation, a line with a bare LF, parentheses in a string.
+# What a server may send while a command is pending: answers with literals (one holding a
+# CRLF, one whose contents look like a literal's announcement, one empty, two in one
+# answer), other untagged answers, a continuation, a line with a bare LF, a parenthesis in
+# a string, an empty line. The chunks are cut anywhere, inside literals and CRLFs too.
 WIRE = [b"* 1 FETCH (UID 5 BODY[1] {5}\r\nab\r\nc FLAGS (\\Seen))\r\n",
         b"* 2 EXISTS\r\n", b"* 3 FETCH (UID 7 BODY[] {0}\r\n)\r\n",
         b'* 4 FETCH (UID 8 ENVELOPE ("a (" NIL))\r\n', b"* 5 FETCH (UID 9 X {4}\r\n{2}\r\n)\r\n",
