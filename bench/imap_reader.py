@@ -8,8 +8,8 @@ gateway's protocol with aioimaplib's reader (as it was before its own), on the s
 Samples, each fed to a fresh protocol with its command pending, ``--runs`` times after a
 warm-up; figures are µs per answer (median, p10, p90):
 
-* fetch page:  the synthetic 50-message summary page of ``bench/parse_fetch.py`` (about
-               60 KiB), in one chunk and in 16 KiB chunks (TLS records);
+* fetch page:  the synthetic 50-message summary page of ``bench/parse_fetch.py`` (46 KiB),
+               in one chunk and in 16 KiB chunks (TLS records);
 * LIST of n:   the folder list of a mailbox of n folders in one chunk (a read of a busy
                loop). aioimaplib's reader calls itself once per line, so from about 990
                lines in one chunk it raises RecursionError; that is printed, not timed.
@@ -38,8 +38,8 @@ from gateway.mail.imap_protocol import _Protocol
 
 
 class _WithStockReader(_Protocol):
-    """The gateway's protocol with aioimaplib's reader: what this module's change replaced
-    (its ``data_received`` already skipped aioimaplib's eager debug formatting)."""
+    """The gateway's protocol with aioimaplib's reader, as it was before it had its own (its
+    ``data_received`` already skipped aioimaplib's eager debug formatting)."""
 
     _handle_responses = aioimaplib.IMAP4ClientProtocol._handle_responses
 

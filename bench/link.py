@@ -30,6 +30,9 @@ SEGMENT = 1448
 
 
 class Link:
+    """The relay, in the running event loop: each connection accepted is relayed to
+    ``host:port``, both ways."""
+
     def __init__(self, host: str, port: int, rtt_ms: float, mbit: float) -> None:
         self.host, self.target_port = host, port
         self.delay = rtt_ms / 2000          # seconds, each way
