@@ -37,7 +37,7 @@ network's round trip, in which the callback's work goes on).
 
 With ``--link-rtt-ms`` the gateway and the bare script both reach Dovecot through
 ``bench/link.py``: a relay with that round trip and ``--link-mbit`` of bandwidth, so answers
-arrive spread out in segments as from Exchange Online, rather than in one piece. The
+arrive spread out in segments, as across a network, rather than in one piece. The
 targets are set on loopback; this shows how the same work compares across a link.
 """
 
