@@ -179,7 +179,10 @@ class ImapConn:
             return
         # Deselected while the SELECT runs (RFC 3501 6.3.1): its EXISTS is the new folder's.
         self.selected = None
-        resp = await self.call(self.client.select(raw_name))
+        # Straight to the protocol, as LIST is (``mailbox._list_folders``): aioimaplib's
+        # IMAP4.select only adds a wait_for, which ``call`` already bounds, and a task whose
+        # turn of the loop puts a page's FETCH after the STATUS batch beside it.
+        resp = await self.call(self.client.protocol.select(raw_name))
         if resp.result != "OK":
             self.selected = None
             raise NotFound("That folder could not be opened. It may have been moved or "

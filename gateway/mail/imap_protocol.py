@@ -25,6 +25,12 @@ And it can write several STATUS commands at once (``_Protocol.status_many``): ai
 a command only when the one before it with the same untagged answer is done, so the folder
 list's counts cost a round trip per folder; pipelined they cost about one.
 
+And it writes a SELECT and a LIST together (``_Protocol.execute``): aioimaplib writes a
+SELECT only when every other command is done, and any command only when a SELECT is, so a
+cold folder page, which needs the folder's size and the folder list, took a round trip for
+each. A LIST's answers are ``* LIST`` lines, which a SELECT never sends, and are routed to it
+whatever order the server answers in.
+
 And it cuts what is received into lines, literals and responses in a loop
 (``_Protocol._handle_responses``): aioimaplib's own calls itself once per line with a copy of
 the rest of the chunk, which costs time that grows with the square of the chunk and, from
@@ -68,6 +74,9 @@ from aioimaplib.aioimaplib import (
 # and an untagged CAPABILITY response as aioimaplib hands it over (its "* " dropped).
 _CAPABILITY_CODE = re.compile(rb"\[CAPABILITY ([\x21-\x5c\x5e-\x7e ]+)\]", re.IGNORECASE)
 _UNTAGGED_CAPABILITY = re.compile(rb"CAPABILITY ([\x21-\x7e ]+)\Z", re.IGNORECASE)
+# A folder list's line (``_Protocol.execute``), and the commands a LIST may go beside.
+_LIST_LINE = re.compile(rb"\* LIST ", re.IGNORECASE)
+_SELECTS = ("SELECT", "EXAMINE")
 
 
 def _names(found: re.Match[bytes] | None) -> set[str] | None:
@@ -220,7 +229,69 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
             self.imap_version = "IMAP4REV1"
             self.state_condition.notify_all()
 
+    async def execute(self, command: Command, scrub: str | None = None) -> Response:
+        """aioimaplib's own, except that a SELECT (or EXAMINE) and a LIST go together: one is
+        written while the other is pending, where aioimaplib would wait for it. RFC 3501 5.5
+        lets a client pipeline commands whose answers cannot be confused; a LIST's are
+        ``* LIST`` lines, which SELECT never sends, and they are routed to the LIST
+        (``_untagged_response``), so a folder page that needs both asks in one round trip."""
+        if not self._beside(command):
+            response: Response = await super().execute(command, scrub)
+            return response
+        if self.state not in (AUTH, SELECTED):
+            raise Abort(f"command {command.name} illegal in state {self.state}")
+        sync = command.name != "LIST"
+        if sync:
+            self.pending_sync_command = command
+        else:
+            self.pending_async_commands["LIST"] = command
+        self.send(str(command), scrub=scrub)
+        try:
+            await command.wait()
+        except CommandTimeout:
+            if sync:
+                self.pending_sync_command = None
+            else:
+                self.pending_async_commands.pop("LIST", None)
+            raise
+        response = command.response
+        return response
+
+    def _beside(self, command: Command) -> bool:
+        """Whether ``command`` may be written now beside a pending SELECT or LIST (``execute``):
+        a SELECT while nothing but a LIST is pending, or a LIST while nothing but a SELECT is."""
+        pending = self.pending_async_commands
+        if command.name in _SELECTS:
+            return self.pending_sync_command is None and pending.keys() == {"LIST"}
+        sync = self.pending_sync_command
+        return (command.name == "LIST" and sync is not None and sync.name in _SELECTS
+                and not pending)
+
+    def _untagged_response(self, line: bytes) -> Any:
+        # A LIST beside a SELECT (``execute``): its lines are its own, not the SELECT's, which
+        # aioimaplib would give every untagged line while a SELECT is pending.
+        sync = self.pending_sync_command
+        if (sync is not None and sync.name in _SELECTS and "LIST" in self.pending_async_commands
+                and _LIST_LINE.match(line)):
+            self.pending_sync_command = None
+            try:
+                return super()._untagged_response(line)
+            finally:
+                self.pending_sync_command = sync
+        return super()._untagged_response(line)
+
     def _response_done(self, line: bytes) -> None:
+        sync = self.pending_sync_command
+        listing = self.pending_async_commands.get("LIST")
+        if sync is not None and listing is not None and line.partition(b" ")[0] == \
+                listing.tag.encode("ascii"):
+            # The LIST beside a SELECT ended first (a server may run them at once, RFC 3501 5.5).
+            self.pending_sync_command = None
+            try:
+                super()._response_done(line)
+            finally:
+                self.pending_sync_command = sync
+            return
         batch = self.pending_async_commands.get("STATUS")
         if isinstance(batch, _StatusBatch) and self.pending_sync_command is None:
             tag, _, response = line.partition(b" ")

@@ -114,8 +114,8 @@ async def list_folders(conn: ImapConn, counts: bool = True) -> list[Folder]:
 
 async def _list_folders(conn: ImapConn, counts: bool) -> list[Folder]:
     # Straight to the protocol: aioimaplib's IMAP4.list only adds a wait_for (a task more,
-    # which ``ok`` already bounds), and without it LIST is written before a FETCH started
-    # beside it (``folders_and_page``), so that its answer, which STATUS waits for, comes first.
+    # which ``ok`` already bounds), and without it LIST is written in the same turn of the
+    # loop as a SELECT started beside it (``folders_and_page``).
     resp = await conn.ok(conn.client.protocol.simple_command("LIST", '""', '"*"'),
                          "list your folders")
     try:
@@ -283,14 +283,15 @@ async def folders_and_page(conn: ImapConn, folder: str, page: int = 1
                            ) -> tuple[list[Folder], Page]:
     """The folder list with counts and a page of ``folder``: a folder page's IMAP work. When
     the list must be asked for (a new connection; every FOLDER_CACHE_SECONDS), it is asked
-    beside the page: SELECT, then LIST and the page's FETCH written together, then the
-    STATUS batch while the page is parsed; three round trips where one after the other took
-    four. aioimaplib sends an "async" command without waiting for others whose untagged
-    answers differ (LIST, FETCH, STATUS), and SELECT goes first because it waits for all."""
+    beside the page: SELECT and LIST written together (``imap_protocol._Protocol.execute``),
+    then the page's FETCH and the STATUS batch; two round trips where one after the other
+    took four. Commands whose untagged answers differ (LIST, FETCH, STATUS) go without
+    waiting for each other. The page's commands are written first, so that the server,
+    which answers in turn, answers the FETCH the page waits for before the STATUS batch."""
     if (known := _cached_folders(conn, True)) is not None:
         return known, await fetch_page(conn, folder, page)
-    await conn.select(mailbox_arg(folder), readonly=True)
-    return await together(list_folders(conn), fetch_page(conn, folder, page))
+    found, folders = await together(fetch_page(conn, folder, page), list_folders(conn))
+    return folders, found
 
 
 async def together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]

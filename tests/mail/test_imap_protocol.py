@@ -14,6 +14,7 @@ aioimaplib's could not. The whole mail suite runs the client against Dovecot.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aioimaplib import aioimaplib
@@ -269,3 +270,103 @@ async def test_an_answer_of_thousands_of_lines_in_one_chunk_is_read() -> None:
                 pass
             else:
                 raise AssertionError("aioimaplib's reader read 5,000 lines at once")
+
+
+# ---- SELECT and LIST written together (_Protocol.execute) -----------------------------------
+
+def _select_answer(tag: bytes) -> list[bytes]:
+    return [b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n", b"* 7 EXISTS\r\n",
+            b"* 0 RECENT\r\n", b"* OK [UIDVALIDITY 1700000000] UIDs valid\r\n",
+            b"* OK [UIDNEXT 12] Predicted next UID\r\n",
+            tag + b" OK [READ-WRITE] Select completed.\r\n"]
+
+
+def _list_answer(tag: bytes) -> list[bytes]:
+    # One name as a literal, as a server sends a name it will not quote (RFC 3501 4.3).
+    return [b'* LIST (\\HasNoChildren) "/" INBOX\r\n',
+            b'* LIST (\\HasChildren) "/" {12}\r\nCommittees "\r\n',
+            b'* LIST (\\HasNoChildren \\Sent) "/" "Sent Items"\r\n',
+            tag + b" OK List completed.\r\n"]
+
+
+def _tags(sent: list[bytes]) -> dict[bytes, bytes]:
+    """The tag of each command written, by its verb."""
+    found = {}
+    for line in b"".join(sent).splitlines():
+        tag, verb = line.split(b" ", 2)[:2]
+        found[verb] = tag
+    return found
+
+
+def _answers(response: Any) -> tuple[str, list[bytes]]:
+    return response.result, [bytes(line) for line in response.lines]
+
+
+async def _one_after_the_other() -> tuple[tuple[str, list[bytes]], tuple[str, list[bytes]]]:
+    """aioimaplib's own protocol: SELECT, its answer, then LIST, its answer."""
+    protocol, sent = _wired(aioimaplib.AUTH)
+    protocol.__class__ = aioimaplib.IMAP4ClientProtocol   # the stock one, same transport
+    select = asyncio.ensure_future(protocol.select("INBOX"))
+    await asyncio.sleep(0)
+    protocol.data_received(b"".join(_select_answer(_tags(sent)[b"SELECT"])))
+    selected = await asyncio.wait_for(select, 5)
+    listing = asyncio.ensure_future(protocol.simple_command("LIST", '""', '"*"'))
+    await asyncio.sleep(0)
+    protocol.data_received(b"".join(_list_answer(_tags(sent)[b"LIST"])))
+    return _answers(selected), _answers(await asyncio.wait_for(listing, 5))
+
+
+async def _command(protocol: _Protocol, verb: str) -> Any:
+    if verb == "SELECT":
+        return await protocol.select("INBOX")
+    return await protocol.simple_command(verb, *(('""', '"*"') if verb == "LIST" else ()))
+
+
+ORDERS: dict[str, Callable[[list[bytes], list[bytes]], list[bytes]]] = {
+    # Dovecot's way: each answer whole, in the order asked.
+    "in turn": lambda s, li: s + li,
+    # RFC 3501 5.5 lets a server run both at once: LIST lines among SELECT's, and LIST
+    # ended before SELECT.
+    "interleaved": lambda s, li: [s[0], li[0], s[1], li[1], s[2], s[3], li[2], s[4], s[5], li[3]],
+    "list first": lambda s, li: li + s,
+}
+
+
+async def test_select_and_list_are_written_together_and_answered_apart() -> None:
+    """A cold folder page asks SELECT and LIST at once, in either order of writing; however
+    the server interleaves the answers, each command gets what aioimaplib gives it when the
+    two are asked one after the other, and nothing is left pending."""
+    expected = await _one_after_the_other()
+    for list_first in (False, True):
+        for name, order in ORDERS.items():
+            protocol, sent = _wired(aioimaplib.AUTH)
+            verbs = ["LIST", "SELECT"] if list_first else ["SELECT", "LIST"]
+            tasks = [asyncio.ensure_future(_command(protocol, verb)) for verb in verbs]
+            await asyncio.sleep(0.01)
+            tags = _tags(sent)
+            assert set(tags) == {b"SELECT", b"LIST"} and len(sent) == 2, (name, sent)
+            for chunk in order(_select_answer(tags[b"SELECT"]), _list_answer(tags[b"LIST"])):
+                protocol.data_received(chunk)
+            done = [await asyncio.wait_for(t, 5) for t in tasks]
+            if list_first:
+                done.reverse()
+            assert (_answers(done[0]), _answers(done[1])) == expected, (name, list_first)
+            assert protocol.state == aioimaplib.SELECTED
+            assert protocol.pending_sync_command is None and not protocol.pending_async_commands
+
+
+async def test_other_commands_still_wait_for_a_pending_select() -> None:
+    """Only LIST goes beside a SELECT: a NOOP (whose untagged answers could be the
+    SELECT's) and a second SELECT wait for its answer, as in aioimaplib."""
+    for second in ("NOOP", "SELECT"):
+        protocol, sent = _wired(aioimaplib.AUTH)
+        first = asyncio.ensure_future(protocol.select("INBOX"))
+        await asyncio.sleep(0)
+        other = asyncio.ensure_future(_command(protocol, second))
+        await asyncio.sleep(0.01)
+        assert len(sent) == 1, sent
+        protocol.data_received(b"".join(_select_answer(_tags(sent)[b"SELECT"])))
+        await asyncio.wait_for(first, 5)
+        await asyncio.sleep(0.01)
+        assert len(sent) == 2, sent
+        other.cancel()
