@@ -16,10 +16,14 @@ aioimaplib 2.0 does, for every line of a FETCH response, work that grows with th
   logs it. The gateway never logs aioimaplib at debug (the data is mail and tokens:
   ``gateway.logging`` holds its logger at WARNING), so ``_Protocol`` skips that.
 
-It also saves the round trips of asking for capabilities the server has just sent (RFC 3501
-7.1 and 6.2.2: a server may send them in its greeting and with its answer to AUTHENTICATE, and
-a client that reads them there need not ask): aioimaplib asks after every greeting, and
-``gateway.mail.imap_login`` asks again after login only when the answer had none.
+It also saves the round trips of asking for capabilities before login, and of asking for any
+the server has just sent. aioimaplib asks after every greeting; the gateway reads them from a
+greeting that carries them (RFC 3501 7.1: Dovecot's), and otherwise does not ask, because
+nothing before login needs them (XOAUTH2 is sent with its initial response, RFC 4959, and the
+health probe checks that the server offers it) and those that count are the ones after login
+(RFC 3501 6.2.2), which ``gateway.mail.imap_login`` asks for when the login's answer had
+none. Against Exchange, whose greeting and login answer carry none, a new connection makes
+two round trips after the greeting where aioimaplib made three.
 
 And it can write several STATUS commands at once (``_Protocol.status_many``): aioimaplib sends
 a command only when the one before it with the same untagged answer is done, so the folder
@@ -212,12 +216,10 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
                 current_cmd = None
 
     async def welcome(self, command: bytes) -> None:
-        # aioimaplib's own (state from the greeting, then CAPABILITY), without the CAPABILITY
-        # when the greeting carried them (Dovecot's does; Exchange's does not).
+        # aioimaplib's own (state from the greeting, then CAPABILITY), without the CAPABILITY:
+        # the greeting's are kept when it carried them (Dovecot's does; Exchange's does not),
+        # and none are asked for before login (see the module docstring).
         names = _names(_CAPABILITY_CODE.search(command))
-        if names is None:
-            await super().welcome(command)
-            return
         async with self.state_condition:
             if b"PREAUTH" in command:
                 self.state = AUTH
@@ -225,8 +227,9 @@ class _Protocol(IMAP4ClientProtocol):  # type: ignore[misc]
                 self.state = NONAUTH
             else:
                 raise Error(command.decode())
-            self.capabilities = names
-            self.imap_version = "IMAP4REV1"
+            if names is not None:
+                self.capabilities = names
+                self.imap_version = "IMAP4REV1"
             self.state_condition.notify_all()
 
     async def execute(self, command: Command, scrub: str | None = None) -> Response:
