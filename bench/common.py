@@ -136,12 +136,12 @@ class Bench:
     """The dev stack plus an in-process gateway, in a background loop thread."""
 
     def __init__(self, seed_messages: int = 100, exchange: bool = False,
-                 max_connections: int = 0) -> None:
+                 max_connections: int = 0, exchange_proxy: bool = False) -> None:
         self.tmp = tempfile.TemporaryDirectory(prefix="gateway-bench-")
         self.workdir = Path(self.tmp.name)
         self.loop = LoopThread()
         self.stack = DevStack(self.workdir / "stack", exchange_capabilities=exchange,
-                              seed_messages=seed_messages)
+                              exchange_proxy=exchange_proxy, seed_messages=seed_messages)
         self.loop.run(self.stack.start(), timeout=180)
         if max_connections:
             raise_dovecot_limits(self.stack, max_connections)

@@ -1,7 +1,7 @@
 """Inbox page: the gateway's request time against the same data fetched by a bare aioimaplib
 script from the same Dovecot, side by side in one run (issue 3). Target: at most 1.2x.
 
-    .venv/bin/python bench/inbox_latency.py [--runs 60] [--exchange]
+    .venv/bin/python bench/inbox_latency.py [--runs 60] [--exchange] [--exchange-proxy]
                                             [--link-rtt-ms 10 --link-mbit 100]
 
 Starts the dev stack (Entra stand-in, Dovecot, SMTP; 100 seeded messages per mailbox) and a
@@ -130,6 +130,9 @@ def main() -> int:
                     help="the browser's turn-around after the sign-in 303 (a mobile round trip)")
     ap.add_argument("--exchange", action="store_true",
                     help="Dovecot advertises only what Exchange Online does")
+    ap.add_argument("--exchange-proxy", action="store_true",
+                    help="IMAP through the dev stack's Exchange proxy (Exchange's greeting and "
+                         "login answer, without capabilities: gateway.devstack.exchange_imap)")
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw",
                     help="the HTTP client timing the gateway's pages: bench/rawhttp.py in the "
                          "loop (default) or httpx in the main thread")
@@ -140,8 +143,8 @@ def main() -> int:
     args = ap.parse_args()
     header("Inbox page latency: gateway vs bare aioimaplib", sys.argv)
 
-    with contextlib.ExitStack() as held, bench(seed_messages=100,
-                                                exchange=args.exchange) as b:
+    with contextlib.ExitStack() as held, bench(seed_messages=100, exchange=args.exchange,
+                                                exchange_proxy=args.exchange_proxy) as b:
         port = 0
         if args.link_rtt_ms:
             assert b.stack.mail is not None
