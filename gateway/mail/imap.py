@@ -180,8 +180,9 @@ class ImapConn:
         # Deselected while the SELECT runs (RFC 3501 6.3.1): its EXISTS is the new folder's.
         self.selected = None
         # Straight to the protocol, as LIST is (``mailbox._list_folders``): aioimaplib's
-        # IMAP4.select only adds a wait_for, which ``call`` already bounds, and a task whose
-        # turn of the loop puts a page's FETCH after the STATUS batch beside it.
+        # IMAP4.select only adds a wait_for, which ``call`` already bounds, and the task it
+        # makes costs a turn of the loop, in which the STATUS batch beside a cold page was
+        # written before the page's FETCH (``mailbox.folders_and_page``).
         resp = await self.call(self.client.protocol.select(raw_name))
         if resp.result != "OK":
             self.selected = None

@@ -20,10 +20,10 @@ It also saves the round trips of asking for capabilities before login, and of as
 the server has just sent. aioimaplib asks after every greeting; the gateway reads them from a
 greeting that carries them (RFC 3501 7.1: Dovecot's), and otherwise does not ask, because
 nothing before login needs them (XOAUTH2 is sent with its initial response, RFC 4959, and the
-health probe checks that the server offers it) and those that count are the ones after login
-(RFC 3501 6.2.2), which ``gateway.mail.imap_login`` asks for when the login's answer had
-none. Against Exchange, whose greeting and login answer carry none, a new connection makes
-two round trips after the greeting where aioimaplib made three.
+health probe checks that the server offers it, or logs in with it) and those that count are
+the ones after login (RFC 3501 6.2.2), which ``gateway.mail.imap_login`` asks for when the
+login's answer had none. Against Exchange, whose greeting and login answer carry none, a new
+connection makes two round trips after the greeting where aioimaplib made three.
 
 And it can write several STATUS commands at once (``_Protocol.status_many``): aioimaplib sends
 a command only when the one before it with the same untagged answer is done, so the folder

@@ -286,8 +286,8 @@ async def folders_and_page(conn: ImapConn, folder: str, page: int = 1
     beside the page: SELECT and LIST written together (``imap_protocol._Protocol.execute``),
     then the page's FETCH and the STATUS batch; two round trips where one after the other
     took four. Commands whose untagged answers differ (LIST, FETCH, STATUS) go without
-    waiting for each other. The page's commands are written first, so that the server,
-    which answers in turn, answers the FETCH the page waits for before the STATUS batch."""
+    waiting for each other. The page's SELECT is written first, so that its answer comes
+    first and its FETCH goes before the STATUS batch, whose answers the page waits for less."""
     if (known := _cached_folders(conn, True)) is not None:
         return known, await fetch_page(conn, folder, page)
     found, folders = await together(fetch_page(conn, folder, page), list_folders(conn))
