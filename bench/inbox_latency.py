@@ -9,8 +9,9 @@ gateway in a background loop thread, signs the sample member in once (no browser
 interleaves, run after run:
 
 * gateway, cold:   the member's pooled IMAP connection is closed first, so ``GET /`` pays
-                   for token lookup, connect, TLS, XOAUTH2, CAPABILITY, folder list, SELECT
-                   and FETCH, parse and render;
+                   for token lookup, connect, TLS, XOAUTH2 (and CAPABILITY where the
+                   login's answer carries none), folder list, SELECT and FETCH, parse and
+                   render;
 * bare, cold:      aioimaplib: connect (TLS), XOAUTH2, SELECT INBOX, FETCH newest 50 with
                    the gateway's summary items (UID FLAGS INTERNALDATE RFC822.SIZE ENVELOPE
                    BODYSTRUCTURE). The gateway asks for the first 512 bytes of part 1 as
@@ -35,10 +36,11 @@ sign-in (whose IMAP work the callback begins) against a cold page of the same cl
 no turn-around between the callback and the GET and with ``--turnaround-ms`` (40: a mobile
 network's round trip, in which the callback's work goes on).
 
-With ``--link-rtt-ms`` the gateway and the bare script both reach Dovecot through
-``bench/link.py``: a relay with that round trip and ``--link-mbit`` of bandwidth, so answers
-arrive spread out in segments, as across a network, rather than in one piece. The
-targets are set on loopback; this shows how the same work compares across a link.
+With ``--link-rtt-ms`` the gateway and the bare script both reach Dovecot (or, with
+``--exchange-proxy``, the Exchange proxy in front of it) through ``bench/link.py``: a relay
+with that round trip and ``--link-mbit`` of bandwidth, so answers arrive spread out in
+segments, as across a network, rather than in one piece. The targets are set on loopback;
+this shows how the same work compares across a link.
 """
 
 from __future__ import annotations
@@ -137,7 +139,7 @@ def main() -> int:
                     help="the HTTP client timing the gateway's pages: bench/rawhttp.py in the "
                          "loop (default) or httpx in the main thread")
     ap.add_argument("--link-rtt-ms", type=float, default=0.0,
-                    help="reach Dovecot through a link of this round trip (bench/link.py)")
+                    help="reach IMAP through a link of this round trip (bench/link.py)")
     ap.add_argument("--link-mbit", type=float, default=100.0,
                     help="the link's bandwidth in Mbit/s (with --link-rtt-ms)")
     args = ap.parse_args()
