@@ -68,6 +68,7 @@ from gateway.devstack.tokens import (
     ACCESS_ISSUER,
     EXCHANGE_APP_AUDIENCE,
     GRAPH_AUDIENCE,
+    ISSUED_BACKDATE_SECONDS,
     OUTLOOK_AUDIENCE,
     TokenSigner,
 )
@@ -1170,7 +1171,8 @@ class EntraStandIn:
                 "(application ID URI).")
         now = int(self._clock())
         claims = {
-            "aud": resource, "iss": ACCESS_ISSUER, "iat": now, "nbf": now,
+            "aud": resource, "iss": ACCESS_ISSUER, "iat": now - ISSUED_BACKDATE_SECONDS,
+            "nbf": now - ISSUED_BACKDATE_SECONDS,
             "exp": now + self.access_token_lifetime, "tid": TENANT_ID,
             "oid": APP_SERVICE_PRINCIPAL_OID, "sub": APP_SERVICE_PRINCIPAL_OID,
             "idtyp": "app", "roles": list(self.registration.app_roles(
@@ -1225,7 +1227,8 @@ class EntraStandIn:
                             mfa: bool = False) -> dict[str, Any]:
         # Entra issues v1-shaped access tokens for Exchange Online and Graph.
         claims: dict[str, Any] = {
-            "aud": audience, "iss": ACCESS_ISSUER, "iat": now, "nbf": now,
+            "aud": audience, "iss": ACCESS_ISSUER, "iat": now - ISSUED_BACKDATE_SECONDS,
+            "nbf": now - ISSUED_BACKDATE_SECONDS,
             "exp": now + lifetime, "acr": "1", "amr": ["pwd", "mfa"] if mfa else ["pwd"],
             "appid": self.client_id,
             "azp": self.client_id, "appidacr": "1", "idtyp": "user", "name": user.name,
@@ -1242,8 +1245,9 @@ class EntraStandIn:
                    sid: str | None, auth_time: int, email_scope: bool = False
                    ) -> dict[str, Any]:
         claims: dict[str, Any] = {
-            "aud": self.client_id, "iss": f"{self.base_url}/{TENANT_ID}/v2.0", "iat": now,
-            "nbf": now, "exp": now + lifetime, "auth_time": auth_time, "tid": TENANT_ID,
+            "aud": self.client_id, "iss": f"{self.base_url}/{TENANT_ID}/v2.0",
+            "iat": now - ISSUED_BACKDATE_SECONDS, "nbf": now - ISSUED_BACKDATE_SECONDS,
+            "exp": now + lifetime, "auth_time": auth_time, "tid": TENANT_ID,
             "oid": user.oid, "sub": self._pairwise_sub(user.oid),
             "preferred_username": user.upn, "name": user.name,
             "uti": secrets.token_urlsafe(16), "ver": "2.0",

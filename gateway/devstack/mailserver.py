@@ -73,6 +73,7 @@ from gateway.devstack.procs import free_port, group_members
 from gateway.devstack.tokens import (
     ACCESS_ISSUER,
     EXCHANGE_APP_AUDIENCE,
+    ISSUED_BACKDATE_SECONDS,
     OUTLOOK_AUDIENCE,
     TokenSigner,
 )
@@ -200,8 +201,9 @@ def outlook_access_token(signer: TokenSigner, user: SampleUser, *, lifetime: int
     (IMAP and SMTP), signed by ``signer``. ``overrides`` replace or add claims (a value of
     None removes the claim). For tests; the Entra stand-in issues the real ones."""
     issued = int(time.time() if now is None else now)
+    dated = issued - ISSUED_BACKDATE_SECONDS  # as Entra dates them (gateway.devstack.tokens)
     claims: dict[str, Any] = {
-        "aud": OUTLOOK_AUDIENCE, "iss": ACCESS_ISSUER, "iat": issued, "nbf": issued,
+        "aud": OUTLOOK_AUDIENCE, "iss": ACCESS_ISSUER, "iat": dated, "nbf": dated,
         "exp": issued + lifetime, "tid": TENANT_ID, "oid": user.oid, "sub": user.oid,
         "upn": user.email, "email": user.email, "name": user.name,
         "scp": "IMAP.AccessAsUser.All SMTP.Send", "azp": CLIENT_ID, "appid": CLIENT_ID,

@@ -23,6 +23,15 @@ EXCHANGE_APP_AUDIENCE = "https://outlook.office365.com"
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
 # Entra issues v1-shaped access tokens for these resources, with this issuer.
 ACCESS_ISSUER = f"https://sts.windows.net/{TENANT_ID}/"
+# Entra dates a token's iat and nbf five minutes before it issues it, in access and ID tokens
+# alike; exp is counted from the real time of issue, so exp - iat is the lifetime plus five
+# minutes (a new tenant's tokens decoded in keycloakify/oidc-spa issue 162; openid/AppAuth-iOS
+# issue 264; psignoret/aad-sso-wordpress issue 34). A token dated "now" is refused by Dovecot
+# as "not valid yet" in the few milliseconds after a second turns, when its clock (C's time(),
+# which Linux serves from a coarse clock) still reads the second before Python's time.time():
+# one login in 150-250 here, and aioimaplib, which does not answer the error challenge, then
+# waits out its timeout (the failed CI run of 2026-12-07).
+ISSUED_BACKDATE_SECONDS = 300
 
 
 def _b64url_uint(n: int) -> str:

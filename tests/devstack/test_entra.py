@@ -29,8 +29,14 @@ from gateway.devstack.entra import (
     read_form_post,
     read_forms,
 )
+from gateway.devstack.mailserver import outlook_access_token
 from gateway.devstack.runner import TLSServer
-from gateway.devstack.tokens import GRAPH_AUDIENCE, OUTLOOK_AUDIENCE, TokenSigner
+from gateway.devstack.tokens import (
+    GRAPH_AUDIENCE,
+    ISSUED_BACKDATE_SECONDS,
+    OUTLOOK_AUDIENCE,
+    TokenSigner,
+)
 from gateway.devstack.users import CLIENT_ID, DEV_CLIENT_SECRET, TENANT_ID, user
 from gateway.server.certs import DevCerts, make_dev_certs
 
@@ -208,6 +214,37 @@ async def test_auth_code_flow_signs_in_with_roles_and_account(stack: Stack,
     assert at["azp"] == at["appid"] == CLIENT_ID and at["ver"] == "1.0"
     assert at["sub"] == idc["sub"] != ADMIN.oid       # pairwise, not the object id
     assert "refresh_token" in result
+
+
+async def test_tokens_are_dated_five_minutes_back_as_entra_dates_them(
+        stack: Stack, signer: TokenSigner) -> None:
+    """Entra's iat and nbf are five minutes before the token is issued, in ID, delegated and
+    app-only tokens; exp and expires_in count from the real time of issue
+    (gateway.devstack.tokens names the sources)."""
+    app = await stack.msal_app()
+    flow, response = await stack.sign_in(app)
+    before = int(time.time())
+    result = await asyncio.to_thread(app.acquire_token_by_auth_code_flow, flow, response)
+    app_only = await asyncio.to_thread(app.acquire_token_for_client,
+                                       ["https://outlook.office.com/.default"])
+    after = int(time.time())
+    lifetime = stack.stand_in.access_token_lifetime
+    assert ISSUED_BACKDATE_SECONDS == 300
+    for token, audience in ((result["access_token"], OUTLOOK_AUDIENCE),
+                            (app_only["access_token"], OUTLOOK_AUDIENCE)):
+        claims = signer.verify(token, audience=audience)
+        assert claims["iat"] == claims["nbf"]
+        assert before - ISSUED_BACKDATE_SECONDS <= claims["iat"] <= after - ISSUED_BACKDATE_SECONDS
+        assert before + lifetime <= claims["exp"] <= after + lifetime
+    assert abs(result["expires_in"] - lifetime) <= 1
+    idc = result["id_token_claims"]
+    assert idc["iat"] == idc["nbf"]
+    assert before - ISSUED_BACKDATE_SECONDS <= idc["iat"] <= after - ISSUED_BACKDATE_SECONDS
+    assert idc["exp"] > after
+    # The tests' own helper dates its tokens the same way.
+    helper = _unverified(outlook_access_token(signer, MEMBER, now=before))
+    assert helper["iat"] == helper["nbf"] == before - ISSUED_BACKDATE_SECONDS
+    assert helper["exp"] == before + 3600
 
 
 async def test_silent_same_scopes_hits_cache_graph_uses_refresh(stack: Stack,
