@@ -27,12 +27,9 @@ import functools
 import os
 import re
 import resource
-import shutil
-import subprocess
 import sys
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from calendar_agenda import fill
 from common import GatewayProcess, bench, group_cpu, header, other_load, sign_in_many
+from spy import pyspy, spying, summarise
 
 from gateway.calendar.zones import zone
 
@@ -74,87 +72,6 @@ async def drive(clients: list[httpx.AsyncClient], url: str, pages: int) -> tuple
                 errors += 1
     await asyncio.gather(*(one(c) for c in clients))
     return ok, errors
-
-
-# Components for the profile summary, by the file of the sampled frame nearest the leaf that
-# matches one (first match wins, so gateway code calling the standard library is billed to
-# what it called only when nothing nearer the leaf is named here).
-COMPONENTS: list[tuple[str, str]] = [
-    ("gzip", r"/gzip\.py|zlib|starlette/middleware/gzip"),
-    ("TLS", r"/ssl\.py|sslproto"),
-    ("template (jinja2, markupsafe)", r"jinja2/|markupsafe/|<template>|templates/"),
-    ("view models", r"gateway/web/mailviews|gateway/web/render"),
-    ("imap_parse", r"gateway/mail/imap_(fetch|mailboxes|tokens)|gateway/mail/headers"),
-    ("aioimaplib", r"aioimaplib/"),
-    ("IMAP logic (mailbox, imap, reader, session)",
-     r"gateway/mail/(mailbox|imap|imap_login|imap_pool|imap_turns|reader|session|mime|"
-     r"sanitize|structure|parts)\.py"),
-    ("calendar (graph adapter, model, view)", r"gateway/calendar/|gateway/web/calendar"),
-    ("httpx/httpcore (Graph client)", r"httpx/|httpcore/|h11/|anyio/"),
-    ("session lookup + store", r"gateway/auth/sessions|gateway/store/|sqlite3|aiosqlite"),
-    ("middleware (gateway)", r"gateway/web/middleware|gateway/web/security|gateway/auth/"),
-    ("starlette", r"starlette/"),
-    ("uvicorn", r"uvicorn/"),
-    ("event loop (asyncio)", r"asyncio/|selectors\.py|uvloop"),
-    ("other gateway", r"gateway/"),
-]
-WATCH = ("render", "parse_fetch", "fetch_page", "load_or_expired", "list_folders",
-         "get_template", "compress", "_fetch_response", "calendar_page")
-FRAME = re.compile(r"^(.*) \((.*?)(?::\d+)?\)$")
-
-
-def summarise(raw: Path, top: int = 12) -> list[str]:
-    """Shares of the samples in a py-spy raw (collapsed) file."""
-    comp: Counter[str] = Counter()
-    own: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    total = 0
-    patterns = [(name, re.compile(p)) for name, p in COMPONENTS]
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        n = int(count)
-        frames = [FRAME.match(f) for f in stack.split(";")]
-        parsed = [(m.group(1), m.group(2)) if m else (f, "") for m, f in
-                  zip(frames, stack.split(";"), strict=True)]
-        total += n
-        if parsed:
-            fn, path = parsed[-1]
-            own[f"{fn} ({_short(path)})"] += n
-        name = "other (stdlib, C)"
-        for _fn, path in reversed(parsed):
-            hit = next((c for c, p in patterns if p.search(path)), None)
-            if hit:
-                name = hit
-                break
-        comp[name] += n
-        seen = {fn for fn, _ in parsed}
-        for w in WATCH:
-            if w in seen:
-                incl[w] += n
-    if not total:
-        return ["  (no samples)"]
-    out = [f"  {total} samples"]
-    out.append("  by component (own time of the nearest named frame):")
-    out += [f"    {100 * n / total:5.1f} %  {c}" for c, n in comp.most_common()]
-    out.append("  including callees (share of samples with the function on the stack):")
-    out += [f"    {100 * n / total:5.1f} %  {w}" for w, n in incl.most_common()]
-    out.append(f"  top {top} functions by own time:")
-    out += [f"    {100 * n / total:5.1f} %  {f}" for f, n in own.most_common(top)]
-    return out
-
-
-def _short(path: str) -> str:
-    for mark in ("site-packages/", "/gateway/", "python3.11/"):
-        if mark in path:
-            return ("gateway/" if mark == "/gateway/" else "") + path.split(mark, 1)[1]
-    return path
-
-
-def pyspy() -> str | None:
-    here = Path(sys.executable).parent / "py-spy"
-    return str(here) if here.exists() else shutil.which("py-spy")
 
 
 def main() -> int:
@@ -254,18 +171,10 @@ def gzip_table(bodies: dict[str, bytes]) -> None:
 async def profile(spy: str, pid: int, args: argparse.Namespace, name: str,
                   load: Callable[[], object]) -> None:
     out = args.profile / f"{name}.txt"
-    proc = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(args.rate),
-                             "--format", "raw", "--gil", "--output", str(out),
-                             "--nonblocking"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    await asyncio.sleep(1.0)                 # py-spy attaching
-    if proc.poll() is not None:
-        print(f"\nprofile {name}: py-spy exited: "
-              f"{proc.stderr.read().decode(errors='replace')[-300:] if proc.stderr else ''}")
-        return
-    await load()  # type: ignore[misc]
-    proc.send_signal(2)                      # SIGINT: py-spy writes its file and exits
-    proc.wait(30)
+    with spying(spy, pid, args.rate, out) as ready:
+        if not ready:
+            return
+        await load()  # type: ignore[misc]
     print(f"\nprofile {name} ({args.pages} pages, py-spy {args.rate} Hz, GIL held; "
           f"{out}):")
     print("\n".join(summarise(out)) if out.exists() else "  (no output)")

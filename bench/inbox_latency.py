@@ -3,6 +3,7 @@ script from the same Dovecot, side by side in one run (issue 3). Target: at most
 
     .venv/bin/python bench/inbox_latency.py [--runs 60] [--exchange] [--exchange-proxy]
                                             [--link-rtt-ms 10 --link-mbit 100]
+                                            [--profile DIR [--profile-pages 200]]
 
 Starts the dev stack (Entra stand-in, Dovecot, SMTP; 100 seeded messages per mailbox) and a
 gateway in a background loop thread, signs the sample member in once (no browser), then
@@ -30,6 +31,10 @@ Gateway times are measured by ``bench/rawhttp.py`` (one kept-alive TLS connectio
 member's cookies, status and whole body read; see that module for why not httpx) inside the
 loop, as the bare times are; ``--client httpx`` measures with an httpx client in the main
 thread instead, whose own CPU (about 1 ms a page) then shares the process with the gateway.
+Then where a cold page's time goes: a series of cold gateway pages and one of bare cold
+pages, each with its wall time, this process's CPU (the gateway, or the bare script) and
+Dovecot's CPU; with ``--profile DIR``, py-spy profiles of both series
+(``DIR/cold.txt``, ``DIR/bare-cold.txt``) summarised by component (``bench/spy.py``).
 Then a breakdown of the gateway's IMAP work with its own functions, a check that a
 steady-state page shows mail delivered since the last page, and the first page after
 sign-in (whose IMAP work the callback begins) against a cold page of the same client, with
@@ -48,26 +53,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     BARE_LOGIN_STALLS,
+    Bench,
     Stats,
     bare_cold,
     bare_connect,
     bare_warm,
     bench,
+    group_cpu,
     header,
     other_load,
     ratio_line,
 )
 from link import LinkProcess
 from rawhttp import RawClient
+from spy import pyspy, spying, summarise
 
+from gateway.devstack.mailserver import outlook_access_token
 from gateway.devstack.users import user
 from gateway.mail import mailbox
 from gateway.mail.imap_fetch import parse_fetch
@@ -142,6 +153,11 @@ def main() -> int:
                     help="reach IMAP through a link of this round trip (bench/link.py)")
     ap.add_argument("--link-mbit", type=float, default=100.0,
                     help="the link's bandwidth in Mbit/s (with --link-rtt-ms)")
+    ap.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                    help="then py-spy this process over --profile-pages gateway cold pages, "
+                         "and as many bare cold pages, into DIR/cold.txt and DIR/bare-cold.txt")
+    ap.add_argument("--profile-pages", type=int, default=200)
+    ap.add_argument("--rate", type=int, default=1000, help="py-spy samples a second")
     args = ap.parse_args()
     header("Inbox page latency: gateway vs bare aioimaplib", sys.argv)
 
@@ -217,6 +233,12 @@ def main() -> int:
         print(ratio_line("reconnect / bare cold (not the cold target)", vals[4],
                          vals[1], 1.2))
 
+        pages = cold_pages(b, pool, session_id, page, port)
+        assert b.stack.mail._dovecot is not None
+        cold_cpu(b, b.stack.mail._dovecot.pid, args.runs, pages)
+        if args.profile is not None:
+            profile_cold(args, pages)
+
         account_id = b.run(svc.store.list_sessions())[0].account_id
         print("\nBreakdown of the gateway's IMAP work (its own functions, inside the loop):")
         for s in b.run(breakdown(svc, account_id, user("member").email, max(10, args.runs // 3)
@@ -271,6 +293,71 @@ def main() -> int:
     print(f"bare logins that stalled and were timed again: {len(BARE_LOGIN_STALLS)}")
     print(f"other CPU users at end: {other_load()}")
     return 0
+
+
+def cold_pages(b: Bench, pool: object, session_id: str, page: Callable[[], float],
+               port: int) -> dict[str, Callable[[], object]]:
+    """One cold page of each side, untimed: the gateway's (its slot dropped first) and the
+    bare script's, with a token and TLS context made once, as the gateway keeps its own, so
+    that the CPU of whole calls is the page's."""
+    assert b.stack.mail is not None
+    token = outlook_access_token(b.stack.mail.signer, user("member"))
+    context = b.stack.mail.client_ssl_context()
+
+    def gateway_cold() -> float:
+        b.run(pool.drop(session_id))  # type: ignore[attr-defined]
+        return page()
+
+    return {"gateway cold": gateway_cold,
+            "bare cold": lambda: b.run(bare_cold(b.stack, port=port, token=token,
+                                                 ssl_context=context))}
+
+
+def cold_cpu(b: Bench, dovecot: int, runs: int, pages: dict[str, Callable[[], object]]) -> None:
+    """CPU of a cold page: ``runs`` gateway cold pages in a row, then as many bare cold pages,
+    each series timed whole: this process's CPU (the gateway and its HTTP client, or the
+    bare script; read from a clock, so exact) and Dovecot's (its process group, the
+    processes of ended connections included; read in /proc's 10 ms ticks, so exact only over
+    many pages, hence whole series), against the wall time. With two cores the two run at
+    once, so their sum can pass the wall time."""
+    print(f"\nWhere a cold page's time goes ({runs} pages of each in a row, means):")
+    print(f"{'':<16} {'wall':>9} {'this process':>13} {'Dovecot':>9}  (CPU)")
+    rows = {}
+    for side, fn in pages.items():
+        fn()   # the series starts and ends with the same connections open
+        w0, c0, d0 = time.perf_counter(), time.process_time(), group_cpu(dovecot)
+        for _ in range(runs):
+            fn()
+        rows[side] = ((time.perf_counter() - w0) / runs, (time.process_time() - c0) / runs,
+                      (group_cpu(dovecot) - d0) / runs)
+    (gw, gc, gd), (bw, bc, bd) = rows["gateway cold"], rows["bare cold"]
+    rows["gateway - bare"] = (gw - bw, gc - bc, gd - bd)
+    for side, (w, c, d) in rows.items():
+        print(f"{side:<16} {1000 * w:9.2f} {1000 * c:13.2f} {1000 * d:9.2f}  ms")
+
+
+def profile_cold(args: argparse.Namespace, pages: dict[str, Callable[[], object]]) -> None:
+    """py-spy on this process (samples holding the GIL: Python code, and C called without
+    releasing it; not OpenSSL's handshake or socket calls) over cold gateway pages, then
+    over bare cold pages, summarised by component as cpu_per_page.py does. The gateway and
+    its HTTP client share the loop thread, so the client (rawhttp) is in the first profile."""
+    spy = pyspy()
+    if spy is None:
+        print("\nprofile: py-spy not found")
+        return
+    args.profile.mkdir(parents=True, exist_ok=True)
+
+    for side, fn in pages.items():
+        name = side.replace("gateway ", "").replace(" ", "-")   # cold, bare-cold
+        out = args.profile / f"{name}.txt"
+        with spying(spy, os.getpid(), args.rate, out) as ready:
+            if not ready:
+                continue
+            for _ in range(args.profile_pages):
+                fn()
+        print(f"\nprofile {name} ({args.profile_pages} pages, py-spy {args.rate} Hz, "
+              f"GIL held; {out}):")
+        print("\n".join(summarise(out)) if out.exists() else "  (no output)")
 
 
 async def _timed(raw: RawClient) -> float:
