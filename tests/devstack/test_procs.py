@@ -3,8 +3,10 @@ on a real process started in its own session."""
 
 from __future__ import annotations
 
+import shlex
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,8 +40,9 @@ def test_group_cpu_counts_children_that_have_ended() -> None:
     burn = ("import time\n"
             "while time.process_time() < 0.3:\n"
             "    pass\n")
-    proc = subprocess.Popen(["sh", "-c", f'python3 -c "{burn}" && exec sleep 60'],
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        ["sh", "-c", f"{shlex.quote(sys.executable)} -c {shlex.quote(burn)} && exec sleep 60"],
+        start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while len(group_members(proc.pid)) != 1 or _command(proc.pid) != "sleep":
