@@ -100,9 +100,12 @@ class Stats:
 
 
 def ratio_line(label: str, a: Stats, b: Stats, target: float) -> str:
-    r = a.median / b.median
-    verdict = "meets" if r <= target else "MISSES"
-    return f"{label:<46} {r:5.2f}x  (target <= {target}x: {verdict})"
+    return verdict_line(label, a.median / b.median, target)
+
+
+def verdict_line(label: str, ratio: float, target: float) -> str:
+    verdict = "meets" if ratio <= target else "MISSES"
+    return f"{label:<46} {ratio:5.2f}x  (target <= {target}x: {verdict})"
 
 
 # --------------------------------------------------------------------------- stack

@@ -235,7 +235,7 @@ def main() -> int:
 
         pages = cold_pages(b, pool, session_id, page, port)
         assert b.stack.mail._dovecot is not None
-        cold_cpu(b, b.stack.mail._dovecot.pid, args.runs, pages)
+        cold_cpu(b.stack.mail._dovecot.pid, args.runs, pages)
         if args.profile is not None:
             profile_cold(args, pages)
 
@@ -313,7 +313,7 @@ def cold_pages(b: Bench, pool: object, session_id: str, page: Callable[[], float
                                                  ssl_context=context))}
 
 
-def cold_cpu(b: Bench, dovecot: int, runs: int, pages: dict[str, Callable[[], object]]) -> None:
+def cold_cpu(dovecot: int, runs: int, pages: dict[str, Callable[[], object]]) -> None:
     """CPU of a cold page: ``runs`` gateway cold pages in a row, then as many bare cold pages,
     each series timed whole: this process's CPU (the gateway and its HTTP client, or the
     bare script; read from a clock, so exact) and Dovecot's (its process group, the

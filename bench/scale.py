@@ -51,6 +51,7 @@ from common import (
     header,
     other_load,
     ratio_line,
+    verdict_line,
 )
 from make_big_mailbox import make_big_folder
 
@@ -176,10 +177,8 @@ def main() -> int:
             after_r = statistics.median(paired_after[key])
             print(f"{label}, member / control member, median of {args.runs} pairs: "
                   f"{before_r:.2f}x before the big folder, {after_r:.2f}x after")
-            r = after_r / before_r
-            verdict = "meets" if r <= 1.1 else "MISSES"
-            print(f"{label + ' with the big folder / without, against the control':<46} "
-                  f"{r:5.2f}x  (target <= 1.1x: {verdict})")
+            print(verdict_line(f"{label} with the big folder / without, against the control",
+                               after_r / before_r, 1.1))
         print(ratio_line("bare, open connection: big / small", bw["big"], bw["small"], 1.1))
         print(ratio_line("bare, cold: big / small", bc["big"], bc["small"], 1.1))
     print(f"bare logins that stalled and were timed again: {len(BARE_LOGIN_STALLS)}")
