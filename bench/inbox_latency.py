@@ -35,6 +35,10 @@ Then where a cold page's time goes: a series of cold gateway pages and one of ba
 pages, each with its wall time, this process's CPU (the gateway, or the bare script) and
 Dovecot's CPU; with ``--profile DIR``, py-spy profiles of both series
 (``DIR/cold.txt``, ``DIR/bare-cold.txt``) summarised by component (``bench/spy.py``).
+Then the floor under a cold page: the cold page's IMAP conversation and the bare script's,
+recorded once and replayed by a client that parses nothing (``bench/replay.py``), timed in
+turns with the two cold pages, so what the conversations alone take at Dovecot and on the
+wire is set beside what the gateway and the bare script take around them.
 Then a breakdown of the gateway's IMAP work with its own functions, a check that a
 steady-state page shows mail delivered since the last page, and the first page after
 sign-in (whose IMAP work the callback begins) against a cold page of the same client, with
@@ -76,6 +80,7 @@ from common import (
 )
 from link import LinkProcess
 from rawhttp import RawClient
+from replay import Conversation, recording
 from spy import pyspy, spying, summarise
 
 from gateway.devstack.mailserver import outlook_access_token
@@ -236,6 +241,7 @@ def main() -> int:
         pages = cold_pages(b, pool, session_id, page, port)
         assert b.stack.mail._dovecot is not None
         cold_cpu(b.stack.mail._dovecot.pid, args.runs, pages)
+        conversation_floor(b, pages, port, args.runs)
         if args.profile is not None:
             profile_cold(args, pages)
 
@@ -334,6 +340,47 @@ def cold_cpu(dovecot: int, runs: int, pages: dict[str, Callable[[], object]]) ->
     rows["gateway - bare"] = (gw - bw, gc - bc, gd - bd)
     for side, (w, c, d) in rows.items():
         print(f"{side:<16} {1000 * w:9.2f} {1000 * c:13.2f} {1000 * d:9.2f}  ms")
+
+
+def conversation_floor(b: Bench, pages: dict[str, Callable[[], object]], port: int,
+                       runs: int) -> None:
+    """The cold page's IMAP conversation, and the bare script's, each recorded once and then
+    replayed by ``bench/replay.py``'s client, which parses nothing, interleaved with the two
+    cold pages themselves: what Dovecot and the connection alone take for each conversation,
+    so a floor under the cold page that no faster parse or render can go below."""
+    mail = b.stack.mail
+    assert mail is not None
+    found = {}
+    for side, fn in pages.items():
+        with recording() as talks:
+            fn()
+        found[side] = Conversation.of(talks)
+    token = outlook_access_token(mail.signer, user("member"))
+    context = mail.client_ssl_context()
+    host, imap_port = mail.host, port or mail.imap_port
+
+    def replayer(talk: Conversation) -> Callable[[], float]:
+        return lambda: float(b.run(talk.replay(host, imap_port, context, user("member").email,
+                                               token)))
+
+    timed = {"gateway cold page": pages["gateway cold"], "bare cold": pages["bare cold"],
+             "replay: the page's IMAP": replayer(found["gateway cold"]),
+             "replay: the bare script's IMAP": replayer(found["bare cold"])}
+    stats = {k: Stats(k, []) for k in timed}
+    for _ in range(runs):
+        for name, fn in timed.items():
+            stats[name].samples.append(float(fn()))  # type: ignore[arg-type]
+    print("\nThe IMAP conversations alone, replayed by a client that parses nothing "
+          "(bench/replay.py):")
+    for side, talk in found.items():
+        print(f"  {side}, after login, {len(talk.turns)} turns: {'; '.join(talk.commands)}")
+    for s in stats.values():
+        print(s.line())
+    vals = list(stats.values())
+    print(ratio_line("the page's IMAP replayed / bare cold", vals[2], vals[1], 1.2))
+    for label, a, c in (("the page's IMAP / the bare script's, replayed", vals[2], vals[3]),
+                        ("gateway cold page / its IMAP replayed", vals[0], vals[2])):
+        print(f"{label:<46} {a.median / c.median:5.2f}x")
 
 
 def profile_cold(args: argparse.Namespace, pages: dict[str, Callable[[], object]]) -> None:
