@@ -367,15 +367,18 @@ def conversation_floor(b: Bench, pages: dict[str, Callable[[], object]], port: i
              "replay: the page's IMAP": replayer(found["gateway cold"]),
              "replay: the bare script's IMAP": replayer(found["bare cold"])}
     stats = {k: Stats(k, []) for k in timed}
+    cpu = dict.fromkeys(timed, 0.0)   # this process's CPU in each, summed
     for _ in range(runs):
         for name, fn in timed.items():
+            c0 = time.process_time()
             stats[name].samples.append(float(fn()))  # type: ignore[arg-type]
+            cpu[name] += time.process_time() - c0
     print("\nThe IMAP conversations alone, replayed by a client that parses nothing "
           "(bench/replay.py):")
     for side, talk in found.items():
         print(f"  {side}, after login, {len(talk.turns)} turns: {'; '.join(talk.commands)}")
     for s in stats.values():
-        print(s.line())
+        print(f"{s.line()}   CPU {1000 * cpu[s.name] / runs:5.2f} ms")
     vals = list(stats.values())
     print(ratio_line("the page's IMAP replayed / bare cold", vals[2], vals[1], 1.2))
     for label, a, c in (("the page's IMAP / the bare script's, replayed", vals[2], vals[3]),

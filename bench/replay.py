@@ -12,10 +12,11 @@ patched for the duration only; the gateway's code is not changed). ``Conversatio
 that into turns: the commands written together, and the commands whose tagged completion
 the client had read before it wrote them. ``replay`` opens a new TLS connection and plays
 the turns, each written as soon as the completions it waited for have come, reading the
-answers line by line (literals by their size) and looking at nothing but the tags. Its own
-work is a small fraction of a millisecond a page, so what it times is the server's work, the
-connection and the round trips the conversation needs: a floor under any client that holds
-that conversation, however fast its parse and render.
+answers line by line (literals by their size) and looking at nothing but the tags. Beyond
+the TLS handshake and the reading every client does, it does nothing (``inbox_latency.py``
+prints its CPU a replay beside the bare script's), so what it times is the server's work,
+the connection and the round trips the conversation needs: a floor under any client that
+holds that conversation, however fast its parse and render.
 
 The login is replayed with a fresh token (``AUTHENTICATE XOAUTH2`` with its initial
 response, as both clients send it); what was recorded, the token included, stays in memory
@@ -53,6 +54,7 @@ class Talk:
 def recording() -> Iterator[list[Talk]]:
     """Record the IMAP traffic of every connection whose first chunk arrives inside."""
     talks: list[Talk] = []
+    transports: list[Any] = []   # whose write is wrapped, until the recording ends
     classes = [c for c in (IMAP4ClientProtocol, _Protocol) if "data_received" in c.__dict__]
     originals = {c: c.__dict__["data_received"] for c in classes}
 
@@ -72,6 +74,7 @@ def recording() -> Iterator[list[Talk]]:
                     write(out)
 
                 self.transport.write = recorded_write
+                transports.append(self.transport)
             talk.events.append(("r", bytes(data)))
             original(self, data)
         return data_received
@@ -83,6 +86,8 @@ def recording() -> Iterator[list[Talk]]:
     finally:
         for cls, original in originals.items():
             setattr(cls, "data_received", original)  # noqa: B010
+        for transport in transports:   # a pooled connection lives on, unrecorded
+            transport.__dict__.pop("write", None)
 
 
 @dataclass(frozen=True)

@@ -54,11 +54,16 @@ def test_a_cold_folder_page_is_recorded_and_replayed(stack: DevStack,
     talk = Conversation.of(talks)
     # The gateway's cold page: SELECT and LIST together, then the FETCH and a STATUS batch;
     # before them a CAPABILITY where the login's answer carried none (as Exchange's does not).
+    # How the later commands fall into turns depends on when the answers arrive; the SELECT
+    # and the LIST always go in one write, and the FETCH only once the SELECT is done.
     asked = [c for c in talk.commands if c != "CAPABILITY"]
     assert asked[:3] == ["SELECT", "LIST", "FETCH"] and asked[3].startswith("STATUS")
-    assert len(talk.turns) == 2 + ("CAPABILITY" in talk.commands)
     assert talk.login_tag in talk.turns[0].after
-    assert talk.turns[-2].data.count(b"\r\n") == 2   # SELECT and LIST
+    select = next(i for i, turn in enumerate(talk.turns) if b" SELECT " in turn.data)
+    assert talk.turns[select].data.count(b"\r\n") == 2   # SELECT and LIST
+    select_tag = talk.turns[select].data.split(b" ", 1)[0]
+    fetch = next(turn for turn in talk.turns if b" FETCH " in turn.data)
+    assert select_tag in fetch.after
     assert not any(token.encode() in turn.data for turn in talk.turns)
     # LOGOUT (the connection's end) is not part of what is replayed or timed.
     assert not any(b" LOGOUT" in turn.data for turn in talk.turns)
