@@ -143,8 +143,9 @@ class Conversation:
                 turns[-1] = Turn(turns[-1].data + data, after)
             else:
                 turns.append(Turn(data, after))
-        names = [line.split(b" ")[1].decode("ascii", "replace")
-                 for turn in turns for line in turn.data.split(b"\r\n")[:-1]]
+        names = [" ".join(words[1:3] if words[1] == "UID" else words[1:2])   # "UID FETCH"
+                 for turn in turns for line in turn.data.split(b"\r\n")[:-1]
+                 if len(words := line.decode("ascii", "replace").split(" ")) > 1]
         commands = tuple(f"{name} x{names.count(name)}" if names.count(name) > 1 else name
                          for name in dict.fromkeys(names))
         return cls(login_tag, tuple(turns), frozenset(replayed), commands)
